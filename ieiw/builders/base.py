@@ -1,0 +1,86 @@
+"""The shape every candidate builder has, so the flow can run any of them the same way.
+
+A builder splits its source into work units (:meth:`CandidateBuilder.plan`) and turns one unit into
+pair rows (:meth:`CandidateBuilder.build_unit`). Bad records never raise out of ``build_unit``:
+they come back as :class:`Failure` values with a short reason (counted in the stats) and a message
+that names the file and the record. Only transient trouble (a full disk, a dropped server) raises,
+so the flow's retries can deal with it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """A chunk of source records; ``key`` names the shard, ``payload`` is what the builder needs."""
+
+    key: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A record that could not become a pair, and why."""
+
+    reason: str  # short and stable: the stats count by it and tests assert it
+    record_id: str
+    file: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: " if self.file else ""
+        return f"{where}record {self.record_id}: {self.reason}: {self.message}"
+
+
+class SourceRecordError(Exception):
+    """Raised inside a builder for one bad record; turned into a :class:`Failure` by the caller."""
+
+    def __init__(self, reason: str, record_id: str, file: str | None, message: str):
+        super().__init__(f"{file}: record {record_id}: {reason}: {message}")
+        self.failure = Failure(reason=reason, record_id=record_id, file=file, message=message)
+
+
+@dataclass
+class UnitResult:
+    """Rows and failures of one work unit, plus counters for the stats."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    records: int = 0
+    counters: Counter = field(default_factory=Counter)
+
+    def stats(self, max_messages: int = 50) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "candidates": len(self.rows),
+            "failures": dict(Counter(f.reason for f in self.failures)),
+            "failure_messages": [str(f) for f in self.failures[:max_messages]],
+            "counters": dict(self.counters),
+        }
+
+
+class CandidateBuilder(abc.ABC):
+    """One source + one way of making pairs from it (PhraseCut removal, web crawl, ...)."""
+
+    name: str
+
+    @abc.abstractmethod
+    def plan(self) -> list[WorkUnit]:
+        """Split the source into units deterministically (same source, same config -> same units)."""
+
+    @abc.abstractmethod
+    def build_unit(self, unit: WorkUnit) -> UnitResult:
+        """Turn one unit into candidate rows; bad records become failures, never exceptions."""
+
+    @abc.abstractmethod
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything that shapes the rows (parameters, backend names, model ids) for resume checks."""
+
+    @abc.abstractmethod
+    def backends(self) -> dict[str, str]:
+        """Human-readable backend names for the manifest and stats (e.g. {"inpaint": "opencv-telea"})."""

@@ -1,0 +1,112 @@
+"""The `build-ieiw` Prefect flow: wiring only. The work lives in :mod:`ieiw.stages`.
+
+Stages run one after the other (candidates, then scores, then selection), each as one task per work
+unit with at most ``config.workers`` in flight, so expensive generation, cheap scoring and instant
+selection never compete and a changed threshold reruns selection only. A unit whose task still fails
+after its retries is reported and skipped; the flow ends Failed listing those units, and a rerun
+resumes them (finished units are skipped through the manifests).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture, as_completed
+
+from ieiw import stages
+from ieiw.builders.base import WorkUnit
+from ieiw.schemas.config import BuildConfig, load_config
+from ieiw.stats import compute_stats, render_markdown, write_stats
+
+# Transient trouble (a full disk, an NFS hiccup, a GPU server restart) deserves a retry;
+# bad records never raise, they are counted as failures inside the unit.
+RETRY = dict(retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+
+
+@task(name="plan", cache_policy=NO_CACHE)
+def plan_units(config: BuildConfig) -> list[tuple[str, WorkUnit]]:
+    return stages.build_for(config).plan()
+
+
+@task(name="candidates", task_run_name="candidates-{unit.key}", **RETRY)
+def candidates_task(config: BuildConfig, builder_name: str, unit: WorkUnit) -> stages.UnitOutcome:
+    return stages.make_candidates(stages.build_for(config), builder_name, unit)
+
+
+@task(name="score", task_run_name="score-{unit}", **RETRY)
+def score_task(config: BuildConfig, unit: str) -> stages.UnitOutcome:
+    return stages.score_unit(stages.build_for(config), unit)
+
+
+@task(name="select", task_run_name="select-{unit}", **RETRY)
+def select_task(config: BuildConfig, unit: str) -> stages.UnitOutcome:
+    return stages.select_unit(stages.build_for(config), unit)
+
+
+@task(name="summarise", cache_policy=NO_CACHE)
+def summarise_task(config: BuildConfig) -> dict[str, Any]:
+    folder = Path(config.out_dir) / stages.PAIRS
+    stats = compute_stats(folder)
+    write_stats(stats, Path(config.out_dir) / "stats.json")
+    create_markdown_artifact(key=f"ieiw-stats-{config.name}", markdown=render_markdown(stats), description="IEIW build")
+    return stats
+
+
+def run_bounded(submit: Callable[..., PrefectFuture], calls: Iterable[tuple], limit: int) -> tuple[list, list]:
+    """Submit ``calls`` keeping at most ``limit`` futures in flight, under any task runner.
+
+    Returns (results, failures): a failure is (call, exception) and does not stop the others.
+    """
+    results, failures, in_flight = [], [], {}
+
+    def collect(future: PrefectFuture) -> None:
+        call = in_flight.pop(future)
+        outcome = future.result(raise_on_failure=False)
+        (failures.append((call, outcome)) if isinstance(outcome, BaseException) else results.append(outcome))
+
+    for call in calls:
+        in_flight[submit(*call)] = call
+        if len(in_flight) >= limit:
+            collect(next(as_completed(list(in_flight))))
+    for future in list(in_flight):
+        collect(future)
+    return results, failures
+
+
+@flow(name="build-ieiw", log_prints=True)
+def build_ieiw(
+    config_path: str = "configs/demo.yaml",
+    out_dir: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build IEIW pairs from the sources in ``config_path`` into ``<out_dir>/ieiw``."""
+    logger = get_run_logger()
+    overrides = dict(overrides or {})
+    if out_dir is not None:
+        overrides["out_dir"] = out_dir
+    config = load_config(config_path, overrides)
+    logger.info("config %s (hash %s), output %s", config_path, config.digest(), config.out_dir)
+
+    units = plan_units(config)
+    logger.info("%d work units of up to %d records", len(units), config.unit_size)
+    made, failed = run_bounded(candidates_task.submit, [(config, b, u) for b, u in units], config.workers)
+    ready = sorted(o.unit for o in made)
+    scored, failed_scores = run_bounded(score_task.submit, [(config, u) for u in ready], config.workers)
+    selected, failed_select = run_bounded(select_task.submit, [(config, o.unit) for o in scored], config.workers)
+    failed += failed_scores + failed_select
+
+    for stage_outcomes in (made, scored, selected):
+        if stage_outcomes:
+            skipped = sum(o.skipped for o in stage_outcomes)
+            logger.info("%s: %d units done, %d already finished earlier", stage_outcomes[0].stage,
+                        len(stage_outcomes) - skipped, skipped)
+    stats = summarise_task(config)
+    logger.info("kept %d pairs %s in %s", stats["rows"], stats["by_task"], Path(config.out_dir) / stages.PAIRS)
+    if failed:
+        lines = [f"{call[-1]}: {exc!r}" for call, exc in failed]
+        raise RuntimeError(f"{len(failed)} unit task(s) failed after retries (rerun to resume):\n" + "\n".join(lines))
+    return stats
