@@ -116,9 +116,15 @@ def _hf_feature(arrow_type: pa.DataType) -> Any:
 
 
 def with_metadata(schema: pa.Schema) -> pa.Schema:
-    """Attach the schema version and the Hugging Face features that make image columns decode."""
+    """The schema as written to disk: the schema version and the Hugging Face features attached.
+
+    Every top-level field is stored nullable: ``datasets`` only applies its stored features to
+    fields equal to its own (always nullable) ones. Required columns are enforced on write instead
+    (:func:`rows_to_table`).
+    """
     features = {f.name: _hf_feature(f.type) for f in schema}
-    return schema.with_metadata(
+    stored = pa.schema([f.with_nullable(True) for f in schema])
+    return stored.with_metadata(
         {
             SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode(),
             b"huggingface": json.dumps({"info": {"features": features}}).encode(),
@@ -152,4 +158,10 @@ def rows_to_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema = PAIR_SC
     for row in rows:
         if schema is PAIR_SCHEMA and row.get("task") not in TASKS:
             raise ValueError(f"row {row.get('id')!r}: task {row.get('task')!r} is not one of {TASKS}")
-    return pa.Table.from_pylist(rows, schema=with_metadata(schema))
+    table = pa.Table.from_pylist(rows, schema=with_metadata(schema))
+    # pyarrow does not enforce nullable=False on conversion; the contract does.
+    for field in schema:
+        if not field.nullable and table[field.name].null_count:
+            first = table[field.name].to_pylist().index(None)
+            raise ValueError(f"row {rows[first].get('id')!r}: required column {field.name!r} is null")
+    return table

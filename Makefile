@@ -1,0 +1,44 @@
+# IEIW builder. The two set-up commands: `make build` and `make test` (each creates .venv first).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CONFIG ?= configs/demo.yaml
+OUT    ?= out
+PORT   ?= 4200
+
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+
+.PHONY: install install-dev build test serve bench verify stats clean
+
+# One stamp per set of extras, so `make build` does not pull the training stack (torch) it does not need.
+$(BIN)/.stamp-%: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[$(subst +,$(comma),$*)]'
+	@touch $@
+comma := ,
+
+install: $(BIN)/.stamp-crawl
+install-dev: $(BIN)/.stamp-dev+crawl+train
+
+build: install  ## the embedded demo build: bundled sample -> out/ieiw, no GPU, no network
+	$(BIN)/ieiw build $(CONFIG) --out $(OUT)
+	$(BIN)/ieiw stats $(OUT)/ieiw
+
+test: install-dev  ## the whole test suite (CI runs this)
+	$(BIN)/python -m pytest -q
+
+serve: install  ## Prefect server + deployments from prefect.yaml + a process worker
+	BIN=$(BIN) PORT=$(PORT) scripts/serve.sh
+
+bench: install-dev
+	$(BIN)/python bench/build_overhead.py
+
+stats:
+	$(BIN)/ieiw stats $(OUT)/ieiw
+
+verify:
+	$(BIN)/ieiw verify $(OUT)/ieiw
+
+clean:
+	rm -rf $(OUT) .prefect

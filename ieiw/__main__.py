@@ -1,0 +1,5 @@
+import sys
+
+from ieiw.cli import main
+
+sys.exit(main())

@@ -1,0 +1,39 @@
+"""Shared fixtures: an isolated Prefect home, a small synthetic PhraseCut sample, build configs, and a
+helper that runs the real `ieiw` command in a subprocess."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ieiw_testing import write_config
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_home(tmp_path_factory) -> Path:
+    """Tests never touch the user's ~/.prefect and never phone home."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    os.environ["PREFECT_HOME"] = str(home)
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ.pop("PREFECT_API_URL", None)
+    return home
+
+
+@pytest.fixture(scope="session")
+def sample_root(tmp_path_factory) -> Path:
+    """30 synthetic scenes at 160x120, generated once per session."""
+    from ieiw.builders.samples import make_phrasecut_sample
+
+    return make_phrasecut_sample(tmp_path_factory.mktemp("phrasecut") / "VGPhraseCut_v0", 30, 7, 160, 120)
+
+
+@pytest.fixture
+def make_config(tmp_path, sample_root):
+    def make(root: Path | None = None, out: Path | None = None, name: str = "build.yaml", **top) -> Path:
+        return write_config(tmp_path / name, root or sample_root, out or tmp_path / "out", **top)
+
+    return make
+
+

@@ -1,0 +1,49 @@
+"""Helpers the tests import: a build-config writer and the real `ieiw` command in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_config(path: Path, root: Path, out: Path, **top) -> Path:
+    """A build config over ``root`` writing to ``out``; keyword arguments override top-level keys."""
+    config = {
+        "name": "test",
+        "out_dir": str(out),
+        "unit_size": 8,
+        "workers": 2,
+        "removal": {"source": {"root": str(root), "splits": ["train", "val"]}, "mask_dilation": 5},
+        "selection": {"min_target_aesthetic": 2.0, "max_aesthetic_gap": 3.0},
+    }
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+
+def ieiw_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run_ieiw(*args: str, check: bool = True, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """Run the real command line (``python -m ieiw``) and capture its output."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "ieiw", *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, env=ieiw_env(), cwd=REPO, **kwargs,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"ieiw {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc

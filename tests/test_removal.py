@@ -1,0 +1,103 @@
+"""Removal with the embedded backend: it really removes, bad records fail cleanly, instructions vary."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+
+import numpy as np
+
+from ieiw.builders.imageio import decode
+from ieiw.builders.instructions import ADD_TEMPLATES, REMOVE_TEMPLATES, instruction_for
+from ieiw.builders.removal import RemovalBuilder
+from ieiw.schemas.config import PhraseCutSource, RemovalConfig
+
+
+def builder_for(root, unit_size=8, **kwargs) -> RemovalBuilder:
+    config = RemovalConfig(source=PhraseCutSource(root=root, splits=["train", "val"]), **kwargs)
+    return RemovalBuilder(config, unit_size)
+
+
+def test_removal_recovers_the_true_background(sample_root):
+    builder = builder_for(sample_root, unit_size=64)
+    source_errors, target_errors = [], []
+    for unit in builder.plan():
+        for row in builder.build_unit(unit).rows:
+            if row["task"] != "remove":
+                continue
+            source = decode(row["source_image"]["bytes"]).astype(np.float32)
+            target = decode(row["target_image"]["bytes"]).astype(np.float32)
+            mask = decode(row["mask"]["bytes"], "L") > 0
+            truth = decode((sample_root / "backgrounds" / f"{row['origin']['image_id']}.png").read_bytes())
+            truth = truth.astype(np.float32)
+            source_errors.append(np.abs(source - truth)[mask].mean())
+            target_errors.append(np.abs(target - truth)[mask].mean())
+            outside = ~mask
+            assert np.abs(target - source)[outside].mean() < 3.0, "pixels outside the mask must stay put"
+    assert len(source_errors) >= 40
+    source_mae, target_mae = float(np.mean(source_errors)), float(np.mean(target_errors))
+    assert target_mae <= 0.5 * source_mae, (source_mae, target_mae)
+
+
+def test_remove_and_add_rows_mirror_each_other(sample_root):
+    builder = builder_for(sample_root)
+    result = builder.build_unit(builder.plan()[0])
+    by_record: dict[str, dict[str, dict]] = {}
+    for row in result.rows:
+        by_record.setdefault(row["origin"]["record_id"], {})[row["task"]] = row
+    assert result.records == 8 and len(by_record) == 8
+    for pair in by_record.values():
+        remove, add = pair["remove"], pair["add"]
+        assert remove["source_image"] == add["target_image"] and remove["target_image"] == add["source_image"]
+        assert remove["id"] != add["id"]
+        assert remove["builder"]["embedded"] is True and remove["builder"]["backend"] == "opencv-telea"
+        assert remove["origin"]["phrase"] in remove["instruction"] or remove["origin"]["phrase"].split()[-1] in remove["instruction"]
+    again = builder.build_unit(builder.plan()[0])
+    assert [r["id"] for r in again.rows] == [r["id"] for r in result.rows]
+    assert [r["instruction"] for r in again.rows] == [r["instruction"] for r in result.rows]
+
+
+def corrupt_copy(sample_root, tmp_path):
+    """A copy whose first train records are broken in the three ways the issue names."""
+    root = tmp_path / "VGPhraseCut_v0"
+    shutil.copytree(sample_root, root)
+    refer = json.loads((root / "refer_train.json").read_text())
+    del refer[0]["Polygons"]
+    refer[1]["Polygons"] = [[[[5.0, 5.0]]]]
+    # Point record 2 at an image id whose file does not exist (other records keep their images).
+    refer[2]["image_id"] = 999
+    (root / "refer_train.json").write_text(json.dumps(refer))
+    return root, refer
+
+
+def test_bad_records_fail_with_file_and_task_id_and_the_unit_still_builds(sample_root, tmp_path):
+    root, refer = corrupt_copy(sample_root, tmp_path)
+    builder = builder_for(root)
+    result = builder.build_unit(builder.plan()[0])
+    failures = {f.record_id: f for f in result.failures}
+    assert set(failures) == {refer[0]["task_id"], refer[1]["task_id"], refer[2]["task_id"]}
+    assert failures[refer[0]["task_id"]].reason == "no_polygons"
+    assert failures[refer[1]["task_id"]].reason == "degenerate_polygons"
+    assert failures[refer[2]["task_id"]].reason == "missing_image"
+    assert str(root / "refer_train.json") in str(failures[refer[0]["task_id"]])
+    assert str(root / "images" / "999.jpg") in str(failures[refer[2]["task_id"]])
+    assert all(refer[i]["task_id"] in str(failures[refer[i]["task_id"]]) for i in range(3))
+    built = {row["origin"]["record_id"] for row in result.rows}
+    assert built == {r["task_id"] for r in refer[3:8]}
+    assert result.stats()["failures"] == {"no_polygons": 1, "degenerate_polygons": 1, "missing_image": 1}
+
+
+def test_mask_size_policy_names_its_reason(sample_root):
+    builder = builder_for(sample_root, min_mask_fraction=0.9)
+    result = builder.build_unit(builder.plan()[0])
+    assert not result.rows and Counter(f.reason for f in result.failures) == {"mask_too_small": 8}
+
+
+def test_instruction_templates_are_many_and_deterministic():
+    assert len(REMOVE_TEMPLATES) >= 10 and len(ADD_TEMPLATES) >= 10
+    ids = [f"{i:08x}" + "0" * 24 for i in range(0, 2**32, 2**32 // 240)]
+    chosen = Counter(instruction_for("remove", "red circle", rid) for rid in ids)
+    assert len(chosen) == len(REMOVE_TEMPLATES), "ids spread over every template"
+    assert instruction_for("add", "the blue square", ids[3]) == instruction_for("add", "the blue square", ids[3])
+    assert "the the" not in " ".join(instruction_for("add", "the blue square", rid) for rid in ids)

@@ -1,0 +1,136 @@
+"""Atomic shard writes, the manifest, resume bookkeeping and `ieiw verify`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from ieiw.schemas import shards
+from ieiw.schemas.manifest import LayoutChanged, Manifest, load_manifest, verify_folder
+from ieiw.schemas.rows import PAIR_SCHEMA, SCHEMA_VERSION, SCHEMA_VERSION_KEY, image_cell, row_id, rows_to_table
+from ieiw_testing import run_ieiw
+
+
+def pair_row(index: int, task: str = "remove") -> dict:
+    rid = row_id("phrasecut", f"1__{index}", "removal", {"dilation": 5}, task)
+    return {
+        "id": rid,
+        "task": task,
+        "instruction": f"remove the thing {index}",
+        "source_image": image_cell(b"\xff\xd8\xff source %d" % index, "s.jpg"),
+        "target_image": image_cell(b"\xff\xd8\xff target %d" % index, "t.jpg"),
+        "mask": None,
+        "width": 8,
+        "height": 8,
+        "origin": {"dataset": "phrasecut", "record_id": f"1__{index}"},
+        "exemplar": None,
+        "scores": None,
+        "builder": {"name": "removal", "backend": "opencv-telea", "embedded": True, "seed": 0, "params": "{}"},
+    }
+
+
+def test_row_ids_are_deterministic_and_depend_on_every_part():
+    base = row_id("phrasecut", "1__2", "removal", {"dilation": 5}, "remove")
+    assert base == row_id("phrasecut", "1__2", "removal", {"dilation": 5}, "remove")
+    variants = {
+        row_id("phrasecut", "1__3", "removal", {"dilation": 5}, "remove"),
+        row_id("phrasecut", "1__2", "removal", {"dilation": 7}, "remove"),
+        row_id("phrasecut", "1__2", "removal", {"dilation": 5}, "add"),
+        row_id("sa1b", "1__2", "removal", {"dilation": 5}, "remove"),
+    }
+    assert base not in variants and len(variants) == 4
+
+
+def test_rows_to_table_rejects_unknown_task_and_missing_required_field():
+    with pytest.raises(ValueError, match="task 'explode'"):
+        rows_to_table([pair_row(0, task="explode")])
+    broken = pair_row(1)
+    broken["builder"] = None
+    with pytest.raises(ValueError, match="required column 'builder' is null"):
+        rows_to_table([broken])
+
+
+def test_write_shard_is_atomic_and_records_hash(tmp_path, monkeypatch):
+    table = rows_to_table([pair_row(i) for i in range(5)])
+    info = shards.write_shard(table, tmp_path / "a.parquet")
+    assert info.rows == 5 and info.sha256 == shards.sha256_file(tmp_path / "a.parquet")
+    meta = pq.read_schema(tmp_path / "a.parquet").metadata
+    assert int(meta[SCHEMA_VERSION_KEY]) == SCHEMA_VERSION and b"huggingface" in meta
+
+    # A writer that dies half-way leaves neither a final file nor a temp file behind.
+    def dying_write(tab, where, **kwargs):
+        Path(where).write_bytes(b"PAR1 partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(shards.pq, "write_table", dying_write)
+    with pytest.raises(OSError, match="disk full"):
+        shards.write_shard(table, tmp_path / "b.parquet")
+    assert not (tmp_path / "b.parquet").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.parquet"]
+
+
+def test_manifest_resume_and_layout_guard(tmp_path):
+    manifest = Manifest(tmp_path, "candidates", {"unit_size": 8})
+    manifest.prepare("cfg1", {"inpaint": "opencv-telea"})
+    info = shards.write_shard(rows_to_table([pair_row(0)]), tmp_path / "u0.parquet")
+    assert not manifest.is_done("u0", "fp1")
+    manifest.record("u0", info, "fp1", "cfg1", {"records": 1})
+    assert manifest.is_done("u0", "fp1")
+    assert not manifest.is_done("u0", "fp2"), "a changed fingerprint must force a rebuild"
+    (tmp_path / "u0.parquet").unlink()
+    assert not manifest.is_done("u0", "fp1"), "a vanished shard must force a rebuild"
+    with pytest.raises(LayoutChanged, match="unit_size"):
+        Manifest(tmp_path, "candidates", {"unit_size": 16}).prepare("cfg2", {})
+    assert load_manifest(tmp_path)["units"]["u0"]["rows"] == 1
+
+
+def test_stale_temp_files_are_removed(tmp_path):
+    (tmp_path / ".tmp-abc.parquet").write_bytes(b"half")
+    (tmp_path / "keep.parquet").write_bytes(b"whole")
+    removed = shards.remove_stale_temp_files(tmp_path)
+    assert [p.name for p in removed] == [".tmp-abc.parquet"]
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.parquet"]
+
+
+def _two_shard_folder(folder: Path) -> Manifest:
+    manifest = Manifest(folder, "ieiw", {"unit_size": 2})
+    manifest.prepare("cfg", {})
+    for unit in ("u0", "u1"):
+        info = shards.write_shard(rows_to_table([pair_row(0), pair_row(1)]), folder / f"{unit}.parquet")
+        manifest.record(unit, info, "fp", "cfg", {})
+    return manifest
+
+
+def test_verify_names_a_shard_with_one_flipped_byte(tmp_path):
+    _two_shard_folder(tmp_path)
+    ok = run_ieiw("verify", tmp_path)
+    assert "ok" in ok.stdout
+    shard = tmp_path / "u1.parquet"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    bad = run_ieiw("verify", tmp_path, check=False)
+    assert bad.returncode == 1
+    assert "u1.parquet" in bad.stderr and "CORRUPT" in bad.stderr
+    assert "u0.parquet" not in bad.stderr
+
+
+def test_verify_reports_missing_shard_and_missing_manifest(tmp_path):
+    _two_shard_folder(tmp_path / "f")
+    (tmp_path / "f" / "u0.parquet").unlink()
+    bad = run_ieiw("verify", tmp_path / "f", check=False)
+    assert bad.returncode == 1 and "MISSING" in bad.stderr and "u0.parquet" in bad.stderr
+    assert verify_folder(tmp_path / "f") == [f"MISSING {tmp_path / 'f' / 'u0.parquet'} (unit u0)"]
+    none = run_ieiw("verify", tmp_path / "nothing", check=False)
+    assert none.returncode == 2 and "no manifest" in none.stderr
+
+
+def test_manifest_is_json_with_hashes(tmp_path):
+    _two_shard_folder(tmp_path)
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    assert data["schema_version"] == SCHEMA_VERSION and set(data["units"]) == {"u0", "u1"}
+    for entry in data["units"].values():
+        assert len(entry["sha256"]) == 64 and entry["rows"] == 2
