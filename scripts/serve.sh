@@ -2,10 +2,12 @@
 # `make serve`: a local Prefect server, the deployments of prefect.yaml, and a process worker.
 # Stops the server when the worker stops (Ctrl-C).
 set -euo pipefail
+cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 HOST=${PREFECT_SERVER_HOST:-127.0.0.1}
 PORT=${PORT:-4200}
 export IEIW_WORK_POOL=${IEIW_WORK_POOL:-ieiw-local}
+export IEIW_REPO=${IEIW_REPO:-$(pwd -P)}   # where deployed runs execute (prefect.yaml pull step)
 export PREFECT_API_URL="http://$HOST:$PORT/api"
 export PREFECT_SERVER_ANALYTICS_ENABLED=${PREFECT_SERVER_ANALYTICS_ENABLED:-false}
 

@@ -60,15 +60,14 @@ def test_write_shard_is_atomic_and_records_hash(tmp_path, monkeypatch):
     meta = pq.read_schema(tmp_path / "a.parquet").metadata
     assert int(meta[SCHEMA_VERSION_KEY]) == SCHEMA_VERSION and b"huggingface" in meta
 
-    # A writer that dies half-way leaves neither a final file nor a temp file behind.
-    def dying_write(tab, where, **kwargs):
-        Path(where).write_bytes(b"PAR1 partial")
+    # A writer that dies after writing its temp file, before the rename, leaves neither file behind.
+    def dying_replace(src, dst):
+        assert Path(src).stat().st_size == info.bytes, "the temp file was fully written"
         raise OSError("disk full")
 
-    monkeypatch.setattr(shards.pq, "write_table", dying_write)
+    monkeypatch.setattr(shards.os, "replace", dying_replace)
     with pytest.raises(OSError, match="disk full"):
         shards.write_shard(table, tmp_path / "b.parquet")
-    assert not (tmp_path / "b.parquet").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.parquet"]
 
 
