@@ -43,7 +43,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(f"build failed: {state.message}", file=sys.stderr)
         return 1
     stats = state.result()
-    print(f"kept {stats['rows']} pairs {stats['by_task']} in {Path(stats['path'])}; see `ieiw stats {stats['path']}`")
+    print(
+        f"kept {stats['rows']} pairs {stats['by_task']} in {stats['path']}; rejected {stats['rejected_total']},"
+        f" failed records {stats['failures_total']}; details: ieiw stats {stats['path']}"
+    )
     return 0
 
 

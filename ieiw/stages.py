@@ -18,24 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from ieiw.builders.base import CandidateBuilder, WorkUnit
 from ieiw.builders.removal import RemovalBuilder
+from ieiw.crawlers.builder import WebCrawlBuilder
 from ieiw.filters.quality import QualityScorer, make_scorer
 from ieiw.filters.selection import rejection_reason
 from ieiw.schemas.config import BuildConfig
 from ieiw.schemas.manifest import Manifest
-from ieiw.schemas.rows import (
-    PAIR_SCHEMA,
-    REJECTED_SCHEMA,
-    SCHEMA_VERSION,
-    SCORE_SCHEMA,
-    rows_to_table,
-    stable_hash,
-    with_metadata,
-)
+from ieiw.schemas.rows import REJECTED_SCHEMA, SCHEMA_VERSION, SCORE_SCHEMA, rows_to_table, stable_hash
 from ieiw.schemas.shards import read_shard, remove_stale_temp_files, write_shard
 
 log = logging.getLogger("ieiw")
@@ -65,6 +57,8 @@ class Build:
         self.builders: dict[str, CandidateBuilder] = {}
         if config.removal is not None and config.removal.enabled:
             self.builders["removal"] = RemovalBuilder(config.removal, config.unit_size)
+        if config.crawl is not None and config.crawl.enabled:
+            self.builders["crawl"] = WebCrawlBuilder(config.crawl, Path.cwd())
         self.scorer: QualityScorer = make_scorer(config.scoring.backend)
 
     def manifest(self, stage: str) -> Manifest:
@@ -124,24 +118,26 @@ def score_unit(build: Build, unit: str) -> UnitOutcome:
     fingerprint = stable_hash(SCORES, build.scorer.name, _entry_sha(build, CANDIDATES, unit))
     if manifest.is_done(unit, fingerprint):
         return UnitOutcome(SCORES, unit, True, manifest.entry(unit)["rows"])
-    table = read_shard(build.out / CANDIDATES / f"{unit}.parquet", columns=["id", "source_image", "target_image"])
+    table = read_shard(build.out / CANDIDATES / f"{unit}.parquet", columns=["id", "source_image", "target_image", "scores"])
     sources = build.scorer.score_many(pc.struct_field(table["source_image"], "bytes").to_pylist())
     targets = build.scorer.score_many(pc.struct_field(table["target_image"], "bytes").to_pylist())
-    rows = [
-        {
-            "id": rid,
-            "scores": {
-                "backend": build.scorer.name,
-                "embedded": build.scorer.embedded,
-                "source_aesthetic": s,
-                "target_aesthetic": t,
-                "source_giqa": None,
-                "target_giqa": None,
-                "edit_consistency": None,
-            },
+    rows = []
+    for rid, upstream, s, t in zip(table["id"].to_pylist(), table["scores"].to_pylist(), sources, targets, strict=True):
+        # A builder may have scored the edit itself (the crawl's alignment similarity): keep it, say by whom.
+        upstream = upstream or {}
+        backend = build.scorer.name
+        if upstream.get("edit_consistency") is not None and upstream.get("backend"):
+            backend += f"; edit_consistency: {upstream['backend']}"
+        scores = {
+            "backend": backend,
+            "embedded": build.scorer.embedded or bool(upstream.get("embedded")),
+            "source_giqa": None,
+            "target_giqa": None,
+            "edit_consistency": upstream.get("edit_consistency"),
+            "source_aesthetic": s,
+            "target_aesthetic": t,
         }
-        for rid, s, t in zip(table["id"].to_pylist(), sources, targets, strict=True)
-    ]
+        rows.append({"id": rid, "scores": scores})
     shard = write_shard(rows_to_table(rows, SCORE_SCHEMA), build.out / SCORES / f"{unit}.parquet")
     stats = {"scored": len(rows), "scorer": build.scorer.name}
     manifest.record(unit, shard, fingerprint, build.config_hash, stats)
@@ -157,9 +153,8 @@ def select_unit(build: Build, unit: str) -> UnitOutcome:
     if manifest.is_done(unit, fingerprint):
         return UnitOutcome(PAIRS, unit, True, manifest.entry(unit)["rows"])
     candidates = read_shard(build.out / CANDIDATES / f"{unit}.parquet")
-    scores = dict(
-        zip(*read_shard(build.out / SCORES / f"{unit}.parquet").to_pydict().values(), strict=True)
-    )
+    score_table = read_shard(build.out / SCORES / f"{unit}.parquet")
+    scores = dict(zip(score_table["id"].to_pylist(), score_table["scores"].to_pylist(), strict=True))
     kept, rejected = [], []
     reasons: Counter = Counter()
     for row in candidates.to_pylist():
@@ -185,7 +180,3 @@ def select_unit(build: Build, unit: str) -> UnitOutcome:
     shard = write_shard(rows_to_table(kept), build.out / PAIRS / f"{unit}.parquet")
     manifest.record(unit, shard, fingerprint, build.config_hash, stats)
     return UnitOutcome(PAIRS, unit, False, shard.rows, stats)
-
-
-def empty_pairs_table() -> pa.Table:
-    return pa.Table.from_pylist([], schema=with_metadata(PAIR_SCHEMA))

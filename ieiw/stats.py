@@ -55,21 +55,26 @@ def compute_stats(folder: Path) -> dict[str, Any]:
     widths, heights, chars, words = [], [], [], []
     embedded = 0
     for entry in sorted(manifest["units"].values(), key=lambda e: e["shard"]):
-        table = pq.read_table(folder / entry["shard"], columns=LIGHT_COLUMNS)
+        path = folder / entry["shard"]
+        present = set(pq.read_schema(path).names)  # rejected/ and scores/ shards have fewer columns
+        table = pq.read_table(path, columns=[c for c in LIGHT_COLUMNS if c in present])
         for row in table.to_pylist():
-            by_task[row["task"]] += 1
-            by_source[row["origin"]["dataset"]] += 1
-            builder = row["builder"]
-            backends[f"{builder['name']}: {builder['backend']}"] += 1
-            embedded += bool(builder["embedded"] or (row["scores"] or {}).get("embedded"))
-            if row["scores"]:
+            by_task[row.get("task")] += 1
+            by_source[(row.get("origin") or {}).get("dataset")] += 1
+            builder = row.get("builder") or {}
+            if builder:
+                backends[f"{builder['name']}: {builder['backend']}"] += 1
+            embedded += bool(builder.get("embedded") or (row.get("scores") or {}).get("embedded"))
+            if row.get("scores"):
                 backends[f"scores: {row['scores']['backend']}"] += 1
                 for name in SCORE_FIELDS:
                     scores[name].append(row["scores"][name])
-            widths.append(row["width"])
-            heights.append(row["height"])
-            chars.append(len(row["instruction"]))
-            words.append(len(row["instruction"].split()))
+            if "width" in row:
+                widths.append(row["width"])
+                heights.append(row["height"])
+            if "instruction" in row:
+                chars.append(len(row["instruction"]))
+                words.append(len(row["instruction"].split()))
     rows = sum(by_task.values())
     return {
         "path": str(folder),
@@ -105,13 +110,14 @@ def write_stats(stats: dict[str, Any], path: Path) -> None:
 def _counts(title: str, counts: dict[str, int]) -> list[str]:
     if not counts:
         return [f"{title}: none"]
-    return [f"{title}:"] + [f"  {k:<28} {v:>8}" for k, v in counts.items()]
+    width = max(28, *(len(str(k)) for k in counts))
+    return [f"{title}:"] + [f"  {str(k):<{width}} {v:>8}" for k, v in counts.items()]
 
 
 def render_text(stats: dict[str, Any]) -> str:
     lines = [
         f"{stats['path']}  (stage {stats['stage']}, schema v{stats['schema_version']}, {stats['shards']} shards)",
-        f"kept rows {stats['rows']}  |  source records {stats['records']}  |  candidates {stats['candidates']}"
+        f"{'kept ' if stats['stage'] == 'ieiw' else ''}rows {stats['rows']}  |  source records {stats['records']}  |  candidates {stats['candidates']}"
         f"  |  rejected {stats['rejected_total']}  |  failed records {stats['failures_total']}",
     ]
     lines += _counts("by task", stats["by_task"])

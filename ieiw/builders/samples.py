@@ -173,7 +173,8 @@ def make_phrasecut_sample(root: Path, images: int = 120, seed: int = 0, width: i
             others = [s for i, s in enumerate(shapes) if i not in {gi for gi, _ in group}]
             kind = kinds[(index + group_index) % len(kinds)]
             refer[split].append(phrase_record(image_id, group, others, kind))
-    (root / "image_data_split.json").write_text(json.dumps(infos))
     for split, records in refer.items():
         (root / f"refer_{split}.json").write_text(json.dumps(records))
+    # Written last: its presence is what marks a finished sample (a killed generation is redone).
+    (root / "image_data_split.json").write_text(json.dumps(infos))
     return root

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ieiw.crawlers.config import CrawlConfig
 from ieiw.schemas.rows import canonical_json, stable_hash
 
 
@@ -73,13 +74,14 @@ class BuildConfig(StrictModel):
     unit_size: int = Field(16, ge=1, description="source records per work unit (one candidate shard each)")
     workers: int = Field(2, ge=1, description="concurrent tasks (threads) on this machine")
     removal: RemovalConfig | None = None
+    crawl: CrawlConfig | None = Field(None, description="photoshop-request pairs (docs/crawl.md); {} = bundled sample")
     scoring: ScoringConfig = ScoringConfig()
     selection: SelectionConfig = SelectionConfig()
 
     @model_validator(mode="after")
     def _some_builder(self) -> "BuildConfig":
-        if self.removal is None or not self.removal.enabled:
-            raise ValueError("no builder is enabled: add a `removal:` section")
+        if not any(section is not None and section.enabled for section in (self.removal, self.crawl)):
+            raise ValueError("no builder is enabled: add a `removal:` or a `crawl:` section")
         return self
 
     def digest(self) -> str:

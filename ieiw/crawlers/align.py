@@ -1,0 +1,208 @@
+"""Validate that an edit is a real derivative of the original, and align the two into one frame.
+
+Editors often crop, rescale or re-export, so pixel positions of the original and the edit rarely
+match. The pair is expressed in the edit's frame (the edit's pixels are the target, untouched):
+
+1. align: ORB features + RANSAC homography from original to edit (OpenCV). A homography that is
+   just a scale (same aspect ratio) snaps to a plain resize. With too few inliers and the same aspect
+   ratio the images are compared resized (flat images have no corners); otherwise the edit is not a
+   derivative.
+2. coverage: the warped original must cover most of the edit (else the editor added canvas).
+3. change map: CIE Lab colour distance after a light blur, cleaned with a morphological open/close.
+4. similarity: correlation of grey levels outside the (dilated) changed area; low means the "edit"
+   is a different picture. no-op and changes-everything are judged by the changed fraction.
+
+Each rejection has a stable reason: ``non_derivative``, ``partial_overlap``, ``no_op``,
+``changes_everything``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .config import ValidationConfig
+
+
+@dataclass
+class Verdict:
+    """The outcome for one (original, edit) pair; ``source``/``target`` are set when accepted."""
+
+    reason: str | None  # None: accepted
+    message: str
+    method: str  # "identity", "resize", "homography", or "none"
+    scores: dict[str, Any] = field(default_factory=dict)
+    source: np.ndarray | None = None  # original rendered in the target frame (RGB)
+    target: np.ndarray | None = None  # the edit, at most max_side (RGB)
+    target_resized: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+def _scale_to(img: np.ndarray, side: int) -> tuple[np.ndarray, float]:
+    h, w = img.shape[:2]
+    s = side / max(h, w)
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    return cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=interp), s
+
+
+def _diag(s: float) -> np.ndarray:
+    return np.array([[s, 0, 0], [0, s, 0], [0, 0, 1]], np.float64)
+
+
+def _homography(a: np.ndarray, b: np.ndarray, cfg: ValidationConfig) -> tuple[np.ndarray | None, int, float]:
+    """ORB + ratio test + RANSAC: (H mapping a to b, inliers, inlier ratio)."""
+    orb = cv2.ORB_create(nfeatures=cfg.orb_features)
+    ka, da = orb.detectAndCompute(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY), None)
+    kb, db = orb.detectAndCompute(cv2.cvtColor(b, cv2.COLOR_RGB2GRAY), None)
+    if da is None or db is None or len(ka) < 4 or len(kb) < 4:
+        return None, 0, 0.0
+    matches = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(da, db, k=2)
+    good = [m[0] for m in matches if len(m) == 2 and m[0].distance < 0.75 * m[1].distance]
+    if len(good) < 4:
+        return None, 0, 0.0
+    src = np.float32([ka[m.queryIdx].pt for m in good]).reshape(-1, 1, 2)
+    dst = np.float32([kb[m.trainIdx].pt for m in good]).reshape(-1, 1, 2)
+    H, mask = cv2.findHomography(src, dst, cv2.RANSAC, cfg.ransac_reproj_px)
+    if H is None or mask is None:
+        return None, 0, 0.0
+    inliers = int(mask.sum())
+    return H, inliers, inliers / len(good)
+
+
+def _sane(H: np.ndarray) -> bool:
+    """Reject degenerate fits: mirrored, collapsed or strongly perspective maps are not edits."""
+    det = float(np.linalg.det(H[:2, :2]))
+    return det > 0.05 and det < 20 and abs(H[2, 0]) < 2e-3 and abs(H[2, 1]) < 2e-3
+
+
+def _is_plain_scale(H: np.ndarray, src_wh: tuple[int, int], dst_wh: tuple[int, int], tol: float = 0.01) -> bool:
+    """True when H maps the source corners onto the destination corners (a resize)."""
+    (sw, sh), (dw, dh) = src_wh, dst_wh
+    corners = np.float32([[0, 0], [sw, 0], [sw, sh], [0, sh]]).reshape(-1, 1, 2)
+    target = np.float32([[0, 0], [dw, 0], [dw, dh], [0, dh]]).reshape(-1, 1, 2)
+    moved = cv2.perspectiveTransform(corners, H)
+    return float(np.abs(moved - target).max()) <= tol * max(dw, dh)
+
+
+def _render(original: np.ndarray, H: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """Warp the native original with H into a frame of ``size``; returns the image and H's scale.
+
+    A strong downscale is done with INTER_AREA first: warpPerspective does not low-pass and would alias.
+    """
+    oh, ow = original.shape[:2]
+    f = float(np.sqrt(abs(np.linalg.det(H[:2, :2]))))
+    src, H_src = original, H
+    if f < 0.9:
+        src = cv2.resize(original, (max(1, round(ow * f)), max(1, round(oh * f))), interpolation=cv2.INTER_AREA)
+        H_src = H @ _diag(1.0 / f)
+    out = cv2.warpPerspective(src, H_src, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out, f
+
+
+def _similarity(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
+    """Pearson correlation of grey levels in ``region``; flat regions fall back to mean agreement."""
+    ga = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)[region].astype(np.float64)
+    gb = cv2.cvtColor(b, cv2.COLOR_RGB2GRAY)[region].astype(np.float64)
+    if ga.size < 16:
+        return 0.0
+    sa, sb = ga.std(), gb.std()
+    if sa < 3 or sb < 3:
+        return float(max(0.0, 1.0 - np.abs(ga - gb).mean() / 50.0))
+    return float(((ga - ga.mean()) * (gb - gb.mean())).mean() / (sa * sb))
+
+
+def _change_map(a: np.ndarray, b: np.ndarray, valid: np.ndarray, delta_e: float, sigma: float) -> np.ndarray:
+    la = cv2.cvtColor(cv2.GaussianBlur(a, (0, 0), sigma).astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+    lb = cv2.cvtColor(cv2.GaussianBlur(b, (0, 0), sigma).astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+    changed = (np.linalg.norm(la - lb, axis=2) > delta_e) & valid
+    kernel = np.ones((3, 3), np.uint8)
+    changed = cv2.morphologyEx(changed.astype(np.uint8), cv2.MORPH_OPEN, kernel)
+    changed = cv2.morphologyEx(changed, cv2.MORPH_CLOSE, kernel)
+    return changed.astype(bool) & valid
+
+
+def validate_edit(original: np.ndarray, edit: np.ndarray, cfg: ValidationConfig) -> Verdict:
+    """Align ``edit`` (RGB) to ``original`` (RGB) and decide whether the pair is a usable edit."""
+    oh, ow = original.shape[:2]
+    eh, ew = edit.shape[:2]
+    a, sa = _scale_to(original, cfg.work_side)
+    b, sb = _scale_to(edit, cfg.work_side)
+    H, inliers, ratio = _homography(a, b, cfg)
+    scores: dict[str, Any] = {"inliers": inliers, "inlier_ratio": round(ratio, 4)}
+    same_aspect = abs((ow / oh) / (ew / eh) - 1.0) < 0.02
+    a_wh, b_wh = (a.shape[1], a.shape[0]), (b.shape[1], b.shape[0])
+    resize = np.array([[b_wh[0] / a_wh[0], 0, 0], [0, b_wh[1] / a_wh[1], 0], [0, 0, 1]], np.float64)
+    feature_aligned = bool(H is not None and inliers >= cfg.min_inliers and ratio >= cfg.min_inlier_ratio and _sane(H))
+    if feature_aligned:
+        assert H is not None
+        if same_aspect and _is_plain_scale(H, a_wh, b_wh):
+            method, H = ("identity" if (oh, ow) == (eh, ew) else "resize"), resize
+        else:
+            method = "homography"
+    elif same_aspect:
+        method, H = ("identity" if (oh, ow) == (eh, ew) else "resize"), resize  # judged by similarity below
+    else:
+        return Verdict(
+            "non_derivative",
+            f"no alignment: {inliers} RANSAC inliers (ratio {ratio:.2f}) and aspect {ow}x{oh} vs {ew}x{eh}",
+            "none",
+            scores,
+        )
+    scores["method"] = method
+    # Compare at the edit's own resolution (capped at work_side): upscaling a small edit would make
+    # its soft edges count as change. H (work original -> work edit) is rebased on the native original.
+    cb = min(1.0, cfg.work_side / max(eh, ew))
+    b = (
+        cv2.resize(edit, (max(1, round(ew * cb)), max(1, round(eh * cb))), interpolation=cv2.INTER_AREA)
+        if cb < 1
+        else edit
+    )
+    b_wh = (b.shape[1], b.shape[0])
+    H_cmp = _diag(cb / sb) @ H @ _diag(sa)
+    warped, f = _render(original, H_cmp, b_wh)
+    valid = cv2.warpPerspective(np.ones((oh, ow), np.uint8), H_cmp, b_wh, flags=cv2.INTER_NEAREST) > 0
+    valid = cv2.erode(valid.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)  # drop resampled borders
+    coverage = float(valid.mean())
+    scores["coverage"] = round(coverage, 4)
+    if coverage < cfg.min_coverage:
+        return Verdict("partial_overlap", f"original covers {coverage:.0%} of the edit", method, scores)
+    # An original upscaled into the edit frame has soft edges; blur both to that level so
+    # resampling alone does not count as change.
+    sigma = max(1.0, 0.75 * f)
+    changed = _change_map(warped, b, valid, cfg.pixel_delta_e, sigma)
+    changed_fraction = float(changed.sum() / max(1, valid.sum()))
+    outside = valid & ~cv2.dilate(changed.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    region = outside if outside.sum() >= 0.05 * valid.sum() else valid
+    similarity = _similarity(warped, b, region)
+    scores.update(changed_fraction=round(changed_fraction, 4), similarity=round(similarity, 4))
+    scores["feature_aligned"] = feature_aligned
+    if changed_fraction > cfg.max_changed and feature_aligned:
+        # Nothing is left outside the change to compare, but the features matched: it is a derivative.
+        return Verdict("changes_everything", f"{changed_fraction:.0%} of the pixels changed", method, scores)
+    if similarity < cfg.min_similarity:
+        return Verdict(
+            "non_derivative",
+            f"similarity outside the changed area {similarity:.2f} < {cfg.min_similarity}",
+            method,
+            scores,
+        )
+    if changed_fraction < cfg.min_changed:
+        return Verdict("no_op", f"only {changed_fraction:.2%} of the pixels changed", method, scores)
+    if changed_fraction > cfg.max_changed:
+        return Verdict("changes_everything", f"{changed_fraction:.0%} of the pixels changed", method, scores)
+    # Render the pair at output size: the edit capped at max_side, the original warped into its frame.
+    target, st = _scale_to(edit, cfg.max_side) if max(eh, ew) > cfg.max_side else (edit, 1.0)
+    th, tw = target.shape[:2]
+    H_out = _diag(st / sb) @ H @ _diag(sa)  # native original -> native edit -> output
+    if method == "identity" and st == 1.0:
+        source = original
+    else:
+        source, _ = _render(original, H_out, (tw, th))
+    scores["homography"] = [round(float(v), 6) for v in (H_out / H_out[2, 2]).ravel()]
+    return Verdict(None, "accepted", method, scores, source=source, target=target, target_resized=st != 1.0)

@@ -1,0 +1,163 @@
+"""Configuration of the photoshop-request crawl (pydantic, ``extra="forbid"``).
+
+The defaults build the bundled offline sample in replay-only mode, so ``make build`` on a fresh
+machine makes zero network requests. A real crawl points ``dumps`` / ``reddit_api`` / ``html_sites``
+at real sources, sets ``http.cache_dir`` to a writable folder, ``http.replay_only`` to false and
+``http.contact`` to an address the site operators can write to.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SAMPLE_DIR = "ieiw/crawlers/sample"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpConfig(_Model):
+    """Politeness and safety of every request the crawler makes."""
+
+    user_agent: str = "ieiw-crawler/0.1 (+https://github.com/ieiw/ieiw; research dataset builder)"
+    contact: str = "ieiw-maintainers@example.org"  # appended to the User-Agent; set your own
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 20.0
+    retries: int = 3  # total retries per request (status, read and connect errors together)
+    backoff_factor: float = 0.5
+    retry_after_max_s: int = 120  # a server asking for a longer wait is capped to this
+    retry_statuses: tuple[int, ...] = (429, 500, 502, 503, 504)
+    min_interval_s: float = 1.0  # per host: at most one request every this many seconds
+    max_body_bytes: int = 20_000_000
+    max_image_pixels: int = 50_000_000  # above this a PNG/JPEG header is treated as a decompression bomb
+    max_redirects: int = 5
+    respect_robots: bool = True
+    # "host:port" pairs that may resolve to private/loopback/link-local addresses (tests: the fixture server)
+    allow_private_hosts: tuple[str, ...] = ()
+    cache_dir: str = f"{SAMPLE_DIR}/cache"
+    replay_only: bool = True  # never touch the network; a cache miss is a failure "not_in_cache"
+
+
+class DumpSourceConfig(_Model):
+    """Offline dumps in Reddit's JSON shape: one object per line, plain or zstd (``.zst``)."""
+
+    submissions: str
+    comments: str
+    dataset: str = "reddit"
+    subreddit: str | None = "PhotoshopRequest"  # keep only this subreddit (case-insensitive); None keeps all
+
+
+class RedditApiConfig(_Model):
+    """The OAuth API. Credentials come from the environment variables named here, never the file."""
+
+    subreddit: str = "PhotoshopRequest"
+    listing: Literal["new", "top", "hot"] = "new"
+    max_posts: int = 100
+    page_size: int = 100
+    api_base: str = "https://oauth.reddit.com"
+    token_url: str = "https://www.reddit.com/api/v1/access_token"
+    client_id_env: str = "REDDIT_CLIENT_ID"
+    client_secret_env: str = "REDDIT_CLIENT_SECRET"
+    username_env: str = "REDDIT_USERNAME"  # optional: script apps use the password grant
+    password_env: str = "REDDIT_PASSWORD"
+    min_remaining: float = 2.0  # when X-Ratelimit-Remaining falls below this, wait X-Ratelimit-Reset
+    max_ratelimit_wait_s: float = 600.0
+    max_more_calls: int = 5  # /api/morechildren calls per thread
+
+
+class HtmlSelectors(_Model):
+    """CSS selectors for one site's thread page (BeautifulSoup ``select``)."""
+
+    title: str
+    body: str | None = None
+    author: str | None = None
+    created: str | None = None  # element whose ``datetime`` attribute or text is an ISO time or epoch
+    original_image: str  # an <img> (src) or <a> (href)
+    edit: str  # one element per edit (a comment); the selectors below are relative to it
+    edit_image: str
+    edit_author: str | None = None
+    edit_score: str | None = None
+    over_18: str | None = None  # present -> the thread is NSFW and is skipped
+
+
+class HtmlSiteConfig(_Model):
+    """A forum that hosts photoshop requests as HTML thread pages."""
+
+    name: str  # becomes origin.dataset
+    pages: tuple[str, ...]  # thread page URLs
+    selectors: HtmlSelectors
+    license: str = "unknown"
+
+
+class PairConfig(_Model):
+    """Turning a post and its comments into candidate pairs."""
+
+    max_edits_per_post: int = 3
+    max_candidates_per_post: int = 8  # edits tried (in score order) before giving up on a post
+    min_edit_score: int | None = None
+    max_instruction_chars: int = 400
+
+
+class ValidationConfig(_Model):
+    """Thresholds of the derivative check (see align.py for what each number measures)."""
+
+    work_side: int = 512  # images are compared at this long side
+    max_side: int = 1024  # rows store images at most this large
+    orb_features: int = 2000
+    min_inliers: int = 15
+    min_inlier_ratio: float = 0.25
+    ransac_reproj_px: float = 4.0
+    min_coverage: float = 0.95  # part of the edit the warped original must cover
+    pixel_delta_e: float = 18.0  # a pixel counts as changed above this colour distance (Lab)
+    min_changed: float = 0.003  # below: no-op
+    max_changed: float = 0.85  # above: changes everything
+    min_similarity: float = 0.6  # correlation outside the changed area; below: not a derivative
+
+
+class TakedownConfig(_Model):
+    """Ids (post, comment, row) or URLs that must never be built again."""
+
+    files: tuple[str, ...] = ()  # text files, one id or URL a line, '#' comments
+    entries: tuple[str, ...] = ()
+
+
+class CrawlConfig(_Model):
+    """Everything the ``crawl`` builder needs; the defaults build the bundled sample offline."""
+
+    enabled: bool = True
+
+    dumps: tuple[DumpSourceConfig, ...] = (
+        DumpSourceConfig(
+            submissions=f"{SAMPLE_DIR}/submissions.ndjson.zst",
+            comments=f"{SAMPLE_DIR}/comments.ndjson.zst",
+        ),
+    )
+    reddit_api: RedditApiConfig | None = None
+    html_sites: tuple[HtmlSiteConfig, ...] = ()
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    pairs: PairConfig = Field(default_factory=PairConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    takedown: TakedownConfig = Field(default_factory=lambda: TakedownConfig(files=(f"{SAMPLE_DIR}/takedown.txt",)))
+    posts_per_unit: int = 64
+    image_format: Literal["jpg", "png"] = "jpg"  # encoding of re-rendered (aligned) images
+
+
+def resolve(root: Path, path: str) -> Path:
+    """Repo-relative paths in the config are resolved against the build root.
+
+    A path into this package (the bundled sample) that is missing under the root falls back to the
+    installed package, so the defaults also work when a build runs outside the repository.
+    """
+    p = Path(path)
+    if p.is_absolute():
+        return p
+    candidate = root / p
+    if not candidate.exists() and p.parts[:2] == ("ieiw", "crawlers"):
+        packaged = Path(__file__).resolve().parent.joinpath(*p.parts[2:])
+        if packaged.exists():
+            return packaged
+    return candidate

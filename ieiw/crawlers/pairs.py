@@ -1,0 +1,176 @@
+"""One request thread -> validated ``web`` pair rows (or named failures).
+
+This is the per-record step of the crawl builder: skip rules, instruction cleaning, fetching the
+original and the ranked edits through the polite session, validation/alignment, and the row with
+its provenance. It never raises for a bad record; every outcome is a row or a :class:`Failure`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+
+from ieiw.builders.base import Failure, UnitResult
+from ieiw.schemas.rows import canonical_json, image_cell, row_id
+
+from .align import validate_edit
+from .config import CrawlConfig
+from .http import FetchError, PoliteSession
+from .images import decode_rgb, encode, fetch_image, needs_reencode
+from .instructions import clean_instruction
+from .posts import Thread, rank_edits, skip_reason
+from .takedown import Takedown
+
+EXT = {"jpeg": "jpg", "png": "png", "webp": "webp", "gif": "gif"}
+ALIGN_BACKEND = "opencv-orb-ransac"
+
+
+@dataclass
+class PairMaker:
+    config: CrawlConfig
+    session: PoliteSession
+    takedown: Takedown
+    source_backend: str  # "reddit-dump", "reddit-api", "html:<site>"
+
+    def row_params(self) -> dict[str, Any]:
+        """The parameters that shape every row; part of the row id."""
+        return {
+            "pairs": self.config.pairs.model_dump(mode="json"),
+            "validation": self.config.validation.model_dump(mode="json"),
+            "image_format": self.config.image_format,
+        }
+
+    def process(self, thread: Thread, result: UnitResult) -> None:
+        """Add the rows and failures of one thread to ``result``."""
+        result.records += 1
+        result.counters["posts"] += 1
+        file = thread.source_file
+        rid = thread.id
+
+        def fail(reason: str, message: str, record_id: str = rid) -> None:
+            result.failures.append(Failure(reason=reason, record_id=record_id, file=file, message=message))
+
+        blocked = self.takedown.blocks(thread.id, thread.permalink, *thread.image_urls)
+        if blocked:
+            fail("takedown", f"{blocked} is on the takedown list")
+            return
+        skip = skip_reason(thread)
+        if skip:
+            fail(*skip)
+            return
+        instruction = clean_instruction(thread.title, thread.body, self.config.pairs.max_instruction_chars)
+        if not instruction:
+            fail("no_instruction", f"nothing left of the request after cleaning: {thread.title!r}")
+            return
+        candidates = rank_edits(thread, self.config.pairs.min_edit_score)
+        if not candidates:
+            fail("no_edits", f"no image comments by users other than the poster ({len(thread.comments)} comments)")
+            return
+        original_url = thread.image_urls[0]
+        max_pixels = self.config.http.max_image_pixels
+        try:
+            original_bytes, original_fmt = fetch_image(self.session, original_url, max_pixels)
+            original = decode_rgb(original_bytes)
+        except FetchError as exc:
+            fail(exc.reason, f"original image {exc.url}: {exc.message}")
+            return
+        accepted = 0
+        for cand in candidates[: self.config.pairs.max_candidates_per_post]:
+            if accepted >= self.config.pairs.max_edits_per_post:
+                break
+            c = cand.comment
+            erid = f"{thread.id}/{c.id}"
+            result.counters["edits_tried"] += 1
+            params = self.row_params()
+            pair_id = row_id(thread.dataset, erid, "crawl", params, "web")
+            blocked = self.takedown.blocks(c.id, c.permalink, cand.url, pair_id)
+            if blocked:
+                fail("takedown", f"{blocked} is on the takedown list", erid)
+                continue
+            try:
+                edit_bytes, edit_fmt = fetch_image(self.session, cand.url, max_pixels)
+                edit = decode_rgb(edit_bytes)
+            except FetchError as exc:
+                fail(exc.reason, f"edit image {exc.url} (comment {c.id}): {exc.message}", erid)
+                continue
+            try:
+                verdict = validate_edit(original, edit, self.config.validation)
+            except cv2.error as exc:  # a degenerate image OpenCV cannot handle: this edit only
+                fail("align_error", f"edit {cand.url}: OpenCV failed: {exc}", erid)
+                continue
+            if not verdict.ok:
+                fail(
+                    verdict.reason or "rejected",
+                    f"edit {cand.url}: {verdict.message}; scores {canonical_json(verdict.scores)}",
+                    erid,
+                )
+                result.counters[f"rejected_{verdict.reason}"] += 1
+                continue
+            assert verdict.source is not None and verdict.target is not None
+            if verdict.method == "identity" and verdict.source is original and not needs_reencode(original_bytes):
+                src_bytes, src_ext = original_bytes, EXT.get(original_fmt, "jpg")
+            else:
+                src_bytes, src_ext = encode(verdict.source, self.config.image_format), self.config.image_format
+            if verdict.target_resized or needs_reencode(edit_bytes):
+                tgt_bytes, tgt_ext = encode(verdict.target, self.config.image_format), self.config.image_format
+            else:
+                tgt_bytes, tgt_ext = edit_bytes, EXT.get(edit_fmt, "jpg")
+            height, width = verdict.target.shape[:2]
+            details = {
+                **params,
+                "alignment": verdict.scores,
+                "original_url": original_url,
+                "edit_url": cand.url,
+                "edit_rank": cand.rank,
+                "edit_score": c.score,
+                "edit_permalink": c.permalink,
+                "edit_created_utc": c.created_utc,
+                "post_author": thread.author,
+                "edit_author": c.author,
+                "post_title": thread.title,
+            }
+            result.rows.append(
+                {
+                    "id": pair_id,
+                    "task": "web",
+                    "instruction": instruction,
+                    "source_image": image_cell(src_bytes, f"{pair_id}_source.{src_ext}"),
+                    "target_image": image_cell(tgt_bytes, f"{pair_id}_target.{tgt_ext}"),
+                    "mask": None,
+                    "width": int(width),
+                    "height": int(height),
+                    "origin": {
+                        "dataset": thread.dataset,
+                        "split": None,
+                        "record_id": thread.id,
+                        "image_id": c.id,
+                        "phrase": None,
+                        "url": thread.permalink,
+                        "license": thread.license,
+                        "author": f"{thread.author};{c.author}",
+                        "created_utc": thread.created_utc,
+                    },
+                    "exemplar": None,
+                    "scores": {
+                        "backend": ALIGN_BACKEND,
+                        "embedded": False,
+                        "source_aesthetic": None,
+                        "target_aesthetic": None,
+                        "source_giqa": None,
+                        "target_giqa": None,
+                        "edit_consistency": float(verdict.scores["similarity"]),
+                    },
+                    "builder": {
+                        "name": "crawl",
+                        "backend": f"{self.source_backend}+{ALIGN_BACKEND}",
+                        "embedded": False,
+                        "model": None,
+                        "seed": None,
+                        "params": canonical_json(details),
+                    },
+                }
+            )
+            accepted += 1
+            result.counters["pairs"] += 1

@@ -1,0 +1,148 @@
+"""WebCrawlBuilder on offline dumps: the bundled sample (replay-only, zero network), bad lines,
+plain NDJSON, takedown, and the sample files matching their generator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ieiw.builders.base import WorkUnit
+from ieiw.crawlers.builder import WebCrawlBuilder
+from ieiw.crawlers.cache import ResponseCache
+from ieiw.crawlers.config import CrawlConfig, DumpSourceConfig, HttpConfig, TakedownConfig
+from ieiw.crawlers.dumps import write_ndjson_zst
+from ieiw.crawlers.make_sample import sample_threads, write_sample
+from ieiw.schemas.rows import rows_to_table
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "ieiw" / "crawlers" / "sample"
+
+
+def build_all(builder: WebCrawlBuilder):
+    rows, failures, records = [], [], 0
+    for unit in builder.plan():
+        result = builder.build_unit(unit)
+        rows += result.rows
+        failures += result.failures
+        records += result.records
+    return rows, failures, records
+
+
+@pytest.fixture(scope="module")
+def sample_build():
+    builder = WebCrawlBuilder(CrawlConfig(), REPO)
+    return builder, *build_all(builder)
+
+
+def test_bundled_sample_builds_web_rows_offline(sample_build, connects):
+    builder, rows, failures, records = sample_build
+    assert builder.config.http.replay_only is True
+    assert len(rows) == 10 and records == 12
+    assert builder.session.network_requests == 0
+    table = rows_to_table(rows)
+    assert table.column("task").to_pylist() == ["web"] * 10
+    assert len(set(table.column("id").to_pylist())) == 10
+    assert sorted(f.reason for f in failures) == sorted(
+        ["non_derivative", "no_op", "changes_everything", "over_18", "video", "removed", "not_image", "takedown"]
+    )
+    takedown = next(f for f in failures if f.reason == "takedown")
+    assert takedown.record_id == "sp0010/c0010b"
+    assert all(f.file and f.file.endswith("submissions.ndjson.zst") for f in failures)
+    for row in rows:
+        assert row["origin"]["url"].startswith("https://www.reddit.com/r/PhotoshopRequest/comments/")
+        assert row["origin"]["created_utc"] > 1.7e9 and row["origin"]["license"] == "unknown"
+        assert row["builder"]["embedded"] is False and row["builder"]["name"] == "crawl"
+        assert row["source_image"]["bytes"][:2] == b"\xff\xd8"
+        params = json.loads(row["builder"]["params"])
+        assert params["alignment"]["similarity"] == pytest.approx(row["scores"]["edit_consistency"], abs=1e-6)
+
+
+def test_rebuild_is_deterministic_and_plan_stable(sample_build):
+    builder, rows, _, _ = sample_build
+    again = WebCrawlBuilder(CrawlConfig(), REPO)
+    assert again.plan() == builder.plan()
+    assert again.fingerprint() == builder.fingerprint()
+    rows2, _, _ = build_all(again)
+    assert [r["id"] for r in rows2] == [r["id"] for r in rows]
+
+
+def test_takedown_by_post_id_and_url_is_honoured(sample_build):
+    _, rows, _, _ = sample_build
+    cfg = CrawlConfig(
+        takedown=TakedownConfig(
+            files=("ieiw/crawlers/sample/takedown.txt",),
+            entries=("t3_sp0001", "https://i.redd.it/c0011b.jpg"),
+        )
+    )
+    builder = WebCrawlBuilder(cfg, REPO)
+    assert builder.fingerprint()["takedown"] != WebCrawlBuilder(CrawlConfig(), REPO).fingerprint()["takedown"]
+    rows2, failures, _ = build_all(builder)
+    kept = {(r["origin"]["record_id"], r["origin"]["image_id"]) for r in rows2}
+    assert not any(k[0] == "sp0001" for k in kept) and ("sp0011", "c0011b") not in kept
+    assert len(rows2) == len(rows) - 3
+    assert {f.record_id for f in failures if f.reason == "takedown"} == {"sp0001", "sp0011/c0011b", "sp0010/c0010b"}
+
+
+def test_bad_lines_and_plain_ndjson(tmp_path, connects):
+    b = sample_threads(lambda host, name: f"https://{host}/{name}")
+    subs = tmp_path / "subs.ndjson"
+    lines = [json.dumps(p) for p in b.posts[:4]]
+    lines.insert(1, "{this is not json")
+    lines.insert(3, "[1, 2]")
+    lines.append(json.dumps({"title": "no id"}))
+    subs.write_text("\n".join(lines) + "\n")
+    write_ndjson_zst(tmp_path / "comments.ndjson.zst", b.comments)
+    cfg = CrawlConfig(
+        dumps=(DumpSourceConfig(submissions=str(subs), comments="comments.ndjson.zst"),),
+        http=HttpConfig(cache_dir=str(SAMPLE / "cache"), replay_only=True),
+        takedown=TakedownConfig(),
+        posts_per_unit=3,
+    )
+    builder = WebCrawlBuilder(cfg, tmp_path)
+    units = builder.plan()
+    assert [u.payload["start"] for u in units] == [0, 3, 6]
+    rows, failures, records = build_all(builder)
+    bad = sorted((f.reason, f.record_id) for f in failures if f.reason in ("bad_line", "bad_record"))
+    assert bad == [("bad_line", "line 2"), ("bad_line", "line 4"), ("bad_record", "line 7")]
+    assert all(str(subs) == f.file for f in failures if f.reason.startswith("bad_"))
+    assert records == 7
+    assert {r["origin"]["record_id"] for r in rows} == {"sp0001", "sp0002", "sp0003", "sp0004"}
+    assert connects == []
+
+
+def test_unknown_unit_is_a_failure_not_an_exception():
+    result = WebCrawlBuilder(CrawlConfig(), REPO).build_unit(WorkUnit("x", {"source": "ftp"}))
+    assert [f.reason for f in result.failures] == ["bad_unit"]
+
+
+def test_cache_miss_in_replay_mode_is_named(tmp_path, connects):
+    cfg = CrawlConfig(http=HttpConfig(cache_dir=str(tmp_path / "empty"), replay_only=True))
+    rows, failures, _ = build_all(WebCrawlBuilder(cfg, REPO))
+    assert rows == [] and connects == []
+    assert "not_in_cache" in {f.reason for f in failures}
+    assert not (tmp_path / "empty").exists()  # replay-only never writes
+
+
+def test_committed_sample_matches_its_generator(tmp_path):
+    """Content, not bytes: a Pillow/libjpeg or zstd upgrade may change encodings, not the sample."""
+    import zstandard
+
+    from ieiw.crawlers.images import decode_rgb
+
+    write_sample(tmp_path)
+    for name in ("submissions.ndjson.zst", "comments.ndjson.zst"):
+        fresh = zstandard.ZstdDecompressor().decompress((tmp_path / name).read_bytes())
+        assert fresh == zstandard.ZstdDecompressor().decompress((SAMPLE / name).read_bytes()), name
+    assert (tmp_path / "takedown.txt").read_text() == (SAMPLE / "takedown.txt").read_text()
+    generated = sorted(p.name for p in (tmp_path / "cache" / "index").rglob("*.json"))
+    committed = sorted(p.name for p in (SAMPLE / "cache" / "index").rglob("*.json"))
+    assert generated == committed and len(committed) == 27
+    fresh_cache, sample_cache = ResponseCache(tmp_path / "cache"), ResponseCache(SAMPLE / "cache", readonly=True)
+    for url in sample_threads(lambda host, name: f"https://{host}/{name}").images:
+        a, b = fresh_cache.get(url), sample_cache.get(url)
+        assert a.content_type == b.content_type
+        assert abs(decode_rgb(a.body).astype(int) - decode_rgb(b.body).astype(int)).mean() < 1.0, url
+    sizes = sum(p.stat().st_size for p in SAMPLE.rglob("*") if p.is_file())
+    assert sizes < 1_500_000

@@ -1,0 +1,129 @@
+"""Post -> candidate rules and instruction cleaning, on Reddit-shaped objects."""
+
+from __future__ import annotations
+
+import pytest
+
+from ieiw.crawlers.instructions import clean_instruction
+from ieiw.crawlers.posts import comment_image_urls, post_image_urls, rank_edits, skip_reason, thread_from_reddit
+
+
+def post(**kw):
+    base = {
+        "id": "p1",
+        "author": "alice",
+        "title": "Remove the bin",
+        "selftext": "",
+        "url": "https://i.redd.it/a.jpg",
+        "permalink": "/r/PhotoshopRequest/comments/p1/x/",
+        "created_utc": 1.0,
+        "over_18": False,
+    }
+    base.update(kw)
+    return base
+
+
+def comment(cid, author, score, body, **kw):
+    return {"id": cid, "author": author, "score": score, "body": body, "created_utc": 2.0, **kw}
+
+
+def test_gallery_original_is_first_item_in_gallery_data_order_and_unescaped():
+    p = post(
+        is_gallery=True,
+        url="https://www.reddit.com/gallery/p1",
+        gallery_data={"items": [{"media_id": "m2"}, {"media_id": "m1"}, {"media_id": "m3"}]},
+        media_metadata={
+            "m1": {"status": "valid", "e": "Image", "s": {"u": "https://preview.redd.it/1.jpg?a=1&amp;s=x"}},
+            "m2": {"status": "valid", "e": "Image", "s": {"u": "https://preview.redd.it/2.jpg?a=1&amp;s=y"}},
+            "m3": {"status": "failed"},
+        },
+    )
+    assert post_image_urls(p) == ["https://preview.redd.it/2.jpg?a=1&s=y", "https://preview.redd.it/1.jpg?a=1&s=x"]
+
+
+def test_comment_images_inline_media_and_links():
+    c = comment(
+        "c1",
+        "bob",
+        3,
+        "![img](abc)\n\nalso [v2](https://i.imgur.com/x.png). and https://imgur.com/gallery/zz",
+        media_metadata={
+            "abc": {"status": "valid", "e": "Image", "s": {"u": "https://preview.redd.it/abc.png?s=1&amp;t=2"}}
+        },
+    )
+    assert comment_image_urls(c) == ["https://preview.redd.it/abc.png?s=1&t=2", "https://i.imgur.com/x.png"]
+
+
+@pytest.mark.parametrize(
+    "fields,reason",
+    [
+        ({"over_18": True}, "over_18"),
+        ({"author": "[deleted]"}, "deleted"),
+        ({"selftext": "[removed]"}, "removed"),
+        ({"removed_by_category": "moderator"}, "removed"),
+        ({"is_video": True, "url": "https://v.redd.it/abc"}, "video"),
+        ({"url": "https://i.imgur.com/abc.gifv"}, "video"),
+        ({"url": "https://example.com/article", "post_hint": "link"}, "not_image"),
+        ({"is_self": True, "url": "https://www.reddit.com/r/x/comments/p1/"}, "not_image"),
+        ({}, None),
+    ],
+)
+def test_skip_rules(fields, reason):
+    got = skip_reason(thread_from_reddit(post(**fields), []))
+    assert (got[0] if got else None) == reason
+
+
+def test_edits_exclude_the_poster_and_deleted_and_rank_by_score():
+    t = thread_from_reddit(
+        post(),
+        [
+            comment("c1", "bob", 5, "https://i.redd.it/b.jpg"),
+            comment("c2", "alice", 50, "mine https://i.redd.it/c.jpg"),
+            comment("c3", "carol", 9, "https://i.imgur.com/d.png"),
+            comment("c4", "[deleted]", 99, "https://i.redd.it/e.jpg"),
+            comment("c5", "dave", 7, "[deleted]"),
+            comment("c6", "erin", 80, "nice!"),
+        ],
+    )
+    assert [(e.comment.id, e.url) for e in rank_edits(t)] == [
+        ("c3", "https://i.imgur.com/d.png"),
+        ("c1", "https://i.redd.it/b.jpg"),
+    ]
+    assert [e.comment.id for e in rank_edits(t, min_score=6)] == ["c3"]
+
+
+@pytest.mark.parametrize(
+    "title,body,expected",
+    [
+        (
+            "[Paid] Can someone remove the guy in the background?",
+            "Hi everyone! This is my mom's birthday photo. Will tip $10 to the best one. Thanks in advance!",
+            "Can someone remove the guy in the background? This is my mom's birthday photo.",
+        ),
+        (
+            "(Free) Please make the sky blue",
+            "Hello, please also brighten her face, will tip $5. TIA",
+            "Please make the sky blue. Please also brighten her face.",
+        ),
+        (
+            "[Paid] Could you change the colour of the car to green? $20",
+            "",
+            "Could you change the colour of the car to green?",
+        ),
+        ("PAID: Remove the sign from the wall [$15]", "", "Remove the sign from the wall."),
+        (
+            "[Paid]",
+            "Hey guys\nCould you remove the power lines and the trash can?\nPaying $20 via PayPal",
+            "Could you remove the power lines and the trash can?",
+        ),
+        ("Thanks!", "Thanks", ""),
+    ],
+)
+def test_instruction_cleaning_keeps_the_request(title, body, expected):
+    assert clean_instruction(title, body) == expected
+
+
+def test_instruction_is_length_capped_at_a_sentence():
+    body = " ".join(f"Also fix detail number {i}." for i in range(50))
+    out = clean_instruction("Remove the bin", body, max_chars=80)
+    assert len(out) <= 80 and out.startswith("Remove the bin.") and out.endswith(".")

@@ -1,0 +1,116 @@
+"""End to end against a loopback Reddit: OAuth token, listing with ``after``, comment trees with a
+``more`` stub, a gallery with ``&amp;``-escaped ``media_metadata`` URLs, images -> ``web`` rows;
+then a rerun from the cache that makes zero requests."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from reddit_fixture import CLIENT, SUB, install_reddit
+
+from ieiw.crawlers.builder import WebCrawlBuilder
+from ieiw.crawlers.config import CrawlConfig, RedditApiConfig
+from ieiw.crawlers.http import FetchError
+from ieiw.crawlers.reddit_api import RedditApi
+from ieiw.schemas.rows import rows_to_table
+
+ENV = {"REDDIT_CLIENT_ID": CLIENT[0], "REDDIT_CLIENT_SECRET": CLIENT[1]}
+
+
+def api_config(server) -> RedditApiConfig:
+    return RedditApiConfig(
+        subreddit=SUB, api_base=server.base, token_url=f"{server.base}/api/v1/access_token", page_size=7, max_posts=50
+    )
+
+
+def crawl_config(server, http_config, tmp_path) -> CrawlConfig:
+    return CrawlConfig(
+        dumps=(), reddit_api=api_config(server), http=http_config, takedown={"files": (), "entries": ("t1_c0010b",)}
+    )
+
+
+def build_all(builder: WebCrawlBuilder):
+    rows, failures = [], []
+    for unit in builder.plan():
+        result = builder.build_unit(unit)
+        rows += result.rows
+        failures += result.failures
+    return rows, failures
+
+
+def test_end_to_end_web_pairs_then_cached_rerun(server, http_config, tmp_path, monkeypatch, connects):
+    install_reddit(server)
+    monkeypatch.setenv("REDDIT_CLIENT_ID", CLIENT[0])
+    monkeypatch.setenv("REDDIT_CLIENT_SECRET", CLIENT[1])
+    cfg = crawl_config(server, http_config, tmp_path)
+    rows, failures = build_all(WebCrawlBuilder(cfg, tmp_path))
+
+    table = rows_to_table(rows)  # the row contract holds
+    assert table.num_rows == len(rows) == 10
+    assert {r["task"] for r in rows} == {"web"}
+    by_key = {(r["origin"]["record_id"], r["origin"]["image_id"]): r for r in rows}
+    # the more stub was expanded: c0001b only exists behind it
+    assert ("sp0001", "c0001b") in by_key
+    # the gallery's original is its first gallery_data item (galmid2 -> gal2), URL unescaped
+    gallery = json.loads(by_key[("sp0002", "c0002a")]["builder"]["params"])
+    assert gallery["original_url"].endswith("/preview.redd.it/gal2.jpg?width=400&format=pjpg&auto=webp&s=bb22")
+    assert "&amp;" not in gallery["edit_url"]
+    row = by_key[("sp0001", "c0001a")]
+    assert row["origin"]["url"] == "https://www.reddit.com/r/PhotoshopRequest/comments/sp0001/sample/"
+    assert row["origin"]["author"] == "requester_sp0001;editor_ann"
+    assert row["origin"]["license"] == "unknown" and row["origin"]["dataset"] == "reddit"
+    assert row["builder"]["name"] == "crawl" and row["builder"]["embedded"] is False
+    assert row["instruction"] == "Can someone remove the red ball from the grass? It's my favourite photo of my dog."
+    assert 0.9 < row["scores"]["edit_consistency"] <= 1.0
+    reasons = sorted(f.reason for f in failures)
+    assert reasons == sorted(
+        ["non_derivative", "no_op", "changes_everything", "over_18", "video", "removed", "not_image", "takedown"]
+    )
+    # the token was requested once, with HTTP basic auth; every API call carried the bearer token
+    assert len(server.requests_for("/api/v1/access_token")) == 1
+    api_calls = [e for e in server.log if e.path.startswith(("/r/", "/api/morechildren"))]
+    assert all(e.headers.get("Authorization") == "bearer fixture-token" for e in api_calls)
+    # listing pagination: the second page asked for after=<last name of the first page>
+    pages = server.requests_for(f"/r/{SUB}/new")
+    assert [p.query.get("after") for p in pages] == [None, ["t3_sp0007"]]
+    # X-Ratelimit-Remaining 0 / Reset 1 on the first page: the next request waited for the reset
+    first = server.log.index(pages[0])
+    assert server.log[first + 1].t - pages[0].t >= 0.9
+    assert all("tests@example.org" in e.headers["User-Agent"] for e in server.log)
+
+    # rerun with the same cache: identical rows and not a single request
+    n_requests = len(server.log)
+    connects.clear()
+    rows2, failures2 = build_all(WebCrawlBuilder(cfg, tmp_path))
+    assert len(server.log) == n_requests and connects == []
+    assert [r["id"] for r in rows2] == [r["id"] for r in rows]
+    assert [r["target_image"]["bytes"] for r in rows2] == [r["target_image"]["bytes"] for r in rows]
+    assert sorted(f.reason for f in failures2) == reasons
+
+
+def test_missing_credentials_is_a_named_failure(server, http_config, tmp_path):
+    install_reddit(server)
+    api = RedditApi(PoliteSessionFor(http_config), api_config(server), environ={})
+    with pytest.raises(FetchError) as info:
+        api.post_ids()
+    assert info.value.reason == "no_credentials"
+    assert "REDDIT_CLIENT_ID" in info.value.message
+    assert server.log == []
+
+
+def test_wrong_credentials_are_refused(server, http_config):
+    install_reddit(server)
+    api = RedditApi(PoliteSessionFor(http_config), api_config(server), environ={**ENV, "REDDIT_CLIENT_SECRET": "nope"})
+    with pytest.raises(FetchError) as info:
+        api.post_ids()
+    assert info.value.reason == "http_401"
+
+
+def PoliteSessionFor(cfg):
+    from pathlib import Path
+
+    from ieiw.crawlers.cache import ResponseCache
+    from ieiw.crawlers.http import PoliteSession
+
+    return PoliteSession(cfg, ResponseCache(Path(cfg.cache_dir)))
