@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from ieiw.schemas.shards import atomic_write_bytes
 
 EXTENSIONS = {
     "image/jpeg": "jpg",
@@ -42,21 +42,6 @@ def normalise_url(url: str) -> str:
 
 def url_key(url: str) -> str:
     return hashlib.sha256(normalise_url(url).encode()).hexdigest()
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file + fsync + rename (never a partial file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)
@@ -109,7 +94,7 @@ class ResponseCache:
         blob_rel = f"blobs/{sha[:2]}/{sha}.{ext}"
         blob = self.root / blob_rel
         if not blob.exists():
-            atomic_write(blob, body)
+            atomic_write_bytes(blob, body)
         meta = {
             "url": normalise_url(url),
             "status": status,
@@ -119,7 +104,7 @@ class ResponseCache:
             "blob": blob_rel,
             "fetched_at": round(time.time() if fetched_at is None else fetched_at, 3),
         }
-        atomic_write(self._index_path(url), json.dumps(meta, sort_keys=True, indent=1).encode())
+        atomic_write_bytes(self._index_path(url), json.dumps(meta, sort_keys=True, indent=1).encode())
 
     def put_failure(self, url: str, status: int, reason: str, message: str) -> None:
         """Remember a permanent failure (4xx, not an image, too large) so a rerun does not retry it."""
@@ -132,4 +117,4 @@ class ResponseCache:
             "message": message,
             "fetched_at": round(time.time(), 3),
         }
-        atomic_write(self._index_path(url), json.dumps(meta, sort_keys=True, indent=1).encode())
+        atomic_write_bytes(self._index_path(url), json.dumps(meta, sort_keys=True, indent=1).encode())

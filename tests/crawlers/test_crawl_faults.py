@@ -13,6 +13,7 @@ from crawl_server import redirect, reset, sequence, slow, static
 from ieiw.crawlers.cache import ResponseCache
 from ieiw.crawlers.http import FetchError, PoliteSession
 from ieiw.crawlers.images import fetch_image
+from ieiw.schemas.shards import TMP_PREFIX
 
 MAX_PIXELS = 5_000_000
 
@@ -26,7 +27,7 @@ def cache_files(cfg) -> dict[str, list[Path]]:
     return {
         "index": sorted((root / "index").rglob("*.json")) if (root / "index").exists() else [],
         "blobs": sorted(p for p in (root / "blobs").rglob("*") if p.is_file()) if (root / "blobs").exists() else [],
-        "tmp": sorted(root.rglob("*.tmp")) if root.exists() else [],
+        "tmp": sorted(root.rglob(TMP_PREFIX + "*")) if root.exists() else [],
     }
 
 
