@@ -116,9 +116,9 @@ def bench_writer(root: Path, tmp: Path, repeats: int = 5) -> None:
     megabytes = sum(len(r["source_image"]["bytes"]) + len(r["target_image"]["bytes"]) for r in rows) / 1e6
     ours, raw = [], []
     for i in range(repeats):
-        ours.append(timed(lambda: write_shard(rows_to_table(rows), tmp / f"ours-{i}.parquet"))[0])
-        raw.append(timed(lambda: pq.write_table(pa.Table.from_pylist(rows, schema=PAIR_SCHEMA),
-                                                tmp / f"raw-{i}.parquet"))[0])
+        ours.append(timed(lambda path: write_shard(rows_to_table(rows), path), tmp / f"ours-{i}.parquet")[0])
+        raw.append(timed(lambda path: pq.write_table(pa.Table.from_pylist(rows, schema=PAIR_SCHEMA), path),
+                         tmp / f"raw-{i}.parquet")[0])
     best_ours, best_raw = min(ours), min(raw)
     fsyncs = []
     for i in range(repeats):  # the durability share: what fsync of the shard alone costs
@@ -130,7 +130,8 @@ def bench_writer(root: Path, tmp: Path, repeats: int = 5) -> None:
     print(f"(b) shard writer: {len(rows) / best_ours:.0f} rows/s ({megabytes / best_ours:.0f} MB/s), raw pyarrow:"
           f" {len(rows) / best_raw:.0f} rows/s -> throughput ratio {best_raw / best_ours:.2f} (goal >= 0.8);"
           f" {len(rows)} rows, {megabytes:.1f} MB of images, best of {repeats}")
-    print(f"    of the writer's {best_ours * 1000:.1f} ms, fsync takes ~{min(fsyncs) * 1000:.1f} ms; raw pyarrow neither"
+    print(f"    of the writer's {best_ours * 1000:.1f} ms, fsync takes ~{min(fsyncs) * 1000:.1f} ms;"
+          " raw pyarrow neither"
           f" fsyncs, hashes nor writes 64-row groups")
 
 

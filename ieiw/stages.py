@@ -118,7 +118,8 @@ def score_unit(build: Build, unit: str) -> UnitOutcome:
     fingerprint = stable_hash(SCORES, build.scorer.name, _entry_sha(build, CANDIDATES, unit))
     if manifest.is_done(unit, fingerprint):
         return UnitOutcome(SCORES, unit, True, manifest.entry(unit)["rows"])
-    table = read_shard(build.out / CANDIDATES / f"{unit}.parquet", columns=["id", "source_image", "target_image", "scores"])
+    columns = ["id", "source_image", "target_image", "scores"]
+    table = read_shard(build.out / CANDIDATES / f"{unit}.parquet", columns=columns)
     sources = build.scorer.score_many(pc.struct_field(table["source_image"], "bytes").to_pylist())
     targets = build.scorer.score_many(pc.struct_field(table["target_image"], "bytes").to_pylist())
     rows = []

@@ -27,7 +27,7 @@ def _quantiles(values: list[float]) -> dict[str, float] | None:
     if not values:
         return None
     qs = np.quantile(np.asarray(values, dtype=np.float64), QUANTILES)
-    out = {f"q{int(q * 100):02d}": round(float(v), 4) for q, v in zip(QUANTILES, qs)}
+    out = {f"q{int(q * 100):02d}": round(float(v), 4) for q, v in zip(QUANTILES, qs, strict=True)}
     out["mean"] = round(float(np.mean(values)), 4)
     out["count"] = len(values)
     return out
@@ -117,7 +117,8 @@ def _counts(title: str, counts: dict[str, int]) -> list[str]:
 def render_text(stats: dict[str, Any]) -> str:
     lines = [
         f"{stats['path']}  (stage {stats['stage']}, schema v{stats['schema_version']}, {stats['shards']} shards)",
-        f"{'kept ' if stats['stage'] == 'ieiw' else ''}rows {stats['rows']}  |  source records {stats['records']}  |  candidates {stats['candidates']}"
+        f"{'kept ' if stats['stage'] == 'ieiw' else ''}rows {stats['rows']}  |  source records {stats['records']}"
+        f"  |  candidates {stats['candidates']}"
         f"  |  rejected {stats['rejected_total']}  |  failed records {stats['failures_total']}",
     ]
     lines += _counts("by task", stats["by_task"])

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from ieiw_testing import write_config
 
 

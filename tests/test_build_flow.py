@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
-from ieiw.builders.samples import make_phrasecut_sample
 from ieiw_testing import REPO, ieiw_env, run_ieiw, write_config
 from test_removal import corrupt_copy
+
+from ieiw.builders.samples import make_phrasecut_sample
 
 pytestmark = pytest.mark.slow
 
@@ -137,7 +137,8 @@ def test_threshold_change_reruns_selection_only(kill_sample, tmp_path):
     assert "kept" in strict.stdout
     for stage in ("candidates", "scores"):
         again = json.loads((out / stage / "manifest.json").read_text())["units"]
-        assert {u: e["finished_at"] for u, e in again.items()} == {u: e["finished_at"] for u, e in manifests[stage].items()}
+        finished = {u: e["finished_at"] for u, e in manifests[stage].items()}
+        assert {u: e["finished_at"] for u, e in again.items()} == finished
     selected = json.loads((out / "ieiw" / "manifest.json").read_text())["units"]
     assert all(selected[u]["finished_at"] > manifests["ieiw"][u]["finished_at"] for u in selected)
     stats = json.loads(run_ieiw("stats", out / "ieiw", "--json").stdout)

@@ -14,7 +14,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from ieiw_testing import REPO, ieiw_env
 
 pytestmark = pytest.mark.slow

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from ieiw_testing import run_ieiw
 
 from ieiw.schemas import shards
 from ieiw.schemas.manifest import LayoutChanged, Manifest, load_manifest, verify_folder
-from ieiw.schemas.rows import PAIR_SCHEMA, SCHEMA_VERSION, SCHEMA_VERSION_KEY, image_cell, row_id, rows_to_table
-from ieiw_testing import run_ieiw
+from ieiw.schemas.rows import SCHEMA_VERSION, SCHEMA_VERSION_KEY, image_cell, row_id, rows_to_table
 
 
 def pair_row(index: int, task: str = "remove") -> dict:

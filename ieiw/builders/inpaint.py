@@ -8,7 +8,7 @@ IOPaint server) can slot in later; the embedded OpenCV backend loops.
 from __future__ import annotations
 
 import abc
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np

@@ -8,8 +8,8 @@ image is opened, as :class:`SourceRecordError` naming the file and ``task_id``.
 from __future__ import annotations
 
 import json
-from io import BytesIO
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +108,7 @@ def record_mask(record: PhraseCutRecord, width: int, height: int) -> np.ndarray:
     try:
         usable = [p for instance in polygons for p in instance if len(p) >= 2]
     except TypeError as exc:
-        raise SourceRecordError("bad_polygons", record.task_id, record.refer_file, f"malformed Polygons: {exc}")
+        raise SourceRecordError("bad_polygons", record.task_id, record.refer_file, f"malformed: {exc}") from None
     if not usable:
         raise SourceRecordError(
             "degenerate_polygons", record.task_id, record.refer_file, "no polygon has 2 or more points"
@@ -116,7 +116,7 @@ def record_mask(record: PhraseCutRecord, width: int, height: int) -> np.ndarray:
     try:
         mask = polygons_to_mask(polygons, width, height)
     except (TypeError, ValueError) as exc:
-        raise SourceRecordError("bad_polygons", record.task_id, record.refer_file, f"malformed Polygons: {exc}")
+        raise SourceRecordError("bad_polygons", record.task_id, record.refer_file, f"malformed: {exc}") from None
     if not mask.any():
         raise SourceRecordError("empty_mask", record.task_id, record.refer_file, "polygons cover no pixel")
     return mask

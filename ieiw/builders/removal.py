@@ -19,8 +19,8 @@ from ieiw.builders.inpaint import Inpainter, make_inpainter
 from ieiw.builders.instructions import instruction_for
 from ieiw.builders.phrasecut import PhraseCutRecord, PhraseCutSource, load_image, record_mask
 from ieiw.builders.samples import make_phrasecut_sample
-from ieiw.schemas.config import RemovalConfig, canonical_json
-from ieiw.schemas.rows import image_cell, row_id
+from ieiw.schemas.config import RemovalConfig
+from ieiw.schemas.rows import canonical_json, image_cell, row_id
 
 DATASET = "phrasecut"
 LICENSE = "CC BY 4.0 (Visual Genome)"

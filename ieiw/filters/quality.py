@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
-from typing import Iterable
+from collections.abc import Iterable
 
 import cv2
 import numpy as np

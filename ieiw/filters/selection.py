@@ -6,7 +6,8 @@ names are stable: stats count by them and tests assert them.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ieiw.schemas.config import SelectionConfig
 

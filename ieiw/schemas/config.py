@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ieiw.crawlers.config import CrawlConfig
-from ieiw.schemas.rows import canonical_json, stable_hash
+from ieiw.schemas.rows import stable_hash
 
 
 class StrictModel(BaseModel):
@@ -79,7 +79,7 @@ class BuildConfig(StrictModel):
     selection: SelectionConfig = SelectionConfig()
 
     @model_validator(mode="after")
-    def _some_builder(self) -> "BuildConfig":
+    def _some_builder(self) -> BuildConfig:
         if not any(section is not None and section.enabled for section in (self.removal, self.crawl)):
             raise ValueError("no builder is enabled: add a `removal:` or a `crawl:` section")
         return self
@@ -117,7 +117,3 @@ def load_config(path: Path | str, overrides: dict[str, Any] | None = None) -> Bu
         for err in exc.errors():
             lines.append(f"  {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}")
         raise ConfigError("\n".join(lines)) from None
-
-
-def config_json(config: BaseModel) -> str:
-    return canonical_json(config.model_dump(mode="json"))

@@ -13,10 +13,11 @@ from __future__ import annotations
 import fcntl
 import json
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ieiw.schemas.rows import SCHEMA_VERSION
 from ieiw.schemas.shards import ShardFile, atomic_write_bytes, sha256_file
