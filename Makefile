@@ -9,7 +9,7 @@ PORT   ?= 4200
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: install install-dev build test serve bench verify stats clean
+.PHONY: install install-dev build test serve bench bench-loader train verify stats clean
 
 # One stamp per set of extras, so `make build` does not pull the training stack (torch) it does not need.
 $(BIN)/.stamp-%: pyproject.toml
@@ -31,8 +31,21 @@ test: install-dev  ## the whole test suite (CI runs this)
 serve: install  ## Prefect server + deployments from prefect.yaml + a process worker
 	BIN=$(BIN) PORT=$(PORT) scripts/serve.sh
 
-bench: install-dev
+bench: install-dev  ## pipeline and shard-writer overhead (bench/build_overhead.py)
 	$(BIN)/python bench/build_overhead.py
+
+bench-loader: install-dev  ## training loader throughput at 256 px on out/ieiw (bench/loader.py)
+	$(BIN)/python bench/loader.py --data $(OUT)/ieiw
+
+# InstructDiffusion via accelerate. Defaults to SD 1.5 (local weights + GPU);
+# CPU smoke run: make train CONFIG=configs/train.tiny.yaml   (docs/training.md)
+DATA ?= $(OUT)/ieiw
+ACCELERATE_ARGS ?=
+TRAIN_ARGS ?=
+train: CONFIG := configs/train.sd15.yaml
+train: install-dev
+	@$(BIN)/python -m ieiw.training.train --check --config $(CONFIG) --data $(DATA) $(TRAIN_ARGS)
+	$(BIN)/accelerate launch --quiet $(ACCELERATE_ARGS) -m ieiw.training.train --config $(CONFIG) --data $(DATA) $(TRAIN_ARGS)
 
 stats:
 	$(BIN)/ieiw stats $(OUT)/ieiw

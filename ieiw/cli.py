@@ -89,15 +89,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _delegate(module: str, function: str):
-    def run(args: argparse.Namespace) -> int:
-        import importlib
-
-        return importlib.import_module(module).__dict__[function](args.rest)
-
-    return run
-
-
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="ieiw", description="Build IEIW instruction-editing pairs and train on them.")
     sub = top.add_subparsers(dest="command", required=True)
@@ -126,17 +117,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.set_defaults(run=cmd_verify)
 
-    for name, module, function, text in (
-        ("train", "ieiw.training.cli", "train_main", "train InstructDiffusion on the shards (see docs/training.md)"),
-        ("edit", "ieiw.training.cli", "edit_main", "edit an image with a trained model"),
-    ):
-        p = sub.add_parser(name, help=text, add_help=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(run=_delegate(module, function))
+    # Listed for --help only: main() hands these to ieiw.training.cli before parsing.
+    sub.add_parser("train", help="train InstructDiffusion on the shards (docs/training.md)")
+    sub.add_parser("edit", help="edit an image with a trained pipeline (docs/training.md)")
     return top
 
 
+DELEGATED = {"train": "train_main", "edit": "edit_main"}  # own argparse in ieiw.training.cli
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in DELEGATED:  # pass everything on, --help included
+        import importlib
+
+        return importlib.import_module("ieiw.training.cli").__dict__[DELEGATED[argv[0]]](argv[1:])
     args = parser().parse_args(argv)
     return args.run(args)
 
