@@ -12,28 +12,16 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
-
-
-def _parse_set(items: list[str]) -> dict:
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects key=value, got {item!r}")
-        overrides[key] = yaml.safe_load(value)
-    return overrides
-
 
 def cmd_build(args: argparse.Namespace) -> int:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "ieiw")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from ieiw.schemas.config import ConfigError, load_config
+    from ieiw.schemas.config import ConfigError, load_config, parse_overrides
 
-    overrides = _parse_set(args.set)
     try:  # validate before Prefect starts, so a typo costs no server start-up
+        overrides = parse_overrides(args.set)
         load_config(args.config, {**overrides, **({"out_dir": args.out} if args.out else {})})
-    except ConfigError as exc:
+    except (ConfigError, ValueError) as exc:
         print(exc, file=sys.stderr)
         return 2
     from ieiw.flows.build import build_ieiw

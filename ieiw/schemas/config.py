@@ -6,6 +6,7 @@ Relative paths in a config resolve against the folder the build runs from (the r
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -92,13 +93,42 @@ class ConfigError(ValueError):
     """A config file that does not validate; the message names the file and each bad key."""
 
 
-def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Apply ``a.b.c=value`` (value parsed as YAML) to a nested dict."""
-    keys = dotted.split(".")
-    node = data
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-    node[keys[-1]] = value
+def parse_value(text: str) -> Any:
+    """A ``--set`` value as a YAML scalar: 10 -> int, 1e-4 -> float, null -> None, [a, b] -> list."""
+    if text.strip().lower() in {"yes", "no", "on", "off"}:
+        return text.strip()  # YAML 1.1 would make these booleans; pydantic still reads them as bools
+    value = yaml.safe_load(text)
+    if isinstance(value, str) and any(c in value for c in ".eE"):
+        try:  # PyYAML reads "1e-4" (no dot) as a string
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["a.b=1", ...]`` from the command line -> ``{"a.b": 1}``."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} is not key=value (e.g. selection.min_target_aesthetic=5)")
+        out[key] = parse_value(value)
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` with ``{"a.b.c": value}`` set in its nested dicts."""
+    out = copy.deepcopy(data)
+    for dotted, value in overrides.items():
+        keys = dotted.split(".")
+        node = out
+        for key in keys[:-1]:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[keys[-1]] = value
+    return out
 
 
 def load_config(path: Path | str, overrides: dict[str, Any] | None = None) -> BuildConfig:
@@ -108,8 +138,7 @@ def load_config(path: Path | str, overrides: dict[str, Any] | None = None) -> Bu
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from exc
-    for key, value in (overrides or {}).items():
-        set_dotted(data, key, value)
+    data = apply_overrides(data, overrides or {})
     try:
         return BuildConfig.model_validate(data)
     except ValidationError as exc:

@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ieiw.schemas.config import apply_overrides, parse_overrides
+
 Stage = Literal["edit", "align", "adapt"]
 
 
@@ -102,7 +104,7 @@ class DropoutConfig(_Strict):
     both: float | None = None
 
     @model_validator(mode="after")
-    def _custom_complete(self) -> "DropoutConfig":
+    def _custom_complete(self) -> DropoutConfig:
         given = [p for p in (self.text_only, self.image_only, self.both) if p is not None]
         if self.scheme == "custom" and len(given) != 3:
             raise ValueError("dropout.scheme=custom needs text_only, image_only and both")
@@ -158,44 +160,12 @@ class Config(_Strict):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @model_validator(mode="after")
-    def _stage_needs(self) -> "Config":
+    def _stage_needs(self) -> Config:
         if self.stage == "align" and not self.model.init_from:
             raise ValueError("stage align needs model.init_from (the edit-stage pipeline or output folder)")
         if self.train.max_steps is None and self.train.epochs is None:
             raise ValueError("set train.max_steps or train.epochs")
         return self
-
-
-def _parse_scalar(text: str) -> Any:
-    """``--set`` values are YAML scalars: 10 -> int, 1e-4 -> float, null -> None, [a, b] -> list."""
-    if text.strip().lower() in {"yes", "no", "on", "off"}:
-        return text.strip()  # YAML 1.1 would make these booleans; pydantic still reads them as bools
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
-        try:
-            return float(value) if any(c in value for c in ".eE") else value
-        except ValueError:
-            return value
-    return value
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of ``data`` with dotted ``key=value`` overrides applied."""
-    import copy
-
-    out = copy.deepcopy(data)
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} is not key=value (e.g. train.max_steps=10)")
-        key, value = item.split("=", 1)
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if node is None:
-                node = {}
-        node[parts[-1]] = _parse_scalar(value)
-    return out
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
@@ -206,7 +176,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not path.exists():
             raise FileNotFoundError(f"config {path} not found")
         data = yaml.safe_load(path.read_text()) or {}
-    return Config.model_validate(apply_overrides(data, overrides or []))
+    return Config.model_validate(apply_overrides(data, parse_overrides(overrides or [])))
 
 
 def dump_config(config: Config) -> str:
