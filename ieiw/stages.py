@@ -120,8 +120,10 @@ def score_unit(build: Build, unit: str) -> UnitOutcome:
         return UnitOutcome(SCORES, unit, True, manifest.entry(unit)["rows"])
     columns = ["id", "source_image", "target_image", "scores"]
     table = read_shard(build.out / CANDIDATES / f"{unit}.parquet", columns=columns)
-    sources = build.scorer.score_many(pc.struct_field(table["source_image"], "bytes").to_pylist())
-    targets = build.scorer.score_many(pc.struct_field(table["target_image"], "bytes").to_pylist())
+    # One call for both columns: remove/add rows share their two images, each is scored once.
+    images = [pc.struct_field(table[c], "bytes").to_pylist() for c in ("source_image", "target_image")]
+    scored = build.scorer.score_many(images[0] + images[1])
+    sources, targets = scored[: table.num_rows], scored[table.num_rows :]
     rows = []
     for rid, upstream, s, t in zip(table["id"].to_pylist(), table["scores"].to_pylist(), sources, targets, strict=True):
         # A builder may have scored the edit itself (the crawl's alignment similarity): keep it, say by whom.
