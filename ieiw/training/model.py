@@ -181,7 +181,7 @@ def encode_text(text_encoder: Any, input_ids: torch.Tensor) -> torch.Tensor:
     return text_encoder(input_ids.to(text_encoder.device))[0]
 
 
-def edit_loss(
+def diffusion_loss(
     batch: dict[str, torch.Tensor],
     unet: Any,
     vae: Any,
@@ -191,60 +191,44 @@ def edit_loss(
     probs: DropoutProbs,
     weight_dtype: torch.dtype = torch.float32,
     generator: torch.Generator | None = None,
+    with_source: bool = True,
 ) -> torch.Tensor:
-    """One InstructDiffusion training loss (epsilon MSE) on a batch of uint8 pairs.
+    """One epsilon-MSE loss on a batch of uint8 pairs: InstructDiffusion's (``with_source``) or plain SD's.
 
-    ``generator`` pins every random choice (evaluation on a fixed subset); training passes None and
-    uses the global RNG, which accelerate's checkpoints save and restore.
+    With ``with_source`` the source latent (VAE mode, unscaled, as the official code) is concatenated
+    to the noisy target latent and dropped per ``probs``; without it (adapt stage) only the text is
+    dropped, at the scheme's total text rate. ``generator`` pins every random choice (evaluation on a
+    fixed subset); training passes None and uses the global RNG, which accelerate's checkpoints
+    save and restore. Random draws happen in the same order on both paths.
     """
     device = unet.device
     target = normalize(batch["target"].to(device), weight_dtype)
-    source = normalize(batch["source"].to(device), weight_dtype)
     with torch.no_grad():
         latents = vae.encode(target).latent_dist.sample(generator) * vae.config.scaling_factor
-        source_latents = vae.encode(source).latent_dist.mode()
+        if with_source:
+            source_latents = vae.encode(normalize(batch["source"].to(device), weight_dtype)).latent_dist.mode()
         text = encode_text(text_encoder, batch["input_ids"])
     bsz = latents.shape[0]
     noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bsz,), generator=generator, device=device)
-    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    model_input = noise_scheduler.add_noise(latents, noise, timesteps)
     drop_text, drop_image = draw_dropout(bsz, probs, device, generator)
     text = torch.where(drop_text[:, None, None], null_text.to(text.dtype).expand_as(text), text)
-    source_latents = source_latents * (~drop_image).to(source_latents.dtype)[:, None, None, None]
-    model_input = torch.cat([noisy, source_latents], dim=1)
+    if with_source:
+        source_latents = source_latents * (~drop_image).to(source_latents.dtype)[:, None, None, None]
+        model_input = torch.cat([model_input, source_latents], dim=1)
     pred = unet(model_input, timesteps, text, return_dict=False)[0]
     return F.mse_loss(pred.float(), noise.float(), reduction="mean")
 
 
-def t2i_loss(
-    batch: dict[str, torch.Tensor],
-    unet: Any,
-    vae: Any,
-    text_encoder: Any,
-    noise_scheduler: Any,
-    null_text: torch.Tensor,
-    probs: DropoutProbs,
-    weight_dtype: torch.dtype = torch.float32,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Adapt stage: plain SD text-to-image loss on (caption + suffix, target image).
+def edit_loss(*args: Any, **kwargs: Any) -> torch.Tensor:
+    """Edit and align stages: the 8-channel InstructDiffusion loss."""
+    return diffusion_loss(*args, **kwargs, with_source=True)
 
-    The text is dropped with the scheme's total text rate (text only + both), keeping the
-    unconditional branch that guidance needs.
-    """
-    device = unet.device
-    target = normalize(batch["target"].to(device), weight_dtype)
-    with torch.no_grad():
-        latents = vae.encode(target).latent_dist.sample(generator) * vae.config.scaling_factor
-        text = encode_text(text_encoder, batch["input_ids"])
-    bsz = latents.shape[0]
-    noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
-    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bsz,), generator=generator, device=device)
-    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-    drop_text, _ = draw_dropout(bsz, probs, device, generator)
-    text = torch.where(drop_text[:, None, None], null_text.to(text.dtype).expand_as(text), text)
-    pred = unet(noisy, timesteps, text, return_dict=False)[0]
-    return F.mse_loss(pred.float(), noise.float(), reduction="mean")
+
+def t2i_loss(*args: Any, **kwargs: Any) -> torch.Tensor:
+    """Adapt stage: plain SD text-to-image loss on (caption + suffix, target image)."""
+    return diffusion_loss(*args, **kwargs, with_source=False)
 
 
 def null_text_embedding(text_encoder: Any, tokenizer: Any) -> torch.Tensor:
