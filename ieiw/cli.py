@@ -16,6 +16,9 @@ from pathlib import Path
 def cmd_build(args: argparse.Namespace) -> int:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "ieiw")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The ephemeral API's first start in a new PREFECT_HOME migrates its database; Prefect's 20 s
+    # default was seen to run out on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from ieiw.schemas.config import ConfigError, load_config, parse_overrides
 
     try:  # validate before Prefect starts, so a typo costs no server start-up

@@ -16,6 +16,7 @@ def prefect_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("prefect-home")
     os.environ["PREFECT_HOME"] = str(home)
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"  # first start migrates the DB
     os.environ.pop("PREFECT_API_URL", None)
     return home
 
