@@ -30,7 +30,7 @@ from urllib3.util.retry import Retry
 
 from .cache import ResponseCache
 from .config import HttpConfig
-from .safety import PEER_REFUSED, SafeAdapter, UrlRefused, check_url, parse_target
+from .safety import PEER_REFUSED, FetchError, SafeAdapter, check_url, parse_target
 
 Kind = Literal["image", "json", "html", "text", "any"]
 
@@ -72,17 +72,6 @@ def _retry(**kw: Any) -> Retry:
                 return min(float(cap), super().parse_retry_after(retry_after))
 
         return CappedRetry(**kw)
-
-
-class FetchError(Exception):
-    """A URL could not be fetched; ``reason`` is short and stable (the stats count by it)."""
-
-    def __init__(self, reason: str, url: str, message: str, status: int | None = None):
-        super().__init__(f"{url}: {reason}: {message}")
-        self.reason = reason
-        self.url = url
-        self.message = message
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -158,10 +147,7 @@ class PoliteSession:
             time.sleep(wait)
 
     def _check(self, url: str) -> None:
-        try:
-            check_url(url, self.allow)
-        except UrlRefused as exc:
-            raise FetchError(exc.reason, url, exc.message) from exc
+        check_url(url, self.allow)  # raises UrlRefused, a FetchError
 
     # -- robots ---------------------------------------------------------------------------------
     def robots_allows(self, url: str) -> bool:

@@ -25,14 +25,19 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NewConnectionError
 
 
-class UrlRefused(Exception):
-    """The URL may not be fetched; ``reason`` is the stable short name the stats count."""
+class FetchError(Exception):
+    """A URL could not be fetched; ``reason`` is short and stable (the stats count by it)."""
 
-    def __init__(self, reason: str, url: str, message: str):
+    def __init__(self, reason: str, url: str, message: str, status: int | None = None):
         super().__init__(f"{url}: {reason}: {message}")
         self.reason = reason
         self.url = url
         self.message = message
+        self.status = status
+
+
+class UrlRefused(FetchError):
+    """The URL may not be fetched at all (refused before any connection); a :class:`FetchError`."""
 
 
 @dataclass(frozen=True)
