@@ -89,11 +89,12 @@ def build_for(config: BuildConfig) -> Build:
     return _cached_build(config.model_dump_json())
 
 
-def _entry_sha(build: Build, stage: str, unit: str) -> str:
+def _upstream(build: Build, stage: str, unit: str) -> dict[str, Any]:
+    """The manifest entry of ``unit`` in an earlier stage, which this stage reads."""
     entry = build.manifest(stage).entry(unit)
     if entry is None:
         raise RuntimeError(f"unit {unit}: no finished {stage} shard in {build.out / stage}; run that stage first")
-    return entry["sha256"]
+    return entry
 
 
 def make_candidates(build: Build, builder_name: str, unit: WorkUnit) -> UnitOutcome:
@@ -101,8 +102,8 @@ def make_candidates(build: Build, builder_name: str, unit: WorkUnit) -> UnitOutc
     builder = build.builders[builder_name]
     manifest = build.manifest(CANDIDATES)
     fingerprint = stable_hash(CANDIDATES, SCHEMA_VERSION, builder_name, builder.fingerprint(), unit.payload)
-    if manifest.is_done(unit.key, fingerprint):
-        return UnitOutcome(CANDIDATES, unit.key, True, manifest.entry(unit.key)["rows"])
+    if done := manifest.finished(unit.key, fingerprint):
+        return UnitOutcome(CANDIDATES, unit.key, True, done["rows"])
     result = builder.build_unit(unit)
     for failure in result.failures:
         log.warning("unit %s: %s", unit.key, failure)
@@ -115,9 +116,9 @@ def make_candidates(build: Build, builder_name: str, unit: WorkUnit) -> UnitOutc
 def score_unit(build: Build, unit: str) -> UnitOutcome:
     """Stage 2: quality scores of each candidate's source and target."""
     manifest = build.manifest(SCORES)
-    fingerprint = stable_hash(SCORES, build.scorer.name, _entry_sha(build, CANDIDATES, unit))
-    if manifest.is_done(unit, fingerprint):
-        return UnitOutcome(SCORES, unit, True, manifest.entry(unit)["rows"])
+    fingerprint = stable_hash(SCORES, build.scorer.name, _upstream(build, CANDIDATES, unit)["sha256"])
+    if done := manifest.finished(unit, fingerprint):
+        return UnitOutcome(SCORES, unit, True, done["rows"])
     columns = ["id", "source_image", "target_image", "scores"]
     table = read_shard(build.out / CANDIDATES / f"{unit}.parquet", columns=columns)
     # One call for both columns: remove/add rows share their two images, each is scored once.
@@ -151,10 +152,10 @@ def select_unit(build: Build, unit: str) -> UnitOutcome:
     """Stage 3: apply the selection rules; kept rows (with scores) to ``ieiw/``, the rest to ``rejected/``."""
     rules = build.config.selection
     manifest = build.manifest(PAIRS)
-    candidates_sha = _entry_sha(build, CANDIDATES, unit)
-    fingerprint = stable_hash(PAIRS, rules.model_dump(), candidates_sha, _entry_sha(build, SCORES, unit))
-    if manifest.is_done(unit, fingerprint):
-        return UnitOutcome(PAIRS, unit, True, manifest.entry(unit)["rows"])
+    upstream = _upstream(build, CANDIDATES, unit)
+    fingerprint = stable_hash(PAIRS, rules.model_dump(), upstream["sha256"], _upstream(build, SCORES, unit)["sha256"])
+    if done := manifest.finished(unit, fingerprint):
+        return UnitOutcome(PAIRS, unit, True, done["rows"])
     candidates = read_shard(build.out / CANDIDATES / f"{unit}.parquet")
     score_table = read_shard(build.out / SCORES / f"{unit}.parquet")
     scores = dict(zip(score_table["id"].to_pylist(), score_table["scores"].to_pylist(), strict=True))
@@ -168,12 +169,12 @@ def select_unit(build: Build, unit: str) -> UnitOutcome:
         else:
             reasons[reason] += 1
             rejected.append({k: row[k] for k in ("id", "task", "origin", "scores")} | {"reason": reason})
-    upstream = build.manifest(CANDIDATES).entry(unit)["stats"]
+    made = upstream["stats"]
     stats = {
-        "builder": upstream.get("builder"),
-        "records": upstream.get("records", 0),
-        "failures": upstream.get("failures", {}),
-        "failure_messages": upstream.get("failure_messages", []),
+        "builder": made.get("builder"),
+        "records": made.get("records", 0),
+        "failures": made.get("failures", {}),
+        "failure_messages": made.get("failure_messages", []),
         "candidates": candidates.num_rows,
         "kept": len(kept),
         "rejected": dict(reasons),

@@ -75,12 +75,12 @@ def test_manifest_resume_and_layout_guard(tmp_path):
     manifest = Manifest(tmp_path, "candidates", {"unit_size": 8})
     manifest.prepare("cfg1", {"inpaint": "opencv-telea"})
     info = shards.write_shard(rows_to_table([pair_row(0)]), tmp_path / "u0.parquet")
-    assert not manifest.is_done("u0", "fp1")
+    assert manifest.finished("u0", "fp1") is None
     manifest.record("u0", info, "fp1", "cfg1", {"records": 1})
-    assert manifest.is_done("u0", "fp1")
-    assert not manifest.is_done("u0", "fp2"), "a changed fingerprint must force a rebuild"
+    assert manifest.finished("u0", "fp1")["sha256"] == info.sha256
+    assert manifest.finished("u0", "fp2") is None, "a changed fingerprint must force a rebuild"
     (tmp_path / "u0.parquet").unlink()
-    assert not manifest.is_done("u0", "fp1"), "a vanished shard must force a rebuild"
+    assert manifest.finished("u0", "fp1") is None, "a vanished shard must force a rebuild"
     with pytest.raises(LayoutChanged, match="unit_size"):
         Manifest(tmp_path, "candidates", {"unit_size": 16}).prepare("cfg2", {})
     assert load_manifest(tmp_path)["units"]["u0"]["rows"] == 1

@@ -108,13 +108,14 @@ class Manifest:
             return None
         return load_manifest(self.folder)["units"].get(unit)
 
-    def is_done(self, unit: str, fingerprint: str) -> bool:
-        """Finished with the same inputs and parameters, and the shard is still there at its size."""
+    def finished(self, unit: str, fingerprint: str) -> dict[str, Any] | None:
+        """The unit's entry if it finished with the same inputs and parameters and its shard is still
+        there at its size; ``None`` when the unit must be (re)built."""
         entry = self.entry(unit)
         if entry is None or entry["fingerprint"] != fingerprint:
-            return False
+            return None
         shard = self.folder / entry["shard"]
-        return shard.exists() and shard.stat().st_size == entry["bytes"]
+        return entry if shard.exists() and shard.stat().st_size == entry["bytes"] else None
 
     def record(self, unit: str, shard: ShardFile, fingerprint: str, config_hash: str, stats: dict[str, Any]) -> dict:
         """Mark ``unit`` finished; called only after its shard has been renamed into place."""
