@@ -67,7 +67,10 @@ def run_bounded(submit: Callable[..., PrefectFuture], calls: Iterable[tuple], li
     def collect(future: PrefectFuture) -> None:
         call = in_flight.pop(future)
         outcome = future.result(raise_on_failure=False)
-        (failures.append((call, outcome)) if isinstance(outcome, BaseException) else results.append(outcome))
+        if isinstance(outcome, BaseException):
+            failures.append((call, outcome))
+        else:
+            results.append(outcome)
 
     for call in calls:
         in_flight[submit(*call)] = call
