@@ -1,11 +1,11 @@
 """How much the pipeline costs over doing the same work by hand, measured in one run.
 
-(a) pipeline / plain loop: `build-ieiw` (Prefect flow, three stages, manifests, atomic shards) against
-    a plain Python loop that does the same reads + masks + inpaint + encode + proxy scores + selection
-    + Parquet writes on the same records with the same library functions. Reported at steady state
+(a) pipeline / plain loop: `build-ieiw` (Prefect flow, four stages, manifests, atomic shards) against
+    a plain Python loop that does the same reads + masks + inpaint + encode + embedded features + proxy
+    scores + selection + Parquet writes on the same records with the same library functions. Reported at steady state
     (Prefect's ephemeral API already up, as in any long build) with 1 and 2 workers, plus the one-off
     start-up cost of a fresh `ieiw build` process. Goal: <= 1.5 at 1 worker.
-(b) shard writer / raw pyarrow: `rows_to_table` + `write_shard` (validation, zstd, fsync, sha256,
+(b) shard writer / raw pyarrow: `rows_to_table` + `write_shard` (validation, snappy, fsync, sha256,
     rename) against `pa.Table.from_pylist` + `pq.write_table` of the same rows. Goal: >= 0.8.
 
     python bench/build_overhead.py [--images 160] [--size 640x480]
@@ -29,12 +29,13 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import yaml  # noqa: E402
 
-from ieiw.builders.imageio import encode, extension  # noqa: E402
-from ieiw.builders.inpaint import OpenCVInpainter  # noqa: E402
+from ieiw.builders.inpaint import OpenCVInpainter, OpenCVInpaintConfig  # noqa: E402
 from ieiw.builders.phrasecut import PhraseCutSource, load_image, record_mask  # noqa: E402
 from ieiw.builders.removal import dilate  # noqa: E402
 from ieiw.builders.samples import make_phrasecut_sample  # noqa: E402
+from ieiw.filters.features import EmbeddedDescriptor, EmbeddedFeaturesConfig  # noqa: E402
 from ieiw.filters.quality import ProxyQualityScorer  # noqa: E402
+from ieiw.imageio import encode, extension  # noqa: E402
 from ieiw.schemas.rows import PAIR_SCHEMA, image_cell, rows_to_table  # noqa: E402
 from ieiw.schemas.shards import write_shard  # noqa: E402
 
@@ -55,7 +56,8 @@ def plain_loop(root: Path, out: Path) -> int:
     """The same work with no orchestration: one pass, rows straight to one Parquet file per unit."""
     out.mkdir(parents=True)
     source = PhraseCutSource(root, ["train", "val"])
-    inpainter, scorer = OpenCVInpainter("telea", 5), ProxyQualityScorer()
+    inpainter, scorer = OpenCVInpainter(OpenCVInpaintConfig()), ProxyQualityScorer()
+    describe = EmbeddedDescriptor(EmbeddedFeaturesConfig()).describe  # the pipeline's features stage
     kept = 0
     for split in ("train", "val"):
         total = source.count(split)
@@ -68,6 +70,7 @@ def plain_loop(root: Path, out: Path) -> int:
                 target_bytes = encode(target, "jpeg", 95)
                 mask_bytes = encode(mask * 255, "png")
                 s, t = scorer.score_pixels(pixels), scorer.score_pixels(target)
+                describe(pixels), describe(target)
                 for task, a, b, sa, sb in (("remove", data, target_bytes, s, t), ("add", target_bytes, data, t, s)):
                     if sb < 3.5 or abs(sa - sb) > 1.5:
                         continue

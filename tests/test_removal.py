@@ -5,18 +5,20 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
-from ieiw.builders.imageio import decode
+from ieiw.builders.base import BuildContext
+from ieiw.imageio import decode_mask, decode_rgb
 from ieiw.builders.instructions import ADD_TEMPLATES, REMOVE_TEMPLATES, instruction_for
 from ieiw.builders.removal import RemovalBuilder
-from ieiw.schemas.config import PhraseCutSource, RemovalConfig
+from ieiw.builders.removal import PhraseCutSourceConfig, RemovalConfig
 
 
 def builder_for(root, unit_size=8, **kwargs) -> RemovalBuilder:
-    config = RemovalConfig(source=PhraseCutSource(root=root, splits=["train", "val"]), **kwargs)
-    return RemovalBuilder(config, unit_size)
+    config = RemovalConfig(source=PhraseCutSourceConfig(root=root, splits=["train", "val"]), **kwargs)
+    return RemovalBuilder(config, BuildContext(root=Path.cwd(), out_dir=Path("out"), unit_size=unit_size))
 
 
 def test_removal_recovers_the_true_background(sample_root):
@@ -26,10 +28,10 @@ def test_removal_recovers_the_true_background(sample_root):
         for row in builder.build_unit(unit).rows:
             if row["task"] != "remove":
                 continue
-            source = decode(row["source_image"]["bytes"]).astype(np.float32)
-            target = decode(row["target_image"]["bytes"]).astype(np.float32)
-            mask = decode(row["mask"]["bytes"], "L") > 0
-            truth = decode((sample_root / "backgrounds" / f"{row['origin']['image_id']}.png").read_bytes())
+            source = decode_rgb(row["source_image"]["bytes"]).astype(np.float32)
+            target = decode_rgb(row["target_image"]["bytes"]).astype(np.float32)
+            mask = decode_mask(row["mask"]["bytes"]) > 0
+            truth = decode_rgb((sample_root / "backgrounds" / f"{row['origin']['image_id']}.png").read_bytes())
             truth = truth.astype(np.float32)
             source_errors.append(np.abs(source - truth)[mask].mean())
             target_errors.append(np.abs(target - truth)[mask].mean())

@@ -76,7 +76,7 @@ def test_manifest_resume_and_layout_guard(tmp_path):
     manifest.prepare("cfg1", {"inpaint": "opencv-telea"})
     info = shards.write_shard(rows_to_table([pair_row(0)]), tmp_path / "u0.parquet")
     assert manifest.finished("u0", "fp1") is None
-    manifest.record("u0", info, "fp1", "cfg1", {"records": 1})
+    manifest.record("u0", info, "fp1", {"records": 1})
     assert manifest.finished("u0", "fp1")["sha256"] == info.sha256
     assert manifest.finished("u0", "fp2") is None, "a changed fingerprint must force a rebuild"
     (tmp_path / "u0.parquet").unlink()
@@ -99,7 +99,7 @@ def _two_shard_folder(folder: Path) -> Manifest:
     manifest.prepare("cfg", {})
     for unit in ("u0", "u1"):
         info = shards.write_shard(rows_to_table([pair_row(0), pair_row(1)]), folder / f"{unit}.parquet")
-        manifest.record(unit, info, "fp", "cfg", {})
+        manifest.record(unit, info, "fp", {})
     return manifest
 
 

@@ -5,6 +5,14 @@ pair rows (:meth:`CandidateBuilder.build_unit`). Bad records never raise out of 
 they come back as :class:`Failure` values with a short reason (counted in the stats) and a message
 that names the file and the record. Only transient trouble (a full disk, a dropped server) raises,
 so the flow's retries can deal with it.
+
+A builder is made from its config section and a :class:`BuildContext` (cheap: no model loads, no
+files written). Work that must happen once before any unit (writing a bundled sample, building an
+index) is :meth:`CandidateBuilder.prepare`, a planned step of the flow; models load on first use,
+inside ``build_unit``, in the process that runs it. A builder may judge a candidate it made unusable
+(an object still visible after removal, an edit that is no derivative): it sets the row's
+``drop_reason`` and selection files the row under ``rejected/`` with that reason. Builders never write
+``ieiw/`` or ``rejected/`` themselves.
 """
 
 from __future__ import annotations
@@ -12,7 +20,17 @@ from __future__ import annotations
 import abc
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What every builder gets besides its own section."""
+
+    root: Path  # relative paths in the config resolve against this (the folder the build runs from)
+    out_dir: Path
+    unit_size: int
 
 
 @dataclass(frozen=True)
@@ -68,6 +86,11 @@ class CandidateBuilder(abc.ABC):
     """One source + one way of making pairs from it (PhraseCut removal, web crawl, ...)."""
 
     name: str
+
+    def prepare(self) -> None:
+        """Once per build, before :meth:`plan`: make what the units need (e.g. a bundled sample).
+
+        Must be safe when several processes prepare the same fresh build at once."""
 
     @abc.abstractmethod
     def plan(self) -> list[WorkUnit]:

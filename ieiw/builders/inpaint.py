@@ -2,40 +2,67 @@
 
 ``Inpainter.inpaint(images, masks)`` takes RGB ``uint8`` HWC images and 0/1 ``uint8`` masks (1 =
 fill) and returns RGB images of the same sizes. It is batched so GPU backends (LaMa TorchScript, an
-IOPaint server) can slot in later; the embedded OpenCV backend loops.
+IOPaint server) can batch; the embedded OpenCV backend loops.
+
+A backend is a config model (its own fields only, registered under ``inpaint.<name>``) plus the class
+its ``create()`` builds. The config alone answers what rows and fingerprints need (label, model id,
+output parameters), so a run that only scores or selects never constructs an inpainter.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
 
 import cv2
 import numpy as np
+from pydantic import Field
 
-from ieiw.schemas.config import InpaintConfig
+from ieiw.schemas.config import BackendConfig
+from ieiw.schemas.registry import register_backend
 
 
 class Inpainter(abc.ABC):
-    name: str  # recorded in every row's builder.backend
-    embedded: bool  # True for a CPU stand-in for the paper's model
-    model: str | None = None
+    """Made from its config by ``config.create()``; loads its model (if any) in ``__init__``."""
+
+    def __init__(self, config: BackendConfig):
+        self.config = config
+        self.name = config.label()
+        self.embedded = config.embedded
+        self.model = config.model_id()
 
     @abc.abstractmethod
     def inpaint(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Fill the masked pixels of each image."""
 
 
+class OpenCVInpaintConfig(BackendConfig):
+    """``cv2.inpaint``: the embedded stand-in for LaMa (CPU, no weights)."""
+
+    kind: ClassVar[str] = "inpaint"
+    embedded: ClassVar[bool] = True
+
+    backend: Literal["opencv"] = "opencv"
+    method: Literal["telea", "ns"] = Field("telea", description="Telea (fast marching) or Navier-Stokes")
+    radius: int = Field(5, ge=1, description="neighbourhood radius in px")
+
+    def label(self) -> str:
+        return f"opencv-{self.method}"
+
+    def row_params(self) -> dict[str, Any]:
+        # The method is already in the label (and so in the id); keeping the v1 recipe keeps v1's ids.
+        return {"radius": self.radius}
+
+
+@register_backend("inpaint", "opencv", OpenCVInpaintConfig)
 class OpenCVInpainter(Inpainter):
-    """``cv2.inpaint`` (Telea or Navier-Stokes): the embedded stand-in for LaMa. Good on smooth
-    backgrounds, smears texture; rows it makes say ``embedded: true``."""
+    """Good on smooth backgrounds, smears texture; rows it makes say ``embedded: true``."""
 
-    embedded = True
-
-    def __init__(self, method: str = "telea", radius: int = 5):
-        self.flag = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}[method]
-        self.radius = radius
-        self.name = f"opencv-{method}"
+    def __init__(self, config: OpenCVInpaintConfig):
+        super().__init__(config)
+        self.flag = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}[config.method]
+        self.radius = config.radius
 
     def inpaint(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> list[np.ndarray]:
         out = []
@@ -43,9 +70,3 @@ class OpenCVInpainter(Inpainter):
             filled = cv2.inpaint(np.ascontiguousarray(image), (mask > 0).astype(np.uint8) * 255, self.radius, self.flag)
             out.append(filled)
         return out
-
-
-def make_inpainter(config: InpaintConfig) -> Inpainter:
-    if config.backend == "opencv":
-        return OpenCVInpainter(config.method, config.radius)
-    raise ValueError(f"unknown inpaint backend {config.backend!r}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ieiw.builders.base import SourceRecordError
+from ieiw.imageio import ImageDecodeError, Orientation, SizeMismatch, decode, encode
 
 
 @dataclass(frozen=True)
@@ -123,15 +123,25 @@ def record_mask(record: PhraseCutRecord, width: int, height: int) -> np.ndarray:
 
 
 def load_image(record: PhraseCutRecord) -> tuple[bytes, np.ndarray]:
-    """The image file's bytes (kept as is) and its RGB pixels."""
+    """The image's bytes and RGB pixels, oriented as the annotation's size says.
+
+    Polygons are in the coordinates of the image as annotated (``image_data_split.json`` gives its
+    size): the EXIF orientation is applied only when that makes the size match. The file's bytes are
+    kept as they are unless decoding had to change them (transposed, or not stored as RGB): then the
+    source is re-encoded so that it and the target agree pixel for pixel in every viewer.
+    """
     path = record.image_path
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise SourceRecordError("missing_image", record.task_id, str(path), "image file not found") from None
+    expect = (record.width, record.height) if record.width and record.height else None
     try:
-        with Image.open(BytesIO(data)) as image:
-            pixels = np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise SourceRecordError("unreadable_image", record.task_id, str(path), f"cannot decode: {exc}") from None
-    return data, pixels
+        decoded = decode(data, Orientation.MATCH, expect)
+    except SizeMismatch as exc:
+        raise SourceRecordError("image_size_mismatch", record.task_id, str(path), str(exc)) from None
+    except ImageDecodeError as exc:
+        raise SourceRecordError("unreadable_image", record.task_id, str(path), str(exc)) from None
+    if decoded.transposed or decoded.converted or decoded.orientation != 1:
+        data = encode(decoded.pixels, "jpeg")
+    return data, decoded.pixels

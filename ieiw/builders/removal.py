@@ -7,23 +7,57 @@ blurred or JPEG-ringed edge goes too (AnyEdit dilates 15x15 before LaMa), inpain
 
 from __future__ import annotations
 
+import functools
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
+from pydantic import Field
 
-from ieiw.builders.base import CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
-from ieiw.builders.imageio import encode, extension
-from ieiw.builders.inpaint import Inpainter, make_inpainter
+from ieiw.builders.base import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
+from ieiw.builders.inpaint import Inpainter, OpenCVInpaintConfig
 from ieiw.builders.instructions import instruction_for
 from ieiw.builders.phrasecut import PhraseCutRecord, PhraseCutSource, load_image, record_mask
-from ieiw.builders.samples import make_phrasecut_sample
-from ieiw.schemas.config import RemovalConfig
+from ieiw.builders.samples import ensure_phrasecut_sample
+from ieiw.imageio import encode, extension
+from ieiw.schemas.config import BuilderConfig, StrictModel, backend_field
+from ieiw.schemas.registry import register_builder
 from ieiw.schemas.rows import canonical_json, image_cell, row_id
 
 DATASET = "phrasecut"
 LICENSE = "CC BY 4.0 (Visual Genome)"
+
+
+class SampleSpec(StrictModel):
+    """Generate the bundled synthetic PhraseCut-layout sample into ``root`` when it is missing."""
+
+    images: int = Field(120, ge=1)
+    seed: int = 0
+    width: int = Field(320, ge=64)
+    height: int = Field(240, ge=64)
+
+
+class PhraseCutSourceConfig(StrictModel):
+    root: Path = Field(description="folder holding image_data_split.json, refer_{split}.json and images/")
+    splits: list[str] = ["train"]
+    limit: int | None = Field(None, ge=1, description="read at most this many records per split")
+    samples: SampleSpec | None = Field(None, description="make a synthetic sample here if root is missing")
+
+
+class RemovalConfig(BuilderConfig):
+    """PhraseCut removal (+ the flipped add pair): the `removal:` section."""
+
+    source: PhraseCutSourceConfig
+    inpaint: backend_field("inpaint") = Field(default_factory=OpenCVInpaintConfig)  # type: ignore[valid-type]
+    mask_dilation: int = Field(7, ge=0, description="side of the square dilation kernel in px (0 = none)")
+    min_mask_fraction: float = Field(0.002, ge=0, le=1)
+    max_mask_fraction: float = Field(0.5, ge=0, le=1)
+    flip_add: bool = True
+    image_format: Literal["jpeg", "png"] = "jpeg"
+    jpeg_quality: int = Field(95, ge=50, le=100)
+    seed: int = 0
 
 
 def dilate(mask: np.ndarray, size: int) -> np.ndarray:
@@ -32,26 +66,42 @@ def dilate(mask: np.ndarray, size: int) -> np.ndarray:
     return cv2.dilate(mask, np.ones((size, size), np.uint8))
 
 
+@register_builder("removal", RemovalConfig)
 class RemovalBuilder(CandidateBuilder):
     name = "removal"
 
-    def __init__(self, config: RemovalConfig, unit_size: int, inpainter: Inpainter | None = None):
+    def __init__(self, config: RemovalConfig, context: BuildContext):
         self.config = config
-        self.unit_size = unit_size
-        self.inpainter = inpainter or make_inpainter(config.inpaint)
-        src = config.source
-        if src.samples is not None and not (Path(src.root) / "image_data_split.json").exists():
-            spec = src.samples
-            make_phrasecut_sample(Path(src.root), spec.images, spec.seed, spec.width, spec.height)
-        self.source = PhraseCutSource(src.root, src.splits, src.limit)
+        self.unit_size = context.unit_size
+        self._lock = threading.Lock()
+        self._inpainter: Inpainter | None = None
+
+    @functools.cached_property
+    def source(self) -> PhraseCutSource:
+        src = self.config.source
+        return PhraseCutSource(src.root, src.splits, src.limit)
+
+    @property
+    def inpainter(self) -> Inpainter:
+        """Constructed (and its model loaded) on first use, once per process."""
+        with self._lock:
+            if self._inpainter is None:
+                self._inpainter = self.config.inpaint.create()
+            return self._inpainter
+
+    def prepare(self) -> None:
+        spec = self.config.source.samples
+        if spec is not None:
+            ensure_phrasecut_sample(Path(self.config.source.root), spec.images, spec.seed, spec.width, spec.height)
 
     def params(self) -> dict[str, Any]:
-        """The parameters that shape a row; part of every row id."""
+        """The parameters that shape a row; part of every row id. Only the chosen inpaint backend's
+        own parameters enter (the model file's digest does not: it enters the stage fingerprint)."""
         c = self.config
         return {
-            "inpaint": self.inpainter.name,
-            "model": self.inpainter.model,
-            "radius": c.inpaint.radius,
+            "inpaint": c.inpaint.label(),
+            "model": c.inpaint.model_id(),
+            **c.inpaint.row_params(),
             "dilation": c.mask_dilation,
             "format": c.image_format,
             "quality": c.jpeg_quality if c.image_format == "jpeg" else None,
@@ -62,6 +112,7 @@ class RemovalBuilder(CandidateBuilder):
         c = self.config
         return {
             **self.params(),
+            "inpaint_models": c.inpaint.model_digests(),
             "root": str(Path(c.source.root).resolve()),
             "min_mask_fraction": c.min_mask_fraction,
             "max_mask_fraction": c.max_mask_fraction,
@@ -69,7 +120,8 @@ class RemovalBuilder(CandidateBuilder):
         }
 
     def backends(self) -> dict[str, str]:
-        return {"inpaint": self.inpainter.name + (" (embedded)" if self.inpainter.embedded else "")}
+        inpaint = self.config.inpaint
+        return {"inpaint": inpaint.label() + (" (embedded)" if inpaint.embedded else "")}
 
     def plan(self) -> list[WorkUnit]:
         units = []
@@ -134,14 +186,16 @@ class RemovalBuilder(CandidateBuilder):
             "phrase": record.phrase,
             "url": record.url,
             "license": LICENSE,
-            "author": None,
+            "authors": None,
+            "edit_url": None,
             "created_utc": None,
         }
+        inpaint = self.config.inpaint
         builder = {
             "name": self.name,
-            "backend": self.inpainter.name,
-            "embedded": self.inpainter.embedded,
-            "model": self.inpainter.model,
+            "backend": inpaint.label(),
+            "embedded": inpaint.embedded,
+            "model": inpaint.model_id(),
             "seed": c.seed,
             "params": canonical_json(params),
         }

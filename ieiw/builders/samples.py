@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,3 +181,41 @@ def make_phrasecut_sample(root: Path, images: int = 120, seed: int = 0, width: i
     # Written last: its presence is what marks a finished sample (a killed generation is redone).
     (root / "image_data_split.json").write_text(json.dumps(infos))
     return root
+
+
+MARKER = "image_data_split.json"
+
+
+class IncompleteSample(RuntimeError):
+    """A sample folder without its marker file: left by an older, non-atomic generator."""
+
+
+def ensure_phrasecut_sample(root: Path, images: int = 120, seed: int = 0, width: int = 320, height: int = 240) -> bool:
+    """Make the sample at ``root`` unless it is there; True when this call wrote it.
+
+    Safe when several processes (flow workers, two builds) call it at once: each writes into its own
+    temporary sibling folder and renames it to ``root`` in one step; a loser finds ``root`` taken and
+    discards its copy. Readers therefore see no sample or a whole one, never a half-written file.
+    """
+    root = Path(root)
+    if (root / MARKER).exists():
+        return False
+    if root.exists() and any(root.iterdir()):
+        raise IncompleteSample(f"{root} exists but has no {MARKER}: delete it and the sample is made again")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{root.name}-", dir=root.parent))
+    try:
+        make_phrasecut_sample(tmp, images, seed, width, height)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a sample is for everyone who reads the corpus
+        try:
+            if root.exists():  # an empty folder (e.g. made by hand) can be replaced
+                root.rmdir()
+            os.rename(tmp, root)
+        except OSError:
+            if (root / MARKER).exists():
+                return False  # another process won the race: its copy is identical
+            raise
+        return True
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ieiw.builders.base import CandidateBuilder, Failure, UnitResult, WorkUnit
+from ieiw.builders.base import BuildContext, CandidateBuilder, Failure, UnitResult, WorkUnit
 
 from .cache import ResponseCache
 from .config import CrawlConfig, DumpSourceConfig, resolve
@@ -37,9 +37,9 @@ class WebCrawlBuilder(CandidateBuilder):
 
     name = "crawl"
 
-    def __init__(self, config: CrawlConfig, root: Path):
+    def __init__(self, config: CrawlConfig, context: BuildContext | Path):
         self.config = config
-        self.root = Path(root)
+        self.root = Path(context.root if isinstance(context, BuildContext) else context)
         t = config.takedown
         self.takedown = Takedown.load([resolve(self.root, f) for f in t.files], t.entries)
         self._init_state()

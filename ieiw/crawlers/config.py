@@ -11,16 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from ieiw.schemas.config import BuilderConfig, StrictModel
+from ieiw.schemas.registry import register_builder
 
 SAMPLE_DIR = "ieiw/crawlers/sample"
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class HttpConfig(_Model):
+class HttpConfig(StrictModel):
     """Politeness and safety of every request the crawler makes."""
 
     user_agent: str = "ieiw-crawler/0.1 (+https://github.com/ieiw/ieiw; research dataset builder)"
@@ -42,7 +41,7 @@ class HttpConfig(_Model):
     replay_only: bool = True  # never touch the network; a cache miss is a failure "not_in_cache"
 
 
-class DumpSourceConfig(_Model):
+class DumpSourceConfig(StrictModel):
     """Offline dumps in Reddit's JSON shape: one object per line, plain or zstd (``.zst``)."""
 
     submissions: str
@@ -51,7 +50,7 @@ class DumpSourceConfig(_Model):
     subreddit: str | None = "PhotoshopRequest"  # keep only this subreddit (case-insensitive); None keeps all
 
 
-class RedditApiConfig(_Model):
+class RedditApiConfig(StrictModel):
     """The OAuth API. Credentials come from the environment variables named here, never the file."""
 
     subreddit: str = "PhotoshopRequest"
@@ -69,7 +68,7 @@ class RedditApiConfig(_Model):
     max_more_calls: int = 5  # /api/morechildren calls per thread
 
 
-class HtmlSelectors(_Model):
+class HtmlSelectors(StrictModel):
     """CSS selectors for one site's thread page (BeautifulSoup ``select``)."""
 
     title: str
@@ -84,7 +83,7 @@ class HtmlSelectors(_Model):
     over_18: str | None = None  # present -> the thread is NSFW and is skipped
 
 
-class HtmlSiteConfig(_Model):
+class HtmlSiteConfig(StrictModel):
     """A forum that hosts photoshop requests as HTML thread pages."""
 
     name: str  # becomes origin.dataset
@@ -93,7 +92,7 @@ class HtmlSiteConfig(_Model):
     license: str = "unknown"
 
 
-class PairConfig(_Model):
+class PairConfig(StrictModel):
     """Turning a post and its comments into candidate pairs."""
 
     max_edits_per_post: int = 3
@@ -102,7 +101,7 @@ class PairConfig(_Model):
     max_instruction_chars: int = 400
 
 
-class ValidationConfig(_Model):
+class ValidationConfig(StrictModel):
     """Thresholds of the derivative check (see align.py for what each number measures)."""
 
     work_side: int = 512  # images are compared at this long side
@@ -118,17 +117,15 @@ class ValidationConfig(_Model):
     min_similarity: float = 0.6  # correlation outside the changed area; below: not a derivative
 
 
-class TakedownConfig(_Model):
+class TakedownConfig(StrictModel):
     """Ids (post, comment, row) or URLs that must never be built again."""
 
     files: tuple[str, ...] = ()  # text files, one id or URL a line, '#' comments
     entries: tuple[str, ...] = ()
 
 
-class CrawlConfig(_Model):
+class CrawlConfig(BuilderConfig):
     """Everything the ``crawl`` builder needs; the defaults build the bundled sample offline."""
-
-    enabled: bool = True
 
     dumps: tuple[DumpSourceConfig, ...] = (
         DumpSourceConfig(
@@ -144,6 +141,10 @@ class CrawlConfig(_Model):
     takedown: TakedownConfig = Field(default_factory=lambda: TakedownConfig(files=(f"{SAMPLE_DIR}/takedown.txt",)))
     posts_per_unit: int = 64
     image_format: Literal["jpg", "png"] = "jpg"  # encoding of re-rendered (aligned) images
+
+
+# The builder class lives in ieiw.crawlers.builder (requests, bs4...): imported when a build first makes it.
+register_builder("crawl", CrawlConfig, "ieiw.crawlers.builder:WebCrawlBuilder")
 
 
 def resolve(root: Path, path: str) -> Path:

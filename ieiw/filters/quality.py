@@ -16,34 +16,27 @@ Every row it scores says ``scores.backend = "proxy-v1"`` and ``scores.embedded =
 
 from __future__ import annotations
 
-import abc
-import hashlib
-from collections.abc import Iterable
+from typing import ClassVar, Literal
 
 import cv2
 import numpy as np
 
-from ieiw.builders.imageio import decode
+from ieiw.filters.scoring import ImageRef, ImageScorer, ScoreContext
+from ieiw.schemas.config import BackendConfig
+from ieiw.schemas.registry import register_backend
 
 
-class QualityScorer(abc.ABC):
-    name: str
-    embedded: bool
+class ProxyScorerConfig(BackendConfig):
+    """`scoring.scorers: [{backend: proxy}]`: the embedded stand-in for the LAION aesthetics head."""
 
-    @abc.abstractmethod
-    def score_pixels(self, pixels: np.ndarray) -> float:
-        """Score one RGB ``uint8`` image; higher is better."""
+    kind: ClassVar[str] = "scorer"
+    embedded: ClassVar[bool] = True
+    fills: ClassVar[tuple[str, ...]] = ("source_aesthetic", "target_aesthetic")
 
-    def score_many(self, encoded: Iterable[bytes]) -> list[float]:
-        """Score encoded images, decoding each distinct image once (remove/add rows share images)."""
-        cache: dict[str, float] = {}
-        out = []
-        for data in encoded:
-            key = hashlib.blake2b(data, digest_size=16).hexdigest()
-            if key not in cache:
-                cache[key] = self.score_pixels(decode(data))
-            out.append(cache[key])
-        return out
+    backend: Literal["proxy"] = "proxy"
+
+    def label(self) -> str:
+        return "proxy-v1"
 
 
 def _downscale(pixels: np.ndarray, long_side: int = 256) -> np.ndarray:
@@ -54,9 +47,12 @@ def _downscale(pixels: np.ndarray, long_side: int = 256) -> np.ndarray:
     return cv2.resize(pixels, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
 
 
-class ProxyQualityScorer(QualityScorer):
-    name = "proxy-v1"
-    embedded = True
+@register_backend("scorer", "proxy", ProxyScorerConfig)
+class ProxyQualityScorer(ImageScorer):
+    family = "aesthetic"
+
+    def __init__(self, config: ProxyScorerConfig | None = None):
+        super().__init__(config or ProxyScorerConfig())
 
     def components(self, pixels: np.ndarray) -> dict[str, float]:
         small = _downscale(pixels).astype(np.float32)
@@ -82,8 +78,5 @@ class ProxyQualityScorer(QualityScorer):
         combined = 0.35 * c["sharpness"] + 0.25 * c["exposure"] + 0.20 * c["colourfulness"] + 0.20 * c["contrast"]
         return 1.0 + 9.0 * combined
 
-
-def make_scorer(backend: str) -> QualityScorer:
-    if backend == "proxy":
-        return ProxyQualityScorer()
-    raise ValueError(f"unknown scoring backend {backend!r}")
+    def score_image(self, image: ImageRef, context: ScoreContext) -> float:
+        return self.score_pixels(context.pixels(image))

@@ -1,8 +1,9 @@
 """The `build-ieiw` Prefect flow: wiring only. The work lives in :mod:`ieiw.stages`.
 
-Stages run one after the other (candidates, then scores, then selection), each as one task per work
-unit with at most ``config.workers`` in flight, so expensive generation, cheap scoring and instant
-selection never compete and a changed threshold reruns selection only. A unit whose task still fails
+Stages run one after the other (prepare + plan, candidates, features, scores, selection), each as
+one task per work unit with at most ``config.workers`` in flight, so expensive generation, cheap
+scoring and instant selection never compete and a changed threshold reruns selection only. Tasks
+receive the config as plain JSON data, so any task runner (threads, processes, Dask) can ship it. A unit whose task still fails
 after its retries is reported and skipped; the flow ends Failed listing those units, and a rerun
 resumes them (finished units are skipped through the manifests).
 """
@@ -20,7 +21,7 @@ from prefect.futures import PrefectFuture, as_completed
 
 from ieiw import stages
 from ieiw.builders.base import WorkUnit
-from ieiw.schemas.config import BuildConfig, load_config
+from ieiw.schemas.config import load_config
 from ieiw.stats import compute_stats, render_markdown, write_stats
 
 # Transient trouble (a full disk, an NFS hiccup, a GPU server restart) deserves a retry;
@@ -28,32 +29,46 @@ from ieiw.stats import compute_stats, render_markdown, write_stats
 RETRY = dict(retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
 
 
+Config = dict[str, Any]  # the validated build config's JSON form
+
+
+@task(name="prepare", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+def prepare_task(config: Config) -> None:
+    """Builders' one-off preparation (bundled samples...) and the stage folders' manifests."""
+    stages.build_for(config).prepare()
+
+
 @task(name="plan", cache_policy=NO_CACHE)
-def plan_units(config: BuildConfig) -> list[tuple[str, WorkUnit]]:
+def plan_units(config: Config) -> list[tuple[str, WorkUnit]]:
     return stages.build_for(config).plan()
 
 
 @task(name="candidates", task_run_name="candidates-{unit.key}", **RETRY)
-def candidates_task(config: BuildConfig, builder_name: str, unit: WorkUnit) -> stages.UnitOutcome:
+def candidates_task(config: Config, builder_name: str, unit: WorkUnit) -> stages.UnitOutcome:
     return stages.make_candidates(stages.build_for(config), builder_name, unit)
 
 
+@task(name="features", task_run_name="features-{unit}", **RETRY)
+def features_task(config: Config, unit: str) -> stages.UnitOutcome:
+    return stages.extract_features(stages.build_for(config), unit)
+
+
 @task(name="score", task_run_name="score-{unit}", **RETRY)
-def score_task(config: BuildConfig, unit: str) -> stages.UnitOutcome:
+def score_task(config: Config, unit: str) -> stages.UnitOutcome:
     return stages.score_unit(stages.build_for(config), unit)
 
 
 @task(name="select", task_run_name="select-{unit}", **RETRY)
-def select_task(config: BuildConfig, unit: str) -> stages.UnitOutcome:
+def select_task(config: Config, unit: str) -> stages.UnitOutcome:
     return stages.select_unit(stages.build_for(config), unit)
 
 
 @task(name="summarise", cache_policy=NO_CACHE)
-def summarise_task(config: BuildConfig) -> dict[str, Any]:
-    folder = Path(config.out_dir) / stages.PAIRS
-    stats = compute_stats(folder)
-    write_stats(stats, Path(config.out_dir) / "stats.json")
-    create_markdown_artifact(key=f"ieiw-stats-{config.name}", markdown=render_markdown(stats), description="IEIW build")
+def summarise_task(config: Config) -> dict[str, Any]:
+    out = Path(config["out_dir"])
+    stats = compute_stats(out / stages.PAIRS)
+    write_stats(stats, out / "stats.json")
+    create_markdown_artifact(key=f"ieiw-stats-{config['name']}", markdown=render_markdown(stats), description="IEIW build")
     return stats
 
 
@@ -92,24 +107,28 @@ def build_ieiw(
     overrides = dict(overrides or {})
     if out_dir is not None:
         overrides["out_dir"] = out_dir
-    config = load_config(config_path, overrides)
-    logger.info("config %s (hash %s), output %s", config_path, config.digest(), config.out_dir)
+    validated = load_config(config_path, overrides)
+    logger.info("config %s (hash %s), output %s", config_path, validated.digest(), validated.out_dir)
+    config = validated.model_dump(mode="json")
+    workers = validated.workers
 
+    prepare_task(config)
     units = plan_units(config)
-    logger.info("%d work units of up to %d records", len(units), config.unit_size)
-    made, failed = run_bounded(candidates_task.submit, [(config, b, u) for b, u in units], config.workers)
-    ready = sorted(o.unit for o in made)
-    scored, failed_scores = run_bounded(score_task.submit, [(config, u) for u in ready], config.workers)
-    selected, failed_select = run_bounded(select_task.submit, [(config, o.unit) for o in scored], config.workers)
-    failed += failed_scores + failed_select
+    logger.info("%d work units of up to %d records", len(units), validated.unit_size)
+    made, failed = run_bounded(candidates_task.submit, [(config, b, u) for b, u in units], workers)
+    featured, failed_features = run_bounded(
+        features_task.submit, [(config, u) for u in sorted(o.unit for o in made)], workers)
+    scored, failed_scores = run_bounded(score_task.submit, [(config, o.unit) for o in featured], workers)
+    selected, failed_select = run_bounded(select_task.submit, [(config, o.unit) for o in scored], workers)
+    failed += failed_features + failed_scores + failed_select
 
-    for stage_outcomes in (made, scored, selected):
+    for stage_outcomes in (made, featured, scored, selected):
         if stage_outcomes:
             skipped = sum(o.skipped for o in stage_outcomes)
             logger.info("%s: %d units done, %d already finished earlier", stage_outcomes[0].stage,
                         len(stage_outcomes) - skipped, skipped)
     stats = summarise_task(config)
-    logger.info("kept %d pairs %s in %s", stats["rows"], stats["by_task"], Path(config.out_dir) / stages.PAIRS)
+    logger.info("kept %d pairs %s in %s", stats["rows"], stats["by_task"], Path(validated.out_dir) / stages.PAIRS)
     if failed:
         lines = [f"{call[-1]}: {exc!r}" for call, exc in failed]
         raise RuntimeError(f"{len(failed)} unit task(s) failed after retries (rerun to resume):\n" + "\n".join(lines))

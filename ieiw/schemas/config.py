@@ -1,4 +1,18 @@
-"""Build configuration: YAML files validated by pydantic, so a typo fails before any work starts.
+"""Configuration: one strict pydantic base, one YAML loader and error format, and the build config
+composed from the registry.
+
+- :class:`StrictModel` is the base of every config model in ieiw (build, builders, backends,
+  training): unknown keys are errors, models are frozen.
+- :func:`load_yaml_model` reads a YAML file, applies ``--set key=value`` overrides and validates; a
+  bad file raises :class:`ConfigError` naming the file and each bad key, one per line.
+- :class:`BuildConfig` holds the keys every build has; :func:`build_config_model` adds one optional
+  field per builder section the config names (``removal:``, ``crawl:``, a plugin's own) and one field
+  per always-present section (``scoring:``, ``selection:``), each typed by the model its package
+  registered. So a builder owns its config model, and adding one edits no list here.
+- :class:`BackendConfig` is the base of a backend's parameters. A field typed :func:`backend_field`
+  accepts ``{backend: NAME, ...}`` and validates it with the model registered for NAME: a discriminated
+  union whose members come from the registry, so plugins add backends too. Only the chosen backend's
+  fields exist, so only they reach row ids and fingerprints.
 
 Relative paths in a config resolve against the folder the build runs from (the repo root for
 ``make build`` and for the deployments in ``prefect.yaml``).
@@ -7,92 +21,39 @@ Relative paths in a config resolve against the folder the build runs from (the r
 from __future__ import annotations
 
 import copy
+import functools
+import importlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
-from ieiw.crawlers.config import CrawlConfig
+from ieiw.schemas.filehash import path_digest
+from ieiw.schemas.registry import REGISTRY, RegistryError
 from ieiw.schemas.rows import stable_hash
 
 
 class StrictModel(BaseModel):
+    """Unknown keys are errors; instances are frozen (a stage never mutates its config)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SampleSpec(StrictModel):
-    """Generate the bundled synthetic PhraseCut-layout sample into ``root`` when it is missing."""
-
-    images: int = Field(120, ge=1)
-    seed: int = 0
-    width: int = Field(320, ge=64)
-    height: int = Field(240, ge=64)
-
-
-class PhraseCutSource(StrictModel):
-    root: Path = Field(description="folder holding image_data_split.json, refer_{split}.json and images/")
-    splits: list[str] = ["train"]
-    limit: int | None = Field(None, ge=1, description="read at most this many records per split")
-    samples: SampleSpec | None = Field(None, description="make a synthetic sample here if root is missing")
-
-
-class InpaintConfig(StrictModel):
-    backend: Literal["opencv"] = "opencv"
-    method: Literal["telea", "ns"] = "telea"
-    radius: int = Field(5, ge=1)
-
-
-class RemovalConfig(StrictModel):
-    """PhraseCut removal (+ the flipped add pair)."""
-
-    enabled: bool = True
-    source: PhraseCutSource
-    inpaint: InpaintConfig = InpaintConfig()
-    mask_dilation: int = Field(7, ge=0, description="side of the square dilation kernel in px (0 = none)")
-    min_mask_fraction: float = Field(0.002, ge=0, le=1)
-    max_mask_fraction: float = Field(0.5, ge=0, le=1)
-    flip_add: bool = True
-    image_format: Literal["jpeg", "png"] = "jpeg"
-    jpeg_quality: int = Field(95, ge=50, le=100)
-    seed: int = 0
-
-
-class ScoringConfig(StrictModel):
-    backend: Literal["proxy"] = "proxy"
-
-
-class SelectionConfig(StrictModel):
-    """The paper's two rules: drop low-quality targets, and pairs whose quality changes a lot."""
-
-    min_target_aesthetic: float = 3.5
-    max_aesthetic_gap: float = 1.5
-
-
-class BuildConfig(StrictModel):
-    name: str = "demo"
-    out_dir: Path = Path("out")
-    unit_size: int = Field(16, ge=1, description="source records per work unit (one candidate shard each)")
-    workers: int = Field(2, ge=1, description="concurrent tasks (threads) on this machine")
-    removal: RemovalConfig | None = None
-    crawl: CrawlConfig | None = Field(None, description="photoshop-request pairs (docs/crawl.md); {} = bundled sample")
-    scoring: ScoringConfig = ScoringConfig()
-    selection: SelectionConfig = SelectionConfig()
-
-    @model_validator(mode="after")
-    def _some_builder(self) -> BuildConfig:
-        if not any(section is not None and section.enabled for section in (self.removal, self.crawl)):
-            raise ValueError("no builder is enabled: add a `removal:` or a `crawl:` section")
-        return self
-
-    def digest(self) -> str:
-        return stable_hash(self.model_dump(mode="json"), length=16)
 
 
 class ConfigError(ValueError):
     """A config file that does not validate; the message names the file and each bad key."""
 
 
+# -- YAML, overrides, errors ----------------------------------------------------------------------
 def parse_value(text: str) -> Any:
     """A ``--set`` value as a YAML scalar: 10 -> int, 1e-4 -> float, null -> None, [a, b] -> list."""
     if text.strip().lower() in {"yes", "no", "on", "off"}:
@@ -112,7 +73,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"override {item!r} is not key=value (e.g. selection.min_target_aesthetic=5)")
+            raise ConfigError(f"override {item!r} is not key=value (e.g. selection.min_target_aesthetic=5)")
         out[key] = parse_value(value)
     return out
 
@@ -131,18 +92,214 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return out
 
 
-def load_config(path: Path | str, overrides: dict[str, Any] | None = None) -> BuildConfig:
-    """Read a YAML build config, apply ``{"dotted.key": value}`` overrides, validate."""
+def read_yaml(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc}") from exc
-    data = apply_overrides(data, overrides or {})
+        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config is a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def format_errors(source: str, exc: ValidationError) -> ConfigError:
+    """The one error format: ``<file>: invalid config`` then ``  dotted.key: message`` per error."""
+    lines = [f"{source}: invalid config"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-")) or "<root>"
+        lines.append(f"  {loc}: {err['msg']}")
+    return ConfigError("\n".join(lines))
+
+
+def validate_model(model: type[BaseModel], data: dict[str, Any], source: str) -> Any:
     try:
-        return BuildConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        lines = [f"{path}: invalid config"]
-        for err in exc.errors():
-            lines.append(f"  {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}")
-        raise ConfigError("\n".join(lines)) from None
+        raise format_errors(source, exc) from None
+
+
+def load_yaml_model(path: Path | str | None, model: type[BaseModel], overrides: dict[str, Any] | None = None) -> Any:
+    """Read ``path`` (or start from the defaults when None), apply overrides, validate as ``model``."""
+    data = read_yaml(path) if path is not None else {}
+    return validate_model(model, apply_overrides(data, overrides or {}), str(path or "<defaults>"))
+
+
+# -- backends -------------------------------------------------------------------------------------
+class ModelFile:
+    """Marks a config field that names a model file or folder: its digest enters the fingerprint."""
+
+
+ModelPath = Annotated[Path | None, ModelFile()]
+
+
+class BackendConfig(StrictModel):
+    """Parameters of one backend of one kind (``inpaint``, ``features``, ``scorer``, ...)."""
+
+    kind: ClassVar[str]
+    embedded: ClassVar[bool] = False  # True for a CPU stand-in for the paper's model
+    # Fields that change how fast or where it runs but not what it outputs (device, batch size, URLs).
+    runtime_fields: ClassVar[frozenset[str]] = frozenset()
+
+    backend: str
+
+    def label(self) -> str:
+        """The name rows and stats show, e.g. ``opencv-telea``."""
+        return self.backend
+
+    def model_id(self) -> str | None:
+        """The model a row records in ``builder.model`` (checkpoint path, hub id@revision); None if none."""
+        return None
+
+    def row_params(self) -> dict[str, Any]:
+        """The parameters that shape the output (part of row ids): every field but the runtime ones."""
+        return self.model_dump(mode="json", exclude={"backend", *self.runtime_fields})
+
+    def model_digests(self) -> dict[str, str | None]:
+        """sha256 of every :data:`ModelPath` field's file or folder (cached by path, size and mtime)."""
+        out: dict[str, str | None] = {}
+        for name, field in type(self).model_fields.items():
+            if any(isinstance(m, ModelFile) for m in field.metadata):
+                value = getattr(self, name)
+                out[name] = path_digest(value) if value is not None and Path(value).exists() else None
+        return out
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a stage using this backend records for resume: label, output parameters, model digests."""
+        return {"backend": self.label(), "params": self.row_params(), "models": self.model_digests()}
+
+    def create(self) -> Any:
+        """The backend object (models load when it is first used, in the process that uses it)."""
+        return REGISTRY.backend(self.kind, self.backend).create(self)
+
+
+def _validate_backend(kind: str, value: Any) -> Any:
+    if isinstance(value, BackendConfig):
+        return value
+    if not isinstance(value, dict) or "backend" not in value:
+        raise ValueError(f"a {kind} backend is a mapping with a `backend:` key, e.g. {{backend: NAME, ...}}")
+    try:
+        spec = REGISTRY.backend(kind, str(value["backend"]))
+    except RegistryError as exc:
+        raise ValueError(str(exc)) from None
+    return spec.config.model_validate(value)
+
+
+def backend_field(kind: str) -> Any:
+    """The type of a config field choosing a backend of ``kind`` from the registry."""
+    return Annotated[SerializeAsAny[BackendConfig], BeforeValidator(functools.partial(_validate_backend, kind))]
+
+
+# -- the build config -----------------------------------------------------------------------------
+class BuilderConfig(StrictModel):
+    """Base of a builder section: every builder can be switched off without deleting its section."""
+
+    enabled: bool = True
+
+
+class SplitConfig(StrictModel):
+    """The ``split`` column: a deterministic train/val assignment by source image (rows.assign_split)."""
+
+    val_fraction: float = Field(0.02, ge=0, le=1, description="share of source images held out as `val`")
+
+
+class BuildConfig(StrictModel):
+    """The keys every build has. The composed model adds the builder and stage sections as fields."""
+
+    builder_section_names: ClassVar[tuple[str, ...]] = ()
+
+    name: str = "demo"
+    out_dir: Path = Path("out")
+    unit_size: int = Field(16, ge=1, description="source records per work unit (one candidate shard each)")
+    workers: int = Field(2, ge=1, description="concurrent tasks (threads) on this machine")
+    plugins: tuple[str, ...] = Field((), description="modules to import first (they may register builders)")
+    split: SplitConfig = SplitConfig()
+
+    @model_validator(mode="after")
+    def _some_builder(self) -> BuildConfig:
+        if not self.builder_sections():
+            names = ", ".join(REGISTRY.builder_names())
+            raise ValueError(f"no builder is enabled: add a builder section (one of: {names})")
+        return self
+
+    def builder_sections(self) -> dict[str, BuilderConfig]:
+        """The enabled builder sections, in config order."""
+        out = {}
+        for name in self.builder_section_names:
+            section = getattr(self, name, None)
+            if section is not None and section.enabled:
+                out[name] = section
+        return out
+
+    def digest(self) -> str:
+        return stable_hash(self.model_dump(mode="json"), length=16)
+
+
+BASE_KEYS = frozenset(BuildConfig.model_fields)
+
+
+@functools.lru_cache(maxsize=64)
+def build_config_model(builder_sections: tuple[str, ...]) -> type[BuildConfig]:
+    """The build config model with these builder sections plus every registered default section."""
+    fields: dict[str, Any] = {}
+    for name in builder_sections:
+        spec = REGISTRY.builder(name)
+        assert spec is not None, name
+        fields[name] = (spec.config | None, None)
+    for name, spec in REGISTRY.default_sections().items():
+        fields[name] = (spec.config, Field(default_factory=spec.config))
+    model = create_model("BuildConfig", __base__=BuildConfig, __module__=__name__, **fields)
+    model.builder_section_names = builder_sections
+    return model
+
+
+def import_plugins(modules: Any, source: str) -> None:
+    if not isinstance(modules, list | tuple):
+        raise ConfigError(f"{source}: invalid config\n  plugins: a list of module names")
+    for module in modules:
+        try:
+            importlib.import_module(str(module))
+        except ImportError as exc:
+            raise ConfigError(f"{source}: invalid config\n  plugins: cannot import {module!r}: {exc}") from None
+
+
+def validate_build_config(data: dict[str, Any], source: str = "<config>") -> BuildConfig:
+    """Validate a build config mapping; builder sections are looked up in the registry by key."""
+    import_plugins(data.get("plugins", ()), source)
+    sections, unknown = [], []
+    for key in data:
+        if key in BASE_KEYS:
+            continue
+        try:
+            if REGISTRY.builder(key) is not None:
+                sections.append(key)
+            elif REGISTRY.section(key) is None:
+                unknown.append(key)
+        except RegistryError as exc:
+            raise ConfigError(f"{source}: invalid config\n  {key}: {exc}") from None
+    if unknown:
+        known = ", ".join(REGISTRY.builder_names())
+        lines = [f"  {key}: not a config key or a registered builder section (builders: {known})" for key in unknown]
+        raise ConfigError("\n".join([f"{source}: invalid config", *lines]))
+    return validate_model(build_config_model(tuple(sections)), data, source)
+
+
+def load_config(path: Path | str, overrides: dict[str, Any] | None = None) -> BuildConfig:
+    """Read a YAML build config, apply ``{"dotted.key": value}`` overrides, validate."""
+    return validate_build_config(apply_overrides(read_yaml(path), overrides or {}), str(path))
+
+
+@functools.lru_cache(maxsize=8)
+def _from_json(text: str) -> BuildConfig:
+    import json
+
+    return validate_build_config(json.loads(text), "<flow parameter>")
+
+
+def config_from_data(data: dict[str, Any]) -> BuildConfig:
+    """A validated config from its JSON form (what flow tasks receive); cached per process."""
+    from ieiw.schemas.rows import canonical_json
+
+    return _from_json(canonical_json(data))

@@ -98,9 +98,9 @@ class Manifest:
             )
 
     def prepare(self, config_hash: str, backends: dict[str, str]) -> None:
-        """Create or check the manifest before any unit runs, and note this build's config."""
+        """Create or check the manifest before any unit runs, and note this build's backends (stats show them)."""
         with self._locked() as data:
-            data["builds"][config_hash] = {"backends": backends, "started_at": time.time()}
+            data["builds"][config_hash] = {"backends": backends}
 
     def entry(self, unit: str) -> dict[str, Any] | None:
         path = manifest_path(self.folder)
@@ -117,13 +117,12 @@ class Manifest:
         shard = self.folder / entry["shard"]
         return entry if shard.exists() and shard.stat().st_size == entry["bytes"] else None
 
-    def record(self, unit: str, shard: ShardFile, fingerprint: str, config_hash: str, stats: dict[str, Any]) -> dict:
+    def record(self, unit: str, shard: ShardFile, fingerprint: str, stats: dict[str, Any]) -> dict:
         """Mark ``unit`` finished; called only after its shard has been renamed into place."""
         entry = {
             **asdict(shard),
             "shard": shard.name,
             "fingerprint": fingerprint,
-            "config_hash": config_hash,
             "stats": stats,
             "finished_at": time.time(),
         }

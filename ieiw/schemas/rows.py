@@ -4,6 +4,12 @@ A row is a plain ``dict`` shaped like :data:`PAIR_SCHEMA`. Image columns are ``s
 and the file metadata carries Hugging Face ``datasets`` features, so ``load_dataset("parquet")``
 decodes them to PIL images while pyarrow, DuckDB and Polars read the same file as plain structs.
 Bump :data:`SCHEMA_VERSION` whenever a column is added, removed or changes meaning.
+
+Schema v2 (this version) adds, over v1: ``origin.authors`` (list) and ``origin.edit_url`` (replacing
+v1's ``origin.author``), ``drop_reason`` (a builder's own verdict: the row goes to ``rejected/``),
+``duplicate_of``, ``split``, and in ``scores`` the ``verification`` score plus one backend name per
+score family. Task values come from the registry (:mod:`ieiw.schemas.registry`). Readers accept v1
+shards: :func:`upgrade_table` gives them the v2 columns, null where v1 had nothing.
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
-TASKS = ("remove", "add", "replace", "web")
+from ieiw.schemas.registry import REGISTRY
+
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 SCHEMA_VERSION_KEY = b"ieiw.schema_version"
 
 IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
@@ -30,7 +38,8 @@ ORIGIN = pa.struct(
         ("phrase", pa.string()),  # referring phrase or class label of the edited region
         ("url", pa.string()),
         ("license", pa.string()),
-        ("author", pa.string()),
+        ("authors", pa.list_(pa.string())),  # poster first, then the editor, where known
+        ("edit_url", pa.string()),  # crawled pairs: the editor's image
         ("created_utc", pa.float64()),
     ]
 )
@@ -52,7 +61,12 @@ SCORES = pa.struct(
         ("target_aesthetic", pa.float32()),
         ("source_giqa", pa.float32()),
         ("target_giqa", pa.float32()),
-        ("edit_consistency", pa.float32()),
+        ("edit_consistency", pa.float32()),  # how well the target derives from the source (crawl: alignment)
+        ("verification", pa.float32()),  # removal: how surely the object is gone (higher = gone)
+        ("aesthetic_backend", pa.string()),
+        ("giqa_backend", pa.string()),
+        ("consistency_backend", pa.string()),
+        ("verification_backend", pa.string()),
     ]
 )
 
@@ -81,6 +95,9 @@ PAIR_SCHEMA = pa.schema(
         pa.field("exemplar", EXEMPLAR),
         pa.field("scores", SCORES),
         pa.field("builder", BUILDER, nullable=False),
+        pa.field("split", pa.string()),  # "train" | "val", assigned at selection by source image
+        pa.field("drop_reason", pa.string()),  # set by a builder on a candidate it judged unusable
+        pa.field("duplicate_of", pa.string()),  # id of the row this one duplicates
     ]
 )
 
@@ -90,12 +107,24 @@ REJECTED_SCHEMA = pa.schema(
         pa.field("id", pa.string(), nullable=False),
         pa.field("task", pa.string(), nullable=False),
         pa.field("reason", pa.string(), nullable=False),
+        pa.field("rejected_by", pa.string()),  # "builder" (its drop_reason) or "selection" (a rule)
+        pa.field("instruction", pa.string()),
         pa.field("origin", ORIGIN, nullable=False),
         pa.field("scores", SCORES),
+        pa.field("builder", BUILDER),
+        pa.field("split", pa.string()),
+        pa.field("duplicate_of", pa.string()),
     ]
 )
 
-SCORE_SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False), pa.field("scores", SCORES)])
+SCORE_SCHEMA = pa.schema(
+    [pa.field("id", pa.string(), nullable=False), pa.field("scores", SCORES), pa.field("duplicate_of", pa.string())]
+)
+
+# Per unit, one embedding per distinct image (key = image_key of its bytes), float16 to halve the size.
+FEATURE_SCHEMA = pa.schema(
+    [pa.field("image", pa.string(), nullable=False), pa.field("embedding", pa.list_(pa.float16()), nullable=False)]
+)
 
 
 def _hf_feature(arrow_type: pa.DataType) -> Any:
@@ -104,12 +133,15 @@ def _hf_feature(arrow_type: pa.DataType) -> Any:
         return {"_type": "Image"}
     if pa.types.is_struct(arrow_type):
         return {f.name: _hf_feature(f.type) for f in arrow_type}
+    if pa.types.is_list(arrow_type):
+        return [_hf_feature(arrow_type.value_type)]
     dtype = {
         pa.string(): "string",
         pa.binary(): "binary",
         pa.bool_(): "bool",
         pa.int32(): "int32",
         pa.int64(): "int64",
+        pa.float16(): "float16",
         pa.float32(): "float32",
         pa.float64(): "float64",
     }[arrow_type]
@@ -148,6 +180,18 @@ def row_id(dataset: str, record_id: str, builder: str, params: Mapping[str, Any]
     return stable_hash(dataset, record_id, builder, dict(params), task)
 
 
+def image_key(data: bytes) -> str:
+    """Identity of an encoded image (remove/add twins share theirs): blake2b-128 of the bytes."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def assign_split(dataset: str | None, image_id: str | None, val_fraction: float) -> str:
+    """``train`` or ``val`` from (dataset, source image id) alone: every row of one image, the remove/add
+    twins included, lands in the same split in every run; the share of ``val`` images is ``val_fraction``."""
+    position = int(stable_hash(dataset, image_id, length=16), 16) / float(1 << 64)
+    return "val" if position < val_fraction else "train"
+
+
 def image_cell(data: bytes, name: str) -> dict[str, Any]:
     """An image column value; ``name`` carries the extension so decoders know the format."""
     return {"bytes": data, "path": name}
@@ -156,9 +200,12 @@ def image_cell(data: bytes, name: str) -> dict[str, Any]:
 def rows_to_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema = PAIR_SCHEMA) -> pa.Table:
     """Validate rows against ``schema`` (pyarrow raises on a wrong type or a missing required field)."""
     rows = list(rows)
-    for row in rows:
-        if schema is PAIR_SCHEMA and row.get("task") not in TASKS:
-            raise ValueError(f"row {row.get('id')!r}: task {row.get('task')!r} is not one of {TASKS}")
+    if schema is PAIR_SCHEMA or schema is REJECTED_SCHEMA:
+        for task in {row.get("task") for row in rows}:
+            if not isinstance(task, str) or REGISTRY.task(task) is None:
+                first = next(row.get("id") for row in rows if row.get("task") == task)
+                known = ", ".join(sorted(REGISTRY.tasks))
+                raise ValueError(f"row {first!r}: task {task!r} is not registered (known: {known})")
     table = pa.Table.from_pylist(rows, schema=with_metadata(schema))
     # pyarrow does not enforce nullable=False on conversion; the contract does.
     for field in schema:
@@ -166,3 +213,34 @@ def rows_to_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema = PAIR_SC
             first = table[field.name].to_pylist().index(None)
             raise ValueError(f"row {rows[first].get('id')!r}: required column {field.name!r} is null")
     return table
+
+
+def upgrade_table(table: pa.Table, schema: pa.Schema = PAIR_SCHEMA) -> pa.Table:
+    """A table of an older schema version with the current columns: missing ones (and missing struct
+    fields) are null, v1's ``origin.author`` "poster;editor" becomes ``origin.authors``. Columns not in
+    the table's selection are left out, so a reader asking for few columns still gets few."""
+    columns, fields = [], []
+    for field in schema:
+        if field.name not in table.column_names:
+            continue
+        column = table[field.name]
+        if not column.type.equals(field.type):
+            values = column.to_pylist()
+            if field.name == "origin":
+                values = [_upgrade_origin(v) for v in values]
+            column = pa.array(values, type=field.type)
+        columns.append(column)
+        fields.append(field.with_nullable(True))
+    for name in table.column_names:  # columns this version does not know stay as they are
+        if schema.get_field_index(name) < 0:
+            columns.append(table[name])
+            fields.append(table.schema.field(name))
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields, metadata=table.schema.metadata))
+
+
+def _upgrade_origin(origin: dict[str, Any] | None) -> dict[str, Any] | None:
+    if origin is None or "authors" in origin:
+        return origin
+    author = origin.pop("author", None)
+    origin["authors"] = [a for a in author.split(";") if a] if author else None
+    return origin

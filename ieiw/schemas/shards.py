@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ieiw.schemas.rows import SCHEMA_VERSION, SCHEMA_VERSION_KEY
+from ieiw.schemas.rows import READABLE_VERSIONS, SCHEMA_VERSION, SCHEMA_VERSION_KEY
 
 TMP_PREFIX = ".tmp-"
 
@@ -104,4 +104,6 @@ def read_shard(path: Path, columns: list[str] | None = None) -> pa.Table:
     version = int(meta.get(SCHEMA_VERSION_KEY, b"0"))
     if version > SCHEMA_VERSION:
         raise ValueError(f"{path}: schema version {version} is newer than this ieiw ({SCHEMA_VERSION})")
+    if version and version not in READABLE_VERSIONS:
+        raise ValueError(f"{path}: schema version {version} is no longer readable (this ieiw reads {READABLE_VERSIONS})")
     return table

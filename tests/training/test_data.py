@@ -143,7 +143,7 @@ def test_a_row_with_undecodable_images_is_skipped_not_fatal(tmp_path):
     rows = [make_row(i, "reddit") for i in range(4)]
     rows[2]["source_image"] = image_cell(b"not an image at all", "broken.jpg")
     shard = write_shard(rows_to_table(rows), tmp_path / "s.parquet")
-    Manifest(tmp_path, "pairs", {"t": 1}).record("u0", shard, "f", "c", {})
+    Manifest(tmp_path, "pairs", {"t": 1}).record("u0", shard, "f", {})
     got = [s["id"] for s in ShardPairs(index_shards(tmp_path), resolution=32, epochs=1)]
     assert sorted(got) == sorted(r["id"] for i, r in enumerate(rows) if i != 2)
 
