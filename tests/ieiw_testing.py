@@ -38,11 +38,12 @@ def ieiw_env() -> dict[str, str]:
     return env
 
 
-def run_ieiw(*args: str, check: bool = True, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+def run_ieiw(*args: str, check: bool = True, timeout: float = 300, env: dict[str, str] | None = None,
+             **kwargs) -> subprocess.CompletedProcess:
     """Run the real command line (``python -m ieiw``) and capture its output."""
     proc = subprocess.run(
         [sys.executable, "-m", "ieiw", *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, env=ieiw_env(), cwd=REPO, **kwargs,
+        capture_output=True, text=True, timeout=timeout, env=env or ieiw_env(), cwd=REPO, **kwargs,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"ieiw {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")

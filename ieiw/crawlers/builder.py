@@ -144,7 +144,7 @@ class WebCrawlBuilder(CandidateBuilder):
             sources.append({"html": s.model_dump(mode="json")})
         return {
             "builder": self.name,
-            "version": 1,
+            "version": 2,  # 2: origin v2 (authors, edit_url, record_id/image_id), imageio encoding
             "sources": sources,
             "pairs": c.pairs.model_dump(mode="json"),
             "validation": c.validation.model_dump(mode="json"),

@@ -21,17 +21,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from PIL import Image
+
+from ieiw.imageio import EXTENSIONS as IMAGE_EXTENSIONS
 from ieiw.schemas.shards import atomic_write_bytes
 
-EXTENSIONS = {
-    "image/jpeg": "jpg",
-    "image/png": "png",
-    "image/webp": "webp",
-    "image/gif": "gif",
-    "application/json": "json",
-    "text/html": "html",
-    "text/plain": "txt",
-}
+
+def _content_extensions() -> dict[str, str]:
+    """Content type -> blob extension: images named as everywhere else (Pillow's MIME type of each
+    allowed format, :data:`ieiw.imageio.EXTENSIONS`), plus the few text types the crawler caches."""
+    Image.init()  # Image.MIME is filled as the format plugins load
+    images = {mime: IMAGE_EXTENSIONS[fmt] for fmt, mime in Image.MIME.items() if fmt in IMAGE_EXTENSIONS}
+    return {**images, "application/json": "json", "text/html": "html", "text/plain": "txt"}
+
+
+EXTENSIONS = _content_extensions()
 
 
 def normalise_url(url: str) -> str:

@@ -32,13 +32,12 @@ from .cache import ResponseCache
 from .config import HttpConfig
 from .safety import PEER_REFUSED, FetchError, SafeAdapter, check_url, parse_target
 
-Kind = Literal["image", "json", "html", "text", "any"]
+Kind = Literal["image", "json", "html", "any"]
 
 CONTENT_TYPES: dict[str, tuple[str, ...]] = {
     "image": ("image/",),
     "json": ("application/json", "text/json"),
     "html": ("text/html", "application/xhtml+xml"),
-    "text": ("text/",),
     "any": ("",),
 }
 # Failures that will not change on a rerun: remembered in the cache so nothing is fetched twice.
@@ -77,7 +76,6 @@ def _retry(**kw: Any) -> Retry:
 @dataclass(frozen=True)
 class Fetched:
     url: str
-    final_url: str
     status: int
     content_type: str
     body: bytes
@@ -130,11 +128,6 @@ class PoliteSession:
             session.headers["User-Agent"] = self.user_agent
             self._session = session
         return self._session
-
-    def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
 
     def _wait_turn(self, hostport: str) -> None:
         """Per-host rate limit: sleep until ``min_interval_s`` has passed since the last request."""
@@ -220,7 +213,6 @@ class PoliteSession:
                     body = self._read(resp, current, max_bytes)
                 return Fetched(
                     url=url,
-                    final_url=current,
                     status=resp.status_code,
                     content_type=resp.headers.get("Content-Type", ""),
                     body=body,
@@ -293,7 +285,7 @@ class PoliteSession:
                 if entry.reason:
                     raise FetchError(entry.reason, url, f"(cached) {entry.message}", entry.status)
                 assert entry.body is not None
-                return Fetched(url, url, entry.status, entry.content_type, entry.body, {}, True)
+                return Fetched(url, entry.status, entry.content_type, entry.body, {}, True)
         if self.config.replay_only:
             raise FetchError("not_in_cache", url, "replay-only mode and the URL is not in the cache")
         try:
@@ -341,4 +333,4 @@ class PoliteSession:
             resp.close()
         if resp.status_code >= 400:
             raise FetchError(f"http_{resp.status_code}", url, "token request refused", resp.status_code)
-        return Fetched(url, url, resp.status_code, resp.headers.get("Content-Type", ""), body, dict(resp.headers))
+        return Fetched(url, resp.status_code, resp.headers.get("Content-Type", ""), body, dict(resp.headers))

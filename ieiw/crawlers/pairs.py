@@ -13,17 +13,17 @@ from typing import Any
 import cv2
 
 from ieiw.builders.base import Failure, UnitResult
+from ieiw.imageio import decode_rgb, encode, extension_for_format, orientation_of
 from ieiw.schemas.rows import canonical_json, image_cell, row_id
 
 from .align import validate_edit
 from .config import CrawlConfig
 from .http import FetchError, PoliteSession
-from .images import decode_rgb, encode, fetch_image, needs_reencode
+from .images import fetch_image
 from .instructions import clean_instruction
 from .posts import Thread, rank_edits, skip_reason
 from .takedown import Takedown
 
-EXT = {"jpeg": "jpg", "png": "png", "webp": "webp", "gif": "gif"}
 ALIGN_BACKEND = "opencv-orb-ransac"
 
 
@@ -70,12 +70,15 @@ class PairMaker:
             return
         original_url = thread.image_urls[0]
         max_pixels = self.config.http.max_image_pixels
+        out_fmt = self.config.image_format
+        out_ext = extension_for_format(out_fmt)
         try:
             original_bytes, original_fmt = fetch_image(self.session, original_url, max_pixels)
             original = decode_rgb(original_bytes)
         except FetchError as exc:
             fail(exc.reason, f"original image {exc.url}: {exc.message}")
             return
+        original_rotated = orientation_of(original_bytes) != 1
         accepted = 0
         for cand in candidates[: self.config.pairs.max_candidates_per_post]:
             if accepted >= self.config.pairs.max_edits_per_post:
@@ -109,14 +112,16 @@ class PairMaker:
                 result.counters[f"rejected_{verdict.reason}"] += 1
                 continue
             assert verdict.source is not None and verdict.target is not None
-            if verdict.method == "identity" and verdict.source is original and not needs_reencode(original_bytes):
-                src_bytes, src_ext = original_bytes, EXT.get(original_fmt, "jpg")
+            # Fetched bytes are stored as fetched unless they carry an EXIF rotation: decoders disagree on
+            # applying it, so such an image is stored re-encoded upright (as decode_rgb showed it).
+            if verdict.method == "identity" and verdict.source is original and not original_rotated:
+                src_bytes, src_ext = original_bytes, extension_for_format(original_fmt)
             else:
-                src_bytes, src_ext = encode(verdict.source, self.config.image_format), self.config.image_format
-            if verdict.target_resized or needs_reencode(edit_bytes):
-                tgt_bytes, tgt_ext = encode(verdict.target, self.config.image_format), self.config.image_format
+                src_bytes, src_ext = encode(verdict.source, out_fmt), out_ext
+            if verdict.target_resized or orientation_of(edit_bytes) != 1:
+                tgt_bytes, tgt_ext = encode(verdict.target, out_fmt), out_ext
             else:
-                tgt_bytes, tgt_ext = edit_bytes, EXT.get(edit_fmt, "jpg")
+                tgt_bytes, tgt_ext = edit_bytes, extension_for_format(edit_fmt)
             height, width = verdict.target.shape[:2]
             details = {
                 **params,
@@ -144,12 +149,13 @@ class PairMaker:
                     "origin": {
                         "dataset": thread.dataset,
                         "split": None,
-                        "record_id": thread.id,
-                        "image_id": c.id,
+                        "record_id": erid,  # the edit's record: what its row id hashes
+                        "image_id": thread.id,  # the original's: the split is drawn from it, all edits share it
                         "phrase": None,
                         "url": thread.permalink,
                         "license": thread.license,
-                        "author": f"{thread.author};{c.author}",
+                        "authors": [a for a in (thread.author, c.author) if a] or None,  # poster, editor
+                        "edit_url": cand.url,
                         "created_utc": thread.created_utc,
                     },
                     "exemplar": None,

@@ -11,13 +11,12 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".gifv", ".gif", ".webm", ".mov")
-IMAGE_HOSTS = ("i.redd.it", "preview.redd.it", "i.imgur.com")
 VIDEO_HOSTS = ("v.redd.it", "youtube.com", "www.youtube.com", "youtu.be", "gfycat.com", "redgifs.com")
 GONE = {"[deleted]", "[removed]"}
 URL_RE = re.compile(r"https?://[^\s\)\]\}<>\"'|]+")
@@ -54,7 +53,6 @@ class Thread:
     is_video: bool = False
     license: str = "unknown"
     source_file: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

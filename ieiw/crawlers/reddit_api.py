@@ -36,7 +36,6 @@ class RedditApi:
         self._sleep = sleep
         self._token: str | None = None
         self._token_expires = 0.0
-        self.ratelimit_waits: list[float] = []
 
     # -- auth and requests ----------------------------------------------------------------------
     def _auth_headers(self) -> dict[str, str]:
@@ -88,9 +87,7 @@ class RedditApi:
         except (KeyError, ValueError):
             return
         if remaining < self.config.min_remaining and reset > 0:
-            wait = min(reset, self.config.max_ratelimit_wait_s)
-            self.ratelimit_waits.append(wait)
-            self._sleep(wait)
+            self._sleep(min(reset, self.config.max_ratelimit_wait_s))
 
     # -- listings and threads -------------------------------------------------------------------
     def post_ids(self) -> list[str]:

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from ieiw.schemas.shards import atomic_write_bytes
+
 STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
@@ -60,7 +62,9 @@ def prune(output_dir: str | Path, total_limit: int | None, keep_room: int = 1) -
 
 
 def write_state(folder: Path, state: dict[str, Any]) -> None:
-    (folder / STATE_FILE).write_text(json.dumps(state, indent=1))
+    """The "complete" marker: written atomically (temp file, fsync, rename), so a kill while writing it
+    leaves no marker rather than a truncated one that ``--resume latest`` would trust."""
+    atomic_write_bytes(folder / STATE_FILE, json.dumps(state, indent=1).encode())
 
 
 def read_state(folder: Path) -> dict[str, Any]:

@@ -11,18 +11,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from ieiw.schemas.config import apply_overrides, parse_overrides
+from ieiw.schemas.config import StrictModel, load_yaml_model, parse_overrides
 
 Stage = Literal["edit", "align", "adapt"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TinyModel(_Strict):
+class TinyModel(StrictModel):
     """Sizes of the randomly initialised stand-in for SD1.5 (CPU smoke runs and tests)."""
 
     seed: int = 0
@@ -33,7 +29,7 @@ class TinyModel(_Strict):
     cache_dir: str = "out/tiny-sd15"
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     # A local diffusers folder (model_index.json + unet/ vae/ text_encoder/ tokenizer/ scheduler/) or a hub id.
     pretrained: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     revision: str | None = None
@@ -46,7 +42,7 @@ class ModelConfig(_Strict):
     require_gpu: bool = False
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     folder: str = "out/ieiw"
     resolution: int = 256
     # Shorter side is resized to resolution * U(1, max_zoom) before the shared random crop.
@@ -69,7 +65,7 @@ class DataConfig(_Strict):
     caption_suffixes: dict[str, str] = Field(default_factory=dict)
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     batch_size: int = 64  # per device
     gradient_accumulation_steps: int = 1
     max_steps: int | None = 10000  # optimizer steps; `epochs` wins when set
@@ -95,7 +91,7 @@ class TrainConfig(_Strict):
     beta_end: float = 0.012
 
 
-class DropoutConfig(_Strict):
+class DropoutConfig(StrictModel):
     """Conditioning dropout, the three probabilities of one categorical draw per sample."""
 
     scheme: Literal["instructdiffusion", "instructpix2pix", "custom"] = "instructdiffusion"
@@ -113,7 +109,7 @@ class DropoutConfig(_Strict):
         return self
 
 
-class EmaConfig(_Strict):
+class EmaConfig(StrictModel):
     """diffusers ``EMAModel``. Warm-up ``official`` = ldm's LitEma, decay min(decay, (1+n)/(10+n)), which is
     EMAModel without ``use_ema_warmup``; ``power`` = 1 - (1 + n/inv_gamma)^-power (diffusers' scripts)."""
 
@@ -126,12 +122,12 @@ class EmaConfig(_Strict):
     foreach: bool = True  # torch._foreach updates: one fused kernel per step on GPU
 
 
-class CheckpointConfig(_Strict):
+class CheckpointConfig(StrictModel):
     every_steps: int = 1000
     total_limit: int | None = 3
 
 
-class ValidationConfig(_Strict):
+class ValidationConfig(StrictModel):
     every_steps: int = 500  # 0 disables
     num_pairs: int = 4
     num_inference_steps: int = 20
@@ -139,14 +135,14 @@ class ValidationConfig(_Strict):
     image_guidance: float = 1.25
 
 
-class LoggingConfig(_Strict):
+class LoggingConfig(StrictModel):
     every_steps: int = 10
     report_to: Literal["tensorboard", "none"] = "tensorboard"
     # Audit trail: every rank appends the ids of the rows it trained on to sample_ids/rank-N.txt.
     sample_ids: bool = False
 
 
-class Config(_Strict):
+class Config(StrictModel):
     stage: Stage = "edit"
     output_dir: str = "out/train/sd15"
     seed: int = 42
@@ -169,14 +165,9 @@ class Config(_Strict):
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (or the defaults when ``path`` is None) and apply ``overrides``."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"config {path} not found")
-        data = yaml.safe_load(path.read_text()) or {}
-    return Config.model_validate(apply_overrides(data, parse_overrides(overrides or [])))
+    """Read a YAML config (or the defaults when ``path`` is None) and apply ``overrides``; a bad file
+    raises ``ieiw.schemas.config.ConfigError`` in the same format as a bad build config."""
+    return load_yaml_model(path, Config, parse_overrides(overrides or []))
 
 
 def dump_config(config: Config) -> str:

@@ -369,7 +369,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``ieiw train`` and ``accelerate launch -m ieiw.training.train``."""
-    from pydantic import ValidationError
+    from ieiw.schemas.config import ConfigError
 
     args = build_parser().parse_args(argv)
     try:
@@ -384,9 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainingSetupError, FileNotFoundError) as exc:
         print(f"ieiw train: {exc}", file=sys.stderr)
         return 2
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        print(f"ieiw train: invalid config {args.config}: {problems}", file=sys.stderr)
+    except ConfigError as exc:
+        print(f"ieiw train: {exc}", file=sys.stderr)
         return 2
     print(f"ieiw train: step {result.global_step}, pipeline at {result.pipeline_dir}")
     return 0

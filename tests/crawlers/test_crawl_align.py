@@ -9,8 +9,8 @@ from conftest import jpeg_bytes
 
 from ieiw.crawlers.align import validate_edit
 from ieiw.crawlers.config import ValidationConfig
-from ieiw.crawlers.images import decode_rgb
 from ieiw.crawlers.make_sample import crop_scale, paint_patch, recolour_region, synthetic_photo
+from ieiw.imageio import decode_rgb, orientation_of
 
 CFG = ValidationConfig()
 
@@ -84,17 +84,15 @@ def test_large_edit_is_capped_at_max_side(original):
     assert v.target.shape == v.source.shape == (600, 800, 3)
 
 
-def test_exif_rotated_images_are_stored_upright(original):
+def test_exif_rotated_images_decode_upright(original):
     import io
 
     from PIL import Image
-
-    from ieiw.crawlers.images import needs_reencode
 
     buf = io.BytesIO()
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display"
     Image.fromarray(original).save(buf, format="JPEG", exif=exif)
     rotated = buf.getvalue()
-    assert needs_reencode(rotated) and not needs_reencode(jpeg_bytes(original))
+    assert orientation_of(rotated) == 6 and orientation_of(jpeg_bytes(original)) == 1
     assert decode_rgb(rotated).shape == (original.shape[1], original.shape[0], 3)

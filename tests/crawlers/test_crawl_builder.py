@@ -6,14 +6,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from conftest import jpeg_bytes
+from PIL import Image
 
 from ieiw.builders.base import WorkUnit
 from ieiw.crawlers.builder import WebCrawlBuilder
 from ieiw.crawlers.cache import ResponseCache
 from ieiw.crawlers.config import CrawlConfig, DumpSourceConfig, HttpConfig, TakedownConfig
 from ieiw.crawlers.dumps import write_ndjson_zst
-from ieiw.crawlers.make_sample import sample_threads, write_sample
+from ieiw.crawlers.make_sample import paint_patch, sample_threads, synthetic_photo, write_sample
+from ieiw.imageio import decode, decode_rgb, orientation_of
 from ieiw.schemas.rows import rows_to_table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,8 +83,8 @@ def test_takedown_by_post_id_and_url_is_honoured(sample_build):
     builder = WebCrawlBuilder(cfg, REPO)
     assert builder.fingerprint()["takedown"] != WebCrawlBuilder(CrawlConfig(), REPO).fingerprint()["takedown"]
     rows2, failures, _ = build_all(builder)
-    kept = {(r["origin"]["record_id"], r["origin"]["image_id"]) for r in rows2}
-    assert not any(k[0] == "sp0001" for k in kept) and ("sp0011", "c0011b") not in kept
+    kept = {r["origin"]["record_id"] for r in rows2}
+    assert not any(k.startswith("sp0001/") for k in kept) and "sp0011/c0011b" not in kept
     assert len(rows2) == len(rows) - 3
     assert {f.record_id for f in failures if f.reason == "takedown"} == {"sp0001", "sp0011/c0011b", "sp0010/c0010b"}
 
@@ -108,7 +112,7 @@ def test_bad_lines_and_plain_ndjson(tmp_path, connects):
     assert bad == [("bad_line", "line 2"), ("bad_line", "line 4"), ("bad_record", "line 7")]
     assert all(str(subs) == f.file for f in failures if f.reason.startswith("bad_"))
     assert records == 7
-    assert {r["origin"]["record_id"] for r in rows} == {"sp0001", "sp0002", "sp0003", "sp0004"}
+    assert {r["origin"]["image_id"] for r in rows} == {"sp0001", "sp0002", "sp0003", "sp0004"}
     assert connects == []
 
 
@@ -129,8 +133,6 @@ def test_committed_sample_matches_its_generator(tmp_path):
     """Content, not bytes: a Pillow/libjpeg or zstd upgrade may change encodings, not the sample."""
     import zstandard
 
-    from ieiw.crawlers.images import decode_rgb
-
     write_sample(tmp_path)
     for name in ("submissions.ndjson.zst", "comments.ndjson.zst"):
         fresh = zstandard.ZstdDecompressor().decompress((tmp_path / name).read_bytes())
@@ -146,3 +148,64 @@ def test_committed_sample_matches_its_generator(tmp_path):
         assert abs(decode_rgb(a.body).astype(int) - decode_rgb(b.body).astype(int)).mean() < 1.0, url
     sizes = sum(p.stat().st_size for p in SAMPLE.rglob("*") if p.is_file())
     assert sizes < 1_500_000
+
+
+def build_one_edit(tmp_path: Path, edit_body: bytes) -> dict:
+    """Build one post with one edit from a prepared replay cache; return the single row."""
+    original_url, edit_url = "https://i.redd.it/orig.jpg", "https://i.imgur.com/edit.jpg"
+    cache = ResponseCache(tmp_path / "cache")
+    cache.put(original_url, 200, "image/jpeg", jpeg_bytes(synthetic_photo(41, 320, 240)))
+    cache.put(edit_url, 200, "image/jpeg", edit_body)
+    post = {
+        "id": "w1",
+        "subreddit": "PhotoshopRequest",
+        "author": "op",
+        "title": "Remove the ball",
+        "selftext": "",
+        "url": original_url,
+        "permalink": "/r/PhotoshopRequest/comments/w1/x/",
+        "created_utc": 1.7e9,
+    }
+    comment = {"id": "c1", "link_id": "t3_w1", "author": "ed", "score": 5, "body": f"done {edit_url}"}
+    write_ndjson_zst(tmp_path / "s.ndjson.zst", [post])
+    write_ndjson_zst(tmp_path / "c.ndjson.zst", [comment])
+    cfg = CrawlConfig(
+        dumps=(DumpSourceConfig(submissions="s.ndjson.zst", comments="c.ndjson.zst"),),
+        http=HttpConfig(cache_dir=str(tmp_path / "cache"), replay_only=True),
+        takedown=TakedownConfig(),
+    )
+    rows, failures, _ = build_all(WebCrawlBuilder(cfg, tmp_path))
+    assert failures == [] and len(rows) == 1
+    return rows[0]
+
+
+def test_web_row_origin_names_poster_editor_and_edit(tmp_path):
+    row = build_one_edit(tmp_path, jpeg_bytes(paint_patch(synthetic_photo(41, 320, 240), 2)))
+    origin = row["origin"]
+    assert origin["authors"] == ["op", "ed"]
+    assert origin["edit_url"] == "https://i.imgur.com/edit.jpg"
+    assert origin["record_id"] == "w1/c1" and origin["image_id"] == "w1"
+    rows_to_table([row])  # the v2 row contract holds
+
+
+def test_exif_rotated_edit_is_stored_reencoded_upright(tmp_path):
+    """An edit stored sideways with an EXIF rotation is decoded upright, aligned, and stored as the
+    upright pixels (no EXIF left for a later decoder to apply or ignore)."""
+    import io
+
+    upright = paint_patch(synthetic_photo(41, 320, 240), 2)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display": the pixels are stored rotated 90 CCW
+    buf = io.BytesIO()
+    Image.fromarray(np.rot90(upright).copy()).save(buf, format="JPEG", quality=95, exif=exif)
+    rotated = buf.getvalue()
+
+    row = build_one_edit(tmp_path, rotated)
+    stored = row["target_image"]["bytes"]
+    assert stored != rotated and row["target_image"]["path"].endswith("_target.jpg")
+    assert orientation_of(stored) == 1
+    as_stored = decode(stored, orientation="ignore").pixels
+    assert as_stored.shape == upright.shape and (row["height"], row["width"]) == upright.shape[:2]
+    seen = decode_rgb(rotated)  # what the crawler aligned: the EXIF rotation applied
+    assert seen.shape == upright.shape
+    assert np.abs(as_stored.astype(int) - seen.astype(int)).mean() < 2  # one q95 re-encode apart

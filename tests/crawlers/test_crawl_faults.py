@@ -56,7 +56,7 @@ def test_429_with_retry_after_waits_then_succeeds(server, http_config, photo):
         static(b"slow down", "text/plain", 429, {"Retry-After": "1"}), static(img, "image/jpeg")
     )
     body, fmt = fetch_image(session_for(http_config), f"{server.base}/img/a.jpg", MAX_PIXELS)
-    assert body == img and fmt == "jpeg"
+    assert body == img and fmt == "JPEG"
     hits = server.requests_for("/img/a.jpg")
     assert len(hits) == 2
     assert hits[1].t - hits[0].t >= 0.9  # Retry-After: 1 was honoured

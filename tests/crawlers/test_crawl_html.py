@@ -69,10 +69,12 @@ def test_html_threads_become_web_pairs(server, http_config, tmp_path):
     result = builder.build_unit(units[0])
 
     rows_to_table(result.rows)
-    assert [(r["origin"]["image_id"], r["origin"]["author"]) for r in result.rows] == [
-        ("r2", "poster1;bo"),
-        ("r1", "poster1;ann"),
+    thread_id = result.rows[0]["origin"]["image_id"]
+    assert [(r["origin"]["record_id"], r["origin"]["authors"], r["origin"]["edit_url"]) for r in result.rows] == [
+        (f"{thread_id}/r2", ["poster1", "bo"], f"{server.base}{img('i.redd.it', 'c0001a.jpg')}"),
+        (f"{thread_id}/r1", ["poster1", "ann"], f"{server.base}{img('i.imgur.com', 'c0001b.jpg')}"),
     ]
+    assert {r["origin"]["image_id"] for r in result.rows} == {thread_id}  # one original: one split
     row = result.rows[0]
     assert row["instruction"] == "Remove the red ball. Please remove the ball."
     assert row["origin"]["dataset"] == "psforum" and row["origin"]["license"] == "CC-BY-4.0"

@@ -49,16 +49,19 @@ def test_end_to_end_web_pairs_then_cached_rerun(server, http_config, tmp_path, m
     table = rows_to_table(rows)  # the row contract holds
     assert table.num_rows == len(rows) == 10
     assert {r["task"] for r in rows} == {"web"}
-    by_key = {(r["origin"]["record_id"], r["origin"]["image_id"]): r for r in rows}
+    by_key = {r["origin"]["record_id"]: r for r in rows}
     # the more stub was expanded: c0001b only exists behind it
-    assert ("sp0001", "c0001b") in by_key
+    assert "sp0001/c0001b" in by_key
     # the gallery's original is its first gallery_data item (galmid2 -> gal2), URL unescaped
-    gallery = json.loads(by_key[("sp0002", "c0002a")]["builder"]["params"])
+    gallery = json.loads(by_key["sp0002/c0002a"]["builder"]["params"])
     assert gallery["original_url"].endswith("/preview.redd.it/gal2.jpg?width=400&format=pjpg&auto=webp&s=bb22")
     assert "&amp;" not in gallery["edit_url"]
-    row = by_key[("sp0001", "c0001a")]
+    assert by_key["sp0002/c0002a"]["origin"]["edit_url"] == gallery["edit_url"]
+    row = by_key["sp0001/c0001a"]
     assert row["origin"]["url"] == "https://www.reddit.com/r/PhotoshopRequest/comments/sp0001/sample/"
-    assert row["origin"]["author"] == "requester_sp0001;editor_ann"
+    assert row["origin"]["authors"] == ["requester_sp0001", "editor_ann"]
+    assert row["origin"]["image_id"] == "sp0001"
+    assert row["origin"]["edit_url"] == f"{server.base}/i.redd.it/c0001a.jpg"
     assert row["origin"]["license"] == "unknown" and row["origin"]["dataset"] == "reddit"
     assert row["builder"]["name"] == "crawl" and row["builder"]["embedded"] is False
     assert row["instruction"] == "Can someone remove the red ball from the grass? It's my favourite photo of my dog."
