@@ -174,6 +174,16 @@ def decode_rgb(data: bytes, orientation: Orientation | str = Orientation.APPLY) 
     return decode(data, orientation).pixels
 
 
+def decode_image(data: bytes, min_side: int | None = None) -> Image.Image:
+    """An RGB PIL image of shard bytes as stored (no EXIF step: builders store images upright), for
+    loaders that resize anyway. With ``min_side``, a JPEG is decoded by libjpeg at 1/2..1/8 scale while
+    both sides stay >= ``min_side`` (several times faster than a full decode and a resize)."""
+    image = Image.open(BytesIO(data), formats=ALLOWED_FORMATS)
+    if min_side and image.format == "JPEG":
+        image.draft("RGB", (min_side, min_side))
+    return image if image.mode == "RGB" else Image.fromarray(to_rgb(image))
+
+
 def decode_mask(data: bytes) -> np.ndarray:
     """A stored mask PNG as a 0/1 ``uint8`` array (white = the edited region)."""
     with Image.open(BytesIO(data)) as image:

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from ieiw.schemas.manifest import load_manifest
 from ieiw.schemas.shards import atomic_write_bytes
 
-LIGHT_COLUMNS = ["task", "instruction", "width", "height", "origin", "scores", "builder"]
+LIGHT_COLUMNS = ["task", "instruction", "width", "height", "origin", "scores", "builder", "split"]
 SCORE_FIELDS = ("source_aesthetic", "target_aesthetic", "source_giqa", "target_giqa", "edit_consistency")
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 
@@ -50,6 +50,7 @@ def compute_stats(folder: Path) -> dict[str, Any]:
 
     by_task: Counter = Counter()
     by_source: Counter = Counter()
+    by_split: Counter = Counter()
     backends: Counter = Counter()
     scores: dict[str, list] = {name: [] for name in SCORE_FIELDS}
     widths, heights, chars, words = [], [], [], []
@@ -61,6 +62,8 @@ def compute_stats(folder: Path) -> dict[str, Any]:
         for row in table.to_pylist():
             by_task[row.get("task")] += 1
             by_source[(row.get("origin") or {}).get("dataset")] += 1
+            if row.get("split"):  # schema v2; v1 folders have no split column
+                by_split[row["split"]] += 1
             builder = row.get("builder") or {}
             if builder:
                 backends[f"{builder['name']}: {builder['backend']}"] += 1
@@ -84,6 +87,7 @@ def compute_stats(folder: Path) -> dict[str, Any]:
         "rows": rows,
         "by_task": dict(sorted(by_task.items())),
         "by_source": dict(sorted(by_source.items())),
+        "by_split": dict(sorted(by_split.items())),
         "records": records,
         "candidates": candidates,
         "kept": rows,
@@ -123,6 +127,8 @@ def render_text(stats: dict[str, Any]) -> str:
     ]
     lines += _counts("by task", stats["by_task"])
     lines += _counts("by source", stats["by_source"])
+    if stats.get("by_split"):
+        lines += _counts("by split", stats["by_split"])
     lines += _counts("rejected (reason)", stats["rejected"])
     lines += _counts("failed records (reason)", stats["failures"])
     for example in stats["failure_examples"][:5]:

@@ -132,10 +132,10 @@ def test_threshold_change_reruns_selection_only(kill_sample, tmp_path):
     run_ieiw("build", config)
     out = tmp_path / "out"
     manifests = {stage: json.loads((out / stage / "manifest.json").read_text())["units"]
-                 for stage in ("candidates", "scores", "ieiw")}
+                 for stage in ("candidates", "features", "scores", "ieiw")}
     strict = run_ieiw("build", config, "--set", "selection.min_target_aesthetic=9.5")
     assert "kept" in strict.stdout
-    for stage in ("candidates", "scores"):
+    for stage in ("candidates", "features", "scores"):
         again = json.loads((out / stage / "manifest.json").read_text())["units"]
         finished = {u: e["finished_at"] for u, e in manifests[stage].items()}
         assert {u: e["finished_at"] for u, e in again.items()} == finished
@@ -150,3 +150,32 @@ def test_invalid_config_names_file_and_key(tmp_path, sample_root):
     proc = run_ieiw("build", config, check=False)
     assert proc.returncode == 2
     assert str(config) in proc.stderr and "unit_sise" in proc.stderr
+
+
+def test_features_are_stored_once_per_distinct_image(built):
+    """remove/add twins share two images: the features shard holds each once, float16, L2-normalised."""
+    import numpy as np
+
+    from ieiw.schemas.rows import image_key
+    from ieiw.stages import load_embeddings
+
+    manifest = json.loads((built / "features" / "manifest.json").read_text())
+    for unit, entry in manifest["units"].items():
+        candidates = pq.read_table(built / "candidates" / f"{unit}.parquet", columns=["source_image", "target_image"])
+        keys = {image_key(cell["bytes"]) for column in candidates.columns for cell in column.to_pylist()}
+        embeddings = load_embeddings(built / "features" / entry["shard"])
+        assert set(embeddings) == keys and entry["stats"]["images"] == len(keys) < 2 * candidates.num_rows
+        assert pq.read_schema(built / "features" / entry["shard"]).field("embedding").type.value_type == "halffloat"
+        norms = np.linalg.norm(np.stack(list(embeddings.values())), axis=1)
+        assert np.allclose(norms, 1.0, atol=2e-3) and entry["stats"]["extractor"] == "embedded-v1"
+
+
+def test_every_row_of_one_source_image_shares_its_split(built):
+    manifest = json.loads((built / "ieiw" / "manifest.json").read_text())
+    rows = [r for e in manifest["units"].values()
+            for r in pq.read_table(built / "ieiw" / e["shard"], columns=["split", "origin"]).to_pylist()]
+    by_image: dict[str, set[str]] = {}
+    for row in rows:
+        by_image.setdefault(row["origin"]["image_id"], set()).add(row["split"])
+    assert all(len(splits) == 1 for splits in by_image.values())
+    assert {s for splits in by_image.values() for s in splits} <= {"train", "val"}

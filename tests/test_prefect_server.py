@@ -36,7 +36,7 @@ def wait_for(check, timeout: float, what: str) -> None:
 
 
 def stop_group(proc: subprocess.Popen) -> None:
-    """The worker can be slow to stop (ENVIRONMENT.md): SIGINT, then SIGTERM, then SIGKILL."""
+    """The worker can be slow to stop (docs/environment.md): SIGINT, then SIGTERM, then SIGKILL."""
     for sig, grace in ((signal.SIGINT, 15), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
         if proc.poll() is not None:
             return

@@ -1,4 +1,4 @@
-"""Instruction templates, written in the paper's detailed, natural style (PAPER.md, "Instructions").
+"""Instruction templates, written in the paper's detailed, natural style (docs/paper.md, "Instructions").
 
 The template is chosen from the row id, so a row's instruction never changes between runs and the
 choice is spread evenly over the templates. The trainer can still draw a fresh template per sample.

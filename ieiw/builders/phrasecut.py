@@ -1,4 +1,4 @@
-"""VGPhraseCut reader and the official polygon rasterisation (FORMATS.md, repo ChenyunWu/PhraseCutDataset).
+"""VGPhraseCut reader and the official polygon rasterisation (docs/formats.md; the dataset's own code, ChenyunWu/PhraseCutDataset).
 
 Records are read in file order, split by split, so work units are stable across runs. Reading a
 record never raises for bad content: problems surface when the record is turned into a mask or its

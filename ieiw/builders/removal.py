@@ -1,4 +1,4 @@
-"""Object removal on VGPhraseCut, plus the flipped "add" pair (PAPER.md, IEIW's first source).
+"""Object removal on VGPhraseCut, plus the flipped "add" pair (docs/paper.md, IEIW's first source).
 
 For each referring record: rasterise its polygons (official rule), dilate the mask so the object's
 blurred or JPEG-ringed edge goes too (AnyEdit dilates 15x15 before LaMa), inpaint, and emit

@@ -17,7 +17,6 @@ How a stream is cut, per epoch:
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import zlib
@@ -31,6 +30,7 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ieiw.imageio import decode_image
 from ieiw.schemas.manifest import load_manifest
 
 Tokenize = Callable[[str], torch.Tensor]
@@ -137,11 +137,8 @@ def repeat_count(row_id: str, weight: float, seed: int, epoch: int) -> int:
 
 
 def _open_rgb(data: bytes, min_side: int) -> Image.Image:
-    """Decode; for JPEG let libjpeg downscale by 1/2..1/8 while both sides stay >= ``min_side``."""
-    image = Image.open(io.BytesIO(data))
-    if image.format == "JPEG":
-        image.draft("RGB", (min_side, min_side))
-    return image.convert("RGB")
+    """Decode with the project's one image policy; JPEGs at a reduced scale where that is enough."""
+    return decode_image(data, min_side)
 
 
 def augment_pair(

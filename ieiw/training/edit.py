@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ieiw.imageio import decode_rgb
 from ieiw.training.data import ClipTokenize
 
 
@@ -110,7 +111,7 @@ def edit_file(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     pipe = load_pipeline(model, device, dtype)
-    image = Image.open(image_path).convert("RGB")
+    image = Image.fromarray(decode_rgb(Path(image_path).read_bytes()))  # a user's photo: shown upright
     image = image.resize(official_size(*image.size, resolution), Image.LANCZOS)
     if sampler == "official":
         result = edit_official(

@@ -1,7 +1,7 @@
 """The InstructDiffusion model: SD1.5 components, the 8-channel UNet, and the training losses.
 
-Parity with the official code (FORMATS.md): scaled-linear DDPM betas 0.00085..0.012 over 1000 steps,
-epsilon prediction with MSE, source latent = VAE ``latent_dist.mode()`` unscaled, target latent
+Parity with the official code (docs/formats.md, "InstructDiffusion's training-code conventions"):
+scaled-linear DDPM betas 0.00085..0.012 over 1000 steps, epsilon prediction with MSE, source latent = VAE ``latent_dist.mode()`` unscaled, target latent
 = a posterior sample times the VAE scaling factor (0.18215 for SD1.5).
 """
 

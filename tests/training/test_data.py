@@ -157,3 +157,17 @@ def test_epochs_count_weighted_rows(stage_folder):
     assert weighted_row_count(dataset) == 11 * 2.0 + 19 * 0.5
     config = load_config(None, ["train.epochs=2", "train.max_steps=null", "train.batch_size=4"])
     assert total_steps(config, weighted_row_count(dataset), world_size=2) == 8  # ceil(2 * 31.5 / (4 * 2))
+
+
+def test_schema_v1_folder_still_trains():
+    """A folder written by the schema-v1 code (committed fixture) indexes and streams decoded pairs."""
+    from pathlib import Path
+
+    v1 = Path(__file__).resolve().parents[1] / "data" / "v1" / "ieiw"
+    assert load_manifest(v1)["schema_version"] == 1
+    groups = index_shards(v1, include_datasets=["phrasecut"], include_tasks=["remove", "add"])
+    samples = list(ShardPairs(groups, resolution=32, epochs=1, shuffle_buffer=4))
+    assert len(samples) == 32 and len({s["id"] for s in samples}) == 32
+    first = samples[0]
+    assert first["source"].shape == first["target"].shape == (3, 32, 32) and first["source"].dtype == torch.uint8
+    assert first["instruction"]
