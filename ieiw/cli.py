@@ -41,6 +41,70 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_select(args: argparse.Namespace) -> int:
+    """Selection alone, in this process (no Prefect): re-reads candidates + scores, rewrites ieiw/ and rejected/."""
+    from ieiw import stages
+    from ieiw.schemas.config import ConfigError, load_config, parse_overrides
+    from ieiw.stats import compute_stats, write_stats
+
+    try:
+        overrides = parse_overrides(args.set)
+        config = load_config(args.config, {**overrides, **({"out_dir": args.out} if args.out else {})})
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    build = stages.build_for(config)
+    units = stages.finished_units(build)
+    if not units:
+        print(f"{build.out}: no unit has finished candidates and scores; run `ieiw build` first", file=sys.stderr)
+        return 2
+    for stage in (stages.PAIRS, stages.REJECTED):
+        build.manifest(stage).prepare(build.config_hash, build.backends())
+    calibration = stages.calibrate_build(build, units)
+    outcomes = [stages.select_unit(build, unit) for unit in units]
+    stats = compute_stats(build.out / stages.PAIRS)
+    write_stats(stats, build.out / "stats.json")
+    redone = sum(not o.skipped for o in outcomes)
+    print(f"selected {len(units)} units ({redone} rewritten, {len(units) - redone} unchanged;"
+          f" {calibration.get('duplicates', 0)} duplicates): kept {stats['rows']} pairs {stats['by_task']},"
+          f" rejected {stats['rejected_total']} {stats['rejected']}")
+    return 0
+
+
+def cmd_giqa_index(args: argparse.Namespace) -> int:
+    """Build a KNN-GIQA reference folder from an image folder or from Parquet image shards."""
+    from ieiw.filters.giqa import build_reference_from_images
+    from ieiw.filters.reference_images import iter_folder_images, iter_shard_images
+    from ieiw.schemas.config import ConfigError, backend_field, validate_model
+    from pydantic import BaseModel
+
+    class Features(BaseModel):
+        features: backend_field("features")  # type: ignore[valid-type]
+
+    try:
+        spec = validate_model(Features, {"features": parse_mapping(args.features)}, "--features")
+    except (ConfigError, ValueError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    source = Path(args.source)
+    if not source.exists():
+        print(f"{source}: not found (give an image folder or a folder of Parquet shards)", file=sys.stderr)
+        return 2
+    images = iter_shard_images(source, args.column) if any(source.glob("*.parquet")) else iter_folder_images(source)
+    meta = build_reference_from_images(Path(args.out), images, spec.features.create(), args.chunk, args.pca)
+    print(f"{args.out}: GIQA reference of {meta.count} images ({meta.extractor}, {meta.kind}, dim {meta.dim})")
+    return 0
+
+
+def parse_mapping(text: str) -> dict:
+    import yaml
+
+    value = yaml.safe_load(text)
+    if not isinstance(value, dict):
+        raise ValueError(f"--features {text!r}: give a mapping such as '{{backend: embedded}}'")
+    return value
+
+
 def cmd_samples(args: argparse.Namespace) -> int:
     from ieiw.builders.samples import make_phrasecut_sample
 
@@ -90,6 +154,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set selection.min_target_aesthetic=5")
     p.set_defaults(run=cmd_build)
+
+    p = sub.add_parser("select", help="re-run selection alone (thresholds, dedup) on a finished build")
+    p.add_argument("--config", required=True, type=Path, help="the build config (e.g. configs/demo.yaml)")
+    p.add_argument("--out", help="output folder (overrides out_dir)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set selection.min_target_aesthetic=6")
+    p.set_defaults(run=cmd_select)
+
+    p = sub.add_parser("giqa-index", help="build a KNN-GIQA reference index (resumable) from images or shards")
+    p.add_argument("source", help="an image folder (searched recursively) or a folder of Parquet shards")
+    p.add_argument("--out", required=True, help="the reference folder to write (resumes if it exists)")
+    p.add_argument("--features", default="{backend: embedded}",
+                   help="the feature extractor, as in scoring.features, e.g. '{backend: clip, model: DIR}'")
+    p.add_argument("--column", default="target_image", help="image column of Parquet shards")
+    p.add_argument("--chunk", type=int, default=512, help="images per saved chunk")
+    p.add_argument("--pca", type=float, default=None, help="keep this share of variance with PCA (GIQA: 0.95)")
+    p.set_defaults(run=cmd_giqa_index)
 
     p = sub.add_parser("samples", help="write the synthetic VGPhraseCut-layout sample")
     p.add_argument("dir", type=Path)

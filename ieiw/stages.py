@@ -31,10 +31,11 @@ import pyarrow as pa
 
 from ieiw.builders.base import BuildContext, CandidateBuilder, WorkUnit
 from ieiw.filters.features import ImageFeatures, describe_backend
+from ieiw.filters.dedup import pair_hashes
 from ieiw.filters.scoring import ScoreContext, Scorer, distinct_images, pair_views, score_pairs
-from ieiw.filters.selection import verdict
+from ieiw.filters.selection import Calibration, ScoredPair, calibrate, verdict
 from ieiw.imageio import Orientation, decode
-from ieiw.schemas.config import BuildConfig, config_from_data
+from ieiw.schemas.config import BackendConfig, BuildConfig, config_from_data
 from ieiw.schemas.manifest import Manifest
 from ieiw.schemas.registry import REGISTRY
 from ieiw.schemas.rows import (
@@ -44,15 +45,17 @@ from ieiw.schemas.rows import (
     SCHEMA_VERSION,
     SCORE_SCHEMA,
     assign_split,
+    canonical_json,
     rows_to_table,
     stable_hash,
     with_metadata,
 )
-from ieiw.schemas.shards import read_shard, remove_stale_temp_files, write_shard
+from ieiw.schemas.shards import atomic_write_bytes, read_shard, remove_stale_temp_files, sha256_file, write_shard
 
 log = logging.getLogger("ieiw")
 
 CANDIDATES, FEATURES, SCORES, PAIRS, REJECTED = "candidates", "features", "scores", "ieiw", "rejected"
+CALIBRATION = "calibration.json"
 STAGES = (CANDIDATES, FEATURES, SCORES, PAIRS, REJECTED)
 CANDIDATE_COLUMNS = ["id", "task", "instruction", "source_image", "target_image", "mask", "scores"]
 
@@ -83,7 +86,7 @@ class Build:
             for name, section in config.builder_sections().items()
         }
         self._lock = threading.Lock()
-        self._features: ImageFeatures | None = None
+        self._features: dict[str, ImageFeatures] | None = None
         self._scorers: list[Scorer] | None = None
 
     @functools.cached_property
@@ -92,18 +95,24 @@ class Build:
         return {name: stable_hash(b.fingerprint()) for name, b in self.builders.items()}
 
     @functools.cached_property
+    def extractor_configs(self) -> dict[str, BackendConfig]:
+        """Every feature extractor the build needs, by label: the main one, then any a scorer asks for."""
+        return self.config.scoring.extractors()
+
+    @functools.cached_property
     def features_fingerprint(self) -> str:
-        return stable_hash(self.config.scoring.features.fingerprint())
+        return stable_hash([c.fingerprint() for c in self.extractor_configs.values()])
 
     @functools.cached_property
     def scorers_fingerprint(self) -> str:
         return stable_hash([s.fingerprint() for s in self.config.scoring.scorers])
 
     @property
-    def features(self) -> ImageFeatures:
+    def features(self) -> dict[str, ImageFeatures]:
+        """The extractors by label, made (models loaded) on first use in this process."""
         with self._lock:
             if self._features is None:
-                self._features = self.config.scoring.features.create()
+                self._features = {label: c.create() for label, c in self.extractor_configs.items()}
             return self._features
 
     @property
@@ -119,7 +128,8 @@ class Build:
     def backends(self) -> dict[str, str]:
         names = {f"{b}.{k}": v for b, builder in self.builders.items() for k, v in builder.backends().items()}
         scoring = self.config.scoring
-        names["features"] = scoring.features.label() + (" (embedded)" if scoring.features.embedded else "")
+        names["features"] = ", ".join(c.label() + (" (embedded)" if c.embedded else "")
+                                      for c in self.extractor_configs.values())
         names["scoring"] = ", ".join(s.label() + (" (embedded)" if s.embedded else "") for s in scoring.scorers)
         return names
 
@@ -128,6 +138,10 @@ class Build:
         stage folders (checked, and cleaned of killed writers' temp files)."""
         for builder in self.builders.values():
             builder.prepare()
+        scoring = self.config.scoring
+        for scorer in scoring.scorers:  # e.g. the embedded demo's GIQA reference set
+            if hasattr(scorer, "prepare"):
+                scorer.prepare(scoring.features)
         for stage in STAGES:
             removed = remove_stale_temp_files(self.out / stage)
             if removed:
@@ -184,37 +198,44 @@ def make_candidates(build: Build, builder_name: str, unit: WorkUnit) -> UnitOutc
 
 
 def extract_features(build: Build, unit: str) -> UnitOutcome:
-    """Stage 2: one embedding per distinct image of the unit, stored float16."""
+    """Stage 2: one embedding per distinct image of the unit and extractor, stored float16."""
     manifest = build.manifest(FEATURES)
     fingerprint = stable_hash(FEATURES, build.features_fingerprint, _upstream(build, CANDIDATES, unit)["sha256"])
     if done := manifest.finished(unit, fingerprint):
         return UnitOutcome(FEATURES, unit, True, done["rows"])
     table = read_shard(build.out / CANDIDATES / f"{unit}.parquet", columns=CANDIDATE_COLUMNS)
     images = distinct_images(pair_views(table))
-    extractor = build.features
-    vectors = extractor.image_features([decode(i.data, Orientation.IGNORE).pixels for i in images])
-    shard = write_shard(feature_table([i.key for i in images], vectors), build.out / FEATURES / f"{unit}.parquet")
-    stats = {"images": len(images), **describe_backend(extractor)}
+    pixels = [decode(i.data, Orientation.IGNORE).pixels for i in images]
+    parts, extractors = [], []
+    for label, extractor in build.features.items():
+        parts.append(feature_table([i.key for i in images], label, extractor.image_features(pixels)))
+        extractors.append(describe_backend(extractor))
+    table = pa.concat_tables(parts) if parts else feature_table([], "", np.zeros((0, 0), np.float16))
+    shard = write_shard(table, build.out / FEATURES / f"{unit}.parquet")
+    stats = {"images": len(images), "extractors": extractors}
     manifest.record(unit, shard, fingerprint, stats)
     return UnitOutcome(FEATURES, unit, False, shard.rows, stats)
 
 
-def feature_table(keys: list[str], vectors: np.ndarray) -> pa.Table:
-    """The features shard: image key -> float16 embedding (a list column, any dimension)."""
-    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float16).ravel())
+def feature_table(keys: list[str], extractor: str, vectors: np.ndarray) -> pa.Table:
+    """Rows of the features shard: (image key, extractor label, float16 embedding of any dimension)."""
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float16).ravel(), type=pa.float16())
     dim = vectors.shape[1] if vectors.ndim == 2 else 0
-    offsets = pa.array(np.arange(0, len(keys) * dim + 1, max(dim, 1), dtype=np.int32)[: len(keys) + 1])
+    offsets = pa.array(np.arange(len(keys) + 1, dtype=np.int32) * dim)
     embedding = pa.ListArray.from_arrays(offsets, flat)
-    return pa.Table.from_arrays([pa.array(keys, pa.string()), embedding], schema=with_metadata(FEATURE_SCHEMA))
+    columns = [pa.array(keys, pa.string()), pa.array([extractor] * len(keys), pa.string()), embedding]
+    return pa.Table.from_arrays(columns, schema=with_metadata(FEATURE_SCHEMA))
 
 
-def load_embeddings(path: Path) -> dict[str, np.ndarray]:
+def load_embeddings(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """A features shard as {extractor label: {image key: float32 embedding}}."""
     table = read_shard(path)
-    keys = table["image"].to_pylist()
-    if not keys:
-        return {}
-    flat = table["embedding"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    return dict(zip(keys, flat.astype(np.float32).reshape(len(keys), -1), strict=True))
+    out: dict[str, dict[str, np.ndarray]] = {}
+    keys, extractors = table["image"].to_pylist(), table["extractor"].to_pylist()
+    vectors = table["embedding"].to_numpy(zero_copy_only=False)
+    for key, extractor, vector in zip(keys, extractors, vectors, strict=True):
+        out.setdefault(extractor, {})[key] = np.asarray(vector, dtype=np.float32)
+    return out
 
 
 def score_unit(build: Build, unit: str) -> UnitOutcome:
@@ -226,43 +247,80 @@ def score_unit(build: Build, unit: str) -> UnitOutcome:
         return UnitOutcome(SCORES, unit, True, done["rows"])
     table = read_shard(build.out / CANDIDATES / f"{unit}.parquet", columns=CANDIDATE_COLUMNS)
     pairs = pair_views(table)
-    context = ScoreContext(build.features, load_embeddings(build.out / FEATURES / f"{unit}.parquet"))
+    context = ScoreContext(build.features, load_embeddings(build.out / FEATURES / f"{unit}.parquet"),
+                           main=build.config.scoring.features.label())
     scores = score_pairs(pairs, build.scorers, context)
-    rows = [{"id": pair.id, "scores": s, "duplicate_of": None} for pair, s in zip(pairs, scores, strict=True)]
+    rows = []
+    for pair, pair_scores in zip(pairs, scores, strict=True):
+        source_hash, edit_hash = pair_hashes(context.pixels(pair.source), context.pixels(pair.target))
+        rows.append({"id": pair.id, "scores": pair_scores, "duplicate_of": None,
+                     "source_hash": source_hash, "edit_hash": edit_hash})
     shard = write_shard(rows_to_table(rows, SCORE_SCHEMA), build.out / SCORES / f"{unit}.parquet")
     stats = {"scored": len(rows), "scorers": [s.name for s in build.scorers]}
     manifest.record(unit, shard, fingerprint, stats)
     return UnitOutcome(SCORES, unit, False, shard.rows, stats)
 
 
+def calibrate_build(build: Build, units: list[str]) -> dict[str, Any]:
+    """The one global step before selection: quantile thresholds per task and duplicates, over every
+    scored unit of the build, written to ``<out>/calibration.json`` (skipped when its inputs are unchanged)."""
+    inputs = {u: [_upstream(build, stage, u)["sha256"] for stage in (CANDIDATES, SCORES)] for u in sorted(units)}
+    fingerprint = stable_hash(CALIBRATION, build.config.selection.model_dump(mode="json"), inputs)
+    path = build.out / CALIBRATION
+    if path.exists():
+        import json
+
+        data = json.loads(path.read_text())
+        if data.get("fingerprint") == fingerprint:
+            return {"skipped": True, "units": len(units)}
+
+    def pairs():
+        for unit in sorted(units):
+            candidates = read_shard(build.out / CANDIDATES / f"{unit}.parquet", columns=["id", "task", "drop_reason"])
+            drop = dict(zip(candidates["id"].to_pylist(), candidates["drop_reason"].to_pylist(), strict=True))
+            task = dict(zip(candidates["id"].to_pylist(), candidates["task"].to_pylist(), strict=True))
+            for row in read_shard(build.out / SCORES / f"{unit}.parquet").to_pylist():
+                yield ScoredPair(row["id"], task[row["id"]], row["scores"], row.get("source_hash"),
+                                 row.get("edit_hash"), drop.get(row["id"]))
+
+    result = calibrate(pairs(), build.config.selection)
+    payload = {"fingerprint": fingerprint, "units": sorted(units), **result.to_json()}
+    atomic_write_bytes(path, (canonical_json(payload) + "\n").encode())
+    return {"skipped": False, "units": len(units), "duplicates": len(result.duplicates)}
+
+
 def select_unit(build: Build, unit: str) -> UnitOutcome:
-    """Stage 4: the one writer of ``ieiw/`` (kept rows, with scores and split) and ``rejected/``
-    (the builder's drops and the rules' rejections, each with its reason)."""
+    """Stage 5: the one writer of ``ieiw/`` (kept rows, with scores and split) and ``rejected/``
+    (the builder's drops, duplicates and the rules' rejections, each with its reason)."""
+    import json
+
     config = build.config
     manifest = build.manifest(PAIRS)
     upstream = _upstream(build, CANDIDATES, unit)
-    fingerprint = stable_hash(PAIRS, SCHEMA_VERSION, config.selection.model_dump(), config.split.model_dump(),
-                              upstream["sha256"], _upstream(build, SCORES, unit)["sha256"])
+    calibration_path = build.out / CALIBRATION
+    fingerprint = stable_hash(PAIRS, SCHEMA_VERSION, config.split.model_dump(), upstream["sha256"],
+                              _upstream(build, SCORES, unit)["sha256"], sha256_file(calibration_path))
     if done := manifest.finished(unit, fingerprint):
         return UnitOutcome(PAIRS, unit, True, done["rows"])
+    calibration = Calibration.from_json(json.loads(calibration_path.read_text()))
     candidates = read_shard(build.out / CANDIDATES / f"{unit}.parquet")
-    score_table = read_shard(build.out / SCORES / f"{unit}.parquet")
-    scored = {r["id"]: r for r in score_table.to_pylist()}
+    scored = {r["id"]: r for r in read_shard(build.out / SCORES / f"{unit}.parquet").to_pylist()}
     kept, rejected = [], []
     reasons: Counter = Counter()
     for row in candidates.to_pylist():
         score_row = scored.get(row["id"]) or {}
         row["scores"] = score_row.get("scores")
-        row["duplicate_of"] = row.get("duplicate_of") or score_row.get("duplicate_of")
+        row["duplicate_of"] = row.get("duplicate_of") or calibration.duplicates.get(row["id"])
         origin = row["origin"]
         row["split"] = assign_split(origin.get("dataset"), origin.get("image_id"), config.split.val_fraction)
-        reason, by = verdict(row, config.selection)
+        reason, by = verdict(row, calibration.for_task(row["task"], config.selection))
         if reason is None:
             kept.append(row)
         else:
             reasons[reason] += 1
             rejected.append({k: row.get(k) for k in REJECTED_SCHEMA.names} | {"reason": reason, "rejected_by": by})
     made = upstream["stats"]
+    tasks = sorted({row["task"] for row in candidates.select(["task"]).to_pylist()})
     stats = {
         "builder": made.get("builder"),
         "records": made.get("records", 0),
@@ -272,9 +330,21 @@ def select_unit(build: Build, unit: str) -> UnitOutcome:
         "kept": len(kept),
         "rejected": dict(reasons),
         "splits": dict(Counter(row["split"] for row in kept)),
+        "thresholds": {task: calibration.for_task(task, config.selection) for task in tasks},
     }
     rejected_shard = write_shard(rows_to_table(rejected, REJECTED_SCHEMA), build.out / REJECTED / f"{unit}.parquet")
     build.manifest(REJECTED).record(unit, rejected_shard, fingerprint, {"rejected": dict(reasons)})
     shard = write_shard(rows_to_table(kept, PAIR_SCHEMA), build.out / PAIRS / f"{unit}.parquet")
     manifest.record(unit, shard, fingerprint, stats)
     return UnitOutcome(PAIRS, unit, False, shard.rows, stats)
+
+
+def finished_units(build: Build) -> list[str]:
+    """Units with finished candidates and scores: what selection can run on (``ieiw select``)."""
+    from ieiw.schemas.manifest import load_manifest
+
+    found = []
+    for stage in (CANDIDATES, SCORES):
+        path = build.out / stage
+        found.append(set(load_manifest(path)["units"]) if (path / "manifest.json").exists() else set())
+    return sorted(found[0] & found[1])

@@ -163,11 +163,12 @@ def test_features_are_stored_once_per_distinct_image(built):
     for unit, entry in manifest["units"].items():
         candidates = pq.read_table(built / "candidates" / f"{unit}.parquet", columns=["source_image", "target_image"])
         keys = {image_key(cell["bytes"]) for column in candidates.columns for cell in column.to_pylist()}
-        embeddings = load_embeddings(built / "features" / entry["shard"])
+        embeddings = load_embeddings(built / "features" / entry["shard"])["embedded-v1"]
         assert set(embeddings) == keys and entry["stats"]["images"] == len(keys) < 2 * candidates.num_rows
         assert pq.read_schema(built / "features" / entry["shard"]).field("embedding").type.value_type == "halffloat"
         norms = np.linalg.norm(np.stack(list(embeddings.values())), axis=1)
-        assert np.allclose(norms, 1.0, atol=2e-3) and entry["stats"]["extractor"] == "embedded-v1"
+        assert np.allclose(norms, 1.0, atol=2e-3)
+        assert [e["extractor"] for e in entry["stats"]["extractors"]] == ["embedded-v1"]
 
 
 def test_every_row_of_one_source_image_shares_its_split(built):

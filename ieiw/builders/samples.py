@@ -136,6 +136,15 @@ def phrase_record(image_id: int, group: list[tuple[int, Shape]], others: list[Sh
     }
 
 
+def synthetic_scene(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """One scene drawn like the sample's (shapes over a smooth background), e.g. for a reference set."""
+    canvas = Image.fromarray(smooth_background(rng, width, height))
+    draw = ImageDraw.Draw(canvas)
+    for shape in place_shapes(rng, width, height, count=int(rng.integers(2, 5))):
+        draw.polygon([tuple(p) for p in shape.polygon()], fill=COLOURS[shape.colour])
+    return np.asarray(canvas)
+
+
 def make_phrasecut_sample(root: Path, images: int = 120, seed: int = 0, width: int = 320, height: int = 240) -> Path:
     """Write ``images`` synthetic scenes under ``root`` in VGPhraseCut_v0 layout; returns ``root``.
 

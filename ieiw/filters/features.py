@@ -6,8 +6,8 @@ The ``features`` stage computes them once per distinct image of a unit and store
 ``features/<unit>.parquet``, so changing a head or a threshold never recomputes them.
 
 Backends are chosen by ``scoring.features: {backend: NAME, ...}``. The embedded one is a documented
-hand-made descriptor (below); the paper's is CLIP ViT-L/14 through ``transformers``, which the issue
-that first needs it adds as another registered backend.
+hand-made descriptor (below); the paper's is CLIP ViT-L/14 through ``transformers`` (``clip``, in
+ieiw/filters/clip.py); GIQA's is pytorch-fid's Inception pool3 (``fid-inception``, ieiw/filters/inception.py).
 
 ``embedded-v1`` (160 dimensions, CPU, no weights), on the image resized to 64x64 (area filter):
 
@@ -35,7 +35,11 @@ from ieiw.schemas.registry import register_backend
 
 
 class ImageFeatures(abc.ABC):
-    """Embeds images (and text, when the model has a text tower) into one L2-normalised space."""
+    """Embeds images (and text, when the model has a text tower) into one space per backend.
+
+    Each backend documents how its rows are normalised: ``embedded`` and ``clip`` rows are
+    L2-normalised (a dot product is a cosine similarity); ``fid-inception`` rows are raw pool3
+    activations (GIQA takes L1 distances on them)."""
 
     has_text: bool = False
 
@@ -51,7 +55,7 @@ class ImageFeatures(abc.ABC):
 
     @abc.abstractmethod
     def image_features(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """RGB ``uint8`` HWC images -> ``float32`` array (N, dim), rows L2-normalised."""
+        """RGB ``uint8`` HWC images -> ``float32`` array (N, dim), rows normalised as the backend documents."""
 
     def text_features(self, texts: Sequence[str]) -> np.ndarray:
         """Texts -> ``float32`` (N, dim) in the image space; only backends with a text tower have it."""

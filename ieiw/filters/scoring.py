@@ -58,6 +58,15 @@ class ScoringConfig(StrictModel):
     features: backend_field("features") = Field(default_factory=EmbeddedFeaturesConfig)  # type: ignore[valid-type]
     scorers: tuple[backend_field("scorer"), ...] = Field(default_factory=_default_scorers)  # type: ignore[valid-type]
 
+    def extractors(self) -> dict[str, BackendConfig]:
+        """Every extractor the features stage must run, by label: the main one, then the scorers' own."""
+        out = {self.features.label(): self.features}
+        for scorer in self.scorers:
+            extra = scorer.extractor() if hasattr(scorer, "extractor") else None
+            if extra is not None:
+                out.setdefault(extra.label(), extra)
+        return out
+
     @model_validator(mode="after")
     def _one_scorer_per_column(self) -> ScoringConfig:
         seen: dict[str, str] = {}
@@ -90,10 +99,11 @@ class PairView:
 
 @dataclass
 class ScoreContext:
-    """Per-unit shared work: decoded pixels and stored embeddings, by image key."""
+    """Per-unit shared work: decoded pixels and stored embeddings, by image key (and extractor label)."""
 
-    features: ImageFeatures | None
-    embeddings: Mapping[str, np.ndarray] = field(default_factory=dict)
+    features: Mapping[str, ImageFeatures] | None  # the build's extractors by label (for text embeddings)
+    embeddings: Mapping[str, Mapping[str, np.ndarray]] = field(default_factory=dict)  # label -> key -> vector
+    main: str | None = None  # label of scoring.features, what `embedding(image)` reads by default
     _pixels: dict[str, np.ndarray] = field(default_factory=dict)
 
     def pixels(self, image: ImageRef) -> np.ndarray:
@@ -102,17 +112,18 @@ class ScoreContext:
             self._pixels[image.key] = decode(image.data, Orientation.IGNORE).pixels
         return self._pixels[image.key]
 
-    def embedding(self, image: ImageRef) -> np.ndarray:
-        """The image's embedding from the features stage (float32, L2-normalised)."""
+    def embedding(self, image: ImageRef, extractor: str | None = None) -> np.ndarray:
+        """The image's embedding from the features stage (float32), by the main extractor by default."""
+        label = extractor or self.main
         try:
-            return self.embeddings[image.key]
+            return self.embeddings[label][image.key]  # type: ignore[index]
         except KeyError:
-            raise KeyError(f"image {image.key} has no stored embedding; did the features stage run?") from None
+            raise KeyError(f"image {image.key} has no stored {label} embedding; did the features stage run?") from None
 
-    def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
-        if self.features is None:
+    def text_embeddings(self, texts: Sequence[str], extractor: str | None = None) -> np.ndarray:
+        if not self.features:
             raise RuntimeError("no feature extractor in this context")
-        return self.features.text_features(list(texts))
+        return self.features[extractor or self.main].text_features(list(texts))  # type: ignore[index]
 
 
 class Scorer(abc.ABC):

@@ -1,7 +1,7 @@
 """The `build-ieiw` Prefect flow: wiring only. The work lives in :mod:`ieiw.stages`.
 
-Stages run one after the other (prepare + plan, candidates, features, scores, selection), each as
-one task per work unit with at most ``config.workers`` in flight, so expensive generation, cheap
+Stages run one after the other (prepare + plan, candidates, features, scores, calibrate, selection),
+each as one task per work unit (calibrate: one task over the whole build) with at most ``config.workers`` in flight, so expensive generation, cheap
 scoring and instant selection never compete and a changed threshold reruns selection only. Tasks
 receive the config as plain JSON data, so any task runner (threads, processes, Dask) can ship it. A unit whose task still fails
 after its retries is reported and skipped; the flow ends Failed listing those units, and a rerun
@@ -56,6 +56,12 @@ def features_task(config: Config, unit: str) -> stages.UnitOutcome:
 @task(name="score", task_run_name="score-{unit}", **RETRY)
 def score_task(config: Config, unit: str) -> stages.UnitOutcome:
     return stages.score_unit(stages.build_for(config), unit)
+
+
+@task(name="calibrate", **RETRY)
+def calibrate_task(config: Config, units: list[str]) -> dict[str, Any]:
+    """The one global step before selection: quantile thresholds and duplicates over the whole build."""
+    return stages.calibrate_build(stages.build_for(config), units)
 
 
 @task(name="select", task_run_name="select-{unit}", **RETRY)
@@ -119,6 +125,7 @@ def build_ieiw(
     featured, failed_features = run_bounded(
         features_task.submit, [(config, u) for u in sorted(o.unit for o in made)], workers)
     scored, failed_scores = run_bounded(score_task.submit, [(config, o.unit) for o in featured], workers)
+    calibrate_task(config, sorted(o.unit for o in scored))
     selected, failed_select = run_bounded(select_task.submit, [(config, o.unit) for o in scored], workers)
     failed += failed_features + failed_scores + failed_select
 

@@ -118,12 +118,24 @@ REJECTED_SCHEMA = pa.schema(
 )
 
 SCORE_SCHEMA = pa.schema(
-    [pa.field("id", pa.string(), nullable=False), pa.field("scores", SCORES), pa.field("duplicate_of", pa.string())]
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("scores", SCORES),
+        pa.field("duplicate_of", pa.string()),
+        # perceptual hashes for dedup (ieiw.filters.dedup): the source's pHash, the change map's average hash
+        pa.field("source_hash", pa.string()),
+        pa.field("edit_hash", pa.string()),
+    ]
 )
 
-# Per unit, one embedding per distinct image (key = image_key of its bytes), float16 to halve the size.
+# Per unit, one embedding per distinct image (key = image_key of its bytes) and extractor (its label, e.g.
+# "embedded-v1"; a build may need several: CLIP for the heads, Inception for GIQA), float16 to halve the size.
 FEATURE_SCHEMA = pa.schema(
-    [pa.field("image", pa.string(), nullable=False), pa.field("embedding", pa.list_(pa.float16()), nullable=False)]
+    [
+        pa.field("image", pa.string(), nullable=False),
+        pa.field("extractor", pa.string(), nullable=False),
+        pa.field("embedding", pa.list_(pa.float16()), nullable=False),
+    ]
 )
 
 
