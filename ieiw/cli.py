@@ -19,13 +19,17 @@ def cmd_build(args: argparse.Namespace) -> int:
     # The ephemeral API's first start in a new PREFECT_HOME migrates its database; Prefect's 20 s
     # default was seen to run out on a busy 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    from ieiw.schemas.config import ConfigError, load_config, parse_overrides
+    from ieiw.schemas.config import ConfigError, load_config, missing_models, parse_overrides
 
-    try:  # validate before Prefect starts, so a typo costs no server start-up
+    try:  # validate before Prefect starts, so a typo or a missing checkpoint costs no server start-up
         overrides = parse_overrides(args.set)
-        load_config(args.config, {**overrides, **({"out_dir": args.out} if args.out else {})})
+        config = load_config(args.config, {**overrides, **({"out_dir": args.out} if args.out else {})})
     except (ConfigError, ValueError) as exc:
         print(exc, file=sys.stderr)
+        return 2
+    missing = missing_models(config)
+    if missing:
+        print(f"{args.config}: cannot build, missing:\n  " + "\n  ".join(missing), file=sys.stderr)
         return 2
     from ieiw.flows.build import build_ieiw
 

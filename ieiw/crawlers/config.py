@@ -127,6 +127,14 @@ class TakedownConfig(StrictModel):
 class CrawlConfig(BuilderConfig):
     """Everything the ``crawl`` builder needs; the defaults build the bundled sample offline."""
 
+    def preflight(self) -> list[str]:
+        missing = []
+        for dump in self.dumps if self.enabled else ():
+            for path in (dump.submissions, dump.comments):
+                if not resolve(Path.cwd(), path).exists():
+                    missing.append(f"crawl: dump {path} does not exist")
+        return missing
+
     dumps: tuple[DumpSourceConfig, ...] = (
         DumpSourceConfig(
             submissions=f"{SAMPLE_DIR}/submissions.ndjson.zst",

@@ -77,6 +77,12 @@ class ClipFeaturesConfig(BackendConfig):
     def model_id(self) -> str | None:
         return self.model + (f"@{self.revision}" if self.revision else "")
 
+    def preflight(self) -> list[str]:
+        if self.is_local() or _cached_commit(self.model, self.revision) is not None:
+            return []
+        return [f"features backend clip: model {self.model} is neither a local folder nor in the local Hugging Face"
+                " cache (weights are never downloaded: `huggingface-cli download` it, or save_pretrained a folder)"]
+
     def model_digests(self) -> dict[str, str | None]:
         """A local folder's content digest; for a hub id its revision (or the cached snapshot's commit),
         so replacing the weights by either route changes the fingerprint."""

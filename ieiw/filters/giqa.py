@@ -237,6 +237,12 @@ class KnnGiqaConfig(BackendConfig):
     def extractor(self) -> BackendConfig | None:
         return self.features
 
+    def preflight(self) -> list[str]:
+        if self.generate is not None or (Path(self.reference) / META).exists():
+            return []
+        return [f"scorer knn-giqa: reference {self.reference} is not a GIQA reference folder (no {META});"
+                " build it with `ieiw giqa-index IMAGES --out " + str(self.reference) + "`"]
+
     def prepare(self, main_features: BackendConfig) -> None:
         """Planned step of the flow (Build.prepare): synthesise the embedded demo's reference set."""
         if self.generate is None or (Path(self.reference) / META).exists():

@@ -191,8 +191,10 @@ def distinct_images(pairs: Sequence[PairView]) -> list[ImageRef]:
 
 def score_pairs(pairs: Sequence[PairView], scorers: Sequence[Scorer], context: ScoreContext) -> list[dict[str, Any]]:
     """The ``scores`` struct of every pair: scorers' columns, the builder's own where no scorer fills
-    them, and one backend name per score family."""
+    them, one backend name per score family, and ``backend`` naming them all with the feature extractor
+    (e.g. ``proxy-v1 + knn-giqa-k1[giqa-reference] over embedded-v1``)."""
     results = [scorer.score(pairs, context) for scorer in scorers]
+    scorer_names = {s.name for s in scorers}
     out = []
     for index, pair in enumerate(pairs):
         up = dict(pair.upstream)
@@ -208,10 +210,10 @@ def score_pairs(pairs: Sequence[PairView], scorers: Sequence[Scorer], context: S
                 scores[column] = result[index].get(column)
                 backends[BACKEND_COLUMN[column]] = scorer.name
             embedded = embedded or scorer.embedded
-        names = [s.name for s in scorers]
-        if scores.get("edit_consistency") is not None and backends["consistency_backend"] not in names:
+        names = [" + ".join(s.name for s in scorers) + (f" over {context.main}" if context.main else "")]
+        if scores.get("edit_consistency") is not None and backends["consistency_backend"] not in scorer_names:
             names.append(f"edit_consistency: {backends['consistency_backend']}")
-        if scores.get("verification") is not None and backends["verification_backend"] not in names:
+        if scores.get("verification") is not None and backends["verification_backend"] not in scorer_names:
             names.append(f"verification: {backends['verification_backend']}")
         out.append({**scores, **backends, "backend": "; ".join(names), "embedded": embedded})
     return out

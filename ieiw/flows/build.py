@@ -21,7 +21,7 @@ from prefect.futures import PrefectFuture, as_completed
 
 from ieiw import stages
 from ieiw.builders.base import WorkUnit
-from ieiw.schemas.config import load_config
+from ieiw.schemas.config import load_config, missing_models
 from ieiw.stats import compute_stats, render_markdown, write_stats
 
 # Transient trouble (a full disk, an NFS hiccup, a GPU server restart) deserves a retry;
@@ -114,6 +114,9 @@ def build_ieiw(
     if out_dir is not None:
         overrides["out_dir"] = out_dir
     validated = load_config(config_path, overrides)
+    missing = missing_models(validated)
+    if missing:  # a deployment run reaches here without the CLI's check
+        raise FileNotFoundError(f"{config_path}: cannot build: " + "; ".join(missing))
     logger.info("config %s (hash %s), output %s", config_path, validated.digest(), validated.out_dir)
     config = validated.model_dump(mode="json")
     workers = validated.workers

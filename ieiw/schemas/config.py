@@ -166,6 +166,16 @@ class BackendConfig(StrictModel):
                 out[name] = path_digest(value) if value is not None and Path(value).exists() else None
         return out
 
+    def preflight(self) -> list[str]:
+        """One line per model file this backend needs and cannot find (checked before Prefect starts)."""
+        out = []
+        for name, field in type(self).model_fields.items():
+            if any(isinstance(m, ModelFile) for m in field.metadata):
+                value = getattr(self, name)
+                if value is not None and not Path(value).exists():
+                    out.append(f"{self.kind} backend {self.backend}: {name} {value} does not exist")
+        return out
+
     def fingerprint(self) -> dict[str, Any]:
         """What a stage using this backend records for resume: label, output parameters, model digests."""
         return {"backend": self.label(), "params": self.row_params(), "models": self.model_digests()}
@@ -173,6 +183,28 @@ class BackendConfig(StrictModel):
     def create(self) -> Any:
         """The backend object (models load when it is first used, in the process that uses it)."""
         return REGISTRY.backend(self.kind, self.backend).create(self)
+
+
+def missing_models(config: BaseModel) -> list[str]:
+    """Every section or backend anywhere in ``config`` whose files are missing (its ``preflight()``),
+    one line each."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, BaseModel) and callable(getattr(value, "preflight", None)):
+            found.extend(value.preflight())
+        if isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name))
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+
+    walk(config)
+    return found
 
 
 def _validate_backend(kind: str, value: Any) -> Any:
@@ -197,6 +229,10 @@ class BuilderConfig(StrictModel):
     """Base of a builder section: every builder can be switched off without deleting its section."""
 
     enabled: bool = True
+
+    def preflight(self) -> list[str]:
+        """One line per source file or folder this builder needs and cannot find."""
+        return []
 
 
 class SplitConfig(StrictModel):
