@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from ieiw.builders.base import BuildContext, CandidateBuilder, WorkUnit
 from ieiw.filters.features import ImageFeatures, describe_backend
-from ieiw.filters.dedup import pair_hashes
+from ieiw.filters.dedup import SIGNATURE_VERSION, pair_hashes
 from ieiw.filters.scoring import ScoreContext, Scorer, distinct_images, pair_views, score_pairs
 from ieiw.filters.selection import Calibration, ScoredPair, calibrate, verdict
 from ieiw.imageio import Orientation, decode
@@ -242,7 +242,7 @@ def score_unit(build: Build, unit: str) -> UnitOutcome:
     """Stage 3: every scorer over the unit's pairs, sharing decoded pixels and stored embeddings."""
     manifest = build.manifest(SCORES)
     inputs = [_upstream(build, stage, unit)["sha256"] for stage in (CANDIDATES, FEATURES)]
-    fingerprint = stable_hash(SCORES, build.scorers_fingerprint, inputs)
+    fingerprint = stable_hash(SCORES, build.scorers_fingerprint, SIGNATURE_VERSION, inputs)
     if done := manifest.finished(unit, fingerprint):
         return UnitOutcome(SCORES, unit, True, done["rows"])
     table = read_shard(build.out / CANDIDATES / f"{unit}.parquet", columns=CANDIDATE_COLUMNS)
@@ -272,7 +272,7 @@ def calibrate_build(build: Build, units: list[str]) -> dict[str, Any]:
 
         data = json.loads(path.read_text())
         if data.get("fingerprint") == fingerprint:
-            return {"skipped": True, "units": len(units)}
+            return {"skipped": True, "units": len(units), "duplicates": len(data.get("duplicates", {}))}
 
     def pairs():
         for unit in sorted(units):

@@ -40,8 +40,11 @@ def compute_stats(folder: Path) -> dict[str, Any]:
     rejected: Counter = Counter()
     records = candidates = 0
     examples: list[str] = []
+    thresholds: dict[str, dict] = {}
     for entry in manifest["units"].values():
         stats = entry.get("stats", {})
+        for task, rules in (stats.get("thresholds") or {}).items():
+            thresholds.setdefault(task, rules)
         records += stats.get("records", 0)
         candidates += stats.get("candidates", 0)
         failures.update(stats.get("failures", {}))
@@ -93,6 +96,7 @@ def compute_stats(folder: Path) -> dict[str, Any]:
         "kept": rows,
         "rejected": dict(sorted(rejected.items())),
         "rejected_total": sum(rejected.values()),
+        "selection_thresholds": dict(sorted(thresholds.items())),
         "failures": dict(sorted(failures.items())),
         "failures_total": sum(failures.values()),
         "failure_examples": examples,
@@ -130,6 +134,11 @@ def render_text(stats: dict[str, Any]) -> str:
     if stats.get("by_split"):
         lines += _counts("by split", stats["by_split"])
     lines += _counts("rejected (reason)", stats["rejected"])
+    if stats.get("selection_thresholds"):
+        lines.append("selection thresholds (resolved per task; - = rule off):")
+        for task, rules in stats["selection_thresholds"].items():
+            shown = "  ".join(f"{k}={'-' if v is None else f'{v:.4g}'}" for k, v in rules.items())
+            lines.append(f"  {task:<10} {shown}")
     lines += _counts("failed records (reason)", stats["failures"])
     for example in stats["failure_examples"][:5]:
         lines.append(f"    e.g. {example}")

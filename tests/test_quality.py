@@ -155,8 +155,7 @@ def jpeg_roundtrip(pixels: np.ndarray, quality: int) -> np.ndarray:
 
 
 def signature(sid: str, task: str, source: np.ndarray, target: np.ndarray, quality: float) -> Signature:
-    s, e = pair_hashes(source, target)
-    return Signature(sid, task, int(s, 16), int(e, 16), quality)
+    return Signature.from_hashes(sid, task, *pair_hashes(source, target), quality)
 
 
 def test_dedup_finds_the_same_edit_and_keeps_different_ones():
@@ -171,7 +170,7 @@ def test_dedup_finds_the_same_edit_and_keeps_different_ones():
         signature("d", "add", jpeg_roundtrip(tgt, 95), src, 6.0),  # the flipped twin: another task
     ]
     assert find_duplicates(sigs) == {"b": "a"}, "equal target scores: the smaller id survives"
-    better = [Signature("b", "remove", sigs[0].source, sigs[0].edit, 8.0), *sigs[1:]]
+    better = [Signature("b", "remove", sigs[0].source, sigs[0].edit, 8.0, sigs[0].target), *sigs[1:]]
     assert find_duplicates(better) == {"a": "b"}, "the best target score survives"
     assert find_duplicates(list(reversed(better))) == {"a": "b"}, "the order of the build does not matter"
 

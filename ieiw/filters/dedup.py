@@ -1,12 +1,16 @@
 """Duplicate pairs: the same task on near-identical source images with near-identical edits.
 
-Each pair gets two perceptual hashes from ``imagehash`` (a kept library) in the score stage, while its
-pixels are decoded anyway:
+Each pair gets a signature in the score stage, while its pixels are decoded anyway:
 
-- ``source``: the pHash (64 bits) of the source image: robust to re-encoding and resizing;
-- ``edit``: the average hash (16 x 16 = 256 bits) of the change map |target - source| (grey), or of the
-  target when the sizes differ. Removals of two different objects from one photo share the source hash
-  but not the change map; the same object removed twice under two phrasings shares both.
+- ``source``: the pHash (64 bits, ``imagehash``) of the source image: robust to re-encoding and resizing;
+- ``edit``: where the edit is, as a 16 x 16 = 256-cell map: a cell is set when more than 5% of its pixels
+  changed by more than 32 levels (any channel) between source and target, plus the target's pHash.
+  Removals of two different objects from one photo share the source hash but not the change map; the
+  same object removed twice under two phrasings shares both. The map is computed here rather than with
+  ``imagehash.average_hash`` of the difference image: that hash thresholds at the image's mean, which for
+  a small edit is set by re-encoding noise, so two small edits anywhere in one photo came out alike
+  (measured on the demo sample). When the sizes differ (no pixel correspondence), the map is empty and the
+  target pHash decides.
 
 Why not the stored embeddings: they describe whole images (CLIP: what is in them), so two edits of one
 photo that differ in a small region are near-identical to them; and they depend on the configured
@@ -37,23 +41,41 @@ SOURCE_BANDS = 5
 class Signature:
     id: str
     task: str
-    source: int  # 64-bit pHash
-    edit: int  # 256-bit average hash of the change map
+    source: int  # 64-bit pHash of the source
+    edit: int  # 256-bit change map
     quality: float  # the target's score used to choose the survivor (higher is better)
+    target: int = 0  # 64-bit pHash of the target
+
+    @classmethod
+    def from_hashes(cls, id: str, task: str, source_hash: str, edit_hash: str, quality: float) -> Signature:
+        return cls(id, task, int(source_hash, 16), int(edit_hash[:64], 16), quality, int(edit_hash[64:] or "0", 16))
+
+
+SIGNATURE_VERSION = 2  # part of the score stage's fingerprint: a new recipe rescores
+CHANGE_LEVEL = 32  # a pixel changed: more than this in some channel (JPEG noise stays well below)
+CELL_SHARE = 0.05  # a cell changed: more than this share of its pixels changed
+MAP_CELLS = 16
+
+
+def change_map(source: np.ndarray, target: np.ndarray) -> int:
+    """The 256-bit map of where ``target`` differs from ``source`` (0 when their sizes differ)."""
+    import cv2
+
+    if source.shape != target.shape:
+        return 0
+    changed = (np.abs(target.astype(np.int16) - source.astype(np.int16)).max(axis=2) > CHANGE_LEVEL)
+    cells = cv2.resize(changed.astype(np.float32), (MAP_CELLS, MAP_CELLS), interpolation=cv2.INTER_AREA)
+    bits = (cells.ravel() > CELL_SHARE).astype(np.uint8)
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
 
 
 def pair_hashes(source: np.ndarray, target: np.ndarray) -> tuple[str, str]:
-    """(source pHash, change-map average hash) as hex strings (stored in the scores shard)."""
+    """(source pHash, change map + target pHash) as hex strings (stored in the scores shard)."""
     import imagehash
 
-    source_hash = imagehash.phash(Image.fromarray(source))
-    if source.shape == target.shape:
-        change = np.abs(target.astype(np.int16) - source.astype(np.int16)).max(axis=2).astype(np.uint8)
-        edit_image = Image.fromarray(change)
-    else:
-        edit_image = Image.fromarray(target)
-    edit_hash = imagehash.average_hash(edit_image, hash_size=16)
-    return str(source_hash), str(edit_hash)
+    source_hash = str(imagehash.phash(Image.fromarray(source)))
+    target_hash = str(imagehash.phash(Image.fromarray(target)))
+    return source_hash, f"{change_map(source, target):064x}{target_hash}"
 
 
 def _bands(value: int, bands: int = SOURCE_BANDS, bits: int = 64) -> list[int]:
@@ -96,6 +118,7 @@ def find_duplicates(signatures: Sequence[Signature], source_distance: int = 4,
                     continue
                 sa, sb = ordered[a], ordered[b]
                 if (bin(sa.source ^ sb.source).count("1") <= source_distance
+                        and bin(sa.target ^ sb.target).count("1") <= source_distance
                         and edit_overlap(sa.edit, sb.edit) >= edit_similarity):
                     parent[find(b)] = find(a)
     groups: dict[int, list[Signature]] = {}

@@ -173,8 +173,8 @@ def calibrate(pairs: Iterable[ScoredPair], config: SelectionConfig) -> Calibrati
                 per_rule[rule].append(value)
         if config.dedup.enabled and pair.source_hash and pair.edit_hash:
             quality = (pair.scores or {}).get("target_aesthetic")
-            signatures.append(Signature(pair.id, pair.task, int(pair.source_hash, 16), int(pair.edit_hash, 16),
-                                        float(quality) if quality is not None else float("-inf")))
+            signatures.append(Signature.from_hashes(pair.id, pair.task, pair.source_hash, pair.edit_hash,
+                                                    float(quality) if quality is not None else float("-inf")))
     thresholds: dict[str, dict[str, float | None]] = {}
     for task, per_rule in sorted(values.items()):
         resolved: dict[str, float | None] = {}
