@@ -289,3 +289,43 @@ def test_threshold_change_or_head_swap_in_a_new_process_embeds_nothing_again(mak
                      "selection.min_target_aesthetic": {"quantile": 0.2}})
     assert swapped["calls"] == 0, "a new head and a new threshold reuse the stored embeddings"
     assert "scores: laion-improved over clip:clip" in swapped["backends"]
+
+
+@pytest.mark.slow
+def test_duplicate_record_is_rejected_with_the_survivors_id(sample_root, tmp_path):
+    """The same object listed twice under two phrasings (as PhraseCut does): one pair per task survives."""
+    import shutil
+
+    root = tmp_path / "VGPhraseCut_v0"
+    shutil.copytree(sample_root, root)
+    refer = json.loads((root / "refer_train.json").read_text())
+    twin = dict(refer[0], task_id=refer[0]["task_id"] + "_again", phrase="the very same " + refer[0]["phrase"])
+    refer.insert(1, twin)
+    (root / "refer_train.json").write_text(json.dumps(refer))
+    config = write_config(tmp_path / "b.yaml", root, tmp_path / "out", unit_size=64,
+                          selection={"min_target_aesthetic": None, "max_aesthetic_gap": None})
+    run_ieiw("build", config)
+    rejected = [r for e in json.loads((tmp_path / "out" / "rejected" / "manifest.json").read_text())["units"].values()
+                for r in pq.read_table(tmp_path / "out" / "rejected" / e["shard"]).to_pylist()]
+    duplicates = [r for r in rejected if r["reason"] == DUPLICATE]
+    assert sorted(r["task"] for r in duplicates) == ["add", "remove"], rejected
+    kept = {r["id"]: r for e in json.loads((tmp_path / "out" / "ieiw" / "manifest.json").read_text())["units"].values()
+            for r in pq.read_table(tmp_path / "out" / "ieiw" / e["shard"], columns=["id", "task", "origin"]).to_pylist()}
+    for row in duplicates:
+        survivor = kept[row["duplicate_of"]]
+        assert survivor["task"] == row["task"]
+        assert {survivor["origin"]["record_id"], row["origin"]["record_id"]} == {twin["task_id"], refer[0]["task_id"]}
+
+
+def test_paper_config_stops_before_prefect_naming_each_missing_file(tmp_path):
+    import time
+
+    start = time.monotonic()
+    proc = run_ieiw("build", REPO / "configs" / "ieiw.paper.yaml", "--out", tmp_path / "paper", check=False)
+    assert proc.returncode == 2 and time.monotonic() - start < 30
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0].endswith("cannot build, missing:") and "Traceback" not in proc.stderr
+    for name in ("sac+logos+ava1-l14-linearMSE.pth", "pt_inception-2015-12-05-6726825d.pth", "giqa-reference",
+                 "VGPhraseCut_v0", "clip-vit-large-patch14"):
+        assert sum(name in line for line in lines[1:]) == 1, name
+    assert not (tmp_path / "paper").exists(), "nothing was started or written"
