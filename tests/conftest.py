@@ -12,12 +12,13 @@ from ieiw_testing import write_config
 
 @pytest.fixture(scope="session", autouse=True)
 def prefect_home(tmp_path_factory) -> Path:
-    """Tests never touch the user's ~/.prefect and never phone home."""
+    """Tests never touch the user's ~/.prefect or ~/.cache and never phone home."""
     home = tmp_path_factory.mktemp("prefect-home")
     os.environ["PREFECT_HOME"] = str(home)
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"  # first start migrates the DB
     os.environ.pop("PREFECT_API_URL", None)
+    os.environ["IEIW_CACHE_DIR"] = str(tmp_path_factory.mktemp("ieiw-cache"))  # model-file digests, not ~/.cache
     return home
 
 
