@@ -48,3 +48,23 @@ def run_ieiw(*args: str, check: bool = True, timeout: float = 300, env: dict[str
     if check and proc.returncode != 0:
         raise AssertionError(f"ieiw {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def tiny_clip_folder(folder: Path, layers: int = 1, projection: int = 32) -> Path:
+    """A tiny random CLIPModel (both towers) + CLIPImageProcessor + CLIPTokenizer saved as a folder."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from ieiw.training.tiny import tiny_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = tiny_tokenizer()
+    common = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": layers, "num_attention_heads": 4}
+    text = {**common, "vocab_size": len(tokenizer), "max_position_embeddings": 77,
+            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id}
+    CLIPModel(CLIPConfig(text_config=text, vision_config={**common, "image_size": 32, "patch_size": 8},
+                         projection_dim=projection)).save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

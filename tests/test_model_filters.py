@@ -9,6 +9,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from ieiw_testing import tiny_clip_folder
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -38,23 +39,7 @@ def random_images(count: int, seed: int = 0) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory) -> Path:
     """A CLIPModel (both towers, projection 32) + CLIPImageProcessor + CLIPTokenizer saved as a folder."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    from ieiw.training.tiny import tiny_tokenizer
-
-    torch.manual_seed(0)
-    tokenizer = tiny_tokenizer()
-    common = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4}
-    text = {**common, "vocab_size": len(tokenizer), "max_position_embeddings": 77,
-            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id}
-    vision = {**common, "image_size": 32, "patch_size": 8}
-    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=TINY_DIM))
-    folder = tmp_path_factory.mktemp("models") / "tiny-clip"
-    model.save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return tiny_clip_folder(tmp_path_factory.mktemp("models") / "tiny-clip", layers=2, projection=TINY_DIM)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
-from ieiw_testing import REPO, ieiw_env, run_ieiw, write_config
+from ieiw_testing import REPO, ieiw_env, run_ieiw, tiny_clip_folder, write_config
 from PIL import Image
 
 from ieiw.filters.dedup import Signature, find_duplicates, pair_hashes
@@ -244,24 +244,6 @@ ClipFeatures.image_features = counting
 stats = build_ieiw(config_path=sys.argv[1], overrides=json.loads(sys.argv[2]))
 print("RESULT", json.dumps({"calls": sum(calls), "backends": stats["backends"]}))
 """
-
-
-def tiny_clip_folder(folder: Path) -> Path:
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    from ieiw.training.tiny import tiny_tokenizer
-
-    torch.manual_seed(0)
-    tokenizer = tiny_tokenizer()
-    common = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 4}
-    text = {**common, "vocab_size": len(tokenizer), "max_position_embeddings": 77,
-            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id}
-    CLIPModel(CLIPConfig(text_config=text, vision_config={**common, "image_size": 32, "patch_size": 8},
-                         projection_dim=32)).save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.mark.slow

@@ -66,13 +66,6 @@ class RemovalConfig(BuilderConfig):
         return [f"removal: {root} is not a VGPhraseCut_v0 folder (no image_data_split.json); get VGPhraseCut"
                 " (docs/formats.md) and Visual Genome images into it, or set removal.source.root"]
 
-    def preflight(self) -> list[str]:
-        root = Path(self.source.root)
-        if not self.enabled or self.source.samples is not None or (root / "image_data_split.json").exists():
-            return []
-        return [f"removal: {root} is not a VGPhraseCut_v0 folder (no image_data_split.json); get VGPhraseCut"
-                " (docs/formats.md) and Visual Genome images into it, or set removal.source.root"]
-
 
 def dilate(mask: np.ndarray, size: int) -> np.ndarray:
     if size <= 1:
