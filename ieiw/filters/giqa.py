@@ -175,18 +175,21 @@ def build_reference_from_images(folder: Path, images: Iterable[tuple[str, np.nda
     """Embed ``(name, pixels)`` in chunks saved as they finish (``chunks/<n>.npy``, each atomic), then
     build the index from all chunks. A rerun skips the chunks already saved, so a build over millions of
     images survives a kill. The order of ``images`` must be the same on a rerun."""
+    from ieiw.progress import bar
+
     folder = Path(folder)
     (folder / CHUNKS).mkdir(parents=True, exist_ok=True)
     done = 0
-    for number, chunk in enumerate(chunked(images, chunk_size)):
-        path = folder / CHUNKS / f"{number:06d}.npy"
-        if path.exists():
-            continue
-        vectors = extractor.image_features([pixels for _, pixels in chunk]).astype(np.float32)
-        buffer = _npy(vectors)
-        atomic_write_bytes(path, buffer)
-        done += len(chunk)
-        log.info("giqa reference: %d images embedded in this run (chunk %d)", done, number)
+    with bar(desc="giqa-index", unit="img") as progress:
+        for number, chunk in enumerate(chunked(images, chunk_size)):
+            progress.update(len(chunk))
+            path = folder / CHUNKS / f"{number:06d}.npy"
+            if path.exists():
+                continue
+            vectors = extractor.image_features([pixels for _, pixels in chunk]).astype(np.float32)
+            atomic_write_bytes(path, _npy(vectors))
+            done += len(chunk)
+            log.info("giqa reference: %d images embedded in this run (chunk %d)", done, number)
     parts = [np.load(p) for p in sorted((folder / CHUNKS).glob("*.npy"))]
     if not parts:
         raise GiqaError(f"{folder}: no reference images were given")

@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
 
 from ieiw import stages
+from ieiw.progress import bar as progress_bar
 from ieiw.builders.base import WorkUnit
 from ieiw.schemas.config import load_config, missing_models
 from ieiw.stats import compute_stats, render_markdown, write_stats
@@ -78,27 +79,33 @@ def summarise_task(config: Config) -> dict[str, Any]:
     return stats
 
 
-def run_bounded(submit: Callable[..., PrefectFuture], calls: Iterable[tuple], limit: int) -> tuple[list, list]:
+def run_bounded(submit: Callable[..., PrefectFuture], calls: Iterable[tuple], limit: int,
+                desc: str = "") -> tuple[list, list]:
     """Submit ``calls`` keeping at most ``limit`` futures in flight, under any task runner.
 
-    Returns (results, failures): a failure is (call, exception) and does not stop the others.
+    Returns (results, failures): a failure is (call, exception) and does not stop the others. A
+    progress bar counts finished units when a person is watching (ieiw/progress.py).
     """
+    calls = list(calls)
     results, failures, in_flight = [], [], {}
 
-    def collect(future: PrefectFuture) -> None:
-        call = in_flight.pop(future)
-        outcome = future.result(raise_on_failure=False)
-        if isinstance(outcome, BaseException):
-            failures.append((call, outcome))
-        else:
-            results.append(outcome)
+    with progress_bar(len(calls), desc, "unit") as bar:
 
-    for call in calls:
-        in_flight[submit(*call)] = call
-        if len(in_flight) >= limit:
-            collect(next(as_completed(list(in_flight))))
-    for future in list(in_flight):
-        collect(future)
+        def collect(future: PrefectFuture) -> None:
+            call = in_flight.pop(future)
+            outcome = future.result(raise_on_failure=False)
+            if isinstance(outcome, BaseException):
+                failures.append((call, outcome))
+            else:
+                results.append(outcome)
+            bar.update(1)
+
+        for call in calls:
+            in_flight[submit(*call)] = call
+            if len(in_flight) >= limit:
+                collect(next(as_completed(list(in_flight))))
+        for future in list(in_flight):
+            collect(future)
     return results, failures
 
 
@@ -124,12 +131,12 @@ def build_ieiw(
     prepare_task(config)
     units = plan_units(config)
     logger.info("%d work units of up to %d records", len(units), validated.unit_size)
-    made, failed = run_bounded(candidates_task.submit, [(config, b, u) for b, u in units], workers)
+    made, failed = run_bounded(candidates_task.submit, [(config, b, u) for b, u in units], workers, "candidates")
     featured, failed_features = run_bounded(
-        features_task.submit, [(config, u) for u in sorted(o.unit for o in made)], workers)
-    scored, failed_scores = run_bounded(score_task.submit, [(config, o.unit) for o in featured], workers)
+        features_task.submit, [(config, u) for u in sorted(o.unit for o in made)], workers, "features")
+    scored, failed_scores = run_bounded(score_task.submit, [(config, o.unit) for o in featured], workers, "scores")
     calibrate_task(config, sorted(o.unit for o in scored))
-    selected, failed_select = run_bounded(select_task.submit, [(config, o.unit) for o in scored], workers)
+    selected, failed_select = run_bounded(select_task.submit, [(config, o.unit) for o in scored], workers, "select")
     failed += failed_features + failed_scores + failed_select
 
     for stage_outcomes in (made, featured, scored, selected):
