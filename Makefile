@@ -9,7 +9,7 @@ PORT   ?= 4200
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: install install-dev build test serve bench bench-loader bench-giqa train verify stats clean
+.PHONY: install install-dev build test serve bench bench-loader bench-giqa bench-stats train verify stats clean
 
 # One stamp per set of extras, so `make build` does not pull the training stack (torch) it does not need.
 $(BIN)/.stamp-%: pyproject.toml
@@ -36,6 +36,9 @@ bench: install-dev  ## pipeline and shard-writer overhead (bench/build_overhead.
 
 bench-giqa: install-dev  ## KNN-GIQA: IVF index vs exact L1 search on 200k clustered vectors (bench/giqa.py)
 	$(BIN)/python bench/giqa.py
+
+bench-stats: install-dev  ## stats + report on 100k synthetic rows vs DuckDB (bench/stats_scale.py)
+	$(BIN)/python bench/stats_scale.py
 
 bench-loader: install-dev  ## training loader throughput at 256 px on out/ieiw (bench/loader.py)
 	$(BIN)/python bench/loader.py --data $(OUT)/ieiw

@@ -23,7 +23,10 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="ieiw-bench-prefect-"))
+# Always a throw-away Prefect home and its ephemeral API: a bench never adds runs or artifacts to the
+# user's Prefect history (make exports PREFECT_HOME=.prefect, so setdefault would not do).
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="ieiw-bench-prefect-")
+os.environ.pop("PREFECT_API_URL", None)
 
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402

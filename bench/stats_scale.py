@@ -26,7 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="ieiw-bench-prefect-"))
+# Always a throw-away Prefect home and its ephemeral API: a bench never adds runs or artifacts to the
+# user's Prefect history (make exports PREFECT_HOME=.prefect, so setdefault would not do).
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="ieiw-bench-prefect-")
+os.environ.pop("PREFECT_API_URL", None)
 
 from ieiw.schemas.manifest import Manifest  # noqa: E402
 from ieiw.schemas.rows import PAIR_SCHEMA, image_cell, rows_to_table  # noqa: E402

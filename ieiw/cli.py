@@ -1,4 +1,4 @@
-"""The `ieiw` command: build, samples, stats, verify (train and edit come from ieiw.training).
+"""The `ieiw` command: build, samples, stats, report, verify (train and edit come from ieiw.training).
 
 Heavy imports (Prefect, torch) happen inside the subcommand that needs them, so `ieiw stats` and
 `ieiw verify` answer in well under a second.
@@ -48,6 +48,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_select(args: argparse.Namespace) -> int:
     """Selection alone, in this process (no Prefect): re-reads candidates + scores, rewrites ieiw/ and rejected/."""
     from ieiw import stages
+    from ieiw.card import write_card
     from ieiw.schemas.config import ConfigError, load_config, parse_overrides
     from ieiw.stats import compute_stats, write_stats
 
@@ -68,6 +69,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     outcomes = [stages.select_unit(build, unit) for unit in units]
     stats = compute_stats(build.out / stages.PAIRS)
     write_stats(stats, build.out / "stats.json")
+    write_card(build.out)  # the card's counts follow the new selection
     redone = sum(not o.skipped for o in outcomes)
     print(f"selected {len(units)} units ({redone} rewritten, {len(units) - redone} unchanged;"
           f" {calibration.get('duplicates', 0)} duplicates): kept {stats['rows']} pairs {stats['by_task']},"
@@ -130,6 +132,21 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """The build's self-contained HTML report (stats, histograms, galleries) from its out folder."""
+    out = Path(args.path)
+    if not (out / "ieiw" / "manifest.json").exists() and (out / "manifest.json").exists():
+        out = out.parent  # given out/ieiw: the report needs its siblings (rejected/, candidates/, calibration.json)
+    if not (out / "ieiw" / "manifest.json").exists():
+        print(f"{args.path}: no ieiw/manifest.json here; give a build's out folder (e.g. out)", file=sys.stderr)
+        return 2
+    from ieiw.report import write_report
+
+    path = write_report(out, Path(args.out) if args.out else None, gallery_per_task=args.per_task)
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from ieiw.schemas.manifest import ManifestError, verify_folder
 
@@ -145,6 +162,36 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"{len(errors)} shard(s) failed verification in {args.path}", file=sys.stderr)
         return 1
     print(f"ok: every shard listed in {Path(args.path) / 'manifest.json'} matches its sha256")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """The kept pairs in another trainer's layout, rows on the takedown lists left out."""
+    from ieiw.exports import ExportError, export, read_takedown_files
+    from ieiw.schemas.manifest import ManifestError
+
+    try:
+        takedown = read_takedown_files(args.takedown)
+        result = export(Path(args.path), Path(args.out), args.format, takedown, args.split)
+    except (ExportError, ManifestError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(result.summary())
+    return 0
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    """Write the Hugging Face dataset card (README.md) next to the build's ieiw/ folder."""
+    from ieiw.card import write_card
+    from ieiw.exports import ExportError, read_takedown_files
+    from ieiw.schemas.manifest import ManifestError
+
+    try:
+        path = write_card(Path(args.path), read_takedown_files(args.takedown))
+    except (ExportError, ManifestError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
     return 0
 
 
@@ -189,9 +236,30 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=cmd_stats)
 
+    p = sub.add_parser("report", help="write a self-contained HTML report of a build (stats, histograms, galleries)")
+    p.add_argument("path", help="the build's out folder (e.g. out; out/ieiw is accepted too)")
+    p.add_argument("--out", help="the HTML file to write (default: PATH/report.html)")
+    p.add_argument("--per-task", type=int, default=12, metavar="N", help="kept pairs shown per task")
+    p.set_defaults(run=cmd_report)
+
     p = sub.add_parser("verify", help="re-hash every shard against the manifest; non-zero exit on any mismatch")
     p.add_argument("path")
     p.set_defaults(run=cmd_verify)
+
+    p = sub.add_parser("export", help="write the kept pairs for InstructDiffusion, diffusers or WebDataset")
+    p.add_argument("path", help="the build's out folder (or its ieiw/ folder)")
+    p.add_argument("--format", required=True, choices=["instructdiffusion", "hf-instructpix2pix", "webdataset"])
+    p.add_argument("--out", required=True, help="the export folder (new, empty, or an earlier export: replaced whole)")
+    p.add_argument("--takedown", action="append", default=[], metavar="FILE",
+                   help="leave out rows whose id, record id, URL or edit URL is in FILE (one a line, # comments)")
+    p.add_argument("--split", choices=["train", "val"], help="export one split only")
+    p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser("card", help="write the Hugging Face dataset card (README.md) of a build")
+    p.add_argument("path", help="the build's out folder (or its ieiw/ folder)")
+    p.add_argument("--takedown", action="append", default=[], metavar="FILE",
+                   help="leave rows named in FILE out of the card's counts (one id or URL a line, # comments)")
+    p.set_defaults(run=cmd_card)
 
     # Listed for --help only: main() hands these to ieiw.training.cli before parsing.
     sub.add_parser("train", help="train InstructDiffusion on the shards (docs/training.md)")

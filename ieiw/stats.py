@@ -201,6 +201,29 @@ def render_text(stats: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(stats: dict[str, Any]) -> str:
-    """The Prefect artifact: the same numbers as ``ieiw stats``, in a code block."""
-    return f"# IEIW build: {stats['rows']} pairs kept\n\n```\n{render_text(stats)}\n```\n"
+def render_markdown(stats: dict[str, Any], report: Path | None = None, failed_units: list[str] | None = None) -> str:
+    """The Prefect markdown artifact: the same numbers as ``ieiw stats``, where the HTML report (pictures
+    the numbers cannot show) was written, and the units that failed after their retries, if any."""
+    text = f"# IEIW build: {stats['rows']} pairs kept\n\n"
+    if report:
+        text += f"HTML report (galleries, histograms): `{report}`\n\n"
+    if failed_units:
+        text += f"**{len(failed_units)} unit(s) failed after retries** (rerun the build to resume them):\n\n"
+        text += "".join(f"- `{line}`\n" for line in failed_units) + "\n"
+    return text + f"```\n{render_text(stats)}\n```\n"
+
+
+def count_table(stats: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Prefect table artifact: one row per (what, name) count, e.g. ("task", "remove", 259)."""
+    rows = []
+    for what, key in (("task", "by_task"), ("source", "by_source"), ("split", "by_split"),
+                      ("rejected", "rejected"), ("failed", "failures")):
+        rows += [{"what": what, "name": str(name), "count": int(count)} for name, count in stats.get(key, {}).items()]
+    return rows
+
+
+def artifact_key(name: str) -> str:
+    """Prefect artifact keys allow lower-case letters, digits and dashes only."""
+    import re
+
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "build"

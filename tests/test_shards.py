@@ -133,3 +133,12 @@ def test_manifest_is_json_with_hashes(tmp_path):
     assert data["schema_version"] == SCHEMA_VERSION and set(data["units"]) == {"u0", "u1"}
     for entry in data["units"].values():
         assert len(entry["sha256"]) == 64 and entry["rows"] == 2
+
+
+def test_shards_and_manifests_are_readable_by_the_team(tmp_path):
+    """Written with the usual umask (022): group and others can read (mkstemp alone would give 0600)."""
+    manifest = Manifest(tmp_path, "ieiw", {"t": 1})
+    info = shards.write_shard(rows_to_table([pair_row(0)]), tmp_path / "u0.parquet")
+    manifest.record("u0", info, "fp", {})
+    for path in (tmp_path / "u0.parquet", tmp_path / "manifest.json"):
+        assert path.stat().st_mode & 0o044 == 0o044, oct(path.stat().st_mode)

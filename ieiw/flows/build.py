@@ -15,15 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
 
 from ieiw import stages
 from ieiw.progress import bar as progress_bar
 from ieiw.builders.base import WorkUnit
+from ieiw.card import write_card
 from ieiw.schemas.config import load_config, missing_models
-from ieiw.stats import compute_stats, render_markdown, write_stats
+from ieiw.report import write_report
+from ieiw.stats import artifact_key, compute_stats, count_table, render_markdown, write_stats
 
 # Transient trouble (a full disk, an NFS hiccup, a GPU server restart) deserves a retry;
 # bad records never raise, they are counted as failures inside the unit.
@@ -71,11 +73,18 @@ def select_task(config: Config, unit: str) -> stages.UnitOutcome:
 
 
 @task(name="summarise", cache_policy=NO_CACHE)
-def summarise_task(config: Config) -> dict[str, Any]:
+def summarise_task(config: Config, failed_units: list[str]) -> dict[str, Any]:
+    """stats.json, the dataset card, the HTML report, and the run's artifacts in the Prefect UI."""
     out = Path(config["out_dir"])
     stats = compute_stats(out / stages.PAIRS)
     write_stats(stats, out / "stats.json")
-    create_markdown_artifact(key=f"ieiw-stats-{config['name']}", markdown=render_markdown(stats), description="IEIW build")
+    write_card(out)
+    report = write_report(out)
+    key = artifact_key(config["name"])
+    create_table_artifact(key=f"ieiw-counts-{key}", table=count_table(stats),
+                          description=f"IEIW build {config['name']}: rows per task / source / split, reasons")
+    create_markdown_artifact(key=f"ieiw-stats-{key}", markdown=render_markdown(stats, report, failed_units),
+                             description=f"IEIW build {config['name']}")
     return stats
 
 
@@ -144,9 +153,10 @@ def build_ieiw(
             skipped = sum(o.skipped for o in stage_outcomes)
             logger.info("%s: %d units done, %d already finished earlier", stage_outcomes[0].stage,
                         len(stage_outcomes) - skipped, skipped)
-    stats = summarise_task(config)
+    failed_units = [f"{call[-1] if isinstance(call[-1], str) else call[-1].key}: {exc!r}" for call, exc in failed]
+    stats = summarise_task(config, failed_units)
     logger.info("kept %d pairs %s in %s", stats["rows"], stats["by_task"], Path(validated.out_dir) / stages.PAIRS)
     if failed:
-        lines = [f"{call[-1]}: {exc!r}" for call, exc in failed]
-        raise RuntimeError(f"{len(failed)} unit task(s) failed after retries (rerun to resume):\n" + "\n".join(lines))
+        raise RuntimeError(f"{len(failed)} unit task(s) failed after retries (rerun to resume):\n"
+                           + "\n".join(failed_units))
     return stats

@@ -1,0 +1,439 @@
+"""`ieiw report`: one self-contained HTML page to judge a build by eye.
+
+A build's numbers (``stats.json``) say how many pairs were kept; only pictures say whether they are any
+good and where a threshold should sit. The page shows the stats, score histograms (kept and rejected,
+with the resolved thresholds), the reasons as bars, a seeded random gallery of kept pairs per task, and
+the rejected pairs nearest each threshold. Everything is inline (CSS, SVG, base64 JPEG thumbnails), so
+the file opens from disk, offline, and can be attached to an issue.
+
+Image columns are read only for the rows shown: light columns first, then the chosen rows' row groups.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+
+from ieiw.crawlers.takedown import Takedown
+from ieiw.filters.selection import BY_SELECTION, RULES, measure
+from ieiw.imageio import Orientation, decode, encode
+from ieiw.schemas.manifest import load_manifest, manifest_path
+from ieiw.schemas.shards import atomic_write_bytes
+from ieiw.stats import compute_stats
+
+REPORT_NAME = "report.html"
+THUMB_SIDE = 256  # px on the long side: enough to judge an edit, small enough for hundreds of images
+THUMB_QUALITY = 85
+NEAR_THRESHOLD = 3  # rejected pairs shown per task and rule
+HIST_BINS = 20
+LIGHT = ("id", "task", "instruction", "origin", "scores", "builder", "split", "reason", "rejected_by")
+IMAGES = ("source_image", "target_image", "mask")
+
+# One histogram per series: (label, value of a scores dict, the rule whose threshold is drawn on it).
+# Gap series appear only when their rule is on: they exist for the threshold, not on their own.
+SERIES: tuple[tuple[str, Callable[[Mapping[str, Any]], Any], str | None], ...] = (
+    ("source aesthetic", lambda s: s.get("source_aesthetic"), None),
+    ("target aesthetic", lambda s: s.get("target_aesthetic"), "min_target_aesthetic"),
+    ("aesthetic gap |a_s - a_t|", lambda s: measure("max_aesthetic_gap", s), "max_aesthetic_gap"),
+    ("source GIQA", lambda s: s.get("source_giqa"), None),
+    ("target GIQA", lambda s: s.get("target_giqa"), "min_target_giqa"),
+    ("GIQA gap |ln g_s - ln g_t|", lambda s: measure("max_giqa_gap", s), "max_giqa_gap"),
+    ("edit consistency", lambda s: s.get("edit_consistency"), None),
+)
+GAP_RULES = {"max_aesthetic_gap", "max_giqa_gap"}
+
+
+@dataclass(frozen=True)
+class Row:
+    """A row's light columns and where its images are (shard path, row index in that shard)."""
+
+    data: dict[str, Any]
+    shard: Path
+    index: int
+
+    @property
+    def scores(self) -> dict[str, Any]:
+        return self.data.get("scores") or {}
+
+
+def write_report(out_dir: Path, path: Path | None = None, gallery_per_task: int = 12, seed: int = 0,
+                 takedown: Iterable[str] = frozenset(), per_rule: int = NEAR_THRESHOLD) -> Path:
+    """Write ``<out_dir>/report.html`` (or ``path``) for the build in ``out_dir``; returns its path.
+
+    ``takedown`` lists row ids, origin record ids or URLs never to show (their rows still count)."""
+    out_dir = Path(out_dir)
+    path = Path(path) if path else out_dir / REPORT_NAME
+    stats = compute_stats(out_dir / "ieiw")
+    blocked = Takedown.load([], takedown)
+    kept = _light_rows(out_dir / "ieiw")
+    rejected = _light_rows(out_dir / "rejected") if manifest_path(out_dir / "rejected").exists() else []
+    thresholds = _thresholds(out_dir, stats)
+    tasks = sorted({r.data["task"] for r in kept} | {r.data["task"] for r in rejected} | set(thresholds))
+
+    body = [f"<h1>IEIW build report</h1><p class='muted'>{_e(out_dir.resolve())}</p>",
+            _banner(kept), _stats_section(stats, thresholds), "<h2>Score histograms</h2>",
+            "<p class='muted'>Per task: kept pairs (blue) with rejected ones stacked on top (red); the dashed"
+            " line is the resolved selection threshold.</p>"]
+    body += [_histograms(task, kept, rejected, thresholds.get(task, {})) for task in tasks]
+    body.append("<h2>Kept pairs (random sample)</h2>")
+    body += [_kept_gallery(task, kept, gallery_per_task, seed, blocked) for task in tasks]
+    body.append("<h2>Rejected pairs nearest each threshold</h2><p class='muted'>Per task and rule: pairs rejected"
+                " by selection whose value is beyond the threshold, nearest first, with the reason that rejected"
+                " them (the first rule they failed): what the threshold is cutting right now.</p>")
+    candidates = _candidate_shards(out_dir)
+    for task in tasks:
+        for rule, limit in thresholds.get(task, {}).items():
+            if limit is not None and rule in RULES:
+                body.append(_near_gallery(task, rule, float(limit), rejected, candidates, per_rule, blocked))
+    page = _PAGE.format(css=_CSS, body="\n".join(body))
+    atomic_write_bytes(path, page.encode())
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def _light_rows(folder: Path) -> list[Row]:
+    """Every row of a stage folder without its image columns, in shard order."""
+    manifest = load_manifest(folder)
+    rows: list[Row] = []
+    for entry in sorted(manifest["units"].values(), key=lambda e: e["shard"]):
+        shard = folder / entry["shard"]
+        present = set(pq.read_schema(shard).names)
+        table = pq.read_table(shard, columns=[c for c in LIGHT if c in present])
+        rows += [Row(data, shard, i) for i, data in enumerate(table.to_pylist())]
+    return rows
+
+
+def _thresholds(out_dir: Path, stats: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
+    """Resolved thresholds per task: the kept folder's stats, completed from calibration.json."""
+    resolved = {task: dict(rules) for task, rules in (stats.get("selection_thresholds") or {}).items()}
+    calibration = out_dir / "calibration.json"
+    if calibration.exists():
+        for task, rules in json.loads(calibration.read_text()).get("thresholds", {}).items():
+            resolved.setdefault(task, dict(rules))
+    return dict(sorted(resolved.items()))
+
+
+def _candidate_shards(out_dir: Path) -> dict[str, tuple[Path, int]]:
+    """Row id -> (candidate shard, row index) holding its images: rejected rows keep none of their own."""
+    folder = out_dir / "candidates"
+    if not manifest_path(folder).exists():
+        return {}
+    where: dict[str, tuple[Path, int]] = {}
+    for entry in load_manifest(folder)["units"].values():
+        shard = folder / entry["shard"]
+        for index, row_id in enumerate(pq.read_table(shard, columns=["id"])["id"].to_pylist()):
+            where[row_id] = (shard, index)
+    return where
+
+
+def _read_images(shard: Path, indices: list[int]) -> dict[int, dict[str, Any]]:
+    """The image columns of the rows at ``indices`` of one shard, reading only their row groups."""
+    handle = pq.ParquetFile(shard)
+    columns = [c for c in IMAGES if c in handle.schema_arrow.names]
+    starts, offset = [], 0
+    for g in range(handle.metadata.num_row_groups):
+        starts.append(offset)
+        offset += handle.metadata.row_group(g).num_rows
+    wanted: dict[int, list[int]] = {}
+    for index in indices:
+        group = max(g for g, start in enumerate(starts) if start <= index)
+        wanted.setdefault(group, []).append(index)
+    found: dict[int, dict[str, Any]] = {}
+    for group, members in wanted.items():
+        table = handle.read_row_group(group, columns=columns).take([i - starts[group] for i in members])
+        found.update(zip(members, table.to_pylist(), strict=True))
+    return found
+
+
+def _images_for(rows: list[Row]) -> list[dict[str, Any]]:
+    """Image cells of ``rows`` (in order), one read per shard."""
+    by_shard: dict[Path, list[int]] = {}
+    for row in rows:
+        by_shard.setdefault(row.shard, []).append(row.index)
+    cells = {shard: _read_images(shard, indices) for shard, indices in by_shard.items()}
+    return [cells[row.shard][row.index] for row in rows]
+
+
+def _shown(row: Mapping[str, Any], blocked: Takedown) -> bool:
+    """False for a row whose id, origin record id (or a part of it) or URL is on the takedown list."""
+    origin = row.get("origin") or {}
+    record = origin.get("record_id") or ""
+    keys = [row.get("id"), record, *record.split("/"), origin.get("url"), origin.get("edit_url")]
+    return not blocked.entries or blocked.blocks(*keys) is None
+
+
+# --------------------------------------------------------------------------------------------- rendering
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _num(value: float | None) -> str:
+    return "off" if value is None else f"{value:.4g}"
+
+
+def _thumbnail(cell: Mapping[str, Any] | None) -> str | None:
+    """A ``data:`` URI of the image as JPEG, at most THUMB_SIDE px on the long side."""
+    if not cell or not cell.get("bytes"):
+        return None
+    pixels = decode(cell["bytes"], Orientation.IGNORE).pixels
+    height, width = pixels.shape[:2]
+    scale = THUMB_SIDE / max(height, width)
+    if scale < 1:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+    return "data:image/jpeg;base64," + base64.b64encode(encode(pixels, "jpeg", THUMB_QUALITY)).decode()
+
+
+def _banner(kept: list[Row]) -> str:
+    """The warning that stand-ins, not the paper's models, made or scored these rows."""
+    names: Counter = Counter()
+    rows = 0
+    for row in kept:
+        builder, scores = row.data.get("builder") or {}, row.scores
+        rows += bool(builder.get("embedded") or scores.get("embedded"))
+        if builder.get("embedded"):
+            names[f"{builder.get('name')}: {builder.get('backend')}"] += 1
+        if scores.get("embedded"):
+            names[f"scores: {scores.get('backend')}"] += 1
+    if not rows:
+        return ""
+    items = "".join(f"<li><code>{_e(name)}</code> ({count} rows)</li>" for name, count in sorted(names.items()))
+    return (f"<div class='banner' id='embedded-warning' role='alert'><strong>Embedded stand-ins:</strong> {rows}"
+            f" of {len(kept)} kept pairs were made or scored by embedded CPU backends, not the paper's models."
+            f" Fine for a demo or a test; do not train on them for results.<ul>{items}</ul></div>")
+
+
+def _count_table(title: str, counts: Mapping[str, int], bars: bool = False) -> str:
+    """A name/count table; with ``bars``, a horizontal bar per row scaled to the largest count."""
+    if not counts:
+        return f"<div class='card'><h3>{_e(title)}</h3><p class='muted'>none</p></div>"
+    top = max(counts.values()) or 1
+    lines = []
+    for name, count in sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0]))):
+        bar = (f"<td class='barcell'><span class='bar' style='width:{100 * count / top:.1f}%'></span></td>"
+               if bars else "")
+        lines.append(f"<tr><td>{_e(name)}</td><td class='n'>{count}</td>{bar}</tr>")
+    return f"<div class='card'><h3>{_e(title)}</h3><table>{''.join(lines)}</table></div>"
+
+
+def _stats_section(stats: Mapping[str, Any], thresholds: Mapping[str, Mapping[str, float | None]]) -> str:
+    headline = "".join(
+        f"<div class='kpi'><span>{stats[key]}</span>{label}</div>"
+        for key, label in (("kept", "kept pairs"), ("records", "source records"), ("candidates", "candidates"),
+                           ("rejected_total", "rejected"), ("failures_total", "failed records")))
+    rules = sorted({rule for rules in thresholds.values() for rule in rules})
+    head = "".join(f"<th>{_e(rule)}</th>" for rule in rules)
+    body = "".join(f"<tr><td>{_e(task)}</td>" + "".join(f"<td class='n'>{_num(t.get(rule))}</td>" for rule in rules)
+                   + "</tr>" for task, t in thresholds.items())
+    limits = (f"<div class='card wide'><h3>Selection thresholds (resolved per task; off = rule not applied)</h3>"
+              f"<table><tr><th>task</th>{head}</tr>{body}</table></div>") if thresholds else ""
+    examples = "".join(f"<li><code>{_e(x)}</code></li>" for x in stats.get("failure_examples", [])[:8])
+    details = f"<details><summary>failure examples</summary><ul>{examples}</ul></details>" if examples else ""
+    return (
+        f"<h2>Stats</h2><div class='kpis'>{headline}</div><div class='cards'>"
+        + _count_table("kept per task", stats["by_task"]) + _count_table("kept per source", stats["by_source"])
+        + _count_table("kept per split", stats.get("by_split") or {})
+        + _count_table("rejected per reason", stats["rejected"], bars=True)
+        + _count_table("failed records per reason", stats["failures"], bars=True)
+        + _count_table("backends (kept rows)", stats.get("backends") or {})
+        + limits + f"</div>{details}"
+    )
+
+
+def histogram_svg(title: str, kept: list[float], rejected: list[float], threshold: float | None = None,
+                  bins: int = HIST_BINS) -> str:
+    """A stacked histogram (kept below, rejected on top) with min/max labels on both axes."""
+    width, height, left, right, top, bottom = 262, 176, 34, 10, 38, 20
+    values = np.asarray(kept + rejected, dtype=np.float64)
+    lo, hi = float(values.min()), float(values.max())
+    if threshold is not None:
+        lo, hi = min(lo, threshold), max(hi, threshold)
+    if hi - lo < 1e-9:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+    n_kept = np.histogram(np.asarray(kept, dtype=np.float64), edges)[0]
+    n_rej = np.histogram(np.asarray(rejected, dtype=np.float64), edges)[0]
+    peak = int((n_kept + n_rej).max()) or 1
+    plot_w, plot_h = width - left - right, height - top - bottom
+    step = plot_w / bins
+    parts = [f"<svg class='hist' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}'"
+             f" viewBox='0 0 {width} {height}' role='img' aria-label='{_e(title)}'><title>{_e(title)}</title>",
+             f"<text x='{left}' y='14' class='t'>{_e(title)}</text>"]
+    for i in range(bins):
+        x = left + i * step
+        h_kept = plot_h * n_kept[i] / peak
+        h_rej = plot_h * n_rej[i] / peak
+        base = top + plot_h
+        tip = f"{edges[i]:.4g} to {edges[i + 1]:.4g}: {n_kept[i]} kept, {n_rej[i]} rejected"
+        if n_kept[i]:
+            parts.append(f"<rect x='{x + 0.5:.1f}' y='{base - h_kept:.1f}' width='{step - 1:.1f}' height='{h_kept:.1f}'"
+                         f" class='k'><title>{tip}</title></rect>")
+        if n_rej[i]:
+            parts.append(f"<rect x='{x + 0.5:.1f}' y='{base - h_kept - h_rej:.1f}' width='{step - 1:.1f}'"
+                         f" height='{h_rej:.1f}' class='r'><title>{tip}</title></rect>")
+    axis_y = top + plot_h
+    parts += [f"<line x1='{left}' y1='{axis_y}' x2='{width - right}' y2='{axis_y}' class='ax'/>",
+              f"<line x1='{left}' y1='{top}' x2='{left}' y2='{axis_y}' class='ax'/>",
+              f"<text x='{left - 4}' y='{top + 8}' class='l' text-anchor='end'>{peak}</text>",
+              f"<text x='{left - 4}' y='{axis_y}' class='l' text-anchor='end'>0</text>",
+              f"<text x='{left}' y='{axis_y + 14}' class='l'>{lo:.4g}</text>",
+              f"<text x='{width - right}' y='{axis_y + 14}' class='l' text-anchor='end'>{hi:.4g}</text>",
+              f"<text x='{left + plot_w / 2:.1f}' y='{axis_y + 14}' class='l t2' text-anchor='middle'>n={len(kept)}"
+              f"{f' + {len(rejected)} rej.' if rejected else ''}</text>"]
+    if threshold is not None:  # labelled above the plot, so it never hides the axis labels
+        x = left + plot_w * (threshold - lo) / (hi - lo)
+        anchor = "start" if x < left + plot_w / 4 else "end" if x > left + 3 * plot_w / 4 else "middle"
+        parts += [f"<line x1='{x:.1f}' y1='{top - 4}' x2='{x:.1f}' y2='{axis_y}' class='th'/>",
+                  f"<text x='{x:.1f}' y='{top - 9}' class='l th2' text-anchor='{anchor}'>threshold"
+                  f" {threshold:.4g}</text>"]
+    return "".join(parts) + "</svg>"
+
+
+def _histograms(task: str, kept: list[Row], rejected: list[Row], thresholds: Mapping[str, float | None]) -> str:
+    mine = [r.scores for r in kept if r.data["task"] == task]
+    theirs = [r.scores for r in rejected if r.data["task"] == task]
+    charts = []
+    for label, value, rule in SERIES:
+        limit = thresholds.get(rule) if rule else None
+        if rule in GAP_RULES and limit is None:
+            continue
+        a = [float(v) for v in map(value, mine) if v is not None]
+        b = [float(v) for v in map(value, theirs) if v is not None]
+        if a or b:
+            charts.append(histogram_svg(label, a, b, limit))
+    inner = "".join(charts) or "<p class='muted'>no scores</p>"
+    return f"<h3>{_e(task)}</h3><div class='hists'>{inner}</div>"
+
+
+def _figure(label: str, uri: str | None, alt: str) -> str:
+    if uri is None:
+        return f"<figure class='thumb none'><div>no {_e(label)}</div><figcaption>{_e(label)}</figcaption></figure>"
+    return f"<figure class='thumb'><img src='{uri}' alt='{_e(alt)}'><figcaption>{_e(label)}</figcaption></figure>"
+
+
+def _scores_text(scores: Mapping[str, Any]) -> str:
+    parts = []
+    for label, a, b in (("aesthetic", "source_aesthetic", "target_aesthetic"), ("GIQA", "source_giqa", "target_giqa")):
+        if scores.get(a) is not None or scores.get(b) is not None:
+            parts.append(f"<span class='nw'>{label} {_num(scores.get(a))} &rarr; {_num(scores.get(b))}</span>")
+    for name in ("edit_consistency", "verification"):
+        if scores.get(name) is not None:
+            parts.append(f"<span class='nw'>{name.replace('_', ' ')} {_num(scores[name])}</span>")
+    return " &middot; ".join(parts) or "unscored"
+
+
+def _pair(row: Row, cells: Mapping[str, Any], note: str = "") -> str:
+    """One pair: source | target | mask, the instruction, scores, backends (and a note)."""
+    data, scores = row.data, row.scores
+    instruction = data.get("instruction") or ""
+    builder = data.get("builder") or {}
+    made = f"{builder.get('name')}: {builder.get('backend')}{' (embedded)' if builder.get('embedded') else ''}"
+    scored = f"{scores.get('backend')}{' (embedded)' if scores.get('embedded') else ''}" if scores else "unscored"
+    images = "".join(_figure(label, _thumbnail(cells.get(column)), f"{label} of: {instruction}"[:200])
+                     for label, column in (("source", "source_image"), ("target", "target_image"),
+                                           ("mask", "mask")))
+    return (f"<div class='pair' data-id='{_e(data['id'])}'><div class='imgs'>{images}</div>"
+            f"<div class='text'><p class='instr'>&ldquo;{_e(instruction)}&rdquo;</p>"
+            f"{f'<p class=note>{note}</p>' if note else ''}<p>{_scores_text(scores)}</p>"
+            f"<p class='muted'>made by {_e(made)}<br>scored by {_e(scored)}<br>"
+            f"{_e((data.get('origin') or {}).get('dataset'))} &middot; split {_e(data.get('split'))} &middot;"
+            f" <code>{_e(data['id'][:12])}</code></p></div></div>")
+
+
+def _gallery(kind: str, task: str, heading: str, rows: list[Row], total: str, notes: list[str] | None = None,
+             rule: str = "") -> str:
+    """A gallery container; ``data-count`` and the visible count are what the browser test checks."""
+    cells = _images_for(rows)
+    notes = notes or [""] * len(rows)
+    pairs = "".join(_pair(r, c, n) for r, c, n in zip(rows, cells, notes, strict=True))
+    plural = "" if len(rows) == 1 else "s"
+    return (f"<section class='gallery' data-kind='{kind}' data-task='{_e(task)}' data-rule='{_e(rule)}'"
+            f" data-count='{len(rows)}'><h3>{heading}</h3><p class='count'>{len(rows)} pair{plural}"
+            f" shown (of {total})</p><div class='pairs'>{pairs}</div></section>")
+
+
+def _kept_gallery(task: str, kept: list[Row], count: int, seed: int, blocked: Takedown) -> str:
+    """A seeded random sample of the task's kept pairs: the same build and seed show the same pairs."""
+    pool = sorted((r for r in kept if r.data["task"] == task and _shown(r.data, blocked)), key=lambda r: r.data["id"])
+    chosen = random.Random(f"{seed}/{task}").sample(pool, min(count, len(pool)))
+    total = sum(r.data["task"] == task for r in kept)
+    return _gallery("kept", task, _e(task), chosen, f"{total} kept")
+
+
+def _near_gallery(task: str, rule: str, limit: float, rejected: list[Row], candidates: Mapping[str, tuple[Path, int]],
+                  count: int, blocked: Takedown) -> str:
+    """The rejected pairs of ``task`` just beyond ``rule``'s threshold, images from the candidate shards."""
+    is_min = RULES[rule][1]
+    beyond = []
+    for row in rejected:
+        if row.data["task"] != task or row.data.get("rejected_by") != BY_SELECTION or not _shown(row.data, blocked):
+            continue
+        value = measure(rule, row.scores)
+        if value is not None and ((value < limit) if is_min else (value > limit)) and row.data["id"] in candidates:
+            beyond.append((abs(value - limit), row.data["id"], value, row))
+    beyond.sort(key=lambda item: item[:2])
+    shown = [(Row(row.data, *candidates[row_id]), value) for _, row_id, value, row in beyond[:count]]
+    notes = [f"<strong>{_e(r.data.get('reason'))}</strong>: {_e(rule)} value {value:.4g}"
+             f" {'&lt;' if is_min else '&gt;'} {limit:.4g}" for r, value in shown]
+    heading = f"{_e(task)} &middot; {_e(rule)}: kept when {'&ge;' if is_min else '&le;'} {limit:.4g}"
+    return _gallery("near-threshold", task, heading, [r for r, _ in shown], f"{len(beyond)} rejected beyond it",
+                    notes, rule)
+
+
+_CSS = """
+:root{--fg:#1d232b;--muted:#5b6672;--line:#d8dee5;--bg:#f6f8fa;--kept:#4c78a8;--rej:#e45756}
+*{box-sizing:border-box}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:var(--fg);
+ background:#fff;margin:0 auto;padding:16px 24px 48px;max-width:1400px}
+h1{margin:4px 0}h2{margin:28px 0 8px;border-bottom:2px solid var(--line);padding-bottom:4px}h3{margin:14px 0 6px}
+.muted{color:var(--muted)}code{font-size:12px}
+.banner{background:#fff4d6;border:2px solid #e0a400;border-left-width:8px;padding:10px 14px;margin:12px 0;
+ border-radius:4px}.banner ul{margin:6px 0 0 18px;padding:0}
+.kpis{display:flex;gap:12px;flex-wrap:wrap}.kpi{background:var(--bg);border:1px solid var(--line);
+ border-radius:6px;padding:8px 14px;color:var(--muted)}
+.kpi span{display:block;font-size:22px;font-weight:600;color:var(--fg)}
+.cards{display:flex;flex-wrap:wrap;gap:12px;margin-top:12px;align-items:flex-start}
+.card{border:1px solid var(--line);border-radius:6px;padding:6px 12px 10px;min-width:220px}.card.wide{flex-basis:100%}
+.card h3{font-size:13px;margin:4px 0 6px;color:var(--muted);font-weight:600}
+table{border-collapse:collapse}td,th{padding:2px 10px 2px 0;text-align:left;vertical-align:middle}
+th{font-weight:600;font-size:12px;color:var(--muted)}td.n{text-align:right;font-variant-numeric:tabular-nums}
+td.barcell{width:180px}.bar{display:block;height:12px;background:var(--rej);border-radius:2px;min-width:2px}
+.hists{display:flex;flex-wrap:wrap;gap:10px}
+svg.hist{background:var(--bg);border:1px solid var(--line);border-radius:4px}
+svg .k{fill:var(--kept)}svg .r{fill:var(--rej)}svg .ax{stroke:#7a8591;stroke-width:1}
+svg .th{stroke:#111;stroke-width:1.5;stroke-dasharray:4 3}svg text{font:11px system-ui,sans-serif;fill:var(--fg)}
+svg .t{font-weight:600;font-size:12px}svg .t2{fill:var(--muted)}svg .th2{font-weight:600}
+.gallery{margin-bottom:18px}.count{color:var(--muted);margin:0 0 6px}
+.pairs{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:10px}
+.pair{border:1px solid var(--line);border-radius:6px;padding:8px;font-size:13px}
+.imgs{display:grid;grid-template-columns:repeat(3,1fr);gap:6px;align-items:start}
+.thumb{margin:0;text-align:center;font-size:12px;color:var(--muted)}
+.thumb img{display:block;width:100%;height:auto;border-radius:3px;background:#eee}
+.thumb.none div{aspect-ratio:4/3;display:flex;align-items:center;justify-content:center;
+ background:var(--bg);border:1px dashed var(--line);border-radius:3px}
+.text{margin-top:6px}.text p{margin:2px 0}.instr{font-size:14px;font-weight:600}
+.nw{white-space:nowrap}.note{background:#fdecea;border-radius:3px;padding:2px 6px;display:inline-block}
+"""
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>IEIW build report</title><style>{css}</style></head>
+<body>
+{body}
+</body></html>
+"""
