@@ -151,7 +151,10 @@ def iter_batches(pairs: Path, selection: Selection, images: bool = True,
     if int(manifest.get("schema_version", 0)) > SCHEMA_VERSION:
         raise ExportError(f"{pairs}: schema version {manifest['schema_version']} is newer than this ieiw"
                           f" ({SCHEMA_VERSION})")
-    for entry in sorted(manifest["units"].values(), key=lambda e: e["shard"]):
+    from ieiw.progress import track
+
+    entries = sorted(manifest["units"].values(), key=lambda e: e["shard"])
+    for entry in track(entries, len(entries), "export", "shard"):
         path = pairs / entry["shard"]
         if not path.is_file():
             raise ExportError(f"{path}: listed in {pairs / 'manifest.json'} but missing (ieiw verify {pairs})")

@@ -303,22 +303,32 @@ def select_unit(build: Build, unit: str) -> UnitOutcome:
     if done := manifest.finished(unit, fingerprint):
         return UnitOutcome(PAIRS, unit, True, done["rows"])
     calibration = Calibration.from_json(json.loads(calibration_path.read_text()))
+    # The join reads the small columns as Python rows; the image columns stay Arrow buffers, filtered
+    # into ieiw/ without a copy through Python objects.
     candidates = read_shard(build.out / CANDIDATES / f"{unit}.parquet")
+    light = candidates.select([n for n in REJECTED_SCHEMA.names + ["drop_reason"] if n in candidates.column_names])
     scored = {r["id"]: r for r in read_shard(build.out / SCORES / f"{unit}.parquet").to_pylist()}
-    kept, rejected = [], []
+    keep, rejected, new_columns = [], [], {"scores": [], "split": [], "duplicate_of": []}
     reasons: Counter = Counter()
-    for row in candidates.to_pylist():
+    for row in light.to_pylist():
         score_row = scored.get(row["id"]) or {}
         row["scores"] = score_row.get("scores")
         row["duplicate_of"] = row.get("duplicate_of") or calibration.duplicates.get(row["id"])
         origin = row["origin"]
         row["split"] = assign_split(origin.get("dataset"), origin.get("image_id"), config.split.val_fraction)
+        for name in new_columns:
+            new_columns[name].append(row[name])
         reason, by = verdict(row, calibration.for_task(row["task"], config.selection))
-        if reason is None:
-            kept.append(row)
-        else:
+        keep.append(reason is None)
+        if reason is not None:
             reasons[reason] += 1
             rejected.append({k: row.get(k) for k in REJECTED_SCHEMA.names} | {"reason": reason, "rejected_by": by})
+    table = candidates
+    for name, values in new_columns.items():
+        table = table.set_column(table.schema.get_field_index(name), table.schema.field(name),
+                                 pa.array(values, type=PAIR_SCHEMA.field(name).type))
+    kept_table = table.filter(pa.array(keep, type=pa.bool_())).replace_schema_metadata(
+        with_metadata(PAIR_SCHEMA).metadata)
     made = upstream["stats"]
     tasks = sorted({row["task"] for row in candidates.select(["task"]).to_pylist()})
     stats = {
@@ -327,14 +337,14 @@ def select_unit(build: Build, unit: str) -> UnitOutcome:
         "failures": made.get("failures", {}),
         "failure_messages": made.get("failure_messages", []),
         "candidates": candidates.num_rows,
-        "kept": len(kept),
+        "kept": kept_table.num_rows,
         "rejected": dict(reasons),
-        "splits": dict(Counter(row["split"] for row in kept)),
+        "splits": dict(Counter(split for split, k in zip(new_columns["split"], keep, strict=True) if k)),
         "thresholds": {task: calibration.for_task(task, config.selection) for task in tasks},
     }
     rejected_shard = write_shard(rows_to_table(rejected, REJECTED_SCHEMA), build.out / REJECTED / f"{unit}.parquet")
     build.manifest(REJECTED).record(unit, rejected_shard, fingerprint, {"rejected": dict(reasons)})
-    shard = write_shard(rows_to_table(kept, PAIR_SCHEMA), build.out / PAIRS / f"{unit}.parquet")
+    shard = write_shard(kept_table, build.out / PAIRS / f"{unit}.parquet")
     manifest.record(unit, shard, fingerprint, stats)
     return UnitOutcome(PAIRS, unit, False, shard.rows, stats)
 

@@ -256,6 +256,11 @@ def train(config: Config, resume: str | None = None) -> TrainResult:
     if config.logging.sample_ids:
         (output_dir / "sample_ids").mkdir(parents=True, exist_ok=True)
         ids_log = output_dir / "sample_ids" / f"rank-{accelerator.process_index}.txt"
+    from ieiw.progress import bar
+
+    progress = bar(max_steps, "train", "step")  # a terminal only, main process only (no bar under CI or logs)
+    progress.disable = progress.disable or not accelerator.is_main_process
+    progress.update(global_step)
     if global_step < max_steps:
         for batch in loader:
             got = time.perf_counter()
@@ -279,6 +284,7 @@ def train(config: Config, resume: str | None = None) -> TrainResult:
             if ema is not None:
                 ema.step(unet.parameters())
             global_step += 1
+            progress.update(1)
             losses.append(step_loss)
             if accelerator.is_main_process:
                 with open(loss_log, "a") as handle:
@@ -300,6 +306,7 @@ def train(config: Config, resume: str | None = None) -> TrainResult:
             if global_step >= max_steps:
                 break
             tick = time.perf_counter()
+    progress.close()
 
     accelerator.wait_for_everyone()
     pipeline_dir = None
