@@ -1,7 +1,7 @@
 """`ieiw stats` (and the HTML report) at the paper's scale, against DuckDB counting the same files.
 
 Writes a synthetic `ieiw/` folder of >= 100k pair rows directly (no pipeline): real shard writer and
-manifest, image cells of 5-50 KB of incompressible bytes each (what JPEGs look like to Parquet), light
+manifest, image cells: real JPEGs of 5-50 KB each, light
 columns shaped like a real build's. Then, in this one process (so no CLI start-up is counted):
 
 - `compute_stats(folder)`: time and peak RSS above the baseline;
@@ -69,20 +69,36 @@ class PeakRss:
         return (self.peak - self.start) / 1e6
 
 
+def jpeg_pool(rng: np.random.Generator, count: int = 512) -> list[bytes]:
+    """Real JPEGs of 5-50 KB (noisy gradients at random sizes and qualities): decodable by the report,
+    incompressible to Parquet like photos. Reused at random across rows; Parquet's dictionary page fills
+    after a few dozen such values, so files stay as large as with all-distinct images."""
+    from ieiw.imageio import encode
+
+    pool: list[bytes] = []
+    while len(pool) < count:
+        side = int(rng.integers(96, 300))
+        ramp = np.linspace(0, 255, side)
+        pixels = np.clip(np.add.outer(ramp, ramp)[..., None] / 2 + rng.normal(0, 30, (side, side, 3)), 0, 255)
+        data = encode(pixels.astype(np.uint8), "jpeg", int(rng.integers(60, 95)))
+        if 5_000 <= len(data) <= 50_000:
+            pool.append(data)
+    return pool
+
+
 def make_corpus(out: Path, rows: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
-    pool = rng.integers(0, 256, 50_000 * 64, dtype=np.uint8).tobytes()  # sliced: random, cheap to make
+    pool = jpeg_pool(rng)
     manifest = Manifest(out / "ieiw", "ieiw", {"unit_size": UNIT_ROWS})
     for unit, start in enumerate(range(0, rows, UNIT_ROWS)):
         batch = []
         for i in range(start, min(start + UNIT_ROWS, rows)):
-            sizes = rng.integers(5_000, 50_000, 2)
-            offsets = rng.integers(0, len(pool) - 50_000, 2)
+            pick = rng.integers(0, len(pool), 2)
             task = TASKS[i % 4]
             batch.append({
                 "id": f"{i:032x}", "task": task, "instruction": f"remove the red object number {i % 97}",
-                "source_image": image_cell(b"\xff\xd8\xff" + pool[offsets[0]:offsets[0] + sizes[0]], "s.jpg"),
-                "target_image": image_cell(b"\xff\xd8\xff" + pool[offsets[1]:offsets[1] + sizes[1]], "t.jpg"),
+                "source_image": image_cell(pool[pick[0]], "s.jpg"),
+                "target_image": image_cell(pool[pick[1]], "t.jpg"),
                 "mask": None, "width": 640, "height": 480,
                 "origin": {"dataset": ("phrasecut", "sa1b", "reddit")[i % 3], "record_id": str(i), "image_id": str(i // 2)},
                 "exemplar": None,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import logging
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -27,12 +28,13 @@ import pyarrow.parquet as pq
 
 from ieiw.crawlers.takedown import Takedown
 from ieiw.filters.selection import BY_SELECTION, RULES, measure
-from ieiw.imageio import Orientation, decode, encode
+from ieiw.imageio import ImageDecodeError, Orientation, decode, encode
 from ieiw.schemas.manifest import load_manifest, manifest_path
 from ieiw.schemas.shards import atomic_write_bytes
 from ieiw.stats import compute_stats
 
 REPORT_NAME = "report.html"
+log = logging.getLogger("ieiw")
 THUMB_SIDE = 256  # px on the long side: enough to judge an edit, small enough for hundreds of images
 THUMB_QUALITY = 85
 NEAR_THRESHOLD = 3  # rejected pairs shown per task and rule
@@ -190,7 +192,11 @@ def _thumbnail(cell: Mapping[str, Any] | None) -> str | None:
     """A ``data:`` URI of the image as JPEG, at most THUMB_SIDE px on the long side."""
     if not cell or not cell.get("bytes"):
         return None
-    pixels = decode(cell["bytes"], Orientation.IGNORE).pixels
+    try:
+        pixels = decode(cell["bytes"], Orientation.IGNORE).pixels
+    except ImageDecodeError as exc:  # a bad cell costs its thumbnail, not the report
+        log.warning("report: %s does not decode: %s", cell.get("path"), exc)
+        return None
     height, width = pixels.shape[:2]
     scale = THUMB_SIDE / max(height, width)
     if scale < 1:

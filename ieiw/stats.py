@@ -9,7 +9,9 @@ no row becomes a Python object, so 100k rows cost seconds and little memory (ben
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,24 +34,30 @@ LIGHT_FIELDS = (
 
 
 def _shard_light(path: Path) -> pa.Table:
-    """The light columns of one shard, read by column path (pyarrow reads only those column chunks)."""
-    schema = pq.read_schema(path)
+    """The light columns of one shard, read by column path (pyarrow reads only those column chunks;
+    the footer is parsed once)."""
+    handle = pq.ParquetFile(path)
+    schema = handle.schema_arrow
     present = []
     for name, column in LIGHT_FIELDS:
         top, _, child = column.partition(".")
         if top in schema.names and (not child or schema.field(top).type.get_field_index(child) >= 0):
             present.append((name, column))
-    table = pq.read_table(path, columns=[column for _, column in present]) if present else pa.table({})
-    arrays = dict(zip([name for name, _ in present], table.columns, strict=True))
-    rows = pq.ParquetFile(path).metadata.num_rows
-    out = {}
-    for name, column in LIGHT_FIELDS:  # a missing column (v1 shard, rejected/ folder) is all null
-        out[name] = arrays.get(name, pa.nulls(rows))
-    return pa.table(out)
+    # ParquetFile.read keeps the nesting: "origin.dataset" comes back as a struct "origin" of one field.
+    table = handle.read(columns=[column for _, column in present]) if present else pa.table({})
+    arrays = {}
+    for name, column in present:
+        top, _, child = column.partition(".")
+        arrays[name] = pc.struct_field(table[top], child) if child else table[top]
+    rows = handle.metadata.num_rows
+    return pa.table({name: arrays.get(name, pa.nulls(rows)) for name, _ in LIGHT_FIELDS})
 
 
 def _light_table(folder: Path, manifest: dict[str, Any]) -> pa.Table:
-    parts = [_shard_light(folder / e["shard"]) for e in sorted(manifest["units"].values(), key=lambda e: e["shard"])]
+    paths = [folder / e["shard"] for e in sorted(manifest["units"].values(), key=lambda e: e["shard"])]
+    # Shards decode in parallel (pyarrow releases the GIL), as DuckDB's scan does; order is kept.
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        parts = list(pool.map(_shard_light, paths))
     parts = [p for p in parts if p.num_rows]
     if not parts:
         return pa.table({name: pa.array([], pa.null()) for name, _ in LIGHT_FIELDS} | {
