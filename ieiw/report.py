@@ -89,7 +89,9 @@ def write_report(out_dir: Path, path: Path | None = None, gallery_per_task: int 
             " line is the resolved selection threshold.</p>"]
     body += [_histograms(task, kept, rejected, thresholds.get(task, {})) for task in tasks]
     body.append("<h2>Kept pairs (random sample)</h2>")
-    body += [_kept_gallery(task, kept, gallery_per_task, seed, blocked) for task in tasks]
+    from ieiw.progress import track
+
+    body += [_kept_gallery(task, kept, gallery_per_task, seed, blocked) for task in track(tasks, len(tasks), "report")]
     body.append("<h2>Rejected pairs nearest each threshold</h2><p class='muted'>Per task and rule: pairs rejected"
                 " by selection whose value is beyond the threshold, nearest first, with the reason that rejected"
                 " them (the first rule they failed): what the threshold is cutting right now.</p>")
