@@ -103,13 +103,19 @@ class PairMaker:
             except cv2.error as exc:  # a degenerate image OpenCV cannot handle: this edit only
                 fail("align_error", f"edit {cand.url}: OpenCV failed: {exc}", erid)
                 continue
+            edit_rotated = orientation_of(edit_bytes) != 1
             if not verdict.ok:
-                fail(
-                    verdict.reason or "rejected",
-                    f"edit {cand.url}: {verdict.message}; scores {canonical_json(verdict.scores)}",
-                    erid,
-                )
+                # Not a pair for the corpus, but a candidate all the same: it reaches rejected/ with its
+                # reason and its scores, so the validation thresholds can be tuned on what they reject.
                 result.counters[f"rejected_{verdict.reason}"] += 1
+                source = encode(original, out_fmt) if original_rotated else original_bytes
+                target = encode(edit, out_fmt) if edit_rotated else edit_bytes
+                result.rows.append(self._row(
+                    thread, cand, instruction, pair_id, erid, params, verdict,
+                    (source, out_ext if original_rotated else extension_for_format(original_fmt)),
+                    (target, out_ext if edit_rotated else extension_for_format(edit_fmt)),
+                    edit.shape[:2], drop_reason=verdict.reason or "rejected",
+                ))
                 continue
             assert verdict.source is not None and verdict.target is not None
             # Fetched bytes are stored as fetched unless they carry an EXIF rotation: decoders disagree on
@@ -118,65 +124,73 @@ class PairMaker:
                 src_bytes, src_ext = original_bytes, extension_for_format(original_fmt)
             else:
                 src_bytes, src_ext = encode(verdict.source, out_fmt), out_ext
-            if verdict.target_resized or orientation_of(edit_bytes) != 1:
+            if verdict.target_resized or edit_rotated:
                 tgt_bytes, tgt_ext = encode(verdict.target, out_fmt), out_ext
             else:
                 tgt_bytes, tgt_ext = edit_bytes, extension_for_format(edit_fmt)
-            height, width = verdict.target.shape[:2]
-            details = {
-                **params,
-                "alignment": verdict.scores,
-                "original_url": original_url,
-                "edit_url": cand.url,
-                "edit_rank": cand.rank,
-                "edit_score": c.score,
-                "edit_permalink": c.permalink,
-                "edit_created_utc": c.created_utc,
-                "post_author": thread.author,
-                "edit_author": c.author,
-                "post_title": thread.title,
-            }
-            result.rows.append(
-                {
-                    "id": pair_id,
-                    "task": "web",
-                    "instruction": instruction,
-                    "source_image": image_cell(src_bytes, f"{pair_id}_source.{src_ext}"),
-                    "target_image": image_cell(tgt_bytes, f"{pair_id}_target.{tgt_ext}"),
-                    "mask": None,
-                    "width": int(width),
-                    "height": int(height),
-                    "origin": {
-                        "dataset": thread.dataset,
-                        "split": None,
-                        "record_id": erid,  # the edit's record: what its row id hashes
-                        "image_id": thread.id,  # the original's: the split is drawn from it, all edits share it
-                        "phrase": None,
-                        "url": thread.permalink,
-                        "license": thread.license,
-                        "authors": [a for a in (thread.author, c.author) if a] or None,  # poster, editor
-                        "edit_url": cand.url,
-                        "created_utc": thread.created_utc,
-                    },
-                    "exemplar": None,
-                    "scores": {
-                        "backend": ALIGN_BACKEND,
-                        "embedded": False,
-                        "source_aesthetic": None,
-                        "target_aesthetic": None,
-                        "source_giqa": None,
-                        "target_giqa": None,
-                        "edit_consistency": float(verdict.scores["similarity"]),
-                    },
-                    "builder": {
-                        "name": "crawl",
-                        "backend": f"{self.source_backend}+{ALIGN_BACKEND}",
-                        "embedded": False,
-                        "model": None,
-                        "seed": None,
-                        "params": canonical_json(details),
-                    },
-                }
-            )
+            result.rows.append(self._row(thread, cand, instruction, pair_id, erid, params, verdict,
+                                         (src_bytes, src_ext), (tgt_bytes, tgt_ext), verdict.target.shape[:2]))
             accepted += 1
             result.counters["pairs"] += 1
+
+    def _row(self, thread: Thread, cand: Any, instruction: str, pair_id: str, erid: str, params: dict[str, Any],
+             verdict: Any, source: tuple[bytes, str], target: tuple[bytes, str], shape: tuple[int, ...],
+             drop_reason: str | None = None) -> dict[str, Any]:
+        """One ``web`` candidate row: an accepted pair, or (with ``drop_reason``) an edit validation rejected."""
+        c = cand.comment
+        height, width = shape[:2]
+        details = {
+            **params,
+            "alignment": verdict.scores,
+            "original_url": thread.image_urls[0],
+            "edit_url": cand.url,
+            "edit_rank": cand.rank,
+            "edit_score": c.score,
+            "edit_permalink": c.permalink,
+            "edit_created_utc": c.created_utc,
+            "post_author": thread.author,
+            "edit_author": c.author,
+            "post_title": thread.title,
+        }
+        similarity = verdict.scores.get("similarity")
+        return {
+            "id": pair_id,
+            "task": "web",
+            "instruction": instruction,
+            "source_image": image_cell(source[0], f"{pair_id}_source.{source[1]}"),
+            "target_image": image_cell(target[0], f"{pair_id}_target.{target[1]}"),
+            "mask": None,
+            "width": int(width),
+            "height": int(height),
+            "origin": {
+                "dataset": thread.dataset,
+                "split": None,
+                "record_id": erid,  # the edit's record: what its row id hashes
+                "image_id": thread.id,  # the original's: the split is drawn from it, all edits share it
+                "phrase": None,
+                "url": thread.permalink,
+                "license": thread.license,
+                "authors": [a for a in (thread.author, c.author) if a] or None,  # poster, editor
+                "edit_url": cand.url,
+                "created_utc": thread.created_utc,
+            },
+            "exemplar": None,
+            "scores": {
+                "backend": ALIGN_BACKEND,
+                "embedded": False,
+                "source_aesthetic": None,
+                "target_aesthetic": None,
+                "source_giqa": None,
+                "target_giqa": None,
+                "edit_consistency": float(similarity) if similarity is not None else None,
+            },
+            "builder": {
+                "name": "crawl",
+                "backend": f"{self.source_backend}+{ALIGN_BACKEND}",
+                "embedded": False,
+                "model": None,
+                "seed": None,
+                "params": canonical_json(details),
+            },
+            "drop_reason": drop_reason,
+        }

@@ -43,18 +43,21 @@ def sample_build():
 def test_bundled_sample_builds_web_rows_offline(sample_build, connects):
     builder, rows, failures, records = sample_build
     assert builder.config.http.replay_only is True
-    assert len(rows) == 10 and records == 12
+    accepted = [r for r in rows if not r.get("drop_reason")]
+    dropped = [r for r in rows if r.get("drop_reason")]
+    assert len(accepted) == 10 and records == 12
     assert builder.session.network_requests == 0
     table = rows_to_table(rows)
-    assert table.column("task").to_pylist() == ["web"] * 10
-    assert len(set(table.column("id").to_pylist())) == 10
-    assert sorted(f.reason for f in failures) == sorted(
-        ["non_derivative", "no_op", "changes_everything", "over_18", "video", "removed", "not_image", "takedown"]
-    )
+    assert table.column("task").to_pylist() == ["web"] * 13
+    assert len(set(table.column("id").to_pylist())) == 13
+    # edits that validation rejects are candidates too: rows with a drop_reason (rejected/ keeps them, scored)
+    assert sorted(r["drop_reason"] for r in dropped) == ["changes_everything", "no_op", "non_derivative"]
+    assert all(r["source_image"]["bytes"] and r["target_image"]["bytes"] for r in dropped)
+    assert sorted(f.reason for f in failures) == sorted(["over_18", "video", "removed", "not_image", "takedown"])
     takedown = next(f for f in failures if f.reason == "takedown")
     assert takedown.record_id == "sp0010/c0010b"
     assert all(f.file and f.file.endswith("submissions.ndjson.zst") for f in failures)
-    for row in rows:
+    for row in accepted:
         assert row["origin"]["url"].startswith("https://www.reddit.com/r/PhotoshopRequest/comments/")
         assert row["origin"]["created_utc"] > 1.7e9 and row["origin"]["license"] == "unknown"
         assert row["builder"]["embedded"] is False and row["builder"]["name"] == "crawl"

@@ -47,7 +47,8 @@ def test_end_to_end_web_pairs_then_cached_rerun(server, http_config, tmp_path, m
     rows, failures = build_all(WebCrawlBuilder(cfg, tmp_path))
 
     table = rows_to_table(rows)  # the row contract holds
-    assert table.num_rows == len(rows) == 10
+    accepted = [r for r in rows if not r.get("drop_reason")]
+    assert table.num_rows == len(rows) == 13 and len(accepted) == 10
     assert {r["task"] for r in rows} == {"web"}
     by_key = {r["origin"]["record_id"]: r for r in rows}
     # the more stub was expanded: c0001b only exists behind it
@@ -66,7 +67,7 @@ def test_end_to_end_web_pairs_then_cached_rerun(server, http_config, tmp_path, m
     assert row["builder"]["name"] == "crawl" and row["builder"]["embedded"] is False
     assert row["instruction"] == "Can someone remove the red ball from the grass? It's my favourite photo of my dog."
     assert 0.9 < row["scores"]["edit_consistency"] <= 1.0
-    reasons = sorted(f.reason for f in failures)
+    reasons = sorted([f.reason for f in failures] + [r["drop_reason"] for r in rows if r.get("drop_reason")])
     assert reasons == sorted(
         ["non_derivative", "no_op", "changes_everything", "over_18", "video", "removed", "not_image", "takedown"]
     )
@@ -89,7 +90,7 @@ def test_end_to_end_web_pairs_then_cached_rerun(server, http_config, tmp_path, m
     assert len(server.log) == n_requests and connects == []
     assert [r["id"] for r in rows2] == [r["id"] for r in rows]
     assert [r["target_image"]["bytes"] for r in rows2] == [r["target_image"]["bytes"] for r in rows]
-    assert sorted(f.reason for f in failures2) == reasons
+    assert sorted([f.reason for f in failures2] + [r["drop_reason"] for r in rows2 if r.get("drop_reason")]) == reasons
 
 
 def test_missing_credentials_is_a_named_failure(server, http_config, tmp_path):
