@@ -115,6 +115,17 @@ class ValidationConfig(StrictModel):
     min_changed: float = 0.003  # below: no-op
     max_changed: float = 0.85  # above: changes everything
     min_similarity: float = 0.6  # correlation outside the changed area; below: not a derivative
+    # Evidence of derivation, measured on the whole aligned pair before the change map excludes anything:
+    texture_keypoints: int = 300  # ORB keypoints in the original from which it counts as textured
+    structure_side: int = 256  # the structure comparison runs at this long side
+    structure_window: float = 3.0  # Gaussian window (pixels at structure_side) of the local correlation
+    structure_floor: float = 2.0  # gradient std (grey levels) below which a window carries no structure
+    structure_match: float = 0.5  # local correlation of gradient magnitudes from which a window is explained
+    min_structure: float = 0.5  # share of the candidate's structure the original explains; below: non_derivative
+    min_informative: float = 0.02  # share of the frame with structure below which a flat original is featureless
+    flat_delta_e: float = 6.0  # featureless originals: colours (downscaled, Lab) agree below this distance
+    min_flat_agreement: float = 0.5  # featureless originals: share of the frame that agrees; below: non_derivative
+    max_grade_residual: float = 6.0  # per-channel tone-curve error (grey levels) up to which a change is a grade
 
 
 class TakedownConfig(StrictModel):

@@ -20,7 +20,7 @@ from .align import validate_edit
 from .config import CrawlConfig
 from .http import FetchError, PoliteSession
 from .images import fetch_image
-from .instructions import clean_instruction
+from .instructions import clean_instruction, instruction_from_comment
 from .posts import Thread, rank_edits, skip_reason
 from .takedown import Takedown
 
@@ -136,8 +136,15 @@ class PairMaker:
     def _row(self, thread: Thread, cand: Any, instruction: str, pair_id: str, erid: str, params: dict[str, Any],
              verdict: Any, source: tuple[bytes, str], target: tuple[bytes, str], shape: tuple[int, ...],
              drop_reason: str | None = None) -> dict[str, Any]:
-        """One ``web`` candidate row: an accepted pair, or (with ``drop_reason``) an edit validation rejected."""
+        """One ``web`` candidate row: an accepted pair, or (with ``drop_reason``) an edit validation rejected.
+
+        The instruction is the editor's own account of the edit when the comment gives one ("removed the guy
+        on the left" -> "Remove the guy on the left."): it says what this target shows, which the request
+        may say only in part; otherwise the cleaned request."""
         c = cand.comment
+        narrowed = instruction_from_comment(c.body or "")
+        if narrowed and len(narrowed) <= self.config.pairs.max_instruction_chars:
+            instruction = narrowed
         height, width = shape[:2]
         details = {
             **params,
@@ -151,6 +158,7 @@ class PairMaker:
             "post_author": thread.author,
             "edit_author": c.author,
             "post_title": thread.title,
+            "instruction_from": "editor_comment" if narrowed and instruction == narrowed else "request",
         }
         similarity = verdict.scores.get("similarity")
         return {

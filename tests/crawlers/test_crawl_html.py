@@ -76,7 +76,7 @@ def test_html_threads_become_web_pairs(server, http_config, tmp_path):
     ]
     assert {r["origin"]["image_id"] for r in result.rows} == {thread_id}  # one original: one split
     row = result.rows[0]
-    assert row["instruction"] == "Remove the red ball. Please remove the ball."
+    assert row["instruction"] == "Remove the red ball."
     assert row["origin"]["dataset"] == "psforum" and row["origin"]["license"] == "CC-BY-4.0"
     assert row["origin"]["url"] == pages[0] and row["origin"]["created_utc"] == 1714564800.0
     reasons = {f.record_id: f.reason for f in result.failures}

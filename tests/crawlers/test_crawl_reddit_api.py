@@ -65,7 +65,7 @@ def test_end_to_end_web_pairs_then_cached_rerun(server, http_config, tmp_path, m
     assert row["origin"]["edit_url"] == f"{server.base}/i.redd.it/c0001a.jpg"
     assert row["origin"]["license"] == "unknown" and row["origin"]["dataset"] == "reddit"
     assert row["builder"]["name"] == "crawl" and row["builder"]["embedded"] is False
-    assert row["instruction"] == "Can someone remove the red ball from the grass? It's my favourite photo of my dog."
+    assert row["instruction"] == "Remove the red ball from the grass."
     assert 0.9 < row["scores"]["edit_consistency"] <= 1.0
     reasons = sorted([f.reason for f in failures] + [r["drop_reason"] for r in rows if r.get("drop_reason")])
     assert reasons == sorted(
