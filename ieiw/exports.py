@@ -35,7 +35,6 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -48,7 +47,7 @@ from ieiw.crawlers.takedown import Takedown
 from ieiw.imageio import extension, extension_for_format
 from ieiw.schemas.manifest import load_manifest
 from ieiw.schemas.rows import IMAGE, SCHEMA_VERSION, _hf_feature
-from ieiw.schemas.shards import TMP_PREFIX, fsync_dir
+from ieiw.schemas.shards import TMP_PREFIX, atomic_file, fsync_dir
 
 PAIRS = "ieiw"  # the corpus folder of a build (ieiw.stages.PAIRS; not imported: it pulls the builders in)
 FORMATS = ("instructdiffusion", "hf-instructpix2pix", "webdataset")
@@ -176,21 +175,6 @@ def iter_batches(pairs: Path, selection: Selection, images: bool = True,
 
 
 # -- outputs -----------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def atomic_file(path: Path) -> Iterator[IO[bytes]]:
-    """A file written under a temp name in its folder, fsynced and renamed to ``path`` on success."""
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def image_extension(cell: dict[str, Any]) -> str:

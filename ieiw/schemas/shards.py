@@ -12,8 +12,11 @@ import hashlib
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -66,14 +69,17 @@ def _file_mode() -> int:
 FILE_MODE = _file_mode()
 
 
-def atomic_write_bytes(path: Path, data: bytes | pa.Buffer) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+@contextmanager
+def atomic_file(path: Path) -> Iterator[IO[bytes]]:
+    """A file written under a temp name in its folder, fsynced and renamed to ``path`` on success (for
+    writers that stream); readers see the old file or the new one, never a part."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
     try:
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -81,6 +87,12 @@ def atomic_write_bytes(path: Path, data: bytes | pa.Buffer) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes | pa.Buffer) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+    with atomic_file(path) as handle:
+        handle.write(data)
 
 
 def write_shard(table: pa.Table, path: Path, row_group_size: int = 64) -> ShardFile:
