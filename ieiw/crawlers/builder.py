@@ -1,6 +1,8 @@
 """``WebCrawlBuilder``: the photoshop-request crawl as a candidate builder the build flow can run.
 
-Units: ranges of submission lines of each dump, chunks of post ids from the OAuth API listing
+Units: row groups of each dump's index (``dump_index``: one pass keeps the subreddit's submissions and
+their image-bearing comments in Parquet, in :meth:`prepare` or on first :meth:`plan`), chunks of post
+ids from the OAuth API listing
 (walked once in :meth:`plan`, through the cache), and chunks of HTML thread pages. ``build_unit``
 turns each thread into rows with :class:`~ieiw.crawlers.pairs.PairMaker`; bad lines, refused URLs
 and rejected edits come back as failures with stable reasons.
@@ -11,8 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +22,19 @@ from ieiw.builders.base import BuildContext, CandidateBuilder, Failure, UnitResu
 
 from .cache import ResponseCache
 from .config import CrawlConfig, DumpSourceConfig, resolve
-from .dumps import BadLine, link_post_id, open_text, post_id, read_ndjson
+from .dump_index import COMMENT_KEYS, IndexResult, fingerprint_digest, index_dump, index_fingerprint, load_index
+from .dump_index import read_comments, read_posts
+from .dumps import post_id
 from .html_source import HtmlSource
 from .http import FetchError, PoliteSession
 from .pairs import ALIGN_BACKEND, PairMaker
-from .posts import Thread, comment_image_urls, thread_from_reddit
+from .posts import Thread, thread_from_reddit
 from .reddit_api import RedditApi
 from .takedown import Takedown
 
 log = logging.getLogger(__name__)
-COMMENT_KEYS = ("id", "name", "author", "score", "body", "created_utc", "permalink", "media_metadata", "link_id")
+__all__ = ["COMMENT_KEYS", "WebCrawlBuilder"]
+INDEX_DIR = "crawl-index"  # under the build's out_dir; without a BuildContext, under the temp folder
 
 
 class WebCrawlBuilder(CandidateBuilder):
@@ -40,6 +45,12 @@ class WebCrawlBuilder(CandidateBuilder):
     def __init__(self, config: CrawlConfig, context: BuildContext | Path):
         self.config = config
         self.root = Path(context.root if isinstance(context, BuildContext) else context)
+        # Where the dump indexes live: the build's out_dir, or (a builder made from a bare root, as in
+        # tests and scripts) a per-root folder under the temp dir.
+        if isinstance(context, BuildContext):
+            self.index_dir: Path | None = Path(context.out_dir) / INDEX_DIR
+        else:
+            self.index_dir = None
         t = config.takedown
         self.takedown = Takedown.load([resolve(self.root, f) for f in t.files], t.entries)
         self._init_state()
@@ -48,11 +59,11 @@ class WebCrawlBuilder(CandidateBuilder):
         self._lock = threading.Lock()  # the flow may run units of one builder in threads
         self._session: PoliteSession | None = None
         self._reddit: RedditApi | None = None
-        self._comment_index: dict[int, tuple[dict[str, list[dict[str, Any]]], list[BadLine]]] = {}
+        self._indexes: dict[int, IndexResult] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         """Picklable (process/Dask task runners): sessions, locks and indexes are rebuilt on arrival."""
-        return {"config": self.config, "root": self.root, "takedown": self.takedown}
+        return {"config": self.config, "root": self.root, "takedown": self.takedown, "index_dir": self.index_dir}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -81,19 +92,24 @@ class WebCrawlBuilder(CandidateBuilder):
             return self._reddit
 
     # -- CandidateBuilder -----------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Index every dump once (one streaming pass; skipped when the index matches its inputs)."""
+        for i in range(len(self.config.dumps)):
+            self._index(i)
+
     def plan(self) -> list[WorkUnit]:
         units: list[WorkUnit] = []
         n = self.config.posts_per_unit
-        for i, dump in enumerate(self.config.dumps):
-            path = resolve(self.root, dump.submissions)
-            lines = _count_lines(path)
-            for k, start in enumerate(range(0, max(lines, 1), n)):
-                if lines == 0:
-                    break
+        for i in range(len(self.config.dumps)):
+            index = self._index(i)
+            if index is None:
+                continue
+            rows = index.post_rows
+            for k, start in enumerate(range(0, rows, n)):
                 units.append(
                     WorkUnit(
                         key=f"crawl-dump{i}-{k:05d}",
-                        payload={"source": "dump", "dump": i, "start": start, "stop": min(start + n, lines)},
+                        payload={"source": "dump", "dump": i, "start": start, "stop": min(start + n, rows)},
                     )
                 )
         if self.config.reddit_api is not None:
@@ -163,59 +179,69 @@ class WebCrawlBuilder(CandidateBuilder):
         }
 
     # -- sources --------------------------------------------------------------------------------
+    def _index_folder(self, i: int, dump: DumpSourceConfig) -> Path:
+        if self.index_dir is not None:
+            return self.index_dir / f"dump{i}"
+        subs, coms = resolve(self.root, dump.submissions), resolve(self.root, dump.comments)
+        key = fingerprint_digest({"root": str(self.root.resolve()), "s": str(subs), "c": str(coms)})[:16]
+        return Path(tempfile.gettempdir()) / "ieiw-crawl-index" / f"dump{i}-{key}"
+
+    def _index(self, i: int) -> IndexResult | None:
+        """The index of dump ``i`` (built when missing or stale); None when its submissions are missing."""
+        dump = self.config.dumps[i]
+        subs, coms = resolve(self.root, dump.submissions), resolve(self.root, dump.comments)
+        if not subs.exists():
+            log.warning("dump %s does not exist: no units planned for it", subs)
+            return None
+        if not coms.exists():
+            log.warning("comment dump %s does not exist: posts of dump %d have no comments", coms, i)
+        fp = index_fingerprint(subs, coms, dump.subreddit, self.config.posts_per_unit)
+        with self._lock:
+            cached = self._indexes.get(i)
+            if cached is not None and cached.fingerprint == fp:
+                return cached
+        folder = self._index_folder(i, dump)
+        index = load_index(folder, fp) or index_dump(subs, coms, dump.subreddit, folder, self.config.posts_per_unit)
+        with self._lock:
+            self._indexes[i] = index
+        return index
+
     def _build_dump(self, payload: dict[str, Any], result: UnitResult) -> None:
         dump = self.config.dumps[payload["dump"]]
         path = resolve(self.root, dump.submissions)
-        comments, bad_comment_lines = self._comments_for(payload["dump"], dump)
-        if payload["start"] == 0:  # comment-file problems are reported once, by the first unit
-            for bad in bad_comment_lines:
-                result.failures.append(Failure("bad_line", f"line {bad.line}", bad.file, bad.message))
+        index = self._index(payload["dump"])
+        if index is None:
+            return
+        if payload["start"] == 0:  # dump-wide findings are reported once, by the first unit
+            comments_file = str(resolve(self.root, dump.comments))
+            for line, message in index.comment_bad_lines:
+                result.failures.append(Failure("bad_line", f"line {line}", comments_file, message))
+            if index.counts.get("other_subreddit"):
+                result.counters["other_subreddit"] += index.counts["other_subreddit"]
+        posts = read_posts(index, payload["start"], payload["stop"])
+        comments = read_comments(index, payload["start"], payload["stop"])
         maker = self._maker("reddit-dump")
-        for line_no, obj in _lines(path, payload["start"], payload["stop"]):
-            if isinstance(obj, BadLine):
+        columns = [posts.column(c).to_pylist() for c in ("line", "kind", "json")]
+        for offset, (line_no, kind, text) in enumerate(zip(*columns)):
+            if kind == "bad_line":
                 result.records += 1
-                result.failures.append(Failure("bad_line", f"line {obj.line}", obj.file, obj.message))
+                result.failures.append(Failure("bad_line", f"line {line_no}", str(path), text))
                 continue
+            obj = json.loads(text)
             pid = post_id(obj)
             if not pid:
                 result.records += 1
                 result.failures.append(Failure("bad_record", f"line {line_no}", str(path), "submission without id"))
                 continue
-            sub = str(obj.get("subreddit") or "")
-            if dump.subreddit and sub and sub.lower() != dump.subreddit.lower():
-                result.counters["other_subreddit"] += 1
-                continue
             try:
-                thread = thread_from_reddit(obj, comments.get(pid, []), dump.dataset, str(path))
+                thread = thread_from_reddit(
+                    obj, comments.get(payload["start"] + offset, []), dump.dataset, str(path)
+                )
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 result.records += 1
                 result.failures.append(Failure("bad_record", pid, str(path), f"line {line_no}: {exc!r}"))
                 continue
             maker.process(thread, result)
-
-    def _comments_for(
-        self, index: int, dump: DumpSourceConfig
-    ) -> tuple[dict[str, list[dict[str, Any]]], list[BadLine]]:
-        """Image-bearing comments by post id, read once per process (trimmed to the needed keys)."""
-        with self._lock:
-            return self._comments_locked(index, dump)
-
-    def _comments_locked(
-        self, index: int, dump: DumpSourceConfig
-    ) -> tuple[dict[str, list[dict[str, Any]]], list[BadLine]]:
-        if index not in self._comment_index:
-            by_post: dict[str, list[dict[str, Any]]] = {}
-            bad: list[BadLine] = []
-            path = resolve(self.root, dump.comments)
-            for obj in read_ndjson(path):
-                if isinstance(obj, BadLine):
-                    bad.append(obj)
-                    continue
-                pid = link_post_id(obj)
-                if pid and comment_image_urls(obj):
-                    by_post.setdefault(pid, []).append({k: obj.get(k) for k in COMMENT_KEYS})
-            self._comment_index[index] = (by_post, bad)
-        return self._comment_index[index]
 
     def _build_api(self, payload: dict[str, Any], result: UnitResult) -> None:
         api = self._api()
@@ -253,33 +279,3 @@ class WebCrawlBuilder(CandidateBuilder):
 
 def _size(path: Path) -> int | None:
     return path.stat().st_size if path.exists() else None
-
-
-def _count_lines(path: Path) -> int:
-    """Lines of a (possibly zstd) NDJSON file; a missing file has none (plan stays empty)."""
-    if not path.exists():
-        log.warning("dump %s does not exist: no units planned for it", path)
-        return 0
-    with open_text(path) as fh:
-        return sum(1 for _ in fh)
-
-
-def _lines(path: Path, start: int, stop: int) -> Iterator[tuple[int, dict[str, Any] | BadLine]]:
-    """Parsed lines ``start <= i < stop`` (0-based) of an NDJSON file, with 1-based line numbers."""
-    with open_text(path) as fh:
-        for i, line in enumerate(fh):
-            if i < start:
-                continue
-            if i >= stop:
-                break
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield i + 1, BadLine(str(path), i + 1, f"invalid JSON: {exc}")
-                continue
-            if not isinstance(obj, dict):
-                yield i + 1, BadLine(str(path), i + 1, f"expected an object, got {type(obj).__name__}")
-                continue
-            yield i + 1, (obj.get("data", obj) if obj.get("kind") == "t3" else obj)
