@@ -29,7 +29,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         return 2
     missing = missing_models(config)
     if missing:
-        print(f"{args.config}: cannot build, missing:\n  " + "\n  ".join(missing), file=sys.stderr)
+        print(f"{args.config}: cannot build:\n  " + "\n  ".join(missing), file=sys.stderr)
         return 2
     from ieiw.flows.build import build_ieiw
 

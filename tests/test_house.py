@@ -278,3 +278,14 @@ def test_unknown_section_lists_the_registered_builders(tmp_path, sample_root):
     path = write_config(tmp_path / "b.yaml", sample_root, tmp_path / "out", removel={"x": 1})
     with pytest.raises(ConfigError, match=r"removel: .*builders: crawl, removal"):
         load_config(path)
+
+
+def test_output_folder_is_checked_before_prefect_starts(tmp_path, sample_root):
+    """A file where the output folder should be, or a folder inside a file: one line, exit 2, no traceback."""
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a folder")
+    for out in (blocker, blocker / "out"):
+        config = write_config(tmp_path / "b.yaml", sample_root, out)
+        proc = run_ieiw("build", config, check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert str(blocker) in proc.stderr and "cannot build:" in proc.stderr

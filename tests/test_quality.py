@@ -306,7 +306,7 @@ def test_paper_config_stops_before_prefect_naming_each_missing_file(tmp_path):
     proc = run_ieiw("build", REPO / "configs" / "ieiw.paper.yaml", "--out", tmp_path / "paper", check=False)
     assert proc.returncode == 2 and time.monotonic() - start < 30
     lines = proc.stderr.strip().splitlines()
-    assert lines[0].endswith("cannot build, missing:") and "Traceback" not in proc.stderr
+    assert lines[0].endswith("cannot build:") and "Traceback" not in proc.stderr
     for name in ("sac+logos+ava1-l14-linearMSE.pth", "pt_inception-2015-12-05-6726825d.pth", "giqa-reference",
                  "VGPhraseCut_v0", "clip-vit-large-patch14"):
         assert sum(name in line for line in lines[1:]) == 1, name

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import functools
 import importlib
+import os
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
@@ -271,6 +272,20 @@ class BuildConfig(StrictModel):
 
     def digest(self) -> str:
         return stable_hash(self.model_dump(mode="json"), length=16)
+
+    def preflight(self) -> list[str]:
+        """The output folder must be a folder (or creatable), not inside a file, and writable."""
+        out = Path(self.out_dir)
+        if out.exists() and not out.is_dir():
+            return [f"out_dir {out} is a file, not a folder"]
+        existing = out
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            return [f"out_dir {out} would be inside the file {existing}"]
+        if not os.access(existing, os.W_OK | os.X_OK):
+            return [f"out_dir {out}: {existing} is not writable by this user"]
+        return []
 
 
 BASE_KEYS = frozenset(BuildConfig.model_fields)
