@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ieiw.builders.samples import smooth_background, synthetic_scene  # noqa: E402
 from ieiw.crawlers.make_sample import paint_patch, recolour_region, synthetic_photo  # noqa: E402
+from ieiw.imageio import downscale  # noqa: E402
 
 DERIVATIVE_KINDS = ("crop", "rescale", "rotation", "colour_grade", "local_edit", "text_added", "person_removed")
 # The stable reason each rejected class gets (a set where the geometry decides which one applies).
@@ -75,14 +76,6 @@ def _rgb(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img[..., :3].astype(np.uint8))
 
 
-def _cap(img: np.ndarray, side: int = 640) -> np.ndarray:
-    h, w = img.shape[:2]
-    s = side / max(h, w)
-    if s >= 1:
-        return img
-    return cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
-
-
 def jpeg(rgb: np.ndarray, quality: int = 88) -> np.ndarray:
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
@@ -108,7 +101,7 @@ def originals() -> dict[str, np.ndarray]:
         "coins": data.coins(),
         "horse": data.horse(),  # a binary silhouette: a flat image with one contour
     }
-    out = {name: _cap(_rgb(img)) for name, img in photos.items()}
+    out = {name: downscale(_rgb(img), 640) for name, img in photos.items()}
     for seed in (31, 32, 33):
         out[f"synth_photo{seed}"] = synthetic_photo(seed, 480, 360)  # textured (ORB finds corners)
     for seed in (41, 42, 43):

@@ -184,6 +184,18 @@ def decode_image(data: bytes, min_side: int | None = None) -> Image.Image:
     return image if image.mode == "RGB" else Image.fromarray(to_rgb(image))
 
 
+def downscale(pixels: np.ndarray, long_side: int) -> np.ndarray:
+    """``pixels`` shrunk (area filter) so the long side is at most ``long_side``; smaller images as they are."""
+    import cv2
+
+    height, width = pixels.shape[:2]
+    scale = long_side / max(height, width)
+    if scale >= 1:
+        return pixels
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+
+
 def decode_mask(data: bytes) -> np.ndarray:
     """A stored mask PNG as a 0/1 ``uint8`` array (white = the edited region)."""
     with Image.open(BytesIO(data)) as image:

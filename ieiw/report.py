@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pyarrow.parquet as pq
 
 from ieiw.crawlers.takedown import Takedown
 from ieiw.filters.selection import BY_SELECTION, RULES, measure
-from ieiw.imageio import ImageDecodeError, Orientation, decode, encode
+from ieiw.imageio import ImageDecodeError, Orientation, decode, downscale, encode
 from ieiw.schemas.manifest import load_manifest, manifest_path
 from ieiw.schemas.shards import atomic_write_bytes
 from ieiw.stats import compute_stats
@@ -199,12 +198,8 @@ def _thumbnail(cell: Mapping[str, Any] | None) -> str | None:
     except ImageDecodeError as exc:  # a bad cell costs its thumbnail, not the report
         log.warning("report: %s does not decode: %s", cell.get("path"), exc)
         return None
-    height, width = pixels.shape[:2]
-    scale = THUMB_SIDE / max(height, width)
-    if scale < 1:
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
-    return "data:image/jpeg;base64," + base64.b64encode(encode(pixels, "jpeg", THUMB_QUALITY)).decode()
+    thumb = encode(downscale(pixels, THUMB_SIDE), "jpeg", THUMB_QUALITY)
+    return "data:image/jpeg;base64," + base64.b64encode(thumb).decode()
 
 
 def _banner(kept: list[Row]) -> str:

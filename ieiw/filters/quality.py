@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from ieiw.filters.scoring import ImageRef, ImageScorer, ScoreContext
+from ieiw.imageio import downscale
 from ieiw.schemas.config import BackendConfig
 from ieiw.schemas.registry import register_backend
 
@@ -39,14 +40,6 @@ class ProxyScorerConfig(BackendConfig):
         return "proxy-v1"
 
 
-def _downscale(pixels: np.ndarray, long_side: int = 256) -> np.ndarray:
-    height, width = pixels.shape[:2]
-    scale = long_side / max(height, width)
-    if scale >= 1:
-        return pixels
-    return cv2.resize(pixels, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
-
-
 @register_backend("scorer", "proxy", ProxyScorerConfig)
 class ProxyQualityScorer(ImageScorer):
     family = "aesthetic"
@@ -55,7 +48,7 @@ class ProxyQualityScorer(ImageScorer):
         super().__init__(config or ProxyScorerConfig())
 
     def components(self, pixels: np.ndarray) -> dict[str, float]:
-        small = _downscale(pixels).astype(np.float32)
+        small = downscale(pixels, 256).astype(np.float32)
         grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
         sharpness = np.log1p(cv2.Laplacian(grey, cv2.CV_32F).var()) / np.log1p(1000.0)
         luminance = grey / 255.0
