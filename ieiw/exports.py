@@ -113,14 +113,6 @@ def read_takedown_files(files: Iterable[Path]) -> set[str]:
     return set(Takedown.load(files).entries)
 
 
-def withheld_by(takedown: Takedown, row: dict[str, Any]) -> str | None:
-    """The key of ``row`` the takedown list names (id, record id, URL or edit URL), or None."""
-    if not takedown.entries:
-        return None
-    origin = row.get("origin") or {}
-    return takedown.blocks(row.get("id"), origin.get("record_id"), origin.get("url"), origin.get("edit_url"))
-
-
 @dataclass
 class Selection:
     """What a pass over the corpus let through and left out."""
@@ -131,7 +123,7 @@ class Selection:
     other_split: int = 0
 
     def keep(self, row: dict[str, Any]) -> bool:
-        if withheld_by(self.takedown, row):
+        if self.takedown.blocks_row(row):
             self.withheld += 1
             return False
         if self.split is not None and row.get("split") != self.split:

@@ -170,14 +170,6 @@ def _images_for(rows: list[Row]) -> list[dict[str, Any]]:
     return [cells[row.shard][row.index] for row in rows]
 
 
-def _shown(row: Mapping[str, Any], blocked: Takedown) -> bool:
-    """False for a row whose id, origin record id (or a part of it) or URL is on the takedown list."""
-    origin = row.get("origin") or {}
-    record = origin.get("record_id") or ""
-    keys = [row.get("id"), record, *record.split("/"), origin.get("url"), origin.get("edit_url")]
-    return not blocked.entries or blocked.blocks(*keys) is None
-
-
 # --------------------------------------------------------------------------------------------- rendering
 
 
@@ -372,7 +364,7 @@ def _gallery(kind: str, task: str, heading: str, rows: list[Row], total: str, no
 
 def _kept_gallery(task: str, kept: list[Row], count: int, seed: int, blocked: Takedown) -> str:
     """A seeded random sample of the task's kept pairs: the same build and seed show the same pairs."""
-    pool = sorted((r for r in kept if r.data["task"] == task and _shown(r.data, blocked)), key=lambda r: r.data["id"])
+    pool = sorted((r for r in kept if r.data["task"] == task and not blocked.blocks_row(r.data)), key=lambda r: r.data["id"])
     chosen = random.Random(f"{seed}/{task}").sample(pool, min(count, len(pool)))
     total = sum(r.data["task"] == task for r in kept)
     return _gallery("kept", task, _e(task), chosen, f"{total} kept")
@@ -384,7 +376,7 @@ def _near_gallery(task: str, rule: str, limit: float, rejected: list[Row], candi
     is_min = RULES[rule][1]
     beyond = []
     for row in rejected:
-        if row.data["task"] != task or row.data.get("rejected_by") != BY_SELECTION or not _shown(row.data, blocked):
+        if row.data["task"] != task or row.data.get("rejected_by") != BY_SELECTION or blocked.blocks_row(row.data):
             continue
         value = measure(rule, row.scores)
         if value is not None and ((value < limit) if is_min else (value > limit)) and row.data["id"] in candidates:

@@ -223,3 +223,13 @@ def test_size_categories_and_bad_targets(built, tmp_path):
     proc = run_ieiw("export", built, "--format", "webdataset", "--out", tmp_path / "y", "--takedown",
                     tmp_path / "missing.txt", check=False)
     assert proc.returncode == 2 and proc.stderr.strip().endswith("missing.txt")
+
+
+def test_listing_a_post_withholds_its_edits_everywhere(built, rows, tmp_path):
+    """A crawled edit's record is "<post>/<comment>": a takedown of the post id withholds its edits from
+    exports and card counts, as the crawl itself and the report's galleries already did."""
+    web = next(r for r in sorted(rows.values(), key=lambda r: r["id"]) if r["task"] == "web")
+    post = web["origin"]["record_id"].split("/")[0]
+    edits = {i for i, r in rows.items() if r["task"] == "web" and r["origin"]["record_id"].startswith(post + "/")}
+    result = export(built, tmp_path / "hf", "hf-instructpix2pix", takedown={post})
+    assert result.withheld == len(edits) >= 1 and result.written == len(rows) - len(edits)

@@ -8,9 +8,10 @@ shards and the next build drops the rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ieiw.schemas.rows import stable_hash
@@ -48,6 +49,16 @@ class Takedown:
             if key and _norm(key) in self.entries:
                 return key
         return None
+
+    def blocks_row(self, row: Mapping[str, Any]) -> str | None:
+        """The key of a pair row the list names, or None: its id, its origin record id or a part of it
+        (a crawled edit's record is "<post id>/<comment id>", so listing the post withholds its edits),
+        the thread URL or the edit URL. Every place rows leave the project asks this one question."""
+        if not self.entries:
+            return None
+        origin = row.get("origin") or {}
+        record = origin.get("record_id") or ""
+        return self.blocks(row.get("id"), record, *record.split("/"), origin.get("url"), origin.get("edit_url"))
 
     def digest(self) -> str:
         return stable_hash(sorted(self.entries), length=16)
