@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from ieiw.filters.features import ImageFeatures
+from ieiw.filters.features import ImageFeatures, torch_device
 from ieiw.schemas.config import BackendConfig
 from ieiw.schemas.filehash import path_digest
 from ieiw.schemas.registry import register_backend
@@ -103,8 +103,7 @@ class ClipFeatures(ImageFeatures):
         from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
         self.torch = torch
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" \
-            else torch.device(config.device)
+        self.device = torch_device(config.device)
         if config.dtype == "auto":
             self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         else:

@@ -120,6 +120,13 @@ class EmbeddedDescriptor(ImageFeatures):
         return np.stack([self.describe(image) for image in images])
 
 
+def torch_device(name: str) -> Any:
+    """The torch device a model backend's ``device`` setting names; ``auto`` = CUDA when there is one."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
+
+
 def describe_backend(features: ImageFeatures) -> dict[str, Any]:
     """What a features manifest entry records about the extractor."""
     return {"extractor": features.name, "dim": features.dim, "embedded": features.embedded}

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from ieiw.filters.features import ImageFeatures
+from ieiw.filters.features import ImageFeatures, torch_device
 from ieiw.schemas.config import BackendConfig, ModelPath
 from ieiw.schemas.registry import register_backend
 
@@ -93,8 +93,7 @@ class FidInceptionFeatures(ImageFeatures):
         import torch
 
         self.torch = torch
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" \
-            else torch.device(config.device)
+        self.device = torch_device(config.device)
         self.batch_size = config.batch_size
         self.model = build_fid_inception(Path(config.weights)).to(self.device)  # type: ignore[arg-type]
 
