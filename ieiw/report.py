@@ -244,6 +244,7 @@ def _stats_section(stats: Mapping[str, Any], thresholds: Mapping[str, Mapping[st
         + _count_table("kept per task", stats["by_task"]) + _count_table("kept per source", stats["by_source"])
         + _count_table("kept per split", stats.get("by_split") or {})
         + _count_table("rejected per reason", stats["rejected"], bars=True)
+        + _count_table("skipped by policy per reason", stats.get("skipped") or {}, bars=True)
         + _count_table("failed records per reason", stats["failures"], bars=True)
         + _count_table("backends (kept rows)", stats.get("backends") or {})
         + limits + f"</div>{details}"

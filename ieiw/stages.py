@@ -336,6 +336,7 @@ def select_unit(build: Build, unit: str) -> UnitOutcome:
         "records": made.get("records", 0),
         "failures": made.get("failures", {}),
         "failure_messages": made.get("failure_messages", []),
+        "skipped": made.get("skipped", {}),
         "candidates": candidates.num_rows,
         "kept": kept_table.num_rows,
         "rejected": dict(reasons),

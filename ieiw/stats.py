@@ -111,6 +111,7 @@ def compute_stats(folder: Path) -> dict[str, Any]:
     manifest = load_manifest(folder)
     failures: Counter = Counter()
     rejected: Counter = Counter()
+    skipped: Counter = Counter()
     records = candidates = 0
     examples: list[str] = []
     thresholds: dict[str, dict] = {}
@@ -122,6 +123,7 @@ def compute_stats(folder: Path) -> dict[str, Any]:
         candidates += stats.get("candidates", 0)
         failures.update(stats.get("failures", {}))
         rejected.update(stats.get("rejected", {}))
+        skipped.update(stats.get("skipped", {}))
         examples.extend(stats.get("failure_messages", [])[: max(0, 20 - len(examples))])
 
     light = _light_table(folder, manifest)
@@ -152,6 +154,8 @@ def compute_stats(folder: Path) -> dict[str, Any]:
         "selection_thresholds": dict(sorted(thresholds.items())),
         "failures": dict(sorted(failures.items())),
         "failures_total": sum(failures.values()),
+        "skipped": dict(sorted(skipped.items())),
+        "skipped_total": sum(skipped.values()),
         "failure_examples": examples,
         "scores": {name: _quantiles(values) for name, values in scores.items()},
         "image_width": _quantiles(widths),
@@ -192,6 +196,7 @@ def render_text(stats: dict[str, Any]) -> str:
         for task, rules in stats["selection_thresholds"].items():
             shown = "  ".join(f"{k}={'-' if v is None else f'{v:.4g}'}" for k, v in rules.items())
             lines.append(f"  {task:<10} {shown}")
+    lines += _counts("skipped by policy (reason)", stats.get("skipped", {}))
     lines += _counts("failed records (reason)", stats["failures"])
     for example in stats["failure_examples"][:5]:
         lines.append(f"    e.g. {example}")
@@ -225,7 +230,7 @@ def count_table(stats: dict[str, Any]) -> list[dict[str, Any]]:
     """The Prefect table artifact: one row per (what, name) count, e.g. ("task", "remove", 259)."""
     rows = []
     for what, key in (("task", "by_task"), ("source", "by_source"), ("split", "by_split"),
-                      ("rejected", "rejected"), ("failed", "failures")):
+                      ("rejected", "rejected"), ("skipped", "skipped"), ("failed", "failures")):
         rows += [{"what": what, "name": str(name), "count": int(count)} for name, count in stats.get(key, {}).items()]
     return rows
 

@@ -90,10 +90,34 @@ def test_bad_records_fail_with_file_and_task_id_and_the_unit_still_builds(sample
     assert result.stats()["failures"] == {"no_polygons": 1, "degenerate_polygons": 1, "missing_image": 1}
 
 
-def test_mask_size_policy_names_its_reason(sample_root):
-    builder = builder_for(sample_root, min_mask_fraction=0.9)
+def test_region_policy_skips_are_counted_by_reason_not_as_failures(sample_root, tmp_path):
+    builder = builder_for(sample_root, regions={"min_area": 0.9})
     result = builder.build_unit(builder.plan()[0])
-    assert not result.rows and Counter(f.reason for f in result.failures) == {"mask_too_small": 8}
+    assert not result.rows and not result.failures
+    assert result.skipped == {"region_too_small": 8} and result.stats()["skipped"] == {"region_too_small": 8}
+    # v1 configs' key names still work and mean the same bound
+    old = builder_for(sample_root, max_mask_fraction=0.0001).build_unit(builder.plan()[0])
+    assert old.skipped == {"region_too_large": 8}
+
+    # A copy where record 0 touches the left border; the sample has two-instance phrases of its own.
+    root = tmp_path / "VGPhraseCut_v0"
+    shutil.copytree(sample_root, root)
+    refer = json.loads((root / "refer_train.json").read_text())
+    refer[0]["Polygons"] = [[[[0.0, 30.0], [40.0, 30.0], [40.0, 70.0], [0.0, 70.0]]]]
+    (root / "refer_train.json").write_text(json.dumps(refer))
+    multi = {r["task_id"] for r in refer[:8] if len(r["Polygons"]) > 1}
+    assert multi, "the sample has multi-instance phrases in its first unit"
+
+    kept_all = builder_for(root).build_unit(builder.plan()[0])
+    assert not kept_all.skipped and {r["origin"]["record_id"] for r in kept_all.rows} >= multi | {refer[0]["task_id"]}
+    strict = builder_for(root, regions={"multi_instance": "skip", "border": "skip"}).build_unit(builder.plan()[0])
+    assert strict.skipped == {"multi_instance": len(multi), "touches_border": 1}
+    built = {r["origin"]["record_id"] for r in strict.rows}
+    assert not built & (multi | {refer[0]["task_id"]}) and len(built) == 8 - len(multi) - 1
+
+
+def test_default_dilation_is_anyedits_15(sample_root):
+    assert RemovalConfig(source=PhraseCutSourceConfig(root=sample_root)).mask_dilation == 15
 
 
 def test_instruction_templates_are_many_and_deterministic():

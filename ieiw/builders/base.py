@@ -65,12 +65,16 @@ class SourceRecordError(Exception):
 
 @dataclass
 class UnitResult:
-    """Rows and failures of one work unit, plus counters for the stats."""
+    """Rows and failures of one work unit, plus counters for the stats.
+
+    ``failures`` are bad input (a file or record that cannot be read); ``skipped`` counts records a
+    builder's policy leaves out on purpose (a region too small, touching the border), by reason."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     records: int = 0
     counters: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)
 
     def stats(self, max_messages: int = 50) -> dict[str, Any]:
         return {
@@ -78,6 +82,7 @@ class UnitResult:
             "candidates": len(self.rows),
             "failures": dict(Counter(f.reason for f in self.failures)),
             "failure_messages": [str(f) for f in self.failures[:max_messages]],
+            "skipped": dict(self.skipped),
             "counters": dict(self.counters),
         }
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -213,7 +214,10 @@ class LamaInpainter(Inpainter):
         self.device = torch_device(config.device)
         self.half = bool(config.fp16 and self.device.type == "cuda")
         path = self._checkpoint()
-        self.net = torch.jit.load(str(path), map_location="cpu").to(self.device).eval()
+        with warnings.catch_warnings():
+            # torch 2.13+ flags TorchScript as deprecated; big-lama.pt is TorchScript, so this is the way in
+            warnings.simplefilter("ignore", FutureWarning)
+            self.net = torch.jit.load(str(path), map_location="cpu").to(self.device).eval()
         if self.half:
             self.net = self.net.half()
 

@@ -1,8 +1,11 @@
 """Object removal on VGPhraseCut, plus the flipped "add" pair (docs/paper.md, IEIW's first source).
 
-For each referring record: rasterise its polygons (official rule), dilate the mask so the object's
-blurred or JPEG-ringed edge goes too (AnyEdit dilates 15x15 before LaMa), inpaint, and emit
-(original -> inpainted, "remove the <phrase>") and, flipped, (inpainted -> original, "add the <phrase>").
+For each referring record: rasterise its polygons (official rule), apply the region policy (area
+bounds, multi-instance phrases, regions touching the border: each skip counted with its reason),
+dilate the mask so the object's blurred or JPEG-ringed edge goes too (AnyEdit dilates 15x15 before
+LaMa), inpaint, verify the object is gone (:mod:`ieiw.builders.verify`), and emit (original ->
+inpainted, "remove the <phrase>") and, flipped, (inpainted -> original, "add the <phrase>"). A region
+that fails verification still yields both rows, with ``drop_reason``, so ``rejected/`` shows them.
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ieiw.builders.base import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
 from ieiw.builders.inpaint import Inpainter, OpenCVInpaintConfig
 from ieiw.builders.instructions import instruction_for
 from ieiw.builders.phrasecut import PhraseCutRecord, PhraseCutSource, load_image, record_mask
 from ieiw.builders.samples import ensure_phrasecut_sample
+from ieiw.builders.verify import DROP_REASON, EmbeddedVerifyConfig, RemovalVerifier
 from ieiw.imageio import encode, extension
 from ieiw.schemas.config import BuilderConfig, StrictModel, backend_field
 from ieiw.schemas.registry import register_builder
@@ -46,18 +50,49 @@ class PhraseCutSourceConfig(StrictModel):
     samples: SampleSpec | None = Field(None, description="make a synthetic sample here if root is missing")
 
 
+class RegionPolicy(StrictModel):
+    """Which referring regions become pairs; each skip is counted under its reason in the stats."""
+
+    min_area: float = Field(0.002, ge=0, le=1, description="skip regions covering less of the image "
+                                                            "(region_too_small)")
+    max_area: float = Field(0.5, ge=0, le=1, description="skip regions covering more (region_too_large)")
+    multi_instance: Literal["all", "skip"] = Field(
+        "all", description="a phrase naming several instances: mask them all (the official rule) or skip "
+                           "(multi_instance)")
+    border: Literal["keep", "skip"] = Field(
+        "keep", description="regions touching the image border: keep, or skip (touches_border): the "
+                            "object goes on outside the frame, so its removal leaves a cut edge")
+    border_margin: int = Field(1, ge=1, description="px from the edge that count as touching it")
+
+
 class RemovalConfig(BuilderConfig):
     """PhraseCut removal (+ the flipped add pair): the `removal:` section."""
 
     source: PhraseCutSourceConfig
     inpaint: backend_field("inpaint") = Field(default_factory=OpenCVInpaintConfig)  # type: ignore[valid-type]
-    mask_dilation: int = Field(7, ge=0, description="side of the square dilation kernel in px (0 = none)")
-    min_mask_fraction: float = Field(0.002, ge=0, le=1)
-    max_mask_fraction: float = Field(0.5, ge=0, le=1)
+    regions: RegionPolicy = Field(default_factory=RegionPolicy)
+    mask_dilation: int = Field(15, ge=0, description="side of the square dilation kernel in px (0 = none); "
+                                                     "15 as AnyEdit before LaMa")
+    verify: backend_field("verify") | None = Field(  # type: ignore[valid-type]
+        default_factory=EmbeddedVerifyConfig, description="is the object gone? null = keep every region")
     flip_add: bool = True
     image_format: Literal["jpeg", "png"] = "jpeg"
     jpeg_quality: int = Field(95, ge=50, le=100)
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_area_keys(cls, data: Any) -> Any:
+        """v1 configs had ``min_mask_fraction`` / ``max_mask_fraction``; they are ``regions.min_area`` /
+        ``max_area`` now (measured on the region itself, before dilation)."""
+        if isinstance(data, dict) and ({"min_mask_fraction", "max_mask_fraction"} & data.keys()):
+            data = dict(data)
+            regions = dict(data.get("regions") or {})
+            for old, new in (("min_mask_fraction", "min_area"), ("max_mask_fraction", "max_area")):
+                if old in data:
+                    regions.setdefault(new, data.pop(old))
+            data["regions"] = regions
+        return data
 
     def preflight(self) -> list[str]:
         root = Path(self.source.root)
@@ -65,6 +100,14 @@ class RemovalConfig(BuilderConfig):
             return []
         return [f"removal: {root} is not a VGPhraseCut_v0 folder (no image_data_split.json); get VGPhraseCut"
                 " (docs/formats.md) and Visual Genome images into it, or set removal.source.root"]
+
+
+class RegionSkipped(Exception):
+    """A region the policy leaves out (not bad input: counted under ``skipped``, not ``failures``)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 def dilate(mask: np.ndarray, size: int) -> np.ndarray:
@@ -82,6 +125,7 @@ class RemovalBuilder(CandidateBuilder):
         self.unit_size = context.unit_size
         self._lock = threading.Lock()
         self._inpainter: Inpainter | None = None
+        self._verifier: RemovalVerifier | None = None
 
     @functools.cached_property
     def source(self) -> PhraseCutSource:
@@ -95,6 +139,13 @@ class RemovalBuilder(CandidateBuilder):
             if self._inpainter is None:
                 self._inpainter = self.config.inpaint.create()
             return self._inpainter
+
+    @property
+    def verifier(self) -> RemovalVerifier | None:
+        with self._lock:
+            if self._verifier is None and self.config.verify is not None:
+                self._verifier = self.config.verify.create()
+            return self._verifier
 
     def prepare(self) -> None:
         spec = self.config.source.samples
@@ -121,14 +172,17 @@ class RemovalBuilder(CandidateBuilder):
             **self.params(),
             "inpaint_models": c.inpaint.model_digests(),
             "root": str(Path(c.source.root).resolve()),
-            "min_mask_fraction": c.min_mask_fraction,
-            "max_mask_fraction": c.max_mask_fraction,
+            "regions": c.regions.model_dump(),
+            "verify": c.verify.fingerprint() if c.verify else None,
             "flip_add": c.flip_add,
         }
 
     def backends(self) -> dict[str, str]:
-        inpaint = self.config.inpaint
-        return {"inpaint": inpaint.label() + (" (embedded)" if inpaint.embedded else "")}
+        out = {}
+        for kind, backend in (("inpaint", self.config.inpaint), ("verify", self.config.verify)):
+            if backend is not None:
+                out[kind] = backend.label() + (" (embedded)" if backend.embedded else "")
+        return out
 
     def plan(self) -> list[WorkUnit]:
         units = []
@@ -154,30 +208,45 @@ class RemovalBuilder(CandidateBuilder):
             except SourceRecordError as err:
                 result.failures.append(err.failure)
                 continue
+            except RegionSkipped as skip:
+                result.skipped[skip.reason] += 1
+                continue
             prepared.append((record, data, pixels, mask))
         filled = self.inpainter.inpaint([p[2] for p in prepared], [p[3] for p in prepared])
-        for (record, data, pixels, mask), target in zip(prepared, filled, strict=True):
-            result.rows.extend(self._rows(record, data, pixels, mask, target))
+        verifier = self.verifier
+        if verifier is not None and prepared:
+            scores = verifier.score([p[2] for p in prepared], filled, [p[3] for p in prepared],
+                                    [p[0].phrase for p in prepared])
+        else:
+            scores = [None] * len(prepared)
+        for (record, data, pixels, mask), target, score in zip(prepared, filled, scores, strict=True):
+            gone = verifier is None or verifier.gone(score)
+            result.counters["verified_gone" if gone else "verified_not_gone"] += verifier is not None
+            result.rows.extend(self._rows(record, data, pixels, mask, target, score, gone))
         result.counters["inpainted"] = len(prepared)
         return result
 
     def _mask(self, record: PhraseCutRecord, pixels: np.ndarray) -> np.ndarray:
+        """The dilated fill mask of the record's region, or :class:`RegionSkipped` by the policy."""
         height, width = pixels.shape[:2]
-        mask = dilate(record_mask(record, width, height), self.config.mask_dilation)
-        fraction = float(mask.mean())
-        if fraction < self.config.min_mask_fraction:
-            raise SourceRecordError(
-                "mask_too_small", record.task_id, record.refer_file,
-                f"region covers {fraction:.4f} of the image (< {self.config.min_mask_fraction})",
-            )
-        if fraction > self.config.max_mask_fraction:
-            raise SourceRecordError(
-                "mask_too_large", record.task_id, record.refer_file,
-                f"region covers {fraction:.4f} of the image (> {self.config.max_mask_fraction})",
-            )
-        return mask
+        policy = self.config.regions
+        instances = sum(1 for instance in record.raw.get("Polygons") or [] if instance)
+        if instances > 1 and policy.multi_instance == "skip":
+            raise RegionSkipped("multi_instance")
+        region = record_mask(record, width, height)
+        fraction = float(region.mean())
+        if fraction < policy.min_area:
+            raise RegionSkipped("region_too_small")
+        if fraction > policy.max_area:
+            raise RegionSkipped("region_too_large")
+        if policy.border == "skip":
+            m = policy.border_margin
+            if region[:m].any() or region[-m:].any() or region[:, :m].any() or region[:, -m:].any():
+                raise RegionSkipped("touches_border")
+        return dilate(region, self.config.mask_dilation)
 
-    def _rows(self, record: PhraseCutRecord, data: bytes, pixels: np.ndarray, mask: np.ndarray, target: np.ndarray):
+    def _rows(self, record: PhraseCutRecord, data: bytes, pixels: np.ndarray, mask: np.ndarray, target: np.ndarray,
+              score: float | None, gone: bool):
         c = self.config
         params = self.params()
         original = image_cell(data, f"{record.image_id}.{extension(data)}")
@@ -206,6 +275,8 @@ class RemovalBuilder(CandidateBuilder):
             "seed": c.seed,
             "params": canonical_json(params),
         }
+        verify = self.config.verify
+        scores = {"verification": score, "verification_backend": verify.label()} if verify is not None else None
         pairs = [("remove", original, inpainted)]
         if c.flip_add:
             pairs.append(("add", inpainted, original))
@@ -222,6 +293,7 @@ class RemovalBuilder(CandidateBuilder):
                 "height": height,
                 "origin": origin,
                 "exemplar": None,
-                "scores": None,
+                "scores": scores,
                 "builder": builder,
+                "drop_reason": None if gone else DROP_REASON,
             }

@@ -74,3 +74,24 @@ class ToyBuilder(CandidateBuilder):
                 "drop_reason": "toy_unusable" if index % self.config.drop_every == 0 else None,
             })
         return result
+
+
+# -- a planted inpainter that leaves every object in place (for the removal verification test) -------
+from typing import ClassVar, Literal  # noqa: E402
+
+from ieiw.builders.inpaint import Inpainter  # noqa: E402
+from ieiw.schemas.config import BackendConfig  # noqa: E402
+from ieiw.schemas.registry import register_backend  # noqa: E402
+
+
+class KeepConfig(BackendConfig):
+    kind: ClassVar[str] = "inpaint"
+    backend: Literal["keep"] = "keep"
+
+
+@register_backend("inpaint", "keep", KeepConfig)
+class KeepInpainter(Inpainter):
+    """Returns each image unchanged: the object is still there after "removal"."""
+
+    def inpaint(self, images, masks):
+        return [image.copy() for image in images]
