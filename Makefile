@@ -9,7 +9,7 @@ PORT   ?= 4200
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: install install-dev build test serve bench bench-loader bench-giqa bench-stats train verify stats clean
+.PHONY: install install-dev build test serve bench bench-loader bench-giqa bench-stats bench-removal bench-lama train verify stats clean
 
 # One stamp per set of extras, so `make build` does not pull the training stack (torch) it does not need.
 $(BIN)/.stamp-%: pyproject.toml
@@ -42,6 +42,12 @@ bench-stats: install-dev  ## stats + report on 100k synthetic rows vs DuckDB (be
 
 bench-loader: install-dev  ## training loader throughput at 256 px on out/ieiw (bench/loader.py)
 	$(BIN)/python bench/loader.py --data $(OUT)/ieiw
+
+bench-removal: install-dev  ## removal quality vs the true background: Telea, Navier-Stokes, mean fill (bench/removal_quality.py)
+	$(BIN)/python bench/removal_quality.py
+
+bench-lama: install-dev  ## in-process LaMa's own work per image vs bare decode + encode (bench/lama_overhead.py)
+	$(BIN)/python bench/lama_overhead.py
 
 # InstructDiffusion via accelerate. Defaults to SD 1.5 (local weights + GPU);
 # CPU smoke run: make train CONFIG=configs/train.tiny.yaml   (docs/training.md)
