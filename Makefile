@@ -9,7 +9,7 @@ PORT   ?= 4200
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: install install-dev build test serve bench bench-loader bench-giqa bench-stats bench-removal bench-lama train verify stats clean
+.PHONY: install install-dev build test test-integration lama-cleaner iopaint serve bench bench-loader bench-giqa bench-stats bench-removal bench-lama train verify stats clean
 
 # One stamp per set of extras, so `make build` does not pull the training stack (torch) it does not need.
 $(BIN)/.stamp-%: pyproject.toml
@@ -27,6 +27,20 @@ build: install  ## the embedded demo build: bundled sample -> out/ieiw, no GPU, 
 
 test: install-dev  ## the whole test suite (CI runs this)
 	$(BIN)/python -m pytest -q
+
+# Inpainting servers in their own venvs, cached outside the checkout (${IEIW_SIDE_VENVS:-~/.cache/ieiw/venvs},
+# keyed by their pins; ~6 GB each): docs/removal.md, "Inpainting servers". Each prints its venv's path.
+lama-cleaner:  ## venv with the lama-cleaner 1.2.5 server (+ huggingface-hub 0.25.2)
+	@scripts/side_venv.sh lama-cleaner
+
+iopaint:  ## venv with the IOPaint 1.6.0 server
+	@scripts/side_venv.sh iopaint
+
+# Real servers, started by the tests (tests/integration). pytest's exit code 5 (no tests ran) fails too.
+test-integration: install-dev lama-cleaner iopaint  ## the server backends against real lama-cleaner / IOPaint servers
+	IEIW_LAMA_CLEANER_VENV="$$(scripts/side_venv.sh --path lama-cleaner)" \
+	IEIW_IOPAINT_VENV="$$(scripts/side_venv.sh --path iopaint)" \
+	$(BIN)/python -m pytest -q -m integration tests/integration
 
 serve: install  ## Prefect server + deployments from prefect.yaml + a process worker
 	BIN=$(BIN) PORT=$(PORT) scripts/serve.sh
