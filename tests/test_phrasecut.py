@@ -1,14 +1,28 @@
-"""The synthetic sample follows VGPhraseCut's layout field for field; the rasterisation is the official rule."""
+"""The synthetic sample follows VGPhraseCut's layout field for field; the rasterisation is the official rule;
+the reader copes with the files real downloads hold (odd image modes, EXIF rotation, broken or wrong JSON)."""
 
 from __future__ import annotations
 
 import filecmp
 import json
+from io import BytesIO
 
 import numpy as np
+import pytest
+from PIL import Image
 
-from ieiw.builders.phrasecut import PhraseCutSource, polygons_to_mask
+from ieiw.builders.base import SourceRecordError
+from ieiw.builders.phrasecut import (
+    PhraseCutFormatError,
+    PhraseCutSource,
+    SourceImage,
+    load_image,
+    normalise_relations,
+    polygons_to_mask,
+    record_mask,
+)
 from ieiw.builders.samples import make_phrasecut_sample
+from ieiw.imageio import Orientation, decode, decode_rgb, encode, orientation_of, sniff
 
 RECORD_KEYS = {"task_id", "image_id", "ann_ids", "instance_boxes", "Polygons", "phrase", "phrase_structure",
                "iou", "iob", "iop", "turk_id"}
@@ -67,3 +81,315 @@ def test_reader_keeps_file_order_and_limits(sample_root):
     raw = json.loads((sample_root / "refer_train.json").read_text())[:5]
     assert [r.task_id for r in records] == [r["task_id"] for r in raw]
     assert records[0].width == 160 and records[0].height == 120
+
+
+# --- real-file robustness: a tiny VGPhraseCut_v0 folder written field for field --------------------
+
+WIDTH, HEIGHT = 64, 48  # the upright (annotated) size
+BLOB = (40.0, 8.0, 55.0, 23.0)  # x0, y0, x1, y1 of the referred object, in upright coordinates
+SQUARE = [[BLOB[0], BLOB[1]], [BLOB[2], BLOB[1]], [BLOB[2], BLOB[3]], [BLOB[0], BLOB[3]]]
+RED, GREY = (220, 30, 30), (128, 128, 128)
+
+
+def upright_scene(background=GREY, colour=RED) -> np.ndarray:
+    pixels = np.empty((HEIGHT, WIDTH, 3), np.uint8)
+    pixels[:] = background
+    x0, y0, x1, y1 = (int(v) for v in BLOB)
+    pixels[y0 : y1 + 1, x0 : x1 + 1] = colour
+    return pixels
+
+
+def saved(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = BytesIO()
+    if fmt == "JPEG":
+        kwargs = {"quality": 95, "subsampling": 0, **kwargs}  # 4:4:4, so the blob's corners keep their colour
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def exif_rotated(pixels: np.ndarray, tag: int) -> bytes:
+    """Pixels stored sideways plus the tag saying how to show them upright (what a phone writes):
+    tag 6 = "rotate 90 degrees clockwise to display", tag 8 = "rotate 90 degrees counter-clockwise"."""
+    stored = np.rot90(pixels, 1 if tag == 6 else -1)
+    exif = Image.Exif()
+    exif[0x0112] = tag
+    return saved(Image.fromarray(np.ascontiguousarray(stored)), "JPEG", exif=exif.tobytes())
+
+
+def refer_record(image_id: int, polygons=None, phrase: str = "red square", ann_id: int = 1, **structure) -> dict:
+    """A record with the full refer file's keys (docs/formats.md, VGPhraseCut)."""
+    polygons = [[SQUARE]] if polygons is None else polygons
+    return {
+        "task_id": f"{image_id}__{ann_id}",
+        "image_id": image_id,
+        "ann_ids": [ann_id],
+        "instance_boxes": [[BLOB[0], BLOB[1], BLOB[2] - BLOB[0], BLOB[3] - BLOB[1]]],
+        "Polygons": polygons,
+        "phrase": phrase,
+        "phrase_structure": {"name": phrase.split()[-1], "attributes": phrase.split()[:-1], "relation_ids": [],
+                             "relation_descriptions": [], "type": "attribute", **structure},
+        "iou": 1.0, "iob": 1.0, "iop": 1.0, "turk_id": "test",
+    }
+
+
+def info_entry(image_id: int, width: int = WIDTH, height: int = HEIGHT, split: str = "train") -> dict:
+    return {"width": width, "url": f"https://example.invalid/VG_100K/{image_id}.jpg", "height": height,
+            "image_id": image_id, "split": split, "coco_id": None, "flickr_id": None}
+
+
+def write_root(tmp_path, images: dict[int, bytes], infos: list[dict], refer: dict[str, list[dict]]):
+    root = tmp_path / "VGPhraseCut_v0"
+    (root / "images").mkdir(parents=True)
+    for image_id, data in images.items():
+        (root / "images" / f"{image_id}.jpg").write_bytes(data)  # always .jpg, whatever it holds
+    (root / "image_data_split.json").write_text(json.dumps(infos))
+    for split, records in refer.items():
+        (root / f"refer_{split}.json").write_text(json.dumps(records))
+    return root
+
+
+def one_image(tmp_path, data: bytes, width: int = WIDTH, height: int = HEIGHT, polygons=None):
+    """Load the single record of a one-image folder: (source image, mask)."""
+    root = write_root(tmp_path, {1: data}, [info_entry(1, width, height)], {"train": [refer_record(1, polygons)]})
+    source = PhraseCutSource(root, ["train"])
+    source.check()
+    [record] = source.read("train", 0, 1)
+    image = load_image(record)
+    return image, record_mask(record, image.width, image.height) > 0
+
+
+def assert_pair_lines_up(image: SourceImage, mask: np.ndarray, is_blob) -> None:
+    """The mask sits on the object in the pixels, and source and (identity-inpainted) target bytes
+    decode to the same upright pixels in any viewer (EXIF applied or not)."""
+    assert image.pixels.shape == (HEIGHT, WIDTH, 3) and image.pixels.dtype == np.uint8
+    assert mask.shape == (HEIGHT, WIDTH) and mask.sum() == 16 * 16
+    assert is_blob(image.pixels[mask]).all(), "the mask covers the object's colour"
+    assert not is_blob(image.pixels[~mask]).any(), "and nothing else"
+    target = encode(image.pixels.copy(), "jpeg")
+    for orientation in (Orientation.APPLY, Orientation.IGNORE):
+        shown_source = decode(image.data, orientation).pixels.astype(int)
+        shown_target = decode(target, orientation).pixels.astype(int)
+        assert shown_source.shape == shown_target.shape == image.pixels.shape
+        assert np.abs(shown_source - image.pixels).mean() < 3
+        assert np.abs(shown_target - shown_source).mean() < 3
+    assert orientation_of(image.data) == 1 or not image.reencoded
+
+
+def is_red(pixels: np.ndarray) -> np.ndarray:
+    pixels = pixels.astype(int)
+    return (pixels[..., 0] > 150) & (pixels[..., 1] < 100) & (pixels[..., 2] < 100)
+
+
+def test_fixtures_follow_the_format():
+    assert set(refer_record(1)) == RECORD_KEYS and set(refer_record(1)["phrase_structure"]) == STRUCTURE_KEYS
+    assert set(info_entry(1)) == INFO_KEYS
+
+
+def test_plain_rgb_jpeg_keeps_its_bytes(tmp_path):
+    data = saved(Image.fromarray(upright_scene()), "JPEG", quality=95)
+    image, mask = one_image(tmp_path, data)
+    assert not image.reencoded and image.data == data and image.reasons == ()
+    assert (image.orientation, image.orientation_tag, image.stored_mode, image.format) == ("as-stored", 1, "RGB", "JPEG")
+    assert_pair_lines_up(image, mask, is_red)
+
+
+@pytest.mark.parametrize("tag", [6, 8])
+def test_exif_rotated_jpeg_is_turned_upright_to_the_annotated_size(tmp_path, tag):
+    data = exif_rotated(upright_scene(), tag)
+    assert Image.open(BytesIO(data)).size == (HEIGHT, WIDTH), "stored sideways"
+    image, mask = one_image(tmp_path, data)
+    assert image.orientation == "exif-applied" and image.orientation_tag == tag and image.reencoded
+    assert any("EXIF orientation" in reason for reason in image.reasons)
+    assert image.provenance()["orientation"] == "exif-applied" and image.provenance()["exif_orientation"] == tag
+    assert_pair_lines_up(image, mask, is_red)
+
+
+def test_exif_tag_on_pixels_annotated_as_stored_is_dropped(tmp_path):
+    """Annotated at the stored size: keep the stored order, and strip the tag so no viewer rotates it."""
+    stored_scene = np.ascontiguousarray(np.rot90(upright_scene(), 1))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = saved(Image.fromarray(stored_scene), "JPEG", quality=95, exif=exif.tobytes())
+    # the annotation saw the stored pixels: polygons in stored coordinates
+    stored_polygon = [[float(y), float(WIDTH - 1 - x)] for x, y in SQUARE]
+    image, mask = one_image(tmp_path, data, width=HEIGHT, height=WIDTH, polygons=[[stored_polygon]])
+    assert image.orientation == "as-stored" and image.orientation_tag == 6 and image.reencoded
+    assert image.pixels.shape == (WIDTH, HEIGHT, 3) and orientation_of(image.data) == 1
+    assert is_red(image.pixels[mask]).all() and mask.sum() == 16 * 16
+    assert np.abs(decode_rgb(image.data).astype(int) - image.pixels).mean() < 3, "viewers show it as stored"
+
+
+def test_size_matching_neither_way_fails_the_record_naming_both_sizes(tmp_path):
+    data = saved(Image.fromarray(np.zeros((40, 50, 3), np.uint8)), "JPEG")
+    root = write_root(tmp_path, {1: data}, [info_entry(1)], {"train": [refer_record(1)]})
+    [record] = PhraseCutSource(root, ["train"]).read("train", 0, 1)
+    with pytest.raises(SourceRecordError) as err:
+        load_image(record)
+    failure = err.value.failure
+    assert failure.reason == "image_size_mismatch" and failure.file == str(root / "images" / "1.jpg")
+    assert "50x40" in failure.message and "64x48" in failure.message and "image_data_split.json" in failure.message
+
+
+def test_grayscale_jpeg(tmp_path):
+    grey = upright_scene(background=(60, 60, 60), colour=(220, 220, 220))[..., 0]
+    image, mask = one_image(tmp_path, saved(Image.fromarray(grey, "L"), "JPEG", quality=95))
+    assert image.stored_mode == "L" and image.reencoded and sniff(image.data) == "JPEG"
+    assert_pair_lines_up(image, mask, lambda p: p.astype(int).min(axis=-1) > 180)
+
+
+def test_cmyk_jpeg(tmp_path):
+    data = saved(Image.fromarray(upright_scene()).convert("CMYK"), "JPEG", quality=95)
+    image, mask = one_image(tmp_path, data)
+    assert image.stored_mode == "CMYK" and image.reencoded and "mode CMYK converted to RGB" in image.reasons
+    assert_pair_lines_up(image, mask, is_red)
+
+
+def test_16_bit_png_named_jpg(tmp_path):
+    values = np.full((HEIGHT, WIDTH), 8000, np.uint16)
+    x0, y0, x1, y1 = (int(v) for v in BLOB)
+    values[y0 : y1 + 1, x0 : x1 + 1] = 60000
+    data = saved(Image.fromarray(values), "PNG")
+    assert Image.open(BytesIO(data)).mode.startswith("I")
+    image, mask = one_image(tmp_path, data)
+    assert image.format == "PNG" and image.stored_mode.startswith("I") and image.reencoded
+    assert sniff(image.data) == "PNG", "a lossless source is re-encoded losslessly"
+    assert abs(int(image.pixels[mask][:, 0].mean()) - round(60000 * 255 / 65535)) <= 1, "scaled, not clipped"
+    assert_pair_lines_up(image, mask, lambda p: p.astype(int).min(axis=-1) > 200)
+
+
+def test_palette_image(tmp_path):
+    palette = Image.fromarray(upright_scene()).convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
+    image, mask = one_image(tmp_path, saved(palette, "PNG"))
+    assert image.stored_mode == "P" and image.reencoded
+    assert_pair_lines_up(image, mask, is_red)
+
+
+def test_polygons_partly_outside_the_image_are_clipped():
+    # A box from (-5.5, -3.2) to (9.7, 6.1): int() truncates towards zero, the canvas clips the rest.
+    inside = polygons_to_mask([[[[-5.5, -3.2], [9.7, -3.2], [9.7, 6.1], [-5.5, 6.1]]]], 20, 10)
+    assert inside.sum() == 10 * 7 and inside[:7, :10].all()
+    beyond = polygons_to_mask([[[[15, 5], [30, 5], [30, 20], [15, 20]]]], 20, 10)
+    assert beyond.sum() == 5 * 5 and beyond[5:, 15:].all()
+    huge = polygons_to_mask([[[[-1e6, -1e6], [1e6, -1e6], [1e6, 1e6], [-1e6, 1e6]]]], 20, 10)
+    assert huge.all()
+
+
+def test_polygons_outside_or_infinite_fail_the_record(tmp_path):
+    data = saved(Image.fromarray(upright_scene()), "JPEG")
+    outside = [[[[-30.0, -30.0], [-20.0, -30.0], [-20.0, -20.0]]]]
+    infinite = [[[[0.0, 0.0], [float("inf"), 0.0], [5.0, 5.0]]]]
+    records = [refer_record(1, outside, ann_id=1), refer_record(1, infinite, ann_id=2),
+               refer_record(1, [[[[60.0, 40.0], [90.0, 40.0], [90.0, 60.0], [60.0, 60.0]], SQUARE]], ann_id=3)]
+    root = write_root(tmp_path, {1: data}, [info_entry(1)], {"train": records})
+    reasons = []
+    for record in PhraseCutSource(root, ["train"]).read("train", 0, 3):
+        try:
+            reasons.append(int(record_mask(record, WIDTH, HEIGHT).sum()))
+        except SourceRecordError as err:
+            reasons.append(err.failure.reason)
+    # the third: one polygon partly outside (clipped to x 60..63, y 40..47) plus the blob
+    assert reasons == ["empty_mask", "bad_polygons", 16 * 16 + 4 * 8]
+
+
+def test_relations_and_relation_descriptions_give_one_field(tmp_path):
+    data = saved(Image.fromarray(upright_scene()), "JPEG")
+    current = refer_record(1, phrase="man on bike wearing helmet", ann_id=1,
+                           relation_descriptions=[["on", "bike"], ["wearing", "helmet"]])
+    older = refer_record(1, phrase="man on bike wearing helmet", ann_id=2)
+    del older["phrase_structure"]["relation_descriptions"]
+    older["phrase_structure"]["relations"] = [
+        {"subject_id": 2, "predicate": "on", "object_id": 7, "relationship_id": 70, "synsets": ["along.r.01"]},
+        {"subject_id": 2, "predicate": "wearing", "object_id": 8, "relationship_id": 71, "synsets": []},
+    ]
+    pairs = refer_record(1, phrase="cup on table", ann_id=3)
+    del pairs["phrase_structure"]["relation_descriptions"]
+    pairs["phrase_structure"]["relations"] = [["on", "table"]]
+    bare = refer_record(1, ann_id=4)
+    del bare["phrase_structure"]
+    root = write_root(tmp_path, {1: data}, [info_entry(1)], {"train": [current, older, pairs, bare]})
+    records = PhraseCutSource(root, ["train"]).read("train", 0, 4)
+    assert records[0].relations == records[1].relations == (("on", "bike"), ("wearing", "helmet"))
+    assert records[2].relations == (("on", "table"),) and records[3].relations == ()
+    assert records[0].name == "helmet" and records[3].name == ""
+    assert normalise_relations("cup near plate", {"relations": [{"predicate": "under"}]}) == (("under", ""),)
+
+
+def test_invalid_json_fails_before_any_work_naming_the_file(tmp_path):
+    root = write_root(tmp_path, {}, [info_entry(1)], {})
+    refer = root / "refer_train.json"
+    refer.write_text('[{"task_id": "1__1", "image_id": 1, "Polygons": [[[[1.0, 2.0], ')  # a cut-off download
+    source = PhraseCutSource(root, ["train"])
+    with pytest.raises(PhraseCutFormatError) as err:
+        source.check()
+    message = str(err.value)
+    assert message.startswith(f"{refer}: not valid JSON") and "line 1 column" in message and "\n" not in message
+    with pytest.raises(PhraseCutFormatError, match="not valid JSON"):
+        source.count("train")
+    assert source.problems() == [message]
+    (root / "image_data_split.json").write_text("[{]")
+    with pytest.raises(PhraseCutFormatError, match="image_data_split.json: not valid JSON"):
+        PhraseCutSource(root, ["train"])
+
+
+def test_refer_input_files_are_rejected_saying_which_file_to_use(tmp_path):
+    input_record = {"task_id": "1__1", "image_id": 1, "phrase": "red square",
+                    "phrase_structure": {"name": "square", "attributes": ["red"], "relation_descriptions": []}}
+    root = write_root(tmp_path, {}, [info_entry(1)], {"input_train": [input_record]})
+    # a split named after the input file
+    for split in ("input_train", "refer_input_train.json", "refer_input_train"):
+        with pytest.raises(PhraseCutFormatError) as err:
+            PhraseCutSource(root, [split])
+        assert "refer_train.json" in str(err.value) and "'train'" in str(err.value), split
+    # a file name given instead of a split name
+    with pytest.raises(PhraseCutFormatError, match="use split 'val', which reads refer_val.json"):
+        PhraseCutSource(root, ["refer_val.json"])
+    # only the input file is there
+    with pytest.raises(PhraseCutFormatError) as err:
+        PhraseCutSource(root, ["train"]).check()
+    assert "refer_train.json: not found; only refer_input_train.json is here" in str(err.value)
+    # the input file copied over refer_train.json
+    (root / "refer_train.json").write_text(json.dumps([input_record]))
+    with pytest.raises(PhraseCutFormatError, match="refer_train.json: no record has Polygons.*refer_input file"):
+        PhraseCutSource(root, ["train"]).count("train")
+
+
+def test_joined_split_names_read_each_file_and_check_the_image_split(tmp_path):
+    data = saved(Image.fromarray(upright_scene()), "JPEG")
+    infos = [info_entry(1, split="val"), info_entry(2, split="miniv"), info_entry(3, split="test")]
+    refer = {"val": [refer_record(1), refer_record(3, ann_id=9)], "miniv": [refer_record(2)]}
+    root = write_root(tmp_path, {1: data, 2: data, 3: data}, infos, refer)
+    source = PhraseCutSource(root, ["val_miniv"])
+    assert [part for part, _ in source.split_files("val_miniv")] == ["val", "miniv"]
+    assert source.count("val_miniv") == 3
+    records = source.read("val_miniv", 0, 3)
+    assert [(r.split, r.image_id) for r in records] == [("val", 1), ("val", 3), ("miniv", 2)]
+    assert records[2].refer_file == str(root / "refer_miniv.json")
+    assert record_mask(records[0], WIDTH, HEIGHT).sum() == 16 * 16
+    with pytest.raises(SourceRecordError) as err:
+        load_image(records[1])  # image 3 is a test image listed in refer_val.json
+    assert err.value.failure.reason == "split_mismatch" and "'test'" in err.value.failure.message
+    assert PhraseCutSource(root, ["val_miniv"], limit=2).count("val_miniv") == 2
+
+
+def test_bad_image_ids_and_unlisted_images_fail_per_record(tmp_path):
+    data = saved(Image.fromarray(upright_scene()), "JPEG")
+    bad = refer_record(1, ann_id=1)
+    bad["image_id"] = "not-a-number"
+    unlisted = refer_record(5, ann_id=2)
+    no_phrase = refer_record(1, ann_id=3)
+    no_phrase["phrase"] = "  "
+    root = write_root(tmp_path, {1: data, 5: data}, [info_entry(1)], {"train": [bad, unlisted, no_phrase]})
+    records = PhraseCutSource(root, ["train"]).read("train", 0, 3)  # reading never raises
+    reasons = []
+    for record in records:
+        with pytest.raises(SourceRecordError) as err:
+            load_image(record)
+        reasons.append(err.value.failure.reason)
+    assert reasons == ["bad_image_id", "no_image_info", "no_phrase"]
+
+
+def test_load_image_unpacks_like_the_old_tuple(tmp_path):
+    data = saved(Image.fromarray(upright_scene()), "JPEG")
+    image, _ = one_image(tmp_path, data)
+    raw, pixels = image
+    assert raw is image.data and pixels is image.pixels

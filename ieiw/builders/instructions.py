@@ -1,53 +1,558 @@
 """Instruction templates, written in the paper's detailed, natural style (docs/paper.md, "Instructions").
 
 The template is chosen from the row id, so a row's instruction never changes between runs and the
-choice is spread evenly over the templates. The trainer can still draw a fresh template per sample.
+choice is spread evenly over the templates (instructions are not part of row ids). The trainer can
+still draw a fresh template per sample.
+
+Templates do not paste the phrase after a fixed "the": a placeholder asks for the form the sentence
+needs, and the phrase is analysed once (its determiner, its head noun and whether that is plural, via
+``inflect``) so that "two dogs", "his hat", "a dog", "man's shirt", "trees on the hill" and "grass" all
+come out grammatical: "Remove the two dogs", "Remove his hat", "Remove the dog", "Remove the man's
+shirt", "so that the trees on the hill are no longer there", "Add some grass".
+
+## Paraphrase files
+
+The instruction templates ship in `ieiw/builders/templates/default.yaml`. A file of your own in the same
+form replaces them (`ieiw.builders.instructions.load_templates(path)`). It is YAML with exactly two keys,
+`remove:` and `add:`, each a non-empty list of one-line templates:
+
+```yaml
+# my_templates.yaml
+remove:
+  - "Remove {the_phrase}."
+  - "Edit the photo so that {the_phrase} {is} no longer there."
+  - "{The_phrase} should not be in this picture; take {them} out."
+add:
+  - "Add {a_phrase}."
+  - "Put {a_phrase} into the scene so that {they} fit{s} in naturally."
+```
+
+A row's template is picked by its row id (the id's first 8 hex digits modulo the number of templates),
+so the same file always gives the same instruction to the same row; instructions are not part of row ids.
+
+Placeholders (anything else in braces is an error):
+
+| placeholder | singular phrase | plural phrase |
+|---|---|---|
+| `{phrase}` | the phrase as written: "dog on the left" | "trees on the hill" |
+| `{the_phrase}` | definite: "the dog", "his hat", "this car", "the man's shirt" | "the two dogs", "some people", "the trees on the hill" |
+| `{a_phrase}` | indefinite: "a dog", "an apple", "some grass" (mass nouns), "his hat" | "two dogs", "some trees on the hill" |
+| `{is}` = `{are}` | is | are |
+| `{was}` = `{were}` | was | were |
+| `{has}` = `{have}` | has | have |
+| `{does}` = `{do}` | does | do |
+| `{it}` = `{them}` (object) | it | them |
+| `{they}` (subject) | it | they |
+| `{its}` = `{their}` | its | their |
+| `{this}` = `{these}` | this | these |
+| `{s}` (verb ending: "fit{s}") | s | (nothing) |
+| `{es}` (verb ending: "match{es}") | es | (nothing) |
+
+- The two names of a pair are one placeholder: write whichever reads naturally.
+- A capital first letter capitalises the value, for the start of a sentence: `{The_phrase}`, `{They}`, `{It}`.
+- A phrase that has its own determiner keeps it: "his hat", "this car", "some people", "each chair",
+  "two of the dogs". "a dog" becomes "the dog" in `{the_phrase}`, and "the dog" becomes "a dog" in `{a_phrase}`.
+  Numbers take "the" ("the two dogs"); possessive nouns take an article ("the man's shirt").
+- Agreement follows the head noun: the noun before a preposition, relative clause or participle ("dog on the
+  left" -> dog, "people walking" -> people); nouns joined by "and" are plural ("cup and saucer"). Write
+  "restore what was behind {them}", not "what {is} behind {them}" ("what" is that verb's subject).
+- Every template names the object with `{phrase}`, `{the_phrase}` or `{a_phrase}`. Format specs
+  (`{phrase:>10}`), attribute access and positional `{}` are refused; a literal brace is `{{` or `}}`;
+  the same template twice in a list is refused.
+- A mistake fails with `TemplateError`, one line naming the file and the template, e.g.
+  `my_templates.yaml: remove[1] 'Zap {thing}.': unknown placeholder {thing}; allowed: ...`.
 """
 
 from __future__ import annotations
 
-REMOVE_TEMPLATES = (
-    "remove the {phrase}",
-    "Please remove the {phrase} from the image.",
-    "Erase the {phrase} and fill in the background naturally.",
-    "Get rid of the {phrase}.",
-    "Take the {phrase} out of the picture while keeping everything else unchanged.",
-    "Delete the {phrase} from this photo.",
-    "Make the {phrase} disappear.",
-    "Can you remove the {phrase} and leave the rest of the scene as it is?",
-    "Clear away the {phrase}.",
-    "Edit the photo so that the {phrase} is no longer there.",
-    "Wipe out the {phrase}, keeping the surroundings intact.",
-    "Remove the {phrase} and restore what is behind it.",
-)
+import functools
+import hashlib
+import json
+import string
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
 
-ADD_TEMPLATES = (
-    "add the {phrase}",
-    "Please add the {phrase} to the image.",
-    "Put the {phrase} into the scene.",
-    "Insert the {phrase} where it fits naturally.",
-    "Place the {phrase} in the picture while keeping everything else unchanged.",
-    "Make the {phrase} appear in this photo.",
-    "Can you add the {phrase} to the scene?",
-    "Draw the {phrase} into the image.",
-    "Edit the photo so that it includes the {phrase}.",
-    "Bring the {phrase} into the picture.",
-    "Include the {phrase} in this image and leave the rest as it is.",
-    "Add the {phrase}, blending it into the surroundings.",
-)
+import yaml
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator
 
+TASKS = ("remove", "add")
+DEFAULT_TEMPLATES_FILE = "templates/default.yaml"  # inside the ieiw.builders package
+
+# --- phrase analysis -----------------------------------------------------------------------------
+
+ARTICLES = {"a", "an", "the"}
+POSSESSIVE_DETERMINERS = {"my", "your", "his", "her", "its", "our", "their", "whose"}
+SINGULAR_DETERMINERS = {"this", "that", "each", "every", "another", "either", "neither", "one"}
+PLURAL_DETERMINERS = {"these", "those", "both", "several", "many", "few", "various", "numerous", "multiple"}
+# Determiners whose number follows the noun ("some grass" / "some people").
+OPEN_DETERMINERS = {"some", "any", "all", "most", "no", "much", "enough", "more", "less", "fewer", "half",
+                    "such", "what", "which"}
+NUMBERS = {
+    "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,
+    "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
+    "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50,
+    "hundred": 100, "dozens": 24, "hundreds": 200,
+}
+# "a few people", "a lot of cars", "a couple of dogs": a quantifier, kept as written.
+ARTICLE_QUANTIFIERS = {"few", "lot", "couple", "little", "bit", "number", "handful"}
+QUANTITY_NOUNS = {"lots", "plenty", "couple"}  # "lots of people" (no article)
+PREPOSITIONS = {
+    "on", "in", "at", "of", "with", "near", "behind", "under", "underneath", "above", "below", "beside",
+    "besides", "beneath", "next", "by", "from", "over", "to", "into", "onto", "inside", "outside",
+    "against", "along", "across", "around", "between", "among", "for", "like", "through", "past",
+    "toward", "towards", "up", "down", "off", "atop", "within", "without", "upon", "via", "beyond",
+    "during", "after", "before", "alongside", "amid", "opposite", "than", "out", "about", "throughout",
+    "except", "containing",
+}
+CLAUSE_WORDS = {"that", "which", "who", "whom", "whose", "where", "when", "while", "being", "is", "are",
+                "was", "were", "has", "have", "had", "having", "can", "will", "to", "as", "if", "so", "but",
+                "or"}
+# Nouns ending in -ing (a participle after the head ends the head chunk; these do not).
+ING_NOUNS = {
+    "building", "ceiling", "railing", "clothing", "painting", "awning", "ring", "earring", "wing", "string",
+    "thing", "king", "spring", "evening", "morning", "sibling", "siding", "lighting", "icing", "topping",
+    "frosting", "stuffing", "bedding", "pudding", "sling", "swing", "wedding", "opening", "drawing",
+    "marking", "markings", "writing", "lettering", "sing", "fencing", "netting", "wiring", "padding",
+    "landing", "parking", "crossing", "dressing", "filling", "seasoning", "housing", "casing", "molding",
+    "moulding", "trimming", "ping", "ceiling", "clearing", "coating", "covering", "plating", "tubing",
+    "piping", "stitching", "edging", "flooring", "roofing", "decking", "shelving", "carving", "sculpting",
+    "dumpling", "seedling", "sapling", "duckling", "herring", "whiting", "darling", "shilling", "pudding",
+    "stocking", "stockings", "legging", "bearing", "fitting", "mooring", "awning", "sibling", "thong",
+}
+# Gerunds that usually modify a following noun ("bowling ball", "dining table"), unlike a participle
+# after the head ("people walking", "man wearing a hat").
+GERUND_MODIFIERS = {
+    "dining", "swimming", "bowling", "cutting", "ironing", "sailing", "shopping", "walking", "sleeping",
+    "fishing", "living", "washing", "frying", "running", "baking", "cooking", "changing", "waiting",
+    "reading", "drinking", "boxing", "skating", "skiing", "surfing", "hiking", "riding", "training",
+    "sewing", "serving", "mixing", "rocking", "diving", "steering", "sporting", "writing",
+    "drawing", "chopping", "measuring", "climbing", "racing", "hunting", "camping", "landing", "hanging",
+    "flying", "passing", "moving", "spinning", "rolling", "folding", "sliding", "vending", "parking",
+}
+# Words before "and" that make it join adjectives ("black and white cat"), not nouns ("cup and saucer").
+ADJECTIVES_BEFORE_AND = {
+    "black", "white", "red", "green", "blue", "yellow", "orange", "purple", "pink", "brown", "grey", "gray",
+    "silver", "gold", "golden", "tan", "beige", "dark", "light", "bright", "pale", "big", "small", "large",
+    "little", "tall", "short", "long", "old", "new", "young", "thick", "thin", "wide", "narrow", "clean",
+    "dirty", "wet", "dry", "hot", "cold", "round", "square", "striped", "plaid", "checkered", "spotted",
+}
+# Grammatically plural nouns whose singular_noun() is themselves or missing.
+PLURALIA = {
+    "people", "police", "cattle", "scissors", "pants", "trousers", "jeans", "shorts", "glasses",
+    "sunglasses", "eyeglasses", "goggles", "binoculars", "tongs", "pliers", "clothes", "headphones",
+    "earphones", "earbuds", "suspenders", "overalls", "pajamas", "pyjamas", "leggings", "tights",
+    "bleachers", "remains", "belongings", "goods", "outskirts", "surroundings", "contents", "folks",
+    "livestock", "poultry", "men", "women", "children", "feet", "teeth", "geese", "mice", "oxen", "dice",
+    "fries", "briefs", "trunks", "slacks", "sweatpants", "bangs", "whiskers", "stairs", "steps",
+}
+# Singular nouns ending in -s that inflect would singularise ("bus" -> "bu").
+SINGULAR_S = {
+    "bus", "gas", "canvas", "atlas", "bias", "alias", "pancreas", "lens", "news", "series", "species",
+    "chassis", "mathematics", "physics", "athletics", "gymnastics", "billiards", "chaos", "cosmos",
+    "asbestos", "ethos", "measles", "mumps", "tennis", "corps", "debris", "hummus", "moss", "bass",
+    "dais", "trellis", "iris", "axis", "always", "this", "its", "his", "yes", "us", "plus", "gps", "ps",
+}
+# Mass nouns: singular agreement, "some grass" rather than "a grass" as the indefinite form.
+MASS = {
+    "grass", "sky", "water", "snow", "sand", "hair", "dirt", "mud", "ice", "fur", "smoke", "fog", "mist",
+    "foliage", "furniture", "luggage", "baggage", "food", "bread", "rice", "pasta", "sauce", "cheese",
+    "meat", "broccoli", "lettuce", "spinach", "wood", "metal", "concrete", "asphalt", "gravel", "pavement",
+    "sunlight", "sunshine", "shade", "graffiti", "lettering", "writing", "text", "clothing", "hay", "straw",
+    "foam", "steam", "rain", "soil", "moss", "ivy", "vegetation", "greenery", "seaweed", "frosting",
+    "icing", "cream", "butter", "sugar", "salt", "milk", "coffee", "tea", "wine", "beer", "juice", "soup",
+    "brush", "shrubbery", "traffic", "equipment", "machinery", "jewelry", "jewellery", "fabric", "cloth",
+    "plastic", "dust", "rust", "paint", "gear", "garbage", "trash", "rubbish", "debris", "lumber", "mulch",
+    "cement", "wallpaper", "wiring", "netting", "fencing", "lighting", "bedding", "siding", "scenery",
+    "ketchup", "mustard", "mayonnaise", "chocolate", "cereal", "oatmeal", "toast", "bacon", "ham", "beef",
+    "pork", "lava", "oil", "air", "fire", "wallpaper", "carpeting", "flooring", "roofing", "tubing",
+    "stubble", "clutter", "produce", "pizza sauce", "syrup", "honey", "jam", "yogurt", "rubble", "ivy",
+}
+PUNCTUATION = ".,;:!?\"()[]"
+# One-word phrases that take no article ("Remove everything").
+STANDALONE = (POSSESSIVE_DETERMINERS | SINGULAR_DETERMINERS | PLURAL_DETERMINERS | OPEN_DETERMINERS
+              | {"it", "them", "everything", "something", "someone", "everyone", "nothing", "others", "both",
+                 "all", "mine", "yours", "ours", "theirs", "hers"})
+
+
+@functools.lru_cache(maxsize=1)
+def _engine():
+    import inflect
+
+    return inflect.engine()
+
+
+def _word(token: str) -> str:
+    return token.lower().strip(PUNCTUATION)
+
+
+def _possessor(token: str) -> str | None:
+    """``"man's"`` -> ``"man"``, ``"dogs'"`` -> ``"dogs"``; ``None`` for a word that is no possessive."""
+    word = _word(token).replace("\u2019", "'")
+    if word.endswith("'s") and len(word) > 2:
+        return word[:-2]
+    if word.endswith("s'") and len(word) > 2:
+        return word[:-1]
+    return None
+
+
+@functools.lru_cache(maxsize=65536)
+def is_plural_noun(token: str) -> bool:
+    """Whether ``token`` is a plural noun: ``inflect.singular_noun`` plus the exceptions it misses
+    (pluralia tantum such as "jeans", "-us"/"-is" singulars such as "bus", "iris", mass nouns)."""
+    word = _word(token).replace("\u2019", "'")
+    if word.endswith("s'"):  # "dogs'"
+        return True
+    owner = _possessor(word)
+    if owner is not None:
+        word = owner
+    if not word or not any(c.isalpha() for c in word):
+        return False
+    if word in PLURALIA:
+        return True
+    if word in SINGULAR_S or word in MASS or word.endswith(("ss", "us", "is")):
+        return False
+    last = word.rsplit("-", 1)[-1]
+    if last in PLURALIA:
+        return True
+    if last in SINGULAR_S or last in MASS:
+        return False
+    singular = _engine().singular_noun(word)
+    return isinstance(singular, str) and singular != word
+
+
+def _number(word: str) -> int | None:
+    if word.isdigit():
+        return int(word)
+    return NUMBERS.get(word)
+
+
+def head_noun(tokens: list[str]) -> tuple[int, int | None]:
+    """Index of the head noun of ``tokens`` (a noun phrase without its determiner) and, when the head
+    chunk joins nouns with "and" ("cup and saucer"), the index of the first conjunct (else ``None``). The head is the last word before the first
+    preposition, relative clause or participle: "dog on the left" -> dog, "people walking" -> people,
+    "man wearing a hat" -> man, "car parked on the street" -> car."""
+    words = [_word(t) for t in tokens]
+    end = len(words)
+    for index, word in enumerate(words):
+        if index == 0:
+            continue
+        following = words[index + 1] if index + 1 < len(words) else ""
+        if word in PREPOSITIONS or word in CLAUSE_WORDS:
+            end = index
+            break
+        if word.endswith("ing") and len(word) > 4 and word not in ING_NOUNS:
+            modifier = word in GERUND_MODIFIERS and following and following not in PREPOSITIONS | CLAUSE_WORDS \
+                and following not in ARTICLES | POSSESSIVE_DETERMINERS
+            if not modifier:
+                end = index
+                break
+        if word.endswith("ed") and len(word) > 3 and (following in PREPOSITIONS or following in ARTICLES):
+            end = index
+            break
+    chunk = words[:end]
+    first_conjunct = None
+    if "and" in chunk[1:-1]:
+        before = chunk.index("and", 1) - 1
+        if chunk[before] not in ADJECTIVES_BEFORE_AND:
+            first_conjunct = before
+    head = end - 1
+    while head > 0 and words[head] in ("and", ""):
+        head -= 1
+    return max(head, 0), first_conjunct
+
+
+@dataclass(frozen=True)
+class PhraseForms:
+    """One phrase in the forms templates ask for (see the module docstring)."""
+
+    phrase: str  # as written, spaces normalised
+    the_phrase: str  # definite form
+    a_phrase: str  # indefinite form
+    plural: bool  # agreement: "are", "them"
+    head: str  # the head noun the agreement follows
+    mass: bool  # a mass noun: singular agreement, "some" as indefinite
+
+    def values(self) -> dict[str, str]:
+        p = self.plural
+        values = {
+            "phrase": self.phrase,
+            "the_phrase": self.the_phrase,
+            "a_phrase": self.a_phrase,
+            "is": "are" if p else "is",
+            "was": "were" if p else "was",
+            "has": "have" if p else "has",
+            "does": "do" if p else "does",
+            "it": "them" if p else "it",
+            "they": "they" if p else "it",
+            "its": "their" if p else "its",
+            "this": "these" if p else "this",
+            "s": "" if p else "s",
+            "es": "" if p else "es",
+        }
+        for pair in (("is", "are"), ("was", "were"), ("has", "have"), ("does", "do"), ("it", "them"),
+                     ("its", "their"), ("this", "these")):
+            values[pair[1]] = values[pair[0]]
+        for key in list(values):
+            if key not in ("s", "es"):
+                values[key[0].upper() + key[1:]] = values[key][:1].upper() + values[key][1:]
+        return values
+
+
+PLACEHOLDERS = frozenset(PhraseForms("x", "x", "x", False, "x", False).values())
+PHRASE_PLACEHOLDERS = {"phrase", "the_phrase", "a_phrase"}
+
+
+@functools.lru_cache(maxsize=65536)
+def phrase_forms(phrase: str, head: str | None = None) -> PhraseForms:
+    """Analyse ``phrase`` (a referring phrase such as "two dogs on the grass"). ``head`` is an optional
+    hint, the phrase's head noun phrase (VGPhraseCut's ``phrase_structure.name``); it is used when its
+    last word is one of the phrase's words."""
+    tokens = phrase.split()
+    while tokens and not tokens[-1].strip(PUNCTUATION):
+        tokens.pop()
+    if tokens:
+        tokens[-1] = tokens[-1].rstrip(".,;:!?")
+    if not tokens or not any(_word(t) for t in tokens):
+        raise ValueError(f"empty phrase {phrase!r}")
+    text = " ".join(tokens)
+    words = [_word(t) for t in tokens]
+    first = words[0]
+    second = words[1] if len(words) > 1 else ""
+    third = words[2] if len(words) > 2 else ""
+    forced: bool | None = None  # number fixed by the determiner (None: the head noun decides)
+    kind = "none"
+    body = 0  # index where the noun phrase after the determiner starts
+    if len(tokens) == 1 and first in STANDALONE:
+        kind = "keep"
+    elif first in ("a", "an") and second in ARTICLE_QUANTIFIERS:
+        kind, body = "keep", 2 + (third == "of")
+    elif first in ("a", "an") and len(tokens) > 1:
+        kind, body, forced = "indefinite", 1, False
+    elif first == "the" and len(tokens) > 1:
+        kind, body = "the", 1
+    elif first in POSSESSIVE_DETERMINERS and len(tokens) > 1:
+        kind, body = "keep", 1
+    elif second == "of" and (first in SINGULAR_DETERMINERS | PLURAL_DETERMINERS | OPEN_DETERMINERS
+                             or _number(first) or first in ("none", "each", "all", "both", "part")):
+        # "two of the dogs", "some of the grass", "one of the cars"
+        kind, body = "keep", 2
+        if first in SINGULAR_DETERMINERS:
+            forced = False
+        elif first in PLURAL_DETERMINERS or (_number(first) or 0) >= 2:
+            forced = True
+        if third in ARTICLES | POSSESSIVE_DETERMINERS | {"these", "those", "this", "that"}:
+            body = 3
+    elif first in QUANTITY_NOUNS and second == "of":
+        kind, body = "keep", 2
+    elif (first in SINGULAR_DETERMINERS or _number(first) == 1) and len(tokens) > 1:
+        kind, body, forced = "keep", 1, False
+    elif first in PLURAL_DETERMINERS and len(tokens) > 1:
+        kind, body, forced = "keep", 1, True
+    elif first in OPEN_DETERMINERS and len(tokens) > 1:
+        kind, body = "keep", 1
+    elif (_number(first) or 0) >= 2 and len(tokens) > 1:
+        kind, body, forced = "numeral", 1, True
+    rest = tokens[body:] or tokens[-1:]
+    rest_words = [_word(t) for t in rest]
+    if kind == "the" and (_number(rest_words[0]) or 0) >= 2 and len(rest) > 1:
+        kind, forced = "the-numeral", True  # "the two cats": indefinite "two cats"
+    index, conjunct = head_noun(rest)
+    head_word = rest_words[index]
+    if head:
+        hint = [_word(t) for t in head.split() if _word(t)]
+        if hint and hint[-1] in rest_words and hint[-1] != "and":
+            head_word = hint[-1]
+            index = len(rest_words) - 1 - rest_words[::-1].index(head_word) if conjunct is None else index
+            if conjunct is None:
+                conjunct = head_noun(hint)[1]
+    plural = forced if forced is not None else (conjunct is not None or is_plural_noun(head_word))
+    mass = not plural and (head_word in MASS or (head_word.rsplit("-", 1)[-1] in MASS))
+    # The indefinite article agrees with a leading possessor ("a man's shoes", "some people's faces") or
+    # with the first of joined nouns ("a cup and saucer").
+    owner_index = next((i for i, t in enumerate(rest[: index + 1]) if _possessor(t) is not None), None)
+    if owner_index is not None:
+        owner = _possessor(rest[owner_index]) or ""
+        article_plural = is_plural_noun(rest[owner_index])
+        article_mass = owner in MASS
+    elif conjunct is not None and forced is None:
+        article_plural = is_plural_noun(rest_words[conjunct])
+        article_mass = not article_plural and rest_words[conjunct] in MASS
+    else:
+        article_plural, article_mass = plural, mass
+    bare = " ".join(tokens[1:]) if kind in ("indefinite", "the", "the-numeral") else text
+    if kind == "keep":
+        the_phrase = text
+    else:  # the, none, indefinite, numeral, a possessor ("the man's shirt")
+        the_phrase = "the " + bare
+    if kind in ("keep", "numeral"):
+        a_phrase = text
+    elif kind == "the-numeral":
+        a_phrase = bare
+    elif article_plural or article_mass:
+        a_phrase = "some " + bare
+    else:
+        a_phrase = _engine().a(bare)
+    return PhraseForms(text, the_phrase, a_phrase, bool(plural), head_word, bool(mass))
+
+
+# --- templates -----------------------------------------------------------------------------------
+
+
+class TemplateError(ValueError):
+    """A paraphrase file or template ieiw cannot use; the one-line message names the file and template."""
+
+
+def check_template(template: str) -> None:
+    """Raise ``ValueError`` saying what is wrong with one template (see the module docstring)."""
+    if not template.strip():
+        raise ValueError("empty template")
+    if "\n" in template or "\r" in template:
+        raise ValueError("a template is one line")
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"{exc} (write a literal brace as {{{{ or }}}})") from None
+    names = set()
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if name == "":
+            raise ValueError("empty placeholder {}: name it, e.g. {the_phrase}")
+        if name not in PLACEHOLDERS:
+            allowed = ", ".join("{" + p + "}" for p in sorted(p for p in PLACEHOLDERS if p.islower()))
+            raise ValueError(f"unknown placeholder {{{name}}}; allowed: {allowed} (capitalised: {{The_phrase}})")
+        if spec or conversion:
+            raise ValueError(f"placeholder {{{name}}} has a format spec or conversion; write just {{{name}}}")
+        names.add(name.lower())
+    if not names & PHRASE_PLACEHOLDERS:
+        raise ValueError("names no object: use {the_phrase}, {a_phrase} or {phrase}")
+
+
+class Templates(BaseModel):
+    """Instruction templates per task; build with :func:`load_templates` or ``Templates(remove=[...], add=[...])``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    remove: tuple[str, ...]
+    add: tuple[str, ...]
+    _source: str = PrivateAttr("code")
+
+    @field_validator("remove", "add")
+    @classmethod
+    def _valid(cls, templates: tuple[str, ...], info) -> tuple[str, ...]:
+        if not templates:
+            raise ValueError("empty list; give at least one template")
+        seen: set[str] = set()
+        for index, template in enumerate(templates):
+            try:
+                check_template(template)
+            except ValueError as exc:
+                raise ValueError(f"[{index}] {template!r}: {exc}") from None
+            if template in seen:
+                raise ValueError(f"[{index}] {template!r}: listed twice")
+            seen.add(template)
+        return templates
+
+    @property
+    def source(self) -> str:
+        """Where the templates came from: a file path, or ``"code"``."""
+        return self._source
+
+    @property
+    def digest(self) -> str:
+        """Identity of the template set (changes whenever a template does), e.g. for a build fingerprint."""
+        canonical = json.dumps({"remove": list(self.remove), "add": list(self.add)}, sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def for_task(self, task: str) -> tuple[str, ...]:
+        if task not in TASKS:
+            raise ValueError(f"no templates for task {task!r}; tasks are {', '.join(TASKS)}")
+        return getattr(self, task)
+
+    def pick(self, task: str, row_id: str) -> str:
+        """The template of ``task`` for ``row_id``: its first 8 hex digits modulo the number of templates."""
+        templates = self.for_task(task)
+        try:
+            key = int(row_id[:8], 16)
+        except ValueError:
+            key = int(hashlib.sha256(row_id.encode()).hexdigest()[:8], 16)
+        return templates[key % len(templates)]
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "file"
+
+
+def load_templates(path: str | Path) -> Templates:
+    """Read and check a paraphrase file (module docstring); :class:`TemplateError` names what is wrong."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TemplateError(f"{path}: template file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TemplateError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise TemplateError(f"{path}: not valid YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise TemplateError(f"{path}: expected a mapping with remove: and add: lists, found {type(data).__name__}")
+    try:
+        templates = Templates.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key; a template file has only remove: and add: lists"
+        elif error["type"] == "missing":
+            message = "missing; a template file has a remove: and an add: list"
+        more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
+        where = _where(tuple(error["loc"]))
+        where += message if message.startswith("[") else f": {message}"  # "remove[1] 'Zap {x}.': ..."
+        raise TemplateError(f"{path}: {where}{more}") from None
+    templates._source = str(path)
+    return templates
+
+
+@functools.lru_cache(maxsize=1)
+def default_templates() -> Templates:
+    """The templates shipped with ieiw (``ieiw/builders/templates/default.yaml``)."""
+    resource = resources.files("ieiw.builders").joinpath(DEFAULT_TEMPLATES_FILE)
+    with resources.as_file(resource) as path:
+        return load_templates(path)
+
+
+REMOVE_TEMPLATES = default_templates().remove
+ADD_TEMPLATES = default_templates().add
 TEMPLATES = {"remove": REMOVE_TEMPLATES, "add": ADD_TEMPLATES}
 
 
 def clean_phrase(phrase: str) -> str:
-    """Referring phrases arrive lower-case with stray spaces; a leading article would double up."""
+    """The phrase without a leading article and stray spaces (kept for older callers)."""
     words = phrase.strip().split()
     if words and words[0].lower() in ("a", "an", "the"):
         words = words[1:]
     return " ".join(words)
 
 
-def instruction_for(task: str, phrase: str, row_id: str) -> str:
-    """The instruction of ``task`` for ``phrase``, picked deterministically by the (hex) row id."""
-    templates = TEMPLATES[task]
-    return templates[int(row_id[:8], 16) % len(templates)].format(phrase=clean_phrase(phrase))
+def render(template: str, phrase: str, head: str | None = None) -> str:
+    """``template`` filled in for ``phrase`` (``head``: see :func:`phrase_forms`)."""
+    return template.format_map(phrase_forms(" ".join(phrase.split()), head).values())
+
+
+def instruction_for(
+    task: str, phrase: str, row_id: str, templates: Templates | None = None, head: str | None = None
+) -> str:
+    """The instruction of ``task`` for ``phrase``, its template picked deterministically by the (hex)
+    row id from ``templates`` (default: the shipped set). ``head`` is the optional head-noun hint
+    (VGPhraseCut's ``phrase_structure.name``). Raises ``ValueError`` for an empty phrase."""
+    return render((templates or default_templates()).pick(task, row_id), phrase, head)
