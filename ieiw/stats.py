@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from ieiw.schemas.manifest import load_manifest
 from ieiw.schemas.shards import atomic_write_bytes
 
-SCORE_FIELDS = ("source_aesthetic", "target_aesthetic", "source_giqa", "target_giqa", "edit_consistency")
+SCORE_FIELDS = ("source_aesthetic", "target_aesthetic", "source_giqa", "target_giqa", "edit_consistency", "verification")
 # (output name, column path in the shard): nested fields are read alone, so image bytes are never read.
 LIGHT_FIELDS = (
     ("task", "task"), ("split", "split"), ("width", "width"), ("height", "height"), ("instruction", "instruction"),

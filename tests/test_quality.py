@@ -302,12 +302,16 @@ def test_duplicate_record_is_rejected_with_the_survivors_id(sample_root, tmp_pat
 def test_paper_config_stops_before_prefect_naming_each_missing_file(tmp_path):
     import time
 
+    env = ieiw_env() | {"TORCH_HOME": str(tmp_path / "torch")}  # where lama-cleaner would have cached big-lama.pt
+    env.pop("LAMA_MODEL_URL", None)
     start = time.monotonic()
-    proc = run_ieiw("build", REPO / "configs" / "ieiw.paper.yaml", "--out", tmp_path / "paper", check=False)
+    proc = run_ieiw("build", REPO / "configs" / "ieiw.paper.yaml", "--out", tmp_path / "paper", check=False, env=env)
     assert proc.returncode == 2 and time.monotonic() - start < 30
     lines = proc.stderr.strip().splitlines()
     assert lines[0].endswith("cannot build:") and "Traceback" not in proc.stderr
     for name in ("sac+logos+ava1-l14-linearMSE.pth", "pt_inception-2015-12-05-6726825d.pth", "giqa-reference",
-                 "VGPhraseCut_v0", "clip-vit-large-patch14"):
+                 "VGPhraseCut_v0", str(tmp_path / "torch" / "hub" / "checkpoints" / "big-lama.pt"),
+                 "features backend clip", "removal.verify backend clip"):
         assert sum(name in line for line in lines[1:]) == 1, name
+    assert sum("clip-vit-large-patch14" in line for line in lines[1:]) == 2, "scoring features and removal.verify"
     assert not (tmp_path / "paper").exists(), "nothing was started or written"

@@ -127,3 +127,34 @@ def test_instruction_templates_are_many_and_deterministic():
     assert len(chosen) == len(REMOVE_TEMPLATES), "ids spread over every template"
     assert instruction_for("add", "the blue square", ids[3]) == instruction_for("add", "the blue square", ids[3])
     assert "the the" not in " ".join(instruction_for("add", "the blue square", rid) for rid in ids)
+
+
+def test_converted_and_exif_rotated_sources_line_up_with_mask_and_target_and_rows_say_so(sample_root, tmp_path):
+    """A CMYK file and a sideways-stored file with EXIF orientation 6, in a copy of the sample."""
+    from PIL import Image
+
+    root = tmp_path / "VGPhraseCut_v0"
+    shutil.copytree(sample_root, root)
+    refer = json.loads((root / "refer_train.json").read_text())
+    cmyk_id, rotated_id = refer[0]["image_id"], next(r["image_id"] for r in refer if r["image_id"] != refer[0]["image_id"])
+    upright = {i: decode_rgb((root / "images" / f"{i}.jpg").read_bytes()) for i in (cmyk_id, rotated_id)}
+    Image.fromarray(upright[cmyk_id]).convert("CMYK").save(root / "images" / f"{cmyk_id}.jpg", quality=98)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display": the pixels are stored turned 90 degrees CCW
+    Image.fromarray(np.rot90(upright[rotated_id])).save(root / "images" / f"{rotated_id}.jpg", quality=98, exif=exif)
+
+    builder = builder_for(root, unit_size=64)
+    rows = [r for r in builder.build_unit(builder.plan()[0]).rows if r["origin"]["image_id"] in {str(cmyk_id), str(rotated_id)}]
+    assert {r["origin"]["image_id"] for r in rows} == {str(cmyk_id), str(rotated_id)}
+    for row in rows:
+        made = json.loads(row["builder"]["params"])["source_image"]
+        image_id = int(row["origin"]["image_id"])
+        expected = ("CMYK", "as-stored") if image_id == cmyk_id else ("RGB", "exif-applied")
+        assert (made["stored_mode"], made["orientation"], made["reencoded"]) == (*expected, True)
+        source = decode_rgb(row["source_image"]["bytes"])
+        target = decode_rgb(row["target_image"]["bytes"])
+        mask = decode_mask(row["mask"]["bytes"]) > 0
+        assert source.shape == target.shape == upright[image_id].shape == (*mask.shape, 3)
+        assert np.abs(source.astype(int) - upright[image_id]).mean() < 8, "the source is shown upright (CMYK costs a few levels)"
+        changed = np.abs(source.astype(int) - target).max(axis=2) > 40
+        assert changed.any() and (changed <= mask).all(), "what changed lies inside the mask"

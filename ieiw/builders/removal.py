@@ -21,8 +21,8 @@ from pydantic import Field, model_validator
 
 from ieiw.builders.base import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
 from ieiw.builders.inpaint import Inpainter, OpenCVInpaintConfig
-from ieiw.builders.instructions import instruction_for
-from ieiw.builders.phrasecut import PhraseCutRecord, PhraseCutSource, load_image, record_mask
+from ieiw.builders.instructions import Templates, default_templates, instruction_for, load_templates
+from ieiw.builders.phrasecut import PhraseCutRecord, PhraseCutSource, SourceImage, load_image, record_mask
 from ieiw.builders.samples import ensure_phrasecut_sample
 from ieiw.builders.verify import DROP_REASON, EmbeddedVerifyConfig, RemovalVerifier
 from ieiw.imageio import encode, extension
@@ -76,6 +76,7 @@ class RemovalConfig(BuilderConfig):
     verify: backend_field("verify") | None = Field(  # type: ignore[valid-type]
         default_factory=EmbeddedVerifyConfig, description="is the object gone? null = keep every region")
     flip_add: bool = True
+    templates: Path | None = Field(None, description="a paraphrase file (docs/removal.md); default: the shipped one")
     image_format: Literal["jpeg", "png"] = "jpeg"
     jpeg_quality: int = Field(95, ge=50, le=100)
     seed: int = 0
@@ -95,11 +96,28 @@ class RemovalConfig(BuilderConfig):
         return data
 
     def preflight(self) -> list[str]:
-        root = Path(self.source.root)
-        if not self.enabled or self.source.samples is not None or (root / "image_data_split.json").exists():
+        """The source folder, every configured refer file (parsed: a broken one is named before any work
+        starts) and the paraphrase file."""
+        if not self.enabled:
             return []
-        return [f"removal: {root} is not a VGPhraseCut_v0 folder (no image_data_split.json); get VGPhraseCut"
-                " (docs/formats.md) and Visual Genome images into it, or set removal.source.root"]
+        lines = []
+        if self.templates is not None:
+            try:
+                load_templates(self.templates)
+            except ValueError as exc:
+                lines.append(f"removal.templates: {exc}")
+        root = Path(self.source.root)
+        if not (root / "image_data_split.json").exists():
+            if self.source.samples is None:
+                lines.append(f"removal: {root} is not a VGPhraseCut_v0 folder (no image_data_split.json); get "
+                             "VGPhraseCut (docs/formats.md) and Visual Genome images into it, or set removal.source.root")
+            return lines
+        try:
+            lines += [f"removal: {line}" for line in
+                      PhraseCutSource(root, self.source.splits, self.source.limit).problems()]
+        except (ValueError, FileNotFoundError) as exc:
+            lines.append(f"removal: {exc}")
+        return lines
 
 
 class RegionSkipped(Exception):
@@ -140,6 +158,10 @@ class RemovalBuilder(CandidateBuilder):
                 self._inpainter = self.config.inpaint.create()
             return self._inpainter
 
+    @functools.cached_property
+    def templates(self) -> Templates:
+        return load_templates(self.config.templates) if self.config.templates else default_templates()
+
     @property
     def verifier(self) -> RemovalVerifier | None:
         with self._lock:
@@ -175,6 +197,7 @@ class RemovalBuilder(CandidateBuilder):
             "regions": c.regions.model_dump(),
             "verify": c.verify.fingerprint() if c.verify else None,
             "flip_add": c.flip_add,
+            "templates": self.templates.digest,
         }
 
     def backends(self) -> dict[str, str]:
@@ -197,32 +220,33 @@ class RemovalBuilder(CandidateBuilder):
         p = unit.payload
         records = self.source.read(p["split"], p["start"], p["stop"])
         result = UnitResult(records=len(records))
-        prepared: list[tuple[PhraseCutRecord, bytes, np.ndarray, np.ndarray]] = []
-        images: dict[int, tuple[bytes, np.ndarray]] = {}  # records of one image share it
+        c = self.config
+        prepared: list[tuple[PhraseCutRecord, SourceImage, np.ndarray]] = []
+        images: dict[int, SourceImage] = {}  # records of one image share it
         for record in records:
             try:
                 if record.image_id not in images:
-                    images[record.image_id] = load_image(record)
-                data, pixels = images[record.image_id]
-                mask = self._mask(record, pixels)
+                    images[record.image_id] = load_image(record, fmt=c.image_format, quality=c.jpeg_quality)
+                image = images[record.image_id]
+                mask = self._mask(record, image.pixels)
             except SourceRecordError as err:
                 result.failures.append(err.failure)
                 continue
             except RegionSkipped as skip:
                 result.skipped[skip.reason] += 1
                 continue
-            prepared.append((record, data, pixels, mask))
-        filled = self.inpainter.inpaint([p[2] for p in prepared], [p[3] for p in prepared])
+            prepared.append((record, image, mask))
+        pixels, masks = [p[1].pixels for p in prepared], [p[2] for p in prepared]
+        filled = self.inpainter.inpaint(pixels, masks)
         verifier = self.verifier
         if verifier is not None and prepared:
-            scores = verifier.score([p[2] for p in prepared], filled, [p[3] for p in prepared],
-                                    [p[0].phrase for p in prepared])
+            scores = verifier.score(pixels, filled, masks, [p[0].phrase for p in prepared])
         else:
             scores = [None] * len(prepared)
-        for (record, data, pixels, mask), target, score in zip(prepared, filled, scores, strict=True):
+        for (record, image, mask), target, score in zip(prepared, filled, scores, strict=True):
             gone = verifier is None or verifier.gone(score)
             result.counters["verified_gone" if gone else "verified_not_gone"] += verifier is not None
-            result.rows.extend(self._rows(record, data, pixels, mask, target, score, gone))
+            result.rows.extend(self._rows(record, image, mask, target, score, gone))
         result.counters["inpainted"] = len(prepared)
         return result
 
@@ -245,10 +269,11 @@ class RemovalBuilder(CandidateBuilder):
                 raise RegionSkipped("touches_border")
         return dilate(region, self.config.mask_dilation)
 
-    def _rows(self, record: PhraseCutRecord, data: bytes, pixels: np.ndarray, mask: np.ndarray, target: np.ndarray,
+    def _rows(self, record: PhraseCutRecord, image: SourceImage, mask: np.ndarray, target: np.ndarray,
               score: float | None, gone: bool):
         c = self.config
         params = self.params()
+        data, pixels = image.data, image.pixels
         original = image_cell(data, f"{record.image_id}.{extension(data)}")
         inpainted_bytes = encode(target, c.image_format, c.jpeg_quality)
         inpainted = image_cell(inpainted_bytes, f"{record.image_id}_inpainted.{extension(inpainted_bytes)}")
@@ -273,7 +298,9 @@ class RemovalBuilder(CandidateBuilder):
             "embedded": inpaint.embedded,
             "model": inpaint.model_id(),
             "seed": c.seed,
-            "params": canonical_json(params),
+            # the id's parameters, plus how the source image was read (converted, EXIF-transposed:
+            # then re-encoded so source and target agree in every viewer)
+            "params": canonical_json({**params, "source_image": image.provenance()}),
         }
         verify = self.config.verify
         scores = {"verification": score, "verification_backend": verify.label()} if verify is not None else None
@@ -285,7 +312,7 @@ class RemovalBuilder(CandidateBuilder):
             yield {
                 "id": rid,
                 "task": task,
-                "instruction": instruction_for(task, record.phrase, rid),
+                "instruction": instruction_for(task, record.phrase, rid, self.templates, head=record.name),
                 "source_image": source,
                 "target_image": target_cell,
                 "mask": mask_cell,

@@ -132,7 +132,8 @@ class ClipVerifyConfig(VerifyConfig):
     device: str = "auto"
     batch_size: int = Field(32, ge=1)
     dtype: Literal["auto", "float32", "float16"] = "auto"
-    prompt: str = Field("a photo of {phrase}", description="the text the crop is compared with")
+    prompt: str = Field("a photo of {a_phrase}", description="the text the crop is compared with (the "
+                                                               "placeholders of instruction templates)")
     min_score: float = Field(0.02, description="keep a region when similarity drops by at least this")
     margin: float = Field(0.15, ge=0, description="context around the region's box, as a share of its side")
 
@@ -175,7 +176,7 @@ class ClipVerifier(RemovalVerifier):
         self.clip = config.features_config().create()
 
     def score(self, before, after, masks, phrases):
-        from ieiw.builders.instructions import clean_phrase
+        from ieiw.builders.instructions import render
 
         usable = [i for i, m in enumerate(masks) if m.any()]
         if not usable:
@@ -183,7 +184,7 @@ class ClipVerifier(RemovalVerifier):
         crops = [square_crop(before[i], masks[i], self.config.margin) for i in usable]
         crops += [square_crop(after[i], masks[i], self.config.margin) for i in usable]
         images = self.clip.image_features(crops)
-        texts = self.clip.text_features([self.config.prompt.format(phrase=clean_phrase(phrases[i])) for i in usable])
+        texts = self.clip.text_features([render(self.config.prompt, phrases[i]) for i in usable])
         n = len(usable)
         drop = np.sum(images[:n] * texts, axis=1) - np.sum(images[n:] * texts, axis=1)
         out: list[float | None] = [None] * len(masks)
