@@ -55,8 +55,9 @@ from ieiw.schemas.shards import atomic_write_bytes, read_shard, remove_stale_tem
 log = logging.getLogger("ieiw")
 
 CANDIDATES, FEATURES, SCORES, PAIRS, REJECTED = "candidates", "features", "scores", "ieiw", "rejected"
+EXEMPLARS = "exemplars"  # per-unit index inputs of builders with an index stage (replacement: object crops)
 CALIBRATION = "calibration.json"
-STAGES = (CANDIDATES, FEATURES, SCORES, PAIRS, REJECTED)
+STAGES = (EXEMPLARS, CANDIDATES, FEATURES, SCORES, PAIRS, REJECTED)
 CANDIDATE_COLUMNS = ["id", "task", "instruction", "source_image", "target_image", "mask", "scores"]
 
 
@@ -142,7 +143,8 @@ class Build:
         for scorer in scoring.scorers:  # e.g. the embedded demo's GIQA reference set
             if hasattr(scorer, "prepare"):
                 scorer.prepare(scoring.features)
-        for stage in STAGES:
+        indexed = any(b.uses_index for b in self.builders.values())
+        for stage in STAGES if indexed else tuple(s for s in STAGES if s != EXEMPLARS):
             removed = remove_stale_temp_files(self.out / stage)
             if removed:
                 log.info("removed %d temp files left by an interrupted run in %s", len(removed), self.out / stage)
@@ -179,12 +181,49 @@ def _upstream(build: Build, stage: str, unit: str) -> dict[str, Any]:
     return entry
 
 
+def index_folder(build: Build, builder_name: str) -> Path:
+    """Where a builder's index lives (``<out>/index-<builder>/``)."""
+    return build.out / f"index-{builder_name}"
+
+
+def make_index_unit(build: Build, builder_name: str, unit: WorkUnit) -> UnitOutcome:
+    """Stage 0a (builders with an index): one unit's index inputs, e.g. object crops + embeddings."""
+    builder = build.builders[builder_name]
+    manifest = build.manifest(EXEMPLARS)
+    fingerprint = stable_hash(EXEMPLARS, SCHEMA_VERSION, builder_name, build.builder_fingerprints[builder_name],
+                              unit.payload)
+    if done := manifest.finished(unit.key, fingerprint):
+        return UnitOutcome(EXEMPLARS, unit.key, True, done["rows"])
+    table, stats = builder.index_unit(unit)
+    shard = write_shard(table, build.out / EXEMPLARS / f"{unit.key}.parquet")
+    manifest.record(unit.key, shard, fingerprint, {"builder": builder_name, **stats})
+    return UnitOutcome(EXEMPLARS, unit.key, False, shard.rows, stats)
+
+
+def make_index(build: Build, builder_name: str, units: list[str]) -> dict[str, Any]:
+    """Stage 0b: one task over every unit's index shard. Skipped when the folder's fingerprint (the
+    shards' sha256 + the builder's index parameters) is unchanged; written atomically by the builder."""
+    builder = build.builders[builder_name]
+    entries = [_upstream(build, EXEMPLARS, unit) for unit in sorted(units)]
+    fingerprint = stable_hash("index", [e["sha256"] for e in entries], builder.index_fingerprint())
+    folder = index_folder(build, builder_name)
+    stamp = folder / "fingerprint.json"
+    if stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
+        return {"skipped": True, "fingerprint": fingerprint}
+    stats = builder.build_index([build.out / EXEMPLARS / e["shard"] for e in entries], folder, fingerprint)
+    return {"skipped": False, "fingerprint": fingerprint, **stats}
+
+
 def make_candidates(build: Build, builder_name: str, unit: WorkUnit) -> UnitOutcome:
     """Stage 1: source records -> candidate pair rows (the expensive, GPU-bound part at paper scale)."""
     builder = build.builders[builder_name]
     manifest = build.manifest(CANDIDATES)
+    index = None
+    if builder.uses_index:  # the candidates depend on the whole index, so on its fingerprint
+        stamp = index_folder(build, builder_name) / "fingerprint.json"
+        index = json.loads(stamp.read_text())["fingerprint"] if stamp.exists() else None
     fingerprint = stable_hash(CANDIDATES, SCHEMA_VERSION, builder_name, build.builder_fingerprints[builder_name],
-                              unit.payload)
+                              unit.payload, *([index] if builder.uses_index else []))
     if done := manifest.finished(unit.key, fingerprint):
         return UnitOutcome(CANDIDATES, unit.key, True, done["rows"])
     result = builder.build_unit(unit)

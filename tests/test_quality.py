@@ -266,11 +266,11 @@ def test_threshold_change_or_head_swap_in_a_new_process_embeds_nothing_again(mak
         return json.loads(proc.stdout.split("RESULT", 1)[1])
 
     first = build({})
-    assert first["calls"] > 0 and "scores: laion-v1 over clip:clip" in first["backends"]
+    assert first["calls"] > 0 and any(k.startswith("scores: laion-v1 over clip:clip") for k in first["backends"])
     swapped = build({"scoring.scorers": [{"backend": "laion", "head": "improved", "weights": str(improved)}],
                      "selection.min_target_aesthetic": {"quantile": 0.2}})
     assert swapped["calls"] == 0, "a new head and a new threshold reuse the stored embeddings"
-    assert "scores: laion-improved over clip:clip" in swapped["backends"]
+    assert any(k.startswith("scores: laion-improved over clip:clip") for k in swapped["backends"])
 
 
 @pytest.mark.slow

@@ -97,6 +97,25 @@ class CandidateBuilder(abc.ABC):
 
         Must be safe when several processes prepare the same fresh build at once."""
 
+    # -- an optional index stage, for builders whose units need a database made from all units -----
+    # (the replacement builder's exemplar objects). The flow runs, before this builder's candidates:
+    # ``index_unit`` per unit (a shard under ``exemplars/``), then ``build_index`` once over all of
+    # those shards (fingerprinted by their sha256). Data flows one way: candidates may read the index,
+    # the index never reads candidates.
+    uses_index: bool = False
+
+    def index_unit(self, unit: WorkUnit) -> tuple[Any, dict[str, Any]]:
+        """One unit's contribution to the index: (a ``pyarrow.Table``, stats)."""
+        raise NotImplementedError
+
+    def build_index(self, shards: list[Path], folder: Path, fingerprint: str) -> dict[str, Any]:
+        """Build the index from every unit's shard into ``folder`` (atomically); returns stats."""
+        raise NotImplementedError
+
+    def index_fingerprint(self) -> dict[str, Any]:
+        """What shapes the index beyond its input shards (index type, parameters)."""
+        return {}
+
     @abc.abstractmethod
     def plan(self) -> list[WorkUnit]:
         """Split the source into units deterministically (same source, same config -> same units)."""

@@ -1,6 +1,7 @@
 """The `build-ieiw` Prefect flow: wiring only. The work lives in :mod:`ieiw.stages`.
 
-Stages run one after the other (prepare + plan, candidates, features, scores, calibrate, selection),
+Stages run one after the other (prepare + plan, [a builder's index: one task per unit, then one over
+all of them], candidates, features, scores, calibrate, selection),
 each as one task per work unit (calibrate: one task over the whole build) with at most ``config.workers`` in flight, so expensive generation, cheap
 scoring and instant selection never compete and a changed threshold reruns selection only. Tasks
 receive the config as plain JSON data, so any task runner (threads, processes, Dask) can ship it. A unit whose task still fails
@@ -44,6 +45,22 @@ def prepare_task(config: Config) -> None:
 @task(name="plan", cache_policy=NO_CACHE)
 def plan_units(config: Config) -> list[tuple[str, WorkUnit]]:
     return stages.build_for(config).plan()
+
+
+@task(name="index-unit", task_run_name="index-{unit.key}", **RETRY)
+def index_unit_task(config: Config, builder_name: str, unit: WorkUnit) -> stages.UnitOutcome:
+    return stages.make_index_unit(stages.build_for(config), builder_name, unit)
+
+
+@task(name="index", task_run_name="index-{builder_name}", **RETRY)
+def index_task(config: Config, builder_name: str, units: list[str]) -> dict[str, Any]:
+    """One task over a builder's index shards: the database its candidates query."""
+    return stages.make_index(stages.build_for(config), builder_name, units)
+
+
+@task(name="uses-index", cache_policy=NO_CACHE)
+def indexed_builders(config: Config) -> list[str]:
+    return [name for name, b in stages.build_for(config).builders.items() if b.uses_index]
 
 
 @task(name="candidates", task_run_name="candidates-{unit.key}", **RETRY)
@@ -140,7 +157,23 @@ def build_ieiw(
     prepare_task(config)
     units = plan_units(config)
     logger.info("%d work units of up to %d records", len(units), validated.unit_size)
-    made, failed = run_bounded(candidates_task.submit, [(config, b, u) for b, u in units], workers, "candidates")
+    failed: list = []
+    blocked: set[str] = set()  # builders whose index could not be built: their candidates wait for a rerun
+    for name in indexed_builders(config):
+        mine = [(config, b, u) for b, u in units if b == name]
+        indexed, failed_index = run_bounded(index_unit_task.submit, mine, workers, "index")
+        failed += failed_index
+        if failed_index:
+            blocked.add(name)
+            continue
+        try:
+            index_task(config, name, sorted(o.unit for o in indexed))
+        except Exception as exc:  # noqa: BLE001 - reported with the other failed units; a rerun resumes
+            failed.append(((config, name, f"index-{name}"), exc))
+            blocked.add(name)
+    made, failed_made = run_bounded(candidates_task.submit,
+                                    [(config, b, u) for b, u in units if b not in blocked], workers, "candidates")
+    failed += failed_made
     featured, failed_features = run_bounded(
         features_task.submit, [(config, u) for u in sorted(o.unit for o in made)], workers, "features")
     scored, failed_scores = run_bounded(score_task.submit, [(config, o.unit) for o in featured], workers, "scores")
