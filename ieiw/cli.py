@@ -277,7 +277,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return importlib.import_module("ieiw.training.cli").__dict__[DELEGATED[argv[0]]](argv[1:])
     args = parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except BrokenPipeError:  # `ieiw stats out/ieiw | head`: the reader left; no traceback for that
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

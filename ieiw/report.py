@@ -247,6 +247,7 @@ def _stats_section(stats: Mapping[str, Any], thresholds: Mapping[str, Mapping[st
         + _count_table("skipped by policy per reason", stats.get("skipped") or {}, bars=True)
         + _count_table("failed records per reason", stats["failures"], bars=True)
         + _count_table("backends (kept rows)", stats.get("backends") or {})
+        + _count_table("replace labels by where they came from", stats.get("label_sources") or {})
         + limits + f"</div>{details}"
     )
 

@@ -19,6 +19,7 @@ first needs them in this process, so a selection-only rerun never constructs an 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import threading
 from collections import Counter

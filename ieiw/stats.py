@@ -30,6 +30,8 @@ LIGHT_FIELDS = (
     ("dataset", "origin.dataset"), ("builder_name", "builder.name"), ("builder_backend", "builder.backend"),
     ("builder_embedded", "builder.embedded"), ("scores_backend", "scores.backend"),
     ("scores_embedded", "scores.embedded"), *((name, f"scores.{name}") for name in SCORE_FIELDS),
+    ("exemplar_similarity", "exemplar.similarity"), ("label_source", "exemplar.source_label_source"),
+    ("exemplar_label_source", "exemplar.label_source"),
 )
 
 
@@ -135,6 +137,8 @@ def compute_stats(folder: Path) -> dict[str, Any]:
     scores = {name: _column(light, name) for name in SCORE_FIELDS}
     widths, heights = _column(light, "width"), _column(light, "height")
     chars, words = _column(light, "chars"), _column(light, "words")
+    label_sources = Counter({f"region: {k}": v for k, v in _value_counts(light, "label_source").items()})
+    label_sources.update({f"exemplar: {k}": v for k, v in _value_counts(light, "exemplar_label_source").items()})
     embedded = int(pc.sum(light["embedded"]).as_py() or 0) if light.num_rows else 0
     rows = sum(by_task.values())
     return {
@@ -160,6 +164,8 @@ def compute_stats(folder: Path) -> dict[str, Any]:
         "scores": {name: _quantiles(values) for name, values in scores.items()},
         "image_width": _quantiles(widths),
         "image_height": _quantiles(heights),
+        "exemplar_similarity": _quantiles(_column(light, "exemplar_similarity")),
+        "label_sources": dict(sorted(label_sources.items())),
         "instruction_chars": _quantiles(chars),
         "instruction_words": _quantiles(words),
         "backends": dict(sorted(backends.items())),
@@ -205,6 +211,11 @@ def render_text(stats: dict[str, Any]) -> str:
         if q:
             values = " ".join(f"{q[k]:.2f}" for k in q if k.startswith("q"))
             lines.append(f"  {name:<18} {values}  (n={q['count']})")
+    if q := stats.get("exemplar_similarity"):
+        values = " ".join(f"{q[k]:.2f}" for k in q if k.startswith("q"))
+        lines.append(f"  {'exemplar_similarity':<18} {values}  (n={q['count']}; replace rows: exemplar vs region)")
+    if stats.get("label_sources"):
+        lines += _counts("replace labels (where they came from)", stats["label_sources"])
     for key in ("image_width", "image_height", "instruction_chars", "instruction_words"):
         q = stats[key]
         if q:

@@ -50,6 +50,10 @@ EXEMPLAR = pa.struct(
         ("record_id", pa.string()),
         ("label", pa.string()),
         ("similarity", pa.float32()),
+        # where the exemplar's label and the replaced region's label came from: the dataset's own class
+        # ("open-images"), CLIP zero-shot ("clip-zero-shot") or the nearest labelled exemplar ("embedded-nearest")
+        ("label_source", pa.string()),
+        ("source_label_source", pa.string()),
     ]
 )
 
