@@ -68,3 +68,34 @@ def tiny_clip_folder(folder: Path, layers: int = 1, projection: int = 32) -> Pat
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def tiny_paint_by_example_pipeline():
+    """A tiny random ``PaintByExamplePipeline`` in memory, diffusers' own test sizes (UNet in_channels 9,
+    blocks (32, 64), a two-block VAE, a 5-layer 32-wide CLIP vision encoder, PNDM), seeded: the same
+    weights on every call."""
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from diffusers.pipelines.deprecated.paint_by_example import PaintByExampleImageEncoder, PaintByExamplePipeline
+    from transformers import CLIPImageProcessor, CLIPVisionConfig
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=9,
+                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32)
+    vae = AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+                        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"])
+    vision = CLIPVisionConfig(hidden_size=32, projection_dim=32, intermediate_size=37, layer_norm_eps=1e-05,
+                              num_attention_heads=4, num_hidden_layers=5, image_size=32, patch_size=4)
+    encoder = PaintByExampleImageEncoder(vision, proj_size=32)
+    return PaintByExamplePipeline(vae=vae, image_encoder=encoder, unet=unet, scheduler=PNDMScheduler(skip_prk_steps=True),
+                                  safety_checker=None, feature_extractor=CLIPImageProcessor(crop_size=32, size=32),
+                                  requires_safety_checker=False)
+
+
+def tiny_paint_by_example_folder(path: Path) -> Path:
+    """:func:`tiny_paint_by_example_pipeline` saved with ``save_pretrained`` (the hub repository's layout:
+    model_index.json, vae/, unet/, image_encoder/, scheduler/, feature_extractor/)."""
+    tiny_paint_by_example_pipeline().save_pretrained(path)
+    return Path(path)

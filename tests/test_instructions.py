@@ -11,13 +11,17 @@ import pytest
 from ieiw.builders.instructions import (
     ADD_TEMPLATES,
     REMOVE_TEMPLATES,
+    REPLACE_TEMPLATES,
     TemplateError,
     Templates,
     default_templates,
     instruction_for,
+    label_phrase,
     load_templates,
     phrase_forms,
     render,
+    render_replace,
+    replace_instruction,
 )
 
 # phrase -> (definite form, indefinite form, plural?)
@@ -216,3 +220,158 @@ def test_the_documented_example_file_loads(tmp_path):
     assert len(templates.remove) == 3 and len(templates.add) == 2
     assert render(templates.add[1], "two dogs") == "Put two dogs into the scene so that they fit in naturally."
     assert render(templates.remove[2], "grass") == "The grass should not be in this picture; take it out."
+
+
+# -- replace: "change the A to B" -------------------------------------------------------------------
+# label -> (phrase after label_phrase, definite, indefinite, plural?)
+LABELS = {
+    "dog": ("dog", "the dog", "a dog", False),
+    "apple": ("apple", "the apple", "an apple", False),
+    "umbrella": ("umbrella", "the umbrella", "an umbrella", False),
+    "grass": ("grass", "the grass", "some grass", False),
+    "hair": ("hair", "the hair", "some hair", False),
+    "jeans": ("jeans", "the jeans", "some jeans", True),
+    "scissors": ("scissors", "the scissors", "some scissors", True),
+    "grapes": ("grapes", "the grapes", "some grapes", True),
+    "skis": ("skis", "the skis", "some skis", True),
+    "bus": ("bus", "the bus", "a bus", False),
+    "trash can": ("trash can", "the trash can", "a trash can", False),
+    "watering can": ("watering can", "the watering can", "a watering can", False),
+    "two dogs": ("two dogs", "the two dogs", "two dogs", True),
+    "a cat": ("a cat", "the cat", "a cat", False),
+    "the horse": ("the horse", "the horse", "a horse", False),
+    "his hat": ("his hat", "his hat", "his hat", False),
+    "some people": ("some people", "some people", "some people", True),
+    "Human face": ("human face", "the human face", "a human face", False),
+    "Person": ("person", "the person", "a person", False),
+    "Sunglasses": ("sunglasses", "the sunglasses", "some sunglasses", True),
+    "Jaguar (Animal)": ("jaguar", "the jaguar", "a jaguar", False),
+    "Kitchen & dining room table": ("kitchen & dining room table", "the kitchen & dining room table",
+                                    "a kitchen & dining room table", False),
+    "Christmas tree": ("Christmas tree", "the Christmas tree", "a Christmas tree", False),
+    "Ice cream": ("ice cream", "the ice cream", "some ice cream", False),
+    "traffic_light": ("traffic light", "the traffic light", "a traffic light", False),
+    "Sushi": ("sushi", "the sushi", "some sushi", False),
+}
+
+
+def expected_replace(template: str, source: str, target: str) -> str:
+    """``template`` filled in from the LABELS table, independently of the module's own analysis."""
+    values = {}
+    for role, label in (("source", source), ("target", target)):
+        phrase, the, a, plural = LABELS[label]
+        words = PLURAL if plural else SINGULAR
+        values.update({role: phrase, f"the_{role}": the, f"a_{role}": a})
+        prefix = "" if role == "source" else "target_"
+        values.update({prefix + key: value for key, value in words.items()})
+    for key in list(values):
+        if key not in ("s", "es", "target_s", "target_es"):
+            values[key[0].upper() + key[1:]] = values[key][:1].upper() + values[key][1:]
+    return template.format(**values)
+
+
+def test_replace_templates_are_many_and_ship_with_the_defaults():
+    assert len(REPLACE_TEMPLATES) >= 10
+    assert default_templates().replace == REPLACE_TEMPLATES
+    assert len(set(REPLACE_TEMPLATES)) == len(REPLACE_TEMPLATES)
+
+
+@pytest.mark.parametrize("label", list(LABELS))
+def test_label_phrase(label):
+    assert label_phrase(label) == LABELS[label][0]
+    forms = phrase_forms(label_phrase(label))
+    assert (forms.the_phrase, forms.a_phrase, forms.plural) == LABELS[label][1:]
+
+
+@pytest.mark.parametrize("source", list(LABELS))
+def test_every_replace_template_is_grammatical_for_every_pair_of_labels(source):
+    for target in LABELS:
+        for template in REPLACE_TEMPLATES:
+            text = render_replace(template, label_phrase(source), label_phrase(target))
+            assert text == expected_replace(template, source, target), (template, source, target)
+            assert "{" not in text and "}" not in text and "  " not in text
+            assert not DOUBLED.search(text), text
+            assert text[0].isupper() and text[-1] in ".?!", text
+            assert not re.search(r"\ba [aeiou]", text, re.IGNORECASE), text  # "an apple", "an umbrella"
+
+
+def test_replace_agreement_follows_each_label():
+    template = "Edit the image so that {a_target} {target_is} where {the_source} {was}."
+    assert render_replace(template, "two dogs", "cat") == "Edit the image so that a cat is where the two dogs were."
+    assert render_replace(template, "dog", "grapes") == "Edit the image so that some grapes are where the dog was."
+    assert render_replace("{The_source} {is} now {a_target}; {Target_they} fit{target_s}.", "jeans", "hat") == \
+        "The jeans are now a hat; It fits."
+
+
+def test_replace_instructions_are_deterministic_and_spread_over_the_templates():
+    chosen = Counter(replace_instruction("dog", "Human face", rid) for rid in IDS)
+    assert len(chosen) == len(REPLACE_TEMPLATES)
+    assert [replace_instruction("Jeans", "apple", rid) for rid in IDS] == \
+        [instruction_for("replace", "Jeans", rid, target="apple") for rid in IDS]
+    first = REPLACE_TEMPLATES[0]
+    assert replace_instruction("dog", "cat", "00000000" + "f" * 24) == render_replace(first, "dog", "cat")
+    assert replace_instruction("Jaguar (Animal)", "Ice cream", "00000000" + "f" * 24) == \
+        "Change the jaguar to some ice cream."
+    with pytest.raises(ValueError, match="needs target="):
+        instruction_for("replace", "dog", IDS[0])
+    with pytest.raises(ValueError, match="target= is for replace"):
+        instruction_for("remove", "dog", IDS[0], target="cat")
+    with pytest.raises(ValueError, match="empty label"):
+        replace_instruction("  ", "cat", IDS[0])
+
+
+def test_a_paraphrase_file_without_replace_still_loads(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text('remove:\n  - "Remove {the_phrase}."\nadd:\n  - "Add {a_phrase}."\n')
+    templates = load_templates(path)
+    assert templates.replace is None
+    assert instruction_for("remove", "dog", IDS[0], templates) == "Remove the dog."
+    with pytest.raises(ValueError, match=f"no replace templates in {path}"):
+        replace_instruction("dog", "cat", IDS[0], templates)
+    # its digest is the one it had before replace templates existed (remove + add only)
+    import hashlib
+    import json
+
+    before = hashlib.sha256(json.dumps({"remove": ["Remove {the_phrase}."], "add": ["Add {a_phrase}."]},
+                                       sort_keys=True).encode()).hexdigest()[:16]
+    assert templates.digest == before
+    defaults = default_templates()
+    assert defaults.digest_for(("remove", "add")) != defaults.digest
+    assert Templates(remove=defaults.remove, add=defaults.add).digest == defaults.digest_for(("remove", "add"))
+
+
+def test_a_paraphrase_file_with_replace(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text('remove:\n  - "Remove {the_phrase}."\nadd:\n  - "Add {a_phrase}."\n'
+                    'replace:\n  - "Swap {the_source} out for {a_target}."\n')
+    templates = load_templates(path)
+    assert {replace_instruction("Sunglasses", "umbrella", rid, templates) for rid in IDS} == \
+        {"Swap the sunglasses out for an umbrella."}
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ('replace:\n  - "Change {the_source}."\n', "replace[0] 'Change {the_source}.': names no target object"),
+        ('replace:\n  - "Make it {a_target}."\n', "replace[0] 'Make it {a_target}.': names no source object"),
+        ('replace:\n  - "Change {the_phrase} to {a_target}."\n', "unknown placeholder {the_phrase}"),
+        ('replace:\n  - "Change {the_source} to {a_thing}."\n', "unknown placeholder {a_thing}"),
+        ('replace: []\n', "replace: empty list"),
+        ('replace:\n  - "Change {the_source} to {a_target}."\n  - "Change {the_source} to {a_target}."\n',
+         "listed twice"),
+    ],
+)
+def test_bad_replace_templates_name_the_file_and_the_template(tmp_path, content, fragment):
+    path = tmp_path / "bad.yaml"
+    path.write_text('remove:\n  - "Remove {the_phrase}."\nadd:\n  - "Add {a_phrase}."\n' + content)
+    with pytest.raises(TemplateError) as err:
+        load_templates(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and fragment in message and "\n" not in message, message
+
+
+def test_remove_templates_may_not_use_replace_placeholders(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text('remove:\n  - "Remove {the_source}."\nadd:\n  - "Add {a_phrase}."\n')
+    with pytest.raises(TemplateError, match="remove\\[0\\] 'Remove {the_source}.': unknown placeholder"):
+        load_templates(path)

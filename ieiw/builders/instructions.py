@@ -13,8 +13,9 @@ shirt", "so that the trees on the hill are no longer there", "Add some grass".
 ## Paraphrase files
 
 The instruction templates ship in `ieiw/builders/templates/default.yaml`. A file of your own in the same
-form replaces them (`ieiw.builders.instructions.load_templates(path)`). It is YAML with exactly two keys,
-`remove:` and `add:`, each a non-empty list of one-line templates:
+form replaces them (`ieiw.builders.instructions.load_templates(path)`). It is YAML with the keys
+`remove:` and `add:` and, optionally, `replace:`, each a non-empty list of one-line templates (a file
+without `replace:` still loads; it just has no replace templates, and asking it for one is an error):
 
 ```yaml
 # my_templates.yaml
@@ -25,6 +26,9 @@ remove:
 add:
   - "Add {a_phrase}."
   - "Put {a_phrase} into the scene so that {they} fit{s} in naturally."
+replace:
+  - "Change {the_source} to {a_target}."
+  - "Edit the image so that {a_target} {target_is} where {the_source} {was}."
 ```
 
 A row's template is picked by its row id (the id's first 8 hex digits modulo the number of templates),
@@ -61,6 +65,29 @@ Placeholders (anything else in braces is an error):
   the same template twice in a list is refused.
 - A mistake fails with `TemplateError`, one line naming the file and the template, e.g.
   `my_templates.yaml: remove[1] 'Zap {thing}.': unknown placeholder {thing}; allowed: ...`.
+
+### Replace templates ("change the A to B")
+
+A replace template names two objects, the region's label (the source) and the exemplar's (the
+target). They take the same forms as a phrase, under their own names, and the agreement words follow
+the source unless prefixed with `target_`:
+
+| placeholder | source "dog" -> target "grapes" |
+|---|---|
+| `{source}`, `{the_source}`, `{a_source}` | "dog", "the dog", "a dog" |
+| `{target}`, `{the_target}`, `{a_target}` | "grapes", "the grapes", "some grapes" |
+| `{is}`, `{was}`, `{it}`, `{they}`, `{s}`, ... (the table above) | of the source: "is", "was", "it", "it", "s" |
+| `{target_is}`, `{target_was}`, `{target_it}`, `{target_they}`, `{target_s}`, ... | of the target: "are", "were", "them", "they", "" |
+
+Capitals work as above (`{The_source}`, `{A_target}`, `{Target_they}`). Every replace template names
+both objects (`{source}`, `{the_source}` or `{a_source}`, and `{target}`, `{the_target}` or
+`{a_target}`) and may not use `{phrase}` forms; remove and add templates may not use these.
+
+Labels are class names (Open Images' "Human face", "Jaguar (Animal)"; the vocabulary's "dog"), so
+:func:`replace_instruction` first makes each a phrase with :func:`label_phrase` ("human face",
+"jaguar"); a label that already has a determiner ("a dog", "his hat", "some people") keeps working as
+for phrases. The template is picked by the row id as for the other tasks:
+`replace_instruction("dog", "cat", row_id)` or `instruction_for("replace", "dog", row_id, target="cat")`.
 """
 
 from __future__ import annotations
@@ -68,7 +95,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -77,7 +106,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator
 
-TASKS = ("remove", "add")
+TASKS = ("remove", "add", "replace")
+REQUIRED_TASKS = ("remove", "add")  # a paraphrase file may leave replace: out
 DEFAULT_TEMPLATES_FILE = "templates/default.yaml"  # inside the ieiw.builders package
 
 # --- phrase analysis -----------------------------------------------------------------------------
@@ -146,6 +176,7 @@ PLURALIA = {
     "bleachers", "remains", "belongings", "goods", "outskirts", "surroundings", "contents", "folks",
     "livestock", "poultry", "men", "women", "children", "feet", "teeth", "geese", "mice", "oxen", "dice",
     "fries", "briefs", "trunks", "slacks", "sweatpants", "bangs", "whiskers", "stairs", "steps",
+    "skis", "taxis", "kiwis", "bikinis", "martinis", "safaris",  # -is plurals the "-is" rule would miss
 }
 # Singular nouns ending in -s that inflect would singularise ("bus" -> "bu").
 SINGULAR_S = {
@@ -168,6 +199,7 @@ MASS = {
     "ketchup", "mustard", "mayonnaise", "chocolate", "cereal", "oatmeal", "toast", "bacon", "ham", "beef",
     "pork", "lava", "oil", "air", "fire", "wallpaper", "carpeting", "flooring", "roofing", "tubing",
     "stubble", "clutter", "produce", "pizza sauce", "syrup", "honey", "jam", "yogurt", "rubble", "ivy",
+    "sushi", "corn", "popcorn", "spaghetti",
 }
 PUNCTUATION = ".,;:!?\"()[]"
 # One-word phrases that take no article ("Remove everything").
@@ -239,8 +271,8 @@ def head_noun(tokens: list[str]) -> tuple[int, int | None]:
         if index == 0:
             continue
         following = words[index + 1] if index + 1 < len(words) else ""
-        if word in PREPOSITIONS or word in CLAUSE_WORDS:
-            end = index
+        if (word in PREPOSITIONS or word in CLAUSE_WORDS) and not (word == "can" and not following):
+            end = index  # "can" is a modal before a verb, the head noun at the end ("trash can")
             break
         if word.endswith("ing") and len(word) > 4 and word not in ING_NOUNS:
             modifier = word in GERUND_MODIFIERS and following and following not in PREPOSITIONS | CLAUSE_WORDS \
@@ -302,6 +334,49 @@ class PhraseForms:
 
 PLACEHOLDERS = frozenset(PhraseForms("x", "x", "x", False, "x", False).values())
 PHRASE_PLACEHOLDERS = {"phrase", "the_phrase", "a_phrase"}
+
+
+def replace_values(source: PhraseForms, target: PhraseForms) -> dict[str, str]:
+    """The values of a replace template: the source's phrase forms as ``source``/``the_source``/
+    ``a_source``, the target's as ``target``/``the_target``/``a_target``, the source's agreement words
+    under their own names and the target's prefixed ``target_`` (capitalised keys included)."""
+    out: dict[str, str] = {}
+    for key, value in source.values().items():
+        out[key.replace("phrase", "source").replace("Phrase", "Source")] = value
+    for key, value in target.values().items():
+        if "phrase" in key.lower():
+            out[key.replace("phrase", "target").replace("Phrase", "Target")] = value
+        elif key[0].isupper():
+            out["Target_" + key.lower()] = value
+        else:
+            out["target_" + key] = value
+    return out
+
+
+REPLACE_PLACEHOLDERS = frozenset(replace_values(PhraseForms("x", "x", "x", False, "x", False),
+                                                PhraseForms("y", "y", "y", False, "y", False)))
+SOURCE_PLACEHOLDERS = {"source", "the_source", "a_source"}
+TARGET_PLACEHOLDERS = {"target", "the_target", "a_target"}
+# Proper nouns a class label may start with; any other capitalised first word is lower-cased.
+PROPER_NOUNS = {"christmas", "easter", "halloween", "santa", "ferris", "rubik's", "lego", "segway", "jacuzzi"}
+
+
+@functools.lru_cache(maxsize=65536)
+def label_phrase(label: str) -> str:
+    """A class label as a phrase for the templates: a parenthesised qualifier dropped ("Jaguar (Animal)"
+    -> "jaguar"), underscores -> spaces, and a capitalised first word lower-cased unless it is a proper
+    noun or an acronym ("Human face" -> "human face"; "Christmas tree" and "CD player" stay). "&" stays:
+    "kitchen & dining room table" is one table, where "and" would read as two things joined.
+    Raises ``ValueError`` for a label with no words."""
+    text = re.sub(r"\s*\([^)]*\)", " ", label).replace("_", " ")
+    words = text.split()
+    if not words:
+        raise ValueError(f"empty label {label!r}")
+    first = words[0]
+    if first[:1].isupper() and (len(first) == 1 or first[1:] == first[1:].lower()) \
+            and first.lower() not in PROPER_NOUNS:
+        words[0] = first.lower()
+    return " ".join(words)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -404,8 +479,10 @@ class TemplateError(ValueError):
     """A paraphrase file or template ieiw cannot use; the one-line message names the file and template."""
 
 
-def check_template(template: str) -> None:
-    """Raise ``ValueError`` saying what is wrong with one template (see the module docstring)."""
+def check_template(template: str, task: str = "remove") -> None:
+    """Raise ``ValueError`` saying what is wrong with one template of ``task`` (see the module docstring)."""
+    replace = task == "replace"
+    allowed_names = REPLACE_PLACEHOLDERS if replace else PLACEHOLDERS
     if not template.strip():
         raise ValueError("empty template")
     if "\n" in template or "\r" in template:
@@ -420,34 +497,44 @@ def check_template(template: str) -> None:
             continue
         if name == "":
             raise ValueError("empty placeholder {}: name it, e.g. {the_phrase}")
-        if name not in PLACEHOLDERS:
-            allowed = ", ".join("{" + p + "}" for p in sorted(p for p in PLACEHOLDERS if p.islower()))
-            raise ValueError(f"unknown placeholder {{{name}}}; allowed: {allowed} (capitalised: {{The_phrase}})")
+        if name not in allowed_names:
+            allowed = ", ".join("{" + p + "}" for p in sorted(p for p in allowed_names if p.islower()))
+            example = "{The_source}" if replace else "{The_phrase}"
+            raise ValueError(f"unknown placeholder {{{name}}}; allowed: {allowed} (capitalised: {example})")
         if spec or conversion:
             raise ValueError(f"placeholder {{{name}}} has a format spec or conversion; write just {{{name}}}")
         names.add(name.lower())
-    if not names & PHRASE_PLACEHOLDERS:
+    if replace:
+        if not names & SOURCE_PLACEHOLDERS:
+            raise ValueError("names no source object: use {the_source}, {a_source} or {source}")
+        if not names & TARGET_PLACEHOLDERS:
+            raise ValueError("names no target object: use {a_target}, {the_target} or {target}")
+    elif not names & PHRASE_PLACEHOLDERS:
         raise ValueError("names no object: use {the_phrase}, {a_phrase} or {phrase}")
 
 
 class Templates(BaseModel):
-    """Instruction templates per task; build with :func:`load_templates` or ``Templates(remove=[...], add=[...])``."""
+    """Instruction templates per task; build with :func:`load_templates` or ``Templates(remove=[...],
+    add=[...], replace=[...])`` (``replace`` is optional)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     remove: tuple[str, ...]
     add: tuple[str, ...]
+    replace: tuple[str, ...] | None = None
     _source: str = PrivateAttr("code")
 
-    @field_validator("remove", "add")
+    @field_validator("remove", "add", "replace")
     @classmethod
-    def _valid(cls, templates: tuple[str, ...], info) -> tuple[str, ...]:
+    def _valid(cls, templates: tuple[str, ...] | None, info) -> tuple[str, ...] | None:
+        if templates is None and info.field_name == "replace":
+            return None
         if not templates:
             raise ValueError("empty list; give at least one template")
         seen: set[str] = set()
         for index, template in enumerate(templates):
             try:
-                check_template(template)
+                check_template(template, info.field_name)
             except ValueError as exc:
                 raise ValueError(f"[{index}] {template!r}: {exc}") from None
             if template in seen:
@@ -462,14 +549,25 @@ class Templates(BaseModel):
 
     @property
     def digest(self) -> str:
-        """Identity of the template set (changes whenever a template does), e.g. for a build fingerprint."""
-        canonical = json.dumps({"remove": list(self.remove), "add": list(self.add)}, sort_keys=True)
+        """Identity of the template set (changes whenever a template does), e.g. for a build fingerprint.
+        A set without replace templates keeps the digest it had before replace existed."""
+        return self.digest_for(TASKS)
+
+    def digest_for(self, tasks: Sequence[str]) -> str:
+        """Identity of the templates of ``tasks`` only (absent ones are left out), so a builder that
+        makes remove/add rows can fingerprint just those and ignore edits to the replace list."""
+        chosen = {task: list(getattr(self, task)) for task in tasks if getattr(self, task, None) is not None}
+        canonical = json.dumps(chosen, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def for_task(self, task: str) -> tuple[str, ...]:
         if task not in TASKS:
             raise ValueError(f"no templates for task {task!r}; tasks are {', '.join(TASKS)}")
-        return getattr(self, task)
+        templates = getattr(self, task)
+        if templates is None:
+            raise ValueError(f"no {task} templates in {self.source}: add a {task}: list "
+                             "(ieiw/builders/templates/default.yaml has one to copy)")
+        return templates
 
     def pick(self, task: str, row_id: str) -> str:
         """The template of ``task`` for ``row_id``: its first 8 hex digits modulo the number of templates."""
@@ -505,14 +603,15 @@ def load_templates(path: str | Path) -> Templates:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise TemplateError(f"{path}: not valid YAML{where}: {problem}") from None
     if not isinstance(data, dict):
-        raise TemplateError(f"{path}: expected a mapping with remove: and add: lists, found {type(data).__name__}")
+        raise TemplateError(f"{path}: expected a mapping with remove: and add: lists (and optionally replace:), "
+                            f"found {type(data).__name__}")
     try:
         templates = Templates.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
         message = str(error["msg"]).removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
-            message = "unknown key; a template file has only remove: and add: lists"
+            message = "unknown key; a template file has only remove:, add: and (optionally) replace: lists"
         elif error["type"] == "missing":
             message = "missing; a template file has a remove: and an add: list"
         more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
@@ -533,7 +632,8 @@ def default_templates() -> Templates:
 
 REMOVE_TEMPLATES = default_templates().remove
 ADD_TEMPLATES = default_templates().add
-TEMPLATES = {"remove": REMOVE_TEMPLATES, "add": ADD_TEMPLATES}
+REPLACE_TEMPLATES: tuple[str, ...] = default_templates().replace or ()
+TEMPLATES = {"remove": REMOVE_TEMPLATES, "add": ADD_TEMPLATES, "replace": REPLACE_TEMPLATES}
 
 
 def clean_phrase(phrase: str) -> str:
@@ -550,9 +650,30 @@ def render(template: str, phrase: str, head: str | None = None) -> str:
 
 
 def instruction_for(
-    task: str, phrase: str, row_id: str, templates: Templates | None = None, head: str | None = None
+    task: str, phrase: str, row_id: str, templates: Templates | None = None, head: str | None = None,
+    target: str | None = None,
 ) -> str:
     """The instruction of ``task`` for ``phrase``, its template picked deterministically by the (hex)
     row id from ``templates`` (default: the shipped set). ``head`` is the optional head-noun hint
-    (VGPhraseCut's ``phrase_structure.name``). Raises ``ValueError`` for an empty phrase."""
+    (VGPhraseCut's ``phrase_structure.name``). For ``replace``, ``phrase`` is the source label and
+    ``target`` the target label (:func:`replace_instruction`). Raises ``ValueError`` for an empty phrase."""
+    if task == "replace":
+        if target is None:
+            raise ValueError("a replace instruction needs target= (the exemplar's label)")
+        return replace_instruction(phrase, target, row_id, templates)
+    if target is not None:
+        raise ValueError(f"target= is for replace instructions, not {task!r}")
     return render((templates or default_templates()).pick(task, row_id), phrase, head)
+
+
+def render_replace(template: str, source: str, target: str) -> str:
+    """A replace ``template`` filled in for the phrases ``source`` and ``target`` (taken as written)."""
+    values = replace_values(phrase_forms(" ".join(source.split())), phrase_forms(" ".join(target.split())))
+    return template.format_map(values)
+
+
+def replace_instruction(source_label: str, target_label: str, row_id: str, templates: Templates | None = None) -> str:
+    """"Change the A to B": the replace template for ``row_id`` (its first 8 hex digits modulo the number
+    of templates) filled in with both labels, each made a phrase by :func:`label_phrase` first."""
+    template = (templates or default_templates()).pick("replace", row_id)
+    return render_replace(template, label_phrase(source_label), label_phrase(target_label))
