@@ -9,7 +9,7 @@ PORT   ?= 4200
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: install install-dev build test test-integration lama-cleaner iopaint serve bench bench-loader bench-giqa bench-stats bench-removal bench-lama train verify stats clean
+.PHONY: install install-dev build test test-integration lama-cleaner iopaint serve bench bench-loader bench-giqa bench-stats bench-removal bench-lama bench-exemplar train verify stats clean
 
 # One stamp per set of extras, so `make build` does not pull the training stack (torch) it does not need.
 $(BIN)/.stamp-%: pyproject.toml
@@ -62,6 +62,9 @@ bench-removal: install-dev  ## removal quality vs the true background: Telea, Na
 
 bench-lama: install-dev  ## in-process LaMa's own work per image vs bare decode + encode (bench/lama_overhead.py)
 	$(BIN)/python bench/lama_overhead.py
+
+bench-exemplar: install-dev  ## exemplar index: IVF-PQ + exact re-rank vs flat on 1M x 768 clustered vectors (bench/exemplar_search.py)
+	$(BIN)/python bench/exemplar_search.py
 
 # InstructDiffusion via accelerate. Defaults to SD 1.5 (local weights + GPU);
 # CPU smoke run: make train CONFIG=configs/train.tiny.yaml   (docs/training.md)
