@@ -311,7 +311,8 @@ def test_paper_config_stops_before_prefect_naming_each_missing_file(tmp_path):
     assert lines[0].endswith("cannot build:") and "Traceback" not in proc.stderr
     for name in ("sac+logos+ava1-l14-linearMSE.pth", "pt_inception-2015-12-05-6726825d.pth", "giqa-reference",
                  "VGPhraseCut_v0", str(tmp_path / "torch" / "hub" / "checkpoints" / "big-lama.pt"),
-                 "features backend clip", "removal.verify backend clip"):
+                 "features backend clip", "removal.verify backend clip", "data/sa1b:", "data/open-images:",
+                 "repaint backend paint-by-example", "labels: vocabulary"):
         assert sum(name in line for line in lines[1:]) == 1, name
     assert sum("clip-vit-large-patch14" in line for line in lines[1:]) == 2, "scoring features and removal.verify"
     assert not (tmp_path / "paper").exists(), "nothing was started or written"

@@ -197,7 +197,7 @@ class RemovalBuilder(CandidateBuilder):
             "regions": c.regions.model_dump(),
             "verify": c.verify.fingerprint() if c.verify else None,
             "flip_add": c.flip_add,
-            "templates": self.templates.digest,
+            "templates": self.templates.digest_for(("remove", "add")),
         }
 
     def backends(self) -> dict[str, str]:

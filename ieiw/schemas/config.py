@@ -205,7 +205,7 @@ def missing_models(config: BaseModel) -> list[str]:
                 walk(item)
 
     walk(config)
-    return found
+    return list(dict.fromkeys(found))  # one model used by two sections is named once
 
 
 def _validate_backend(kind: str, value: Any) -> Any:

@@ -1,0 +1,373 @@
+"""Object replacement: IEIW's second source ("change the A to B", docs/replacement.md).
+
+Three steps, as in the paper, over region sources (SA-1B, Open Images, or SAM / embedded proposals on
+an image folder):
+
+1. **index stage, per unit** (:meth:`ReplacementBuilder.index_unit`): read the unit's images and
+   regions, apply the region policy (skips counted by reason), cut each kept region out (its box, the
+   pixels outside its mask set to white: the object alone), embed the crops with the configured
+   feature backend (CLIP on the real path, the embedded descriptor otherwise) and, where the region
+   has no label and the backend has a text tower, label it zero-shot against the vocabulary. One
+   shard per unit under ``exemplars/``: crops, RLE masks, labels and vectors.
+2. **index, once** (:meth:`build_index`): every unit's vectors into one FAISS index
+   (:mod:`ieiw.filters.exemplars`: flat below a size, IVF-PQ above), persisted with its id map. In
+   embedded mode unlabelled regions take the label of the nearest labelled exemplar of another image
+   here, where every labelled one is known.
+3. **candidates, per unit** (:meth:`build_unit`): each region queries the index for the nearest
+   exemplar of another image (never its own, no near-duplicate, another label), and the repaint
+   backend paints that exemplar into the dilated region (Paint-by-Example, or Poisson blending in
+   embedded mode). Pixels outside the dilated mask stay the source's own, so targets are stored as PNG
+   (lossless): the source's pixels survive exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field
+
+from ieiw.builders.base import BuildContext, CandidateBuilder, Failure, SourceRecordError, UnitResult, WorkUnit
+from ieiw.builders.instructions import Templates, default_templates, load_templates, replace_instruction
+from ieiw.builders.labels import CLIP_ZERO_SHOT, EMBEDDED_NEAREST, ZeroShotLabelsConfig, nearest_labelled_many
+from ieiw.builders.regions import ImageRegions, RegionPolicy, RegionSourceConfig, choose, load_source_image
+from ieiw.builders.repaint import EmbeddedRepaintConfig
+from ieiw.filters.exemplars import ExemplarIndex, ExemplarIndexConfig
+from ieiw.filters.features import EmbeddedFeaturesConfig
+from ieiw.imageio import decode_rgb, encode, extension
+from ieiw.schemas.config import BuilderConfig, backend_field
+from ieiw.schemas.manifest import load_manifest
+from ieiw.schemas.registry import register_builder
+from ieiw.schemas.rows import canonical_json, image_cell, row_id, stable_hash
+from ieiw.schemas.shards import atomic_write_bytes, read_shard
+
+LICENSES = {
+    "sa-1b": "SA-1B Dataset Research License",
+    "open-images": "CC BY 2.0 (images, as given by their authors); CC BY 4.0 (annotations)",
+}
+EXEMPLAR_SCHEMA = pa.schema([
+    ("position", pa.int32()),  # row within the unit's shard
+    ("source", pa.int32()),  # index into replacement.sources
+    ("dataset", pa.string()),
+    ("record_id", pa.string()),
+    ("image_id", pa.string()),
+    ("image_path", pa.string()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("orientation", pa.string()),
+    ("source_file", pa.string()),
+    ("bbox", pa.list_(pa.int32())),
+    ("area", pa.int64()),
+    ("label", pa.string()),
+    ("label_source", pa.string()),
+    ("label_score", pa.float32()),
+    ("rle", pa.string()),  # the region's mask, COCO compressed RLE counts (size = height x width)
+    ("crop", pa.binary()),  # PNG of the object on white
+    ("vector", pa.list_(pa.float32())),
+])
+
+
+class ReplacementConfig(BuilderConfig):
+    """Region replacement with exemplars: the `replacement:` section."""
+
+    sources: list[RegionSourceConfig] = Field(min_length=1, description="SA-1B, Open Images or image-folder sources")
+    regions: RegionPolicy = Field(default_factory=RegionPolicy)
+    features: backend_field("features") = Field(  # type: ignore[valid-type]
+        default_factory=EmbeddedFeaturesConfig, description="embeds the object crops (clip on the real path)")
+    index: ExemplarIndexConfig = Field(default_factory=lambda: ExemplarIndexConfig(exclude_same_label=True))
+    labels: ZeroShotLabelsConfig = Field(default_factory=ZeroShotLabelsConfig)
+    repaint: backend_field("repaint") = Field(default_factory=EmbeddedRepaintConfig)  # type: ignore[valid-type]
+    mask_dilation: int = Field(15, ge=0, description="side of the square dilation kernel of the repainted region")
+    templates: Path | None = Field(None, description="a paraphrase file with a replace: list (docs/removal.md)")
+    seed: int = 0
+
+    def preflight(self) -> list[str]:
+        lines = []
+        if self.templates is not None:
+            try:
+                load_templates(self.templates).for_task("replace")
+            except ValueError as exc:
+                lines.append(f"replacement.templates: {exc}")
+        return lines
+
+
+def object_crop(pixels: np.ndarray, mask: np.ndarray, bbox: tuple[int, int, int, int]) -> np.ndarray:
+    """The region's box with everything outside its mask white: the object alone, as an exemplar."""
+    x, y, w, h = bbox
+    crop = pixels[y:y + h, x:x + w].copy()
+    crop[~mask[y:y + h, x:x + w].astype(bool)] = 255
+    return crop
+
+
+def _dilate(mask: np.ndarray, size: int) -> np.ndarray:
+    from ieiw.builders.removal import dilate
+
+    return dilate(mask.astype(np.uint8), size)
+
+
+@register_builder("replacement", ReplacementConfig)
+class ReplacementBuilder(CandidateBuilder):
+    name = "replacement"
+    uses_index = True
+
+    def __init__(self, config: ReplacementConfig, context: BuildContext):
+        self.config = config
+        self.context = context
+        self.unit_size = context.unit_size
+        self._lock = threading.Lock()
+        self._made: dict[str, Any] = {}
+
+    # -- lazily made parts --------------------------------------------------------------------------
+    def _get(self, key: str, make) -> Any:
+        with self._lock:
+            if key not in self._made:
+                self._made[key] = make()
+            return self._made[key]
+
+    def reader(self, index: int) -> Any:
+        return self._get(f"source-{index}", lambda: self.config.sources[index].open(self.context.root))
+
+    @property
+    def features(self) -> Any:
+        return self._get("features", self.config.features.create)
+
+    @property
+    def repainter(self) -> Any:
+        return self._get("repaint", self.config.repaint.create)
+
+    @functools.cached_property
+    def templates(self) -> Templates:
+        return load_templates(self.config.templates) if self.config.templates else default_templates()
+
+    @property
+    def index_path(self) -> Path:
+        return self.context.out_dir / f"index-{self.name}"
+
+    def index(self) -> tuple[ExemplarIndex, pa.Table]:
+        """The persisted index and its region table, loaded once per process (per index fingerprint)."""
+        stamp = json.loads((self.index_path / "fingerprint.json").read_text())["fingerprint"]
+
+        def load() -> tuple[ExemplarIndex, pa.Table]:
+            return (ExemplarIndex.load(self.index_path, self.config.index),
+                    read_shard(self.index_path / "regions.parquet"))
+
+        return self._get(f"index-{stamp}", load)
+
+    # -- the builder interface ----------------------------------------------------------------------
+    def prepare(self) -> None:
+        for source in self.config.sources:
+            source.prepare(self.context.root)
+
+    def params(self) -> dict[str, Any]:
+        """What shapes a row's pixels (part of row ids; the exemplar's record id is added per row)."""
+        repaint = self.config.repaint
+        return {"repaint": repaint.label(), "model": repaint.model_id(), **repaint.row_params(),
+                "dilation": self.config.mask_dilation, "features": self.config.features.label(),
+                "seed": self.config.seed}
+
+    def fingerprint(self) -> dict[str, Any]:
+        c = self.config
+        return {**self.params(), "sources": [s.fingerprint() for s in c.sources], "regions": c.regions.model_dump(),
+                "features": c.features.fingerprint(), "repaint_models": c.repaint.model_digests(),
+                "labels": c.labels.fingerprint(), "templates": self.templates.digest_for(("replace",))}
+
+    def index_fingerprint(self) -> dict[str, Any]:
+        return {"index": self.config.index.model_dump(mode="json")}
+
+    def backends(self) -> dict[str, str]:
+        c = self.config
+        return {kind: b.label() + (" (embedded)" if b.embedded else "")
+                for kind, b in (("features", c.features), ("repaint", c.repaint))}
+
+    def plan(self) -> list[WorkUnit]:
+        units = []
+        for number, source in enumerate(self.config.sources):
+            total = self.reader(number).count()
+            for index, start in enumerate(range(0, total, self.unit_size)):
+                payload = {"source": number, "start": start, "stop": min(start + self.unit_size, total)}
+                units.append(WorkUnit(key=f"replace-{source.type}{number}-{index:05d}", payload=payload))
+        return units
+
+    # -- stage 1: regions -> crops + vectors --------------------------------------------------------------
+    def index_unit(self, unit: WorkUnit) -> tuple[pa.Table, dict[str, Any]]:
+        p = unit.payload
+        reader = self.reader(p["source"])
+        entries = reader.read(p["start"], p["stop"])
+        failures: list[Failure] = []
+        skipped: Counter = Counter()
+        rows: list[dict[str, Any]] = []
+        crops: list[np.ndarray] = []
+        for entry in entries:
+            failures.extend(entry.failures)
+            kept, skips = choose(entry.regions, self.config.regions)
+            skipped.update(skips)
+            if not kept:
+                continue
+            try:
+                pixels = entry.pixels if entry.pixels is not None else load_source_image(entry).pixels
+            except SourceRecordError as err:
+                failures.append(err.failure)
+                continue
+            for region in kept:
+                crop = object_crop(pixels, region.mask, region.bbox)
+                crops.append(crop)
+                rows.append({
+                    "position": len(rows), "source": p["source"], "dataset": region.dataset,
+                    "record_id": region.record_id, "image_id": region.image_id, "image_path": str(entry.image_path),
+                    "width": entry.width, "height": entry.height, "orientation": entry.orientation,
+                    "source_file": entry.source_file, "bbox": list(region.bbox), "area": region.area,
+                    "label": region.label, "label_source": region.label_source, "label_score": None,
+                    "rle": region.rle()["counts"], "crop": encode(crop, "png"),
+                })
+        vectors = self.features.image_features(crops) if crops else np.zeros((0, 1), np.float32)
+        unlabelled = [i for i, row in enumerate(rows) if row["label"] is None]
+        if unlabelled and getattr(self.features, "has_text", False):
+            labeler = self._get("labeler", lambda: self.config.labels.labeler(self.features))
+            for i, found in zip(unlabelled, labeler.label([crops[i] for i in unlabelled]), strict=True):
+                rows[i].update(label=found.label, label_source=CLIP_ZERO_SHOT, label_score=found.score)
+        for row, vector in zip(rows, vectors, strict=True):
+            row["vector"] = vector.astype(np.float32).tolist()
+        stats = {
+            "records": len(entries),
+            "regions": len(rows),
+            "failures": dict(Counter(f.reason for f in failures)),
+            # every failure in full, so the candidates stage reports them as its own (the stats read those)
+            "failure_list": [[f.reason, f.record_id, f.file, f.message] for f in failures],
+            "skipped": dict(skipped),
+        }
+        return pa.Table.from_pylist(rows, schema=EXEMPLAR_SCHEMA), stats
+
+    # -- stage 2: one index over every unit -----------------------------------------------------------
+    def build_index(self, shards: list[Path], folder: Path, fingerprint: str) -> dict[str, Any]:
+        columns = [n for n in EXEMPLAR_SCHEMA.names if n not in ("crop", "rle")]
+        tables = []
+        for shard in shards:
+            table = read_shard(shard, columns=columns)
+            tables.append(table.append_column("unit", pa.array([shard.stem] * table.num_rows, pa.string())))
+        regions = pa.concat_tables(tables) if tables else None
+        if regions is None or regions.num_rows == 0:
+            raise RuntimeError(f"{self.name}: no region survived the policy in {len(shards)} unit(s); nothing to index")
+        vectors = np.asarray(regions["vector"].to_pylist(), dtype=np.float32)
+        labels = regions["label"].to_pylist()
+        sources = regions["label_source"].to_pylist()
+        scores = regions["label_score"].to_pylist()
+        known = [i for i, label in enumerate(labels) if label is not None]
+        missing = [i for i, label in enumerate(labels) if label is None]
+        if missing and known:  # embedded mode: the nearest labelled exemplar's label
+            found = nearest_labelled_many(vectors[missing], vectors[known], [labels[i] for i in known])
+            for i, label in zip(missing, found, strict=True):
+                labels[i], sources[i], scores[i] = label.label, EMBEDDED_NEAREST, label.score
+        regions = (regions.drop_columns(["vector", "label", "label_source", "label_score"])
+                   .append_column("label", pa.array(labels, pa.string()))
+                   .append_column("label_source", pa.array(sources, pa.string()))
+                   .append_column("label_score", pa.array(scores, pa.float32())))
+        meta = {"image_id": regions["image_id"], "record_id": regions["record_id"], "label": regions["label"]}
+        index = ExemplarIndex.build(vectors, meta, self.config.index, inputs=fingerprint)
+        index.save(folder)
+        from ieiw.schemas.shards import write_shard
+
+        write_shard(regions, folder / "regions.parquet")
+        atomic_write_bytes(folder / "fingerprint.json", json.dumps({"fingerprint": fingerprint}).encode())
+        return {"exemplars": regions.num_rows, "kind": index.kind, "labelled_by": dict(Counter(sources))}
+
+    # -- stage 3: candidates ------------------------------------------------------------------------------
+    def _index_unit_stats(self, unit: WorkUnit) -> dict[str, Any]:
+        manifest = load_manifest(self.context.out_dir / "exemplars")
+        return (manifest["units"].get(unit.key) or {}).get("stats", {})
+
+    def _crop(self, unit: str, position: int) -> np.ndarray:
+        table = self._get(f"crops-{unit}", lambda: read_shard(self.context.out_dir / "exemplars" / f"{unit}.parquet",
+                                                              columns=["crop"]))
+        return decode_rgb(table["crop"][position].as_py())
+
+    def build_unit(self, unit: WorkUnit) -> UnitResult:
+        import pycocotools.mask as mask_utils
+
+        made = self._index_unit_stats(unit)
+        result = UnitResult(records=made.get("records", 0))
+        result.skipped.update(made.get("skipped", {}))
+        result.failures.extend(Failure(*fields) for fields in made.get("failure_list", []))
+        shard = self.context.out_dir / "exemplars" / f"{unit.key}.parquet"
+        mine = read_shard(shard).to_pylist()
+        if not mine:
+            return result
+        index, regions = self.index()
+        by_record = {r: i for i, r in enumerate(regions["record_id"].to_pylist())}
+        labels, label_sources = regions["label"].to_pylist(), regions["label_source"].to_pylist()
+        units, positions = regions["unit"].to_pylist(), regions["position"].to_pylist()
+        datasets = regions["dataset"].to_pylist()
+        own = [by_record[row["record_id"]] for row in mine]
+        vectors = np.asarray([row["vector"] for row in mine], np.float32)
+        matches = index.query(vectors, [row["image_id"] for row in mine], [labels[i] for i in own], k=1)
+
+        images: dict[str, Any] = {}
+        jobs = []
+        for row, at, found in zip(mine, own, matches, strict=True):
+            if not found:
+                result.skipped["no_exemplar"] += 1
+                continue
+            if labels[at] is None:
+                result.skipped["unlabelled"] += 1
+                continue
+            entry = ImageRegions(dataset=row["dataset"], image_id=row["image_id"], image_path=Path(row["image_path"]),
+                                 width=row["width"], height=row["height"], source_file=row["source_file"],
+                                 orientation=row["orientation"])
+            try:
+                if row["image_id"] not in images:
+                    images[row["image_id"]] = load_source_image(entry)
+            except SourceRecordError as err:
+                result.failures.append(err.failure)
+                continue
+            rle = {"size": [row["height"], row["width"]], "counts": row["rle"].encode()}
+            mask = _dilate(mask_utils.decode(rle), self.config.mask_dilation)
+            match = found[0]
+            jobs.append((row, at, match, images[row["image_id"]], mask, self._crop(units[match.row], positions[match.row])))
+        if not jobs:
+            return result
+        seeds = [int(stable_hash(self.config.seed, job[0]["record_id"], length=8), 16) for job in jobs]
+        targets = self.repainter.repaint([j[3].pixels for j in jobs], [j[4] for j in jobs], [j[5] for j in jobs], seeds)
+        for (row, at, match, image, mask, _), target, seed in zip(jobs, targets, seeds, strict=True):
+            result.rows.append(self._row(row, labels[at], label_sources[at], match, datasets[match.row],
+                                         label_sources[match.row], image, mask, target, seed))
+        result.counters["repainted"] = len(jobs)
+        return result
+
+    def _row(self, row: dict[str, Any], label: str, label_source: str | None, match: Any, exemplar_dataset: str,
+             exemplar_label_source: str | None, image: Any, mask: np.ndarray, target: np.ndarray, seed: int
+             ) -> dict[str, Any]:
+        params = self.params()
+        rid = row_id(row["dataset"], row["record_id"], self.name, {**params, "exemplar": match.record_id}, "replace")
+        target_bytes = encode(target, "png")  # lossless: outside the mask the source's pixels, exactly
+        repaint = self.config.repaint
+        return {
+            "id": rid,
+            "task": "replace",
+            "instruction": replace_instruction(label, match.label, rid, self.templates),
+            "source_image": image_cell(image.data, f"{row['image_id']}.{extension(image.data)}"),
+            "target_image": image_cell(target_bytes, f"{row['image_id']}_{rid[:8]}_replaced.png"),
+            "mask": image_cell(encode(mask * 255, "png"), f"{row['image_id']}_{rid[:8]}_mask.png"),
+            "width": int(row["width"]),
+            "height": int(row["height"]),
+            "origin": {
+                "dataset": row["dataset"], "split": None, "record_id": row["record_id"], "image_id": row["image_id"],
+                "phrase": label, "url": None, "license": LICENSES.get(row["dataset"]), "authors": None,
+                "edit_url": None, "created_utc": None,
+            },
+            "exemplar": {"dataset": exemplar_dataset, "record_id": match.record_id, "label": match.label,
+                         "similarity": float(match.similarity), "label_source": exemplar_label_source,
+                         "source_label_source": label_source},
+            "scores": None,
+            "builder": {
+                "name": self.name, "backend": repaint.label(), "embedded": bool(repaint.embedded),
+                "model": repaint.model_id(), "seed": seed,
+                "params": canonical_json({**params, "exemplar": match.record_id,
+                                          "source_image": image.provenance()}),
+            },
+            "drop_reason": None,
+        }
