@@ -26,7 +26,7 @@ from ieiw.schemas.manifest import load_manifest
 from ieiw.schemas.shards import atomic_write_bytes
 
 CARD_NAME = "README.md"
-COLUMNS = ["id", "task", "origin", "scores", "builder", "split"]
+COLUMNS = ["id", "task", "origin", "exemplar", "scores", "builder", "split"]
 SIZE_CATEGORIES = [
     (1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
     (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"),
@@ -76,6 +76,7 @@ def collect(pairs: Path, takedown: set[str] | frozenset[str]) -> dict[str, Any]:
     by_task, by_source, by_split, licenses = Counter(), Counter(), Counter(), {}
     builders, families, score_backends = Counter(), {f: Counter() for f in SCORE_FAMILIES}, Counter()
     embedded_builder = embedded_scores = synthetic_phrasecut = 0
+    label_sources: Counter = Counter()  # replace rows: where each side's label came from
     for rows, _ in iter_batches(pairs, selection, images=False, columns=COLUMNS):
         for row in rows:
             origin, builder, scores = row.get("origin") or {}, row.get("builder") or {}, row.get("scores") or {}
@@ -92,6 +93,9 @@ def collect(pairs: Path, takedown: set[str] | frozenset[str]) -> dict[str, Any]:
                 for family in SCORE_FAMILIES:
                     if scores.get(family):
                         families[family][scores[family]] += 1
+            if exemplar := row.get("exemplar"):
+                label_sources[("region (A)", exemplar.get("source_label_source") or "(not recorded)")] += 1
+                label_sources[("exemplar (B)", exemplar.get("label_source") or "(not recorded)")] += 1
             host = urlsplit(origin.get("url") or "").hostname or ""
             synthetic_phrasecut += dataset == "phrasecut" and host.endswith("example.invalid")
     return {
@@ -99,7 +103,7 @@ def collect(pairs: Path, takedown: set[str] | frozenset[str]) -> dict[str, Any]:
         "by_task": by_task, "by_source": by_source, "by_split": by_split, "licenses": licenses,
         "builders": builders, "families": families, "score_backends": score_backends,
         "embedded_builder": embedded_builder, "embedded_scores": embedded_scores,
-        "synthetic_phrasecut": synthetic_phrasecut,
+        "synthetic_phrasecut": synthetic_phrasecut, "label_sources": label_sources,
     }
 
 
@@ -139,6 +143,9 @@ def _not_reproduced(info: dict[str, Any], build: dict[str, str]) -> list[str]:
         if (backend or "").startswith("opencv"):
             items.append(f"**Inpainting** ({count} `{name}` rows): OpenCV `cv2.inpaint` (`{backend}`) instead of "
                          "LaMa. Good on smooth backgrounds, smears texture on real photos.")
+        elif (backend or "").startswith("poisson"):
+            items.append(f"**Repainting** ({count} `{name}` rows): the exemplar pasted with Poisson blending "
+                         f"(`{backend}`) instead of Paint-by-Example; colours drift toward the surroundings.")
         else:
             items.append(f"**{name}** ({count} rows): `{backend}`, a CPU stand-in instead of the paper's model.")
     aesthetic = [b for b in info["families"]["aesthetic_backend"] if b.startswith("proxy")]
@@ -242,6 +249,11 @@ def render_card(root: Path, pairs: Path, takedown: set[str] | frozenset[str] = f
     families = [(f, f"`{b}`", c) for f in SCORE_FAMILIES for b, c in sorted(info["families"][f].items())]
     if families:
         body += [""] + _table(("family", "backend", "rows"), families)
+    if info["label_sources"]:
+        body += ["", "Labels of `replace` rows (\"change the A to B\"), by where they came from: `open-images` = the "
+                 "dataset's class, `clip-zero-shot` = CLIP against a vocabulary, `embedded-nearest` = the nearest "
+                 "labelled exemplar in the embedded feature space (weak):", ""]
+        body += _table(("label", "source", "rows"), [(w, f"`{s}`", c) for (w, s), c in _sorted(info["label_sources"])])
     if build:
         listed = ", ".join(f"{k}: `{v}`" for k, v in sorted(build.items()))
         body += ["", f"Build backends (from the manifest): {listed}."]

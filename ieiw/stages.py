@@ -191,8 +191,7 @@ def make_index_unit(build: Build, builder_name: str, unit: WorkUnit) -> UnitOutc
     """Stage 0a (builders with an index): one unit's index inputs, e.g. object crops + embeddings."""
     builder = build.builders[builder_name]
     manifest = build.manifest(EXEMPLARS)
-    fingerprint = stable_hash(EXEMPLARS, SCHEMA_VERSION, builder_name, build.builder_fingerprints[builder_name],
-                              unit.payload)
+    fingerprint = stable_hash(EXEMPLARS, SCHEMA_VERSION, builder_name, builder.index_unit_fingerprint(), unit.payload)
     if done := manifest.finished(unit.key, fingerprint):
         return UnitOutcome(EXEMPLARS, unit.key, True, done["rows"])
     table, stats = builder.index_unit(unit)

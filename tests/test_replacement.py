@@ -118,3 +118,43 @@ def test_a_template_file_without_replace_stops_the_build_before_prefect(tmp_path
     config = replace_config(tmp_path / "c.yaml", tmp_path / "samples", tmp_path / "out", templates=str(templates))
     proc = run_ieiw("build", config, check=False)
     assert proc.returncode == 2 and "replacement.templates" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_real_paths_clip_zero_shot_labels_and_paint_by_example_through_the_three_stages(tmp_path):
+    """Tiny random CLIP (both towers) embeds and labels SA-1B regions zero-shot; a tiny random
+    Paint-by-Example repaints; the stages run in this process as the flow's tasks call them."""
+    from ieiw import stages
+    from ieiw.schemas.config import load_config
+    from ieiw_testing import tiny_clip_folder, tiny_paint_by_example_folder
+
+    clip = tiny_clip_folder(tmp_path / "clip")
+    pbe = tiny_paint_by_example_folder(tmp_path / "pbe")
+    vocabulary = tmp_path / "names.txt"
+    vocabulary.write_text("# a tiny vocabulary\ncircle\nsquare\ntriangle\ndiamond\n")
+    config = replace_config(
+        tmp_path / "c.yaml", tmp_path / "samples", tmp_path / "out", unit_size=6,
+        sources=[{"type": "sa1b", "root": str(tmp_path / "samples" / "sa1b"), "samples": {"images": 6, "seed": 5}}],
+        regions={"max_per_image": 2},
+        features={"backend": "clip", "model": str(clip), "device": "cpu"},
+        labels={"vocabulary": str(vocabulary)},
+        repaint={"backend": "paint-by-example", "model": str(pbe), "steps": 2, "resolution": 64, "device": "cpu"},
+    )
+    build = stages.build_for(load_config(config).model_dump(mode="json"))
+    build.prepare()
+    units = [unit for name, unit in build.plan() if name == "replacement"]
+    for unit in units:
+        stages.make_index_unit(build, "replacement", unit)
+    made = stages.make_index(build, "replacement", [u.key for u in units])
+    assert made["labelled_by"] == {"clip-zero-shot": made["exemplars"]}
+    for unit in units:
+        stages.make_candidates(build, "replacement", unit)
+    out = rows(tmp_path / "out" / "candidates")
+    assert out and all(r["builder"]["backend"] == "paint-by-example:pbe" and r["builder"]["embedded"] is False
+                       for r in out)
+    names = {"circle", "square", "triangle", "diamond"}
+    for row in out:
+        assert row["origin"]["phrase"] in names and row["exemplar"]["label"] in names
+        assert row["exemplar"]["source_label_source"] == row["exemplar"]["label_source"] == "clip-zero-shot"
+        source, target = decode_rgb(row["source_image"]["bytes"]), decode_rgb(row["target_image"]["bytes"])
+        mask = decode_mask(row["mask"]["bytes"]) > 0
+        assert (source[~mask] == target[~mask]).all()

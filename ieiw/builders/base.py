@@ -112,8 +112,13 @@ class CandidateBuilder(abc.ABC):
         """Build the index from every unit's shard into ``folder`` (atomically); returns stats."""
         raise NotImplementedError
 
+    def index_unit_fingerprint(self) -> dict[str, Any]:
+        """What shapes a unit's index shard (sources, regions, the embedding), so that changing only what
+        the candidates do (a repaint parameter) does not embed everything again."""
+        return self.fingerprint()
+
     def index_fingerprint(self) -> dict[str, Any]:
-        """What shapes the index beyond its input shards (index type, parameters)."""
+        """What shapes the index beyond its input shards (index type, build parameters)."""
         return {}
 
     @abc.abstractmethod

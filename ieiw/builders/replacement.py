@@ -120,7 +120,7 @@ class ReplacementBuilder(CandidateBuilder):
         self.config = config
         self.context = context
         self.unit_size = context.unit_size
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: making the labeler asks for the features
         self._made: dict[str, Any] = {}
 
     # -- lazily made parts --------------------------------------------------------------------------
@@ -171,14 +171,25 @@ class ReplacementBuilder(CandidateBuilder):
                 "dilation": self.config.mask_dilation, "features": self.config.features.label(),
                 "seed": self.config.seed}
 
-    def fingerprint(self) -> dict[str, Any]:
+    @functools.cached_property
+    def _index_unit_fingerprint(self) -> dict[str, Any]:
         c = self.config
-        return {**self.params(), "sources": [s.fingerprint() for s in c.sources], "regions": c.regions.model_dump(),
-                "features": c.features.fingerprint(), "repaint_models": c.repaint.model_digests(),
-                "labels": c.labels.fingerprint(), "templates": self.templates.digest_for(("replace",))}
+        return {"sources": [s.fingerprint() for s in c.sources], "regions": c.regions.model_dump(),
+                "features": c.features.fingerprint(), "labels": c.labels.fingerprint()}
+
+    def index_unit_fingerprint(self) -> dict[str, Any]:
+        """The exemplar shards depend on the sources, the region policy, the embedding and the labels only."""
+        return self._index_unit_fingerprint
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The candidates: the above, the repaint, the query settings (the index's own build parameters
+        reach them through the index's fingerprint) and the templates."""
+        c = self.config
+        return {**self.params(), **self._index_unit_fingerprint, "repaint_models": c.repaint.model_digests(),
+                "query": c.index.model_dump(mode="json"), "templates": self.templates.digest_for(("replace",))}
 
     def index_fingerprint(self) -> dict[str, Any]:
-        return {"index": self.config.index.model_dump(mode="json")}
+        return {"index": self.config.index.build_key()}
 
     def backends(self) -> dict[str, str]:
         c = self.config
@@ -284,7 +295,7 @@ class ReplacementBuilder(CandidateBuilder):
     def _crop(self, unit: str, position: int) -> np.ndarray:
         table = self._get(f"crops-{unit}", lambda: read_shard(self.context.out_dir / "exemplars" / f"{unit}.parquet",
                                                               columns=["crop"]))
-        return decode_rgb(table["crop"][position].as_py())
+        return np.array(decode_rgb(table["crop"][position].as_py()))  # writable: torch warns on read-only arrays
 
     def build_unit(self, unit: WorkUnit) -> UnitResult:
         import pycocotools.mask as mask_utils
