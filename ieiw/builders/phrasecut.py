@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ieiw.builders.base import SourceRecordError
-from ieiw.imageio import JPEG_QUALITY, ImageDecodeError, Orientation, SizeMismatch, decode, encode
+from ieiw.imageio import JPEG_QUALITY, DecodedImage, ImageDecodeError, Orientation, SizeMismatch, decode, encode
 
 INFO_FILE = "image_data_split.json"
 OFFICIAL_SPLITS = ("train", "val", "test", "miniv")
@@ -381,6 +381,26 @@ class SourceImage:
     reencoded: bool  # True when ``data`` is not the file's bytes
     reasons: tuple[str, ...] = ()  # why it was re-encoded, e.g. ("mode CMYK converted to RGB",)
 
+    @classmethod
+    def from_decoded(cls, data: bytes, decoded: DecodedImage, fmt: str | None = None,
+                     quality: int | None = None) -> SourceImage:
+        """The file's ``data`` kept when decoding changed nothing; else the pixels re-encoded (JPEG for a
+        stored JPEG, PNG otherwise, unless ``fmt``), with the reasons."""
+        reasons = []
+        if decoded.converted:
+            reasons.append(f"mode {decoded.stored_mode} converted to RGB")
+        if decoded.transposed:
+            reasons.append(f"EXIF orientation {decoded.orientation} applied")
+        elif decoded.orientation != 1:
+            reasons.append(f"EXIF orientation {decoded.orientation} dropped (annotated as stored)")
+        if reasons:
+            data = encode(decoded.pixels, fmt or ("jpeg" if decoded.format == "JPEG" else "png"),
+                          quality or JPEG_QUALITY)
+        return cls(data=data, pixels=decoded.pixels, format=decoded.format, stored_mode=decoded.stored_mode,
+                   orientation_tag=decoded.orientation,
+                   orientation="exif-applied" if decoded.transposed else "as-stored",
+                   reencoded=bool(reasons), reasons=tuple(reasons))
+
     @property
     def width(self) -> int:
         return int(self.pixels.shape[1])
@@ -434,22 +454,4 @@ def load_image(record: PhraseCutRecord, fmt: str | None = None, quality: int = J
         ) from None
     except ImageDecodeError as exc:
         raise SourceRecordError("unreadable_image", record.task_id, str(path), str(exc)) from None
-    reasons = []
-    if decoded.converted:
-        reasons.append(f"mode {decoded.stored_mode} converted to RGB")
-    if decoded.transposed:
-        reasons.append(f"EXIF orientation {decoded.orientation} applied")
-    elif decoded.orientation != 1:
-        reasons.append(f"EXIF orientation {decoded.orientation} dropped (annotated as stored)")
-    if reasons:
-        data = encode(decoded.pixels, fmt or ("jpeg" if decoded.format == "JPEG" else "png"), quality)
-    return SourceImage(
-        data=data,
-        pixels=decoded.pixels,
-        format=decoded.format,
-        stored_mode=decoded.stored_mode,
-        orientation_tag=decoded.orientation,
-        orientation="exif-applied" if decoded.transposed else "as-stored",
-        reencoded=bool(reasons),
-        reasons=tuple(reasons),
-    )
+    return SourceImage.from_decoded(data, decoded, fmt, quality)

@@ -282,7 +282,7 @@ def load_source_image(entry: ImageRegions, fmt: str | None = None, quality: int 
     tag would make a viewer show them otherwise; then the pixels are re-encoded (JPEG for a stored JPEG,
     PNG otherwise, unless ``fmt``)."""
     from ieiw.builders.phrasecut import SourceImage
-    from ieiw.imageio import JPEG_QUALITY, ImageDecodeError, Orientation, SizeMismatch, decode, encode
+    from ieiw.imageio import ImageDecodeError, Orientation, SizeMismatch, decode
 
     path, record = Path(entry.image_path), entry.image_id
     try:
@@ -303,20 +303,7 @@ def load_source_image(entry: ImageRegions, fmt: str | None = None, quality: int 
         raise SourceRecordError("image_size_mismatch", record, str(path),
                                 f"decoded {pixels.shape[1]}x{pixels.shape[0]}, regions are for "
                                 f"{entry.width}x{entry.height}")
-    reasons = []
-    if decoded.converted:
-        reasons.append(f"mode {decoded.stored_mode} converted to RGB")
-    if decoded.transposed:
-        reasons.append(f"EXIF orientation {decoded.orientation} applied")
-    elif decoded.orientation != 1:
-        reasons.append(f"EXIF orientation {decoded.orientation} dropped (annotated as stored)")
-    if reasons:
-        data = encode(pixels, fmt or ("jpeg" if decoded.format == "JPEG" else "png"), quality or JPEG_QUALITY)
-    return SourceImage(
-        data=data, pixels=pixels, format=decoded.format, stored_mode=decoded.stored_mode,
-        orientation_tag=decoded.orientation, orientation="exif-applied" if decoded.transposed else "as-stored",
-        reencoded=bool(reasons), reasons=tuple(reasons),
-    )
+    return SourceImage.from_decoded(data, decoded, fmt, quality)
 
 
 def failure(reason: str, record_id: str, file: str | Path | None, message: str) -> Failure:

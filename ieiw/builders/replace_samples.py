@@ -26,9 +26,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +33,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ieiw.builders.openimages import write_class_descriptions
-from ieiw.builders.samples import COLOURS, SHAPES, IncompleteSample, Shape, place_shapes, smooth_background
+from ieiw.builders.samples import COLOURS, SHAPES, Shape, ensure_sample, place_shapes, smooth_background
 from ieiw.imageio import encode
 
 MARKER = "samples.json"
@@ -194,30 +191,6 @@ def make_replace_samples(root: Path, images: int = 30, seed: int = 0, width: int
 
 
 def ensure_replace_samples(root: Path, images: int = 30, seed: int = 0, width: int = 320, height: int = 240) -> bool:
-    """Make the sample at ``root`` unless it is there; True when this call wrote it.
-
-    As :func:`ieiw.builders.samples.ensure_phrasecut_sample`: each caller writes into its own temporary
-    sibling folder and renames it to ``root`` in one step; a loser finds ``root`` taken and discards its
-    copy (identical: the generator is deterministic). Readers see no sample or a whole one."""
-    root = Path(root)
-    if (root / MARKER).exists():
-        return False
-    if root.exists() and any(root.iterdir()):
-        raise IncompleteSample(f"{root} exists but has no {MARKER}: delete it and the sample is made again")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{root.name}-", dir=root.parent))
-    try:
-        make_replace_samples(tmp, images, seed, width, height)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-        try:
-            if root.exists():  # an empty folder can be replaced
-                root.rmdir()
-            os.rename(tmp, root)
-        except OSError:
-            if (root / MARKER).exists():
-                return False  # another process won the race
-            raise
-        return True
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    """Make the sample at ``root`` unless it is there; True when this call wrote it (atomic and
+    race-safe: :func:`ieiw.builders.samples.ensure_sample`)."""
+    return ensure_sample(root, lambda folder: make_replace_samples(folder, images, seed, width, height), MARKER)

@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,32 +200,39 @@ class IncompleteSample(RuntimeError):
     """A sample folder without its marker file: left by an older, non-atomic generator."""
 
 
-def ensure_phrasecut_sample(root: Path, images: int = 120, seed: int = 0, width: int = 320, height: int = 240) -> bool:
-    """Make the sample at ``root`` unless it is there; True when this call wrote it.
+def ensure_sample(root: Path, make: Callable[[Path], object], marker: str = MARKER) -> bool:
+    """Make a sample at ``root`` with ``make(folder)`` unless it is there (its ``marker`` file, written
+    last by ``make``, exists); True when this call wrote it.
 
     Safe when several processes (flow workers, two builds) call it at once: each writes into its own
     temporary sibling folder and renames it to ``root`` in one step; a loser finds ``root`` taken and
-    discards its copy. Readers therefore see no sample or a whole one, never a half-written file.
+    discards its copy (identical: generators are deterministic). Readers therefore see no sample or a
+    whole one, never a half-written file.
     """
     root = Path(root)
-    if (root / MARKER).exists():
+    if (root / marker).exists():
         return False
     if root.exists() and any(root.iterdir()):
-        raise IncompleteSample(f"{root} exists but has no {MARKER}: delete it and the sample is made again")
+        raise IncompleteSample(f"{root} exists but has no {marker}: delete it and the sample is made again")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{root.name}-", dir=root.parent))
     try:
-        make_phrasecut_sample(tmp, images, seed, width, height)
+        make(tmp)
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a sample is for everyone who reads the corpus
         try:
             if root.exists():  # an empty folder (e.g. made by hand) can be replaced
                 root.rmdir()
             os.rename(tmp, root)
         except OSError:
-            if (root / MARKER).exists():
+            if (root / marker).exists():
                 return False  # another process won the race: its copy is identical
             raise
         return True
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def ensure_phrasecut_sample(root: Path, images: int = 120, seed: int = 0, width: int = 320, height: int = 240) -> bool:
+    """Make the PhraseCut-layout sample at ``root`` unless it is there (:func:`ensure_sample`)."""
+    return ensure_sample(root, lambda folder: make_phrasecut_sample(folder, images, seed, width, height))

@@ -346,11 +346,11 @@ class ExemplarIndex:
             pq.write_table(self.table, partial / META, compression="zstd")
             files = {}
             for name in (INDEX, META):
-                _fsync(partial / name)
+                fsync_dir(partial / name)
                 files[name] = {"bytes": (partial / name).stat().st_size, "sha256": sha256_file(partial / name)}
             manifest = {**self.manifest(), "faiss": faiss.__version__, "files": files}
             (partial / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
-            _fsync(partial / MANIFEST)
+            fsync_dir(partial / MANIFEST)
             fsync_dir(partial)
             if folder.exists():
                 old = folder.parent / f"{PARTIAL}{folder.name}-old-{uuid.uuid4().hex[:8]}"
@@ -511,9 +511,3 @@ class ExemplarIndex:
         return out
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
