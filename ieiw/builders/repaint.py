@@ -62,8 +62,8 @@ import cv2
 import numpy as np
 from pydantic import Field, field_validator
 
+from ieiw.hubmodels import HubModelFields
 from ieiw.schemas.config import BackendConfig
-from ieiw.schemas.filehash import path_digest
 from ieiw.schemas.registry import register_backend
 
 DEFAULT_MODEL = "Fantasy-Studio/Paint-by-Example"
@@ -264,14 +264,13 @@ class PoissonRepainter(Repainter):
 
 
 # -- Paint-by-Example -------------------------------------------------------------------------------
-class PaintByExampleConfig(RepaintConfig):
+class PaintByExampleConfig(HubModelFields, RepaintConfig):
     """diffusers' ``PaintByExamplePipeline`` in this process (CPU or CUDA)."""
 
     runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "batch_size", "dtype"})
 
     backend: Literal["paint-by-example"] = "paint-by-example"
     model: str = Field(DEFAULT_MODEL, description="a local pipeline folder, or a hub id already in the local HF cache")
-    revision: str | None = Field(None, description="hub revision (branch, tag or commit); hub ids only")
     steps: int = Field(50, ge=1, description="denoising steps (num_inference_steps)")
     guidance_scale: float = Field(5.0, ge=0, description="classifier-free guidance on the exemplar; <= 1 turns it off")
     resolution: int = Field(512, ge=8, description="the side the image and mask are resized to (multiple of 8)")
@@ -286,40 +285,8 @@ class PaintByExampleConfig(RepaintConfig):
             raise ValueError(f"{value} is not a multiple of 8 (the pipeline needs sides divisible by 8)")
         return value
 
-    def is_local(self) -> bool:
-        return Path(self.model).expanduser().exists()
-
-    def model_name(self) -> str:
-        name = Path(self.model).expanduser().name if self.is_local() else self.model.rstrip("/").split("/")[-1]
-        return name + (f"@{self.revision}" if self.revision else "")
-
     def label(self) -> str:
         return f"paint-by-example:{self.model_name()}"
-
-    def model_id(self) -> str:
-        return self.model + (f"@{self.revision}" if self.revision else "")
-
-    def model_digests(self) -> dict[str, str | None]:
-        from ieiw.filters.clip import _cached_commit
-
-        if self.is_local():
-            return {"model": path_digest(Path(self.model).expanduser())}
-        return {"model": self.revision or _cached_commit(self.model, None)}
-
-    def model_folder(self) -> Path | None:
-        """The local folder the pipeline loads from, or None when the model is nowhere on this machine."""
-        from ieiw.filters.clip import _looks_like_path
-
-        if self.is_local():
-            return Path(self.model).expanduser()
-        if _looks_like_path(self.model):
-            return None
-        try:
-            from huggingface_hub import snapshot_download
-
-            return Path(snapshot_download(self.model, revision=self.revision, local_files_only=True))
-        except Exception:  # noqa: BLE001 - not cached, or not a valid hub id
-            return None
 
     def missing_message(self) -> str:
         where = repr(self.model) + (f" (revision {self.revision})" if self.revision else "")

@@ -26,8 +26,8 @@ import numpy as np
 from pydantic import Field
 
 from ieiw.filters.features import ImageFeatures, torch_device
+from ieiw.hubmodels import HubModelFields, cached_commit, looks_like_path
 from ieiw.schemas.config import BackendConfig
-from ieiw.schemas.filehash import path_digest
 from ieiw.schemas.registry import register_backend
 
 
@@ -35,22 +35,7 @@ class ModelNotFoundError(FileNotFoundError):
     """A model that is neither a local folder nor in the local Hugging Face cache."""
 
 
-def _looks_like_path(model: str) -> bool:
-    """Absolute, home or dot-relative names, or names that exist on disk, are folders, not hub ids."""
-    return Path(model).exists() or model.startswith(("/", "./", "../", "~", ".\\")) or model.count("/") > 1
-
-
-def _cached_commit(model: str, revision: str | None) -> str | None:
-    """The commit of the locally cached snapshot of hub id ``model``, without touching the network."""
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(model, revision=revision, local_files_only=True)).name
-    except Exception:  # noqa: BLE001 - not cached (or not a valid id): the fingerprint records None
-        return None
-
-
-class ClipFeaturesConfig(BackendConfig):
+class ClipFeaturesConfig(HubModelFields, BackendConfig):
     """``scoring.features: {backend: clip, model: openai/clip-vit-large-patch14}``."""
 
     kind: ClassVar[str] = "features"
@@ -58,37 +43,18 @@ class ClipFeaturesConfig(BackendConfig):
     runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "batch_size", "dtype"})
 
     backend: Literal["clip"] = "clip"
-    model: str = Field(description="a local model folder, or a hub id already in the local HF cache")
-    revision: str | None = Field(None, description="hub revision (branch, tag or commit); hub ids only")
     device: str = Field("auto", description="'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1', ...")
     batch_size: int = Field(32, ge=1)
     dtype: Literal["auto", "float32", "float16"] = Field("auto", description="auto: float16 on CUDA, else float32")
 
-    def is_local(self) -> bool:
-        return Path(self.model).expanduser().exists()
-
-    def model_name(self) -> str:
-        name = Path(self.model).expanduser().name if self.is_local() else self.model.rstrip("/").split("/")[-1]
-        return name + (f"@{self.revision}" if self.revision else "")
-
     def label(self) -> str:
         return f"clip:{self.model_name()}"
 
-    def model_id(self) -> str | None:
-        return self.model + (f"@{self.revision}" if self.revision else "")
-
     def preflight(self) -> list[str]:
-        if self.is_local() or _cached_commit(self.model, self.revision) is not None:
+        if self.is_local() or cached_commit(self.model, self.revision) is not None:
             return []
         return [f"features backend clip: model {self.model} is neither a local folder nor in the local Hugging Face"
                 " cache (weights are never downloaded: `huggingface-cli download` it, or save_pretrained a folder)"]
-
-    def model_digests(self) -> dict[str, str | None]:
-        """A local folder's content digest; for a hub id its revision (or the cached snapshot's commit),
-        so replacing the weights by either route changes the fingerprint."""
-        if self.is_local():
-            return {"model": path_digest(Path(self.model).expanduser())}
-        return {"model": self.revision or _cached_commit(self.model, None)}
 
 
 @register_backend("features", "clip", ClipFeaturesConfig)
@@ -111,7 +77,7 @@ class ClipFeatures(ImageFeatures):
         self.batch_size = config.batch_size
 
         source = str(Path(config.model).expanduser()) if config.is_local() else config.model
-        if not config.is_local() and _looks_like_path(config.model):
+        if not config.is_local() and looks_like_path(config.model):
             raise self._missing(None)
         kwargs: dict[str, Any] = {"local_files_only": True}
         if config.revision and not config.is_local():
