@@ -1,0 +1,1 @@
+"""Converters: other vision datasets phrased as edits (segmentation, ...), as builders of the row schema."""
