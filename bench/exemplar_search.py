@@ -4,7 +4,7 @@ Database vectors come from a Gaussian mixture on the unit sphere, the shape of r
 clustered, each cluster spread mostly along a few directions of its own (a low-rank covariance with a
 decaying spectrum, plus a small isotropic floor), clusters of unequal sizes. Uniform noise, or isotropic
 clusters in the full 768 dimensions, have no neighbour structure worth finding and make any approximate
-index look bad for the wrong reason (ENVIRONMENT.md). Queries are held out: fresh draws from the same
+index look bad for the wrong reason (docs/environment.md). Queries are held out: fresh draws from the same
 mixture. Every parameter of the mixture is printed.
 
 Each index is built and searched in its own subprocess (``ExemplarIndex.build`` with the config's
