@@ -278,7 +278,7 @@ def test_unknown_section_lists_the_registered_builders(tmp_path, sample_root):
     path = write_config(tmp_path / "b.yaml", sample_root, tmp_path / "out", removel={"x": 1})
     with pytest.raises(ConfigError, match=r"removel: .*builders: ") as error:
         load_config(path)
-    listed = str(error.value).split("builders: ", 1)[1].splitlines()[0].replace(",", " ").split()
+    listed = str(error.value).split("builders: ", 1)[1].splitlines()[0].rstrip(")").replace(",", " ").split()
     assert {"crawl", "removal", "replacement", "cocostuff", "refcoco", "keypoints", "enhance"} <= set(listed)
     assert listed == sorted(listed)
 
