@@ -1,0 +1,449 @@
+"""The editing-data importers on their bundled samples: InstructPix2Pix (both Parquet layouts), MagicBrush (the
+hub's layout, masks from mask_img) and GIER (the release's JSON and image folders) read into ``edit`` rows with
+the images as stored; bad rows named by file and row; Parquet read by row groups, never whole; the rows feed
+the trainer's dataset; a run through the real flow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from ieiw_testing import run_ieiw
+from PIL import Image
+
+from ieiw.builders.base import BuildContext
+from ieiw.converters.gier import GierBuilder, GierConfig, instructions_of
+from ieiw.converters.importers import ImportFormatError, iter_rows, row_ranges
+from ieiw.converters.ip2p import InstructPix2PixBuilder, InstructPix2PixConfig
+from ieiw.converters.magicbrush import MagicBrushBuilder, MagicBrushConfig, region_of
+from ieiw.converters.samples_edit import (
+    IP2P_BAD,
+    ensure_gier_sample,
+    ensure_ip2p_sample,
+    ensure_magicbrush_sample,
+    make_gier_sample,
+    make_ip2p_sample,
+    make_magicbrush_sample,
+)
+from ieiw.imageio import decode, decode_mask
+from ieiw.schemas.manifest import Manifest
+from ieiw.schemas.registry import REGISTRY
+from ieiw.schemas.rows import rows_to_table
+from ieiw.schemas.shards import write_shard
+
+
+def build(builder_class, config, unit_size: int = 4):
+    builder = builder_class(config, BuildContext(root=Path("."), out_dir=Path("unused"), unit_size=unit_size))
+    builder.prepare()
+    results = [builder.build_unit(unit) for unit in builder.plan()]
+    counters = Counter()
+    for r in results:
+        counters.update(r.counters)
+    return ([row for r in results for row in r.rows], [f for r in results for f in r.failures], counters,
+            sum(r.records for r in results))
+
+
+def pixels(cell) -> np.ndarray:
+    return decode(cell["bytes"]).pixels
+
+
+def params(row) -> dict:
+    return json.loads(row["builder"]["params"])
+
+
+def file_rows(path: Path) -> list[dict]:
+    return pq.read_table(path).to_pylist()
+
+
+@pytest.fixture(scope="module")
+def ip2p(tmp_path_factory):
+    out = {}
+    for layout in ("clip-filtered", "short"):
+        root = tmp_path_factory.mktemp(f"ip2p-{layout}") / "instructpix2pix"
+        config = InstructPix2PixConfig(root=root, samples={"rows": 10, "layout": layout, "bad": True})
+        out[layout] = (config, *build(InstructPix2PixBuilder, config))
+    return out
+
+
+@pytest.fixture(scope="module")
+def magicbrush(tmp_path_factory):
+    root = tmp_path_factory.mktemp("magicbrush") / "MagicBrush"
+    out = {}
+    for split in ("train", "dev"):
+        config = MagicBrushConfig(root=root, split=split, samples={"sessions": 6, "bad": True})
+        out[split] = (config, *build(MagicBrushBuilder, config))
+    return out
+
+
+@pytest.fixture(scope="module")
+def gier(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gier") / "GIER_editing_data"
+    config = GierConfig(root=root, samples={"pairs": 8, "bad": True})
+    return (config, *build(GierBuilder, config))
+
+
+# -- InstructPix2Pix ------------------------------------------------------------------------------
+@pytest.mark.parametrize("layout", ["clip-filtered", "short"])
+def test_ip2p_reads_its_sample_as_stored(ip2p, layout):
+    config, rows, failures, _, records = ip2p[layout]
+    assert records == 10 and len(rows) == 10 - len(IP2P_BAD) and len(failures) == len(IP2P_BAD)
+    files = sorted((config.root / "data").glob("train-*-of-00002-*.parquet"))
+    assert len(files) == 2
+    source_column = "original_image" if layout == "clip-filtered" else "input_image"
+    stored = {f"data/{f.stem}:{i}": r for f in files for i, r in enumerate(file_rows(f))}
+    for row in rows:
+        record = stored[row["origin"]["record_id"]]
+        assert row["task"] == "edit" and row["origin"]["dataset"] == "instructpix2pix"
+        assert row["source_image"]["bytes"] == record[source_column]["bytes"]  # bytes as stored
+        assert row["target_image"]["bytes"] == record["edited_image"]["bytes"]
+        assert row["source_image"]["path"].endswith(".jpg") and row["mask"] is None
+        assert row["instruction"] == record["edit_prompt"] and row["instruction"].startswith("add a ")
+        source, target = pixels(row["source_image"]), pixels(row["target_image"])
+        assert source.shape == target.shape == (row["height"], row["width"], 3)
+        changed = np.abs(source.astype(int) - target.astype(int)).max(axis=2) > 30
+        assert changed.sum() > 50  # the added shape
+        if layout == "clip-filtered":
+            assert params(row)["input_prompt"] == record["original_prompt"]
+            assert params(row)["output_prompt"] == record["edited_prompt"]
+            assert row["origin"]["image_id"].startswith("prompt-")
+        else:
+            assert row["origin"]["image_id"].startswith("image-")
+    if layout == "clip-filtered":  # the release has several seeds per caption: they share a split
+        by_caption = {}
+        for row in rows:
+            by_caption.setdefault(params(row)["input_prompt"], set()).add(row["origin"]["image_id"])
+        assert all(len(ids) == 1 for ids in by_caption.values()) and len(by_caption) < len(rows)
+    table = rows_to_table(rows)
+    assert table.num_rows == len(rows) and len(set(table["id"].to_pylist())) == len(rows)
+    assert REGISTRY.task("edit").family == "editing"
+
+
+@pytest.mark.parametrize("layout", ["clip-filtered", "short"])
+def test_ip2p_bad_rows_are_named_by_file_and_row(ip2p, layout):
+    config, _, failures, _, _ = ip2p[layout]
+    files = sorted((config.root / "data").glob("*.parquet"))
+    offsets = dict(zip(map(str, files), np.cumsum([0] + [pq.ParquetFile(f).metadata.num_rows for f in files])))
+    assert sorted(f.reason for f in failures) == sorted(IP2P_BAD.values())
+    for failure in failures:
+        path = Path(failure.file)
+        row = int(failure.record_id.rsplit(":", 1)[1])
+        assert path in files and f"row {row} " in failure.message and failure.record_id == f"data/{path.stem}:{row}"
+        assert IP2P_BAD[offsets[failure.file] + row] == failure.reason  # the sample's bad rows, found where they are
+        record = file_rows(path)[row]
+        if failure.reason == "unreadable_image":
+            assert b"html" in record["original_image" if layout == "clip-filtered" else "input_image"]["bytes"]
+        elif failure.reason == "empty_instruction":
+            assert not record["edit_prompt"].strip()
+        else:
+            assert "target 64x64" in failure.message
+
+
+def test_ip2p_units_are_row_ranges_and_do_not_shape_rows(tmp_path):
+    root = make_ip2p_sample(tmp_path / "ip2p", rows=10, files=2, row_group=3)
+    ids = {}
+    for unit_rows in (2, 4, 100):
+        builder = InstructPix2PixBuilder(InstructPix2PixConfig(root=root, unit_rows=unit_rows),
+                                         BuildContext(root=Path("."), out_dir=Path("x"), unit_size=7))
+        units = builder.plan()
+        assert all(u.payload["stop"] - u.payload["start"] <= unit_rows for u in units)
+        assert len({u.key for u in units}) == len(units)
+        ids[unit_rows] = [r["id"] for u in units for r in builder.build_unit(u).rows]
+    assert ids[2] == ids[4] == ids[100] and len(ids[2]) == 10
+    rows, _, _, _ = build(InstructPix2PixBuilder, InstructPix2PixConfig(root=root, limit=3))
+    assert [r["origin"]["record_id"].rsplit(":")[1] for r in rows] == ["0", "1", "2"]
+
+
+def test_parquet_is_read_one_row_group_at_a_time(tmp_path, monkeypatch):
+    """A unit touches only the row groups its range covers; no whole-file read."""
+    root = make_ip2p_sample(tmp_path / "ip2p", rows=12, files=1, row_group=3)
+    path = next((root / "data").glob("*.parquet"))
+    calls = []
+    original = pq.ParquetFile.read_row_group
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group",
+                        lambda self, i, *a, **k: calls.append(i) or original(self, i, *a, **k))
+    monkeypatch.setattr(pq.ParquetFile, "read", lambda *a, **k: pytest.fail("a whole file was read"))
+    monkeypatch.setattr(pq, "read_table", lambda *a, **k: pytest.fail("a whole file was read"))
+    got = [(index, group) for index, group, _ in iter_rows(path, 4, 8, ["edit_prompt"])]
+    assert got == [(4, 1), (5, 1), (6, 2), (7, 2)] and calls == [1, 2]
+    builder = InstructPix2PixBuilder(InstructPix2PixConfig(root=root, unit_rows=2),
+                                     BuildContext(root=Path("."), out_dir=Path("x"), unit_size=2))
+    units = builder.plan()  # groups of 3 rows cut into 2 + 1
+    assert [(u.payload["start"], u.payload["stop"]) for u in units][:4] == [(0, 2), (2, 3), (3, 5), (5, 6)]
+    calls.clear()
+    assert len(builder.build_unit(units[3]).rows) == 1 and calls == [1]
+
+
+def test_units_follow_row_groups():
+    from ieiw.converters.importers import ParquetPart
+
+    def part(*groups):
+        return ParquetPart(Path("f.parquet"), "f", 0, groups, (), pa.schema([]))
+
+    assert row_ranges([part(3, 3, 3, 3)], 7) == [(0, 0, 6), (0, 6, 12)]  # whole groups, packed
+    assert row_ranges([part(3, 3, 3, 3)], 4) == [(0, 0, 3), (0, 3, 6), (0, 6, 9), (0, 9, 12)]
+    assert row_ranges([part(2, 10, 2)], 4) == [(0, 0, 2), (0, 2, 6), (0, 6, 10), (0, 10, 12), (0, 12, 14)]
+    assert row_ranges([part(3, 3), part(5)], 100, limit=7) == [(0, 0, 6), (1, 0, 1)]
+    assert row_ranges([part(3, 3), part(5)], 100, limit=4) == [(0, 0, 4)]
+    assert row_ranges([part(), part(0)], 4) == [] == row_ranges([], 4)
+
+
+def test_ip2p_columns_are_mapped_per_file_and_checked(tmp_path):
+    folder = tmp_path / "custom" / "data"
+    folder.mkdir(parents=True)
+    scene = np.zeros((40, 50, 3), np.uint8)
+    scene[10:20, 10:30] = (200, 30, 30)
+    Image.fromarray(scene).save(folder / "a.png")
+    Image.fromarray(255 - scene).save(folder / "b.png")
+    # plain binary columns under other names, and a struct with only a path (read next to the file)
+    table = pa.table({"before": [open(folder / "a.png", "rb").read()], "prompt": ["invert it"],
+                      "after": [{"bytes": None, "path": "b.png"}]})
+    pq.write_table(table, folder / "train-00000-of-00001.parquet")
+    config = InstructPix2PixConfig(root=tmp_path / "custom", columns={"source": "before", "instruction": "prompt",
+                                                                       "target": "after"})
+    rows, failures, _, _ = build(InstructPix2PixBuilder, config)
+    assert not failures and len(rows) == 1
+    assert rows[0]["target_image"]["bytes"] == (folder / "b.png").read_bytes()
+    assert params(rows[0])["source_column"] == "before" and rows[0]["origin"]["image_id"].startswith("image-")
+    bad = InstructPix2PixConfig(root=tmp_path / "custom")
+    with pytest.raises(ImportFormatError, match=r"train-00000-of-00001.parquet: no source column \(looked for "
+                                                r"original_image, input_image; the file has before, prompt, after\)"):
+        InstructPix2PixBuilder(bad, BuildContext(root=Path("."), out_dir=Path("x"), unit_size=4)).plan()
+    assert "no source column" in bad.preflight()[0]
+    lines = InstructPix2PixConfig(root=tmp_path / "nowhere").preflight()
+    assert lines and "not found" in lines[0]
+    (tmp_path / "empty").mkdir()
+    lines = InstructPix2PixConfig(root=tmp_path / "empty", split="validation").preflight()
+    assert "data/validation-*.parquet" in lines[0]
+    assert InstructPix2PixConfig(root=tmp_path / "nowhere", samples={}).preflight() == []
+
+
+# -- MagicBrush -------------------------------------------------------------------------------------
+def test_magicbrush_reads_its_sample_with_masks(magicbrush):
+    config, rows, failures, counters, records = magicbrush["train"]
+    dev = magicbrush["dev"][1]
+    assert len(dev) == 1 + 3 % 3 and {r["origin"]["split"] for r in dev} == {"dev"}
+    assert records == len(rows) + 4 and len(failures) == 4
+    by_id = {r["origin"]["record_id"]: r for r in rows}
+    assert len(by_id) == len(rows)
+    sessions = Counter(r["origin"]["image_id"] for r in rows)
+    assert sorted(sessions.values()) == [1, 2, 2, 3, 3]  # session s has 1 + s % 3 turns; session 3 is dev
+    resized = 0
+    for row in rows:
+        img_id, turn = row["origin"]["record_id"].split(":")
+        assert row["origin"]["image_id"] == img_id and row["origin"]["dataset"] == "magicbrush"
+        assert row["origin"]["license"].startswith("CC BY 4.0")
+        if int(turn) > 1:  # a later turn starts from the earlier turn's target, byte for byte
+            assert row["source_image"]["bytes"] == by_id[f"{img_id}:{int(turn) - 1}"]["target_image"]["bytes"]
+        source, target = pixels(row["source_image"]), pixels(row["target_image"])
+        mask = decode_mask(row["mask"]["bytes"]).astype(bool)
+        assert mask.shape == source.shape[:2]
+        changed = (source != target).any(axis=2)
+        assert changed.any() and not (changed & ~mask).any()  # the edit lies inside the erased region
+        assert changed.sum() > 0.15 * mask.sum()  # and fills a good part of it (a triangle: 40% of its disc)
+        resized += "mask_resized_from" in params(row)
+        assert params(row)["mask"] == "alpha" and row["source_image"]["path"].endswith(".png")
+    assert resized == 2 and counters["mask_alpha"] == len(rows)  # session 1: two turns, masks at 2x
+    rows_to_table(rows + dev)
+
+
+def test_magicbrush_bad_rows_are_named(magicbrush):
+    config, _, failures, _, _ = magicbrush["train"]
+    first = sorted((config.root / "data").glob("train-*.parquet"))[0]
+    by_reason = {f.reason: f for f in failures}
+    assert set(by_reason) == {"unreadable_image", "empty_instruction", "size_mismatch", "duplicate_record"}
+    assert all(f.file == str(first) for f in failures)
+    total = pq.ParquetFile(first).metadata.num_rows
+    rows = {f.reason: int(f.message.split(" ", 2)[1]) for f in failures}
+    assert sorted(rows.values()) == list(range(total - 4, total))
+    unreadable = by_reason["unreadable_image"]
+    assert unreadable.record_id == "900001:1" and "target_img" in unreadable.message
+    assert "target 144x128" in by_reason["size_mismatch"].message
+    duplicate = by_reason["duplicate_record"]
+    assert f"is also row 0 of data/{first.stem}" in duplicate.message
+
+
+def test_magicbrush_mask_forms():
+    def png(array, mode):
+        from io import BytesIO
+        buffer = BytesIO()
+        Image.fromarray(array, mode).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    rgba = np.full((20, 30, 4), 255, np.uint8)
+    rgba[5:10, 5:15, 3] = 0
+    region, info = region_of(png(rgba, "RGBA"), (30, 20))
+    assert info["mask"] == "alpha" and region.sum() == 50 and region[5:10, 5:15].all()
+    region, info = region_of(png(rgba, "RGBA"), (60, 40))  # a mask at another size: resized, nearest
+    assert info["mask_resized_from"] == [30, 20] and region.shape == (40, 60) and region.sum() == 200
+    grey = np.zeros((20, 30), np.uint8)
+    grey[:4] = 255
+    region, info = region_of(png(grey, "L"), (30, 20))
+    assert info["mask"] == "white" and region.sum() == 120
+    colour = np.zeros((20, 30, 3), np.uint8)
+    colour[..., 0] = 90
+    assert region_of(png(colour, "RGB"), (30, 20)) == (None, {"mask": "unusable", "mask_mode": "RGB"})
+    opaque = np.full((20, 30, 4), 255, np.uint8)
+    assert region_of(png(opaque, "RGBA"), (30, 20))[1]["mask"] == "empty"
+    with pytest.raises(ValueError, match="cannot decode"):
+        region_of(b"not a png", (30, 20))
+
+
+# -- GIER ---------------------------------------------------------------------------------------------
+def test_gier_reads_its_sample(gier):
+    config, rows, failures, counters, records = gier
+    pairs = json.loads((config.root / "GIER.json").read_text())
+    urls = json.loads((config.root / "url_dict.json").read_text())
+    assert records == len(pairs) == 12 and len(rows) == 8 and len(failures) == 4
+    assert counters["size_differs"] == 1
+    folders = Counter()
+    for row in rows:
+        p = params(row)
+        pair = pairs[p["pair"]]
+        assert row["origin"]["record_id"] == Path(pair["output"]).stem
+        assert row["origin"]["image_id"] == Path(pair["input"]).stem
+        assert row["origin"]["url"] == urls[pair["input"]] and row["origin"]["edit_url"] == urls[pair["output"]]
+        assert row["instruction"] in pair["expert_summary"] + pair["amateur_summary"]
+        assert row["source_image"]["bytes"] == (config.root / "images" / pair["input"]).read_bytes()
+        assert row["target_image"]["bytes"] == (config.root / p["output_folder"] / pair["output"]).read_bytes()
+        assert p["operators"] == sorted(pair["operator"]) and p["gier_dataset"] == pair["dataset"]
+        folders[p["output_folder"]] += 1
+        source, target = pixels(row["source_image"]), pixels(row["target_image"])
+        if "target_size" in p:  # an edit that changed the size: kept, the trainer fits it to the source
+            assert p["target_size"] == [target.shape[1], target.shape[0]] != [row["width"], row["height"]]
+        else:
+            assert source.shape == target.shape and np.abs(source.astype(int) - target.astype(int)).mean() > 1
+    assert folders == {"images": 7, "warped": 1}
+    rows_to_table(rows)
+
+
+def test_gier_bad_pairs_are_named(gier):
+    config, _, failures, _, _ = gier
+    assert [f.reason for f in failures] == ["missing_image", "unreadable_image", "empty_instruction",
+                                            "duplicate_record"]
+    missing, unreadable, empty, duplicate = failures
+    assert "pair 8: output" in missing.message and str(config.root / "warped") in missing.message
+    assert str(config.root / "images") in missing.message
+    assert unreadable.file.endswith("_" + Path(unreadable.file).stem.split("_")[0] + ".jpg")
+    assert "pair 9: input" in unreadable.message
+    assert empty.file == str(config.root / "GIER.json") and "pair 10" in empty.message
+    assert "pair 11" in duplicate.message and "is also pair 0's" in duplicate.message
+
+
+def test_gier_instruction_choice_and_prompts_variant(gier, tmp_path):
+    config, rows, _, _, _ = gier
+    everything, _, _, _ = build(GierBuilder, GierConfig(root=config.root, instructions="all"))
+    pairs = json.loads((config.root / "GIER.json").read_text())
+    assert len(everything) == sum(len(instructions_of(p)[0]) for p in pairs[:8]) == 24
+    assert len({r["id"] for r in everything}) == 24
+    assert {r["id"] for r in rows} <= {r["id"] for r in everything}  # the one kept is one of all
+    again, _, _, _ = build(GierBuilder, GierConfig(root=config.root), unit_size=3)
+    assert [r["id"] for r in again] == [r["id"] for r in rows]
+    other_seed, _, _, _ = build(GierBuilder, GierConfig(root=config.root, seed=5))
+    assert [r["instruction"] for r in other_seed] != [r["instruction"] for r in rows]
+    # InstructDiffusion's GIER_new.json: `prompts` instead of the summaries
+    root = tmp_path / "GIER_editing_data"
+    shutil.copytree(config.root / "images", root / "images")
+    shutil.copytree(config.root / "warped", root / "warped")
+    (root / "GIER_new.json").write_text(json.dumps([{"input": p["input"], "output": p["output"],
+                                                      "prompts": [f"do edit {i}", f"  do\nedit {i} "]}
+                                                     for i, p in enumerate(pairs[:8])]))
+    rows2, failures2, _, _ = build(GierBuilder, GierConfig(root=root, instructions="all"))
+    assert not failures2 and [r["instruction"] for r in rows2] == [f"do edit {i}" for i in range(8)]
+    assert {params(r)["instruction_field"] for r in rows2} == {"prompts"} and rows2[0]["origin"]["url"] is None
+    assert instructions_of({"request": " make it pop "}) == (["make it pop"], "request")
+    (root / "GIER_new.json").write_text(json.dumps([{"input": "../../GIER.json", "output": "x.jpg", "prompts": ["a"]},
+                                                     ["not", "a", "pair"]]))
+    _, failures3, _, _ = build(GierBuilder, GierConfig(root=root))
+    assert [f.reason for f in failures3] == ["bad_record", "bad_record"]
+    assert "is not a name under" in failures3[0].message  # nothing outside the image folders is read
+    (tmp_path / "nothing").mkdir()
+    lines = GierConfig(root=tmp_path / "nothing").preflight()
+    assert "no pairs file (looked for GIER.json, GIER_new.json, IER2.json)" in lines[0]
+    (tmp_path / "nothing" / "GIER.json").write_text('{"input": "a"}')
+    assert "a GIER pairs file is a JSON list" in GierConfig(root=tmp_path / "nothing").preflight()[0]
+
+
+# -- all three --------------------------------------------------------------------------------------
+def test_samples_are_deterministic_and_made_once(tmp_path):
+    makers = [(make_ip2p_sample, {"rows": 7, "bad": True}), (make_ip2p_sample, {"layout": "short", "rows": 3}),
+              (make_magicbrush_sample, {"sessions": 4, "bad": True}), (make_gier_sample, {"pairs": 5, "bad": True})]
+    for index, (make, kwargs) in enumerate(makers):
+        a = make(tmp_path / "a" / str(index), **kwargs)
+        b = make(tmp_path / "b" / str(index), **kwargs)
+        files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+        assert files and files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+        assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+    for ensure in (ensure_ip2p_sample, ensure_magicbrush_sample, ensure_gier_sample):
+        assert ensure(tmp_path / "c" / ensure.__name__) is True
+        assert ensure(tmp_path / "c" / ensure.__name__) is False
+    assert not [p for p in (tmp_path / "c").iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_the_trainer_consumes_the_rows(ip2p, magicbrush, gier, tmp_path):
+    """Shards of the imported rows, read back by the trainer's own index and dataset: decoded, resized,
+    paired, with the instruction."""
+    from torch.utils.data import DataLoader
+
+    from ieiw.training.data import ShardPairs, index_shards
+
+    manifest = Manifest(tmp_path, "pairs", {"unit_rows": "test"})
+    expected = {}
+    for name, rows in (("instructpix2pix", ip2p["clip-filtered"][1]), ("magicbrush", magicbrush["train"][1]),
+                       ("gier", gier[1])):
+        shard = write_shard(rows_to_table(rows), tmp_path / f"{name}-00000.parquet", row_group_size=4)
+        manifest.record(f"{name}-00000", shard, fingerprint="f", stats={"rows": len(rows)})
+        expected.update({r["id"]: r["instruction"] for r in rows})
+    groups = index_shards(tmp_path, include_tasks=["edit"])
+    assert sum(len(g.rows) for g in groups) == len(expected)
+    dataset = ShardPairs(groups, resolution=64, epochs=1, shuffle_buffer=8, seed=1)
+    samples = list(DataLoader(dataset, batch_size=None, num_workers=0))
+    assert sorted(s["id"] for s in samples) == sorted(expected)
+    for sample in samples:
+        assert sample["instruction"] == expected[sample["id"]]
+        assert sample["source"].shape == sample["target"].shape == (3, 64, 64)
+        assert sample["source"].dtype == sample["target"].dtype and sample["source"].dtype.is_floating_point is False
+    weighted = ShardPairs(index_shards(tmp_path), epochs=1, decode=False, source_weights={"gier": 2.0})
+    counts = Counter(s["id"] for s in weighted)
+    assert all(counts[r["id"]] == 2 for r in gier[1])
+
+
+@pytest.mark.slow
+def test_build_through_the_real_flow(tmp_path):
+    config = tmp_path / "build.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "importers-test",
+        "out_dir": str(tmp_path / "out"),
+        "unit_size": 4,
+        "workers": 2,
+        "instructpix2pix": {"root": str(tmp_path / "instructpix2pix"), "samples": {"rows": 8, "bad": True}},
+        "magicbrush": {"root": str(tmp_path / "MagicBrush"), "samples": {"sessions": 4}},
+        "gier": {"root": str(tmp_path / "GIER_editing_data"), "samples": {"pairs": 4}},
+        "selection": {"min_target_aesthetic": 1.0, "max_aesthetic_gap": 9.0},
+    }))
+    run_ieiw("build", config)
+    candidates = tmp_path / "out" / "candidates"
+    manifest = json.loads((candidates / "manifest.json").read_text())
+    prefixes = Counter(key.rsplit("-", 1)[0] for key in manifest["units"])
+    assert prefixes == {"instructpix2pix-train": 2, "magicbrush-train": 2, "gier": 1}
+    rows = [r for entry in manifest["units"].values()
+            for r in pq.read_table(candidates / entry["shard"], columns=["task", "origin", "instruction"]).to_pylist()]
+    by_dataset = Counter(r["origin"]["dataset"] for r in rows)
+    assert by_dataset == {"instructpix2pix": 5, "magicbrush": 6, "gier": 4}  # 8 - 3 bad; 1 + 2 + 3 turns (train)
+    assert {r["task"] for r in rows} == {"edit"} and all(r["instruction"] for r in rows)
+    failures = [f for e in manifest["units"].values() for f in e["stats"]["failure_messages"]]
+    assert len(failures) == 3 and all(".parquet: record data/train-0000" in f and ": row " in f for f in failures)
+    assert {f.split(": ")[2] for f in failures} == set(IP2P_BAD.values())
+    # what selection kept feeds the trainer as it is
+    from ieiw.training.data import ShardPairs, index_shards
+
+    kept = index_shards(tmp_path / "out" / "ieiw", include_tasks=["edit"])
+    samples = list(ShardPairs(kept, resolution=32, epochs=1, shuffle_buffer=1))
+    assert samples and {s["source"].shape for s in samples} == {(3, 32, 32)}
+    shutil.rmtree(tmp_path / "out")
