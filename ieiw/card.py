@@ -187,11 +187,19 @@ def other_data(root: Path) -> dict[str, dict[str, int]]:
     import pyarrow.parquet as pq
 
     found: dict[str, dict[str, int]] = {}
+    from ieiw.schemas.manifest import ManifestError
+
     for folder in sorted(p for p in Path(root).iterdir() if (p / "manifest.json").is_file()):
-        if folder.name in NOT_ROW_FOLDERS or load_manifest(folder).get("stage") != folder.name:
+        if folder.name in NOT_ROW_FOLDERS:
+            continue
+        try:  # other manifests live here too (the exemplar index's): only stage folders of rows count
+            manifest = load_manifest(folder)
+        except ManifestError:
+            continue
+        if manifest.get("stage") != folder.name:
             continue
         tasks: Counter = Counter()
-        for entry in load_manifest(folder)["units"].values():
+        for entry in manifest["units"].values():
             if entry.get("rows"):
                 tasks.update(pq.read_table(folder / entry["shard"], columns=["task"])["task"].to_pylist())
         if tasks:
