@@ -179,6 +179,34 @@ def _not_reproduced(info: dict[str, Any], build: dict[str, str]) -> list[str]:
     return items
 
 
+NOT_ROW_FOLDERS = {"candidates", "features", "scores", "rejected", "exemplars", PAIRS}
+
+
+def other_data(root: Path) -> dict[str, dict[str, int]]:
+    """Folders of kept rows beside ``ieiw/`` (``segmentation/``, ``keypoints/``, ...): rows per task."""
+    import pyarrow.parquet as pq
+
+    found: dict[str, dict[str, int]] = {}
+    from ieiw.schemas.manifest import ManifestError
+
+    for folder in sorted(p for p in Path(root).iterdir() if (p / "manifest.json").is_file()):
+        if folder.name in NOT_ROW_FOLDERS:
+            continue
+        try:  # other manifests live here too (the exemplar index's): only stage folders of rows count
+            manifest = load_manifest(folder)
+        except ManifestError:
+            continue
+        if manifest.get("stage") != folder.name:
+            continue
+        tasks: Counter = Counter()
+        for entry in manifest["units"].values():
+            if entry.get("rows"):
+                tasks.update(pq.read_table(folder / entry["shard"], columns=["task"])["task"].to_pylist())
+        if tasks:
+            found[folder.name] = dict(tasks)
+    return found
+
+
 def render_card(root: Path, pairs: Path, takedown: set[str] | frozenset[str] = frozenset()) -> str:
     manifest = load_manifest(pairs)
     info = collect(pairs, takedown)
@@ -240,6 +268,14 @@ def render_card(root: Path, pairs: Path, takedown: set[str] | frozenset[str] = f
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(stage_totals.items()))
         body += [f"Selection and the builders rejected {sum(stage_totals.values())} candidate pairs ({reasons}); "
                  "they are in `rejected/`, not in the dataset.", ""]
+    others = other_data(root)
+    if others:
+        body += ["Other data in this build, **not part of IEIW** and not in this dataset's config: the full "
+                 "model's other tasks, each family in a folder of its own beside `ieiw/` (IEIW's quality and "
+                 "dedup rules do not apply to them):", ""]
+        body += _table(("folder", "task", "rows"), [(f"`{folder}/`", t, c) for folder, tasks in others.items()
+                                                   for t, c in sorted(tasks.items())])
+        body += [""]
     body += ["## How the rows were made", "", "Builders (`builder.name: builder.backend`):", ""]
     body += _table(("builder", "backend", "embedded", "rows"),
                    [(n, f"`{b}`", _yes(e), c) for (n, b, e), c in _sorted(info["builders"])])

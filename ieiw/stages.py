@@ -330,7 +330,11 @@ def calibrate_build(build: Build, units: list[str]) -> dict[str, Any]:
 
 def select_unit(build: Build, unit: str) -> UnitOutcome:
     """Stage 5: the one writer of ``ieiw/`` (kept rows, with scores and split) and ``rejected/``
-    (the builder's drops, duplicates and the rules' rejections, each with its reason)."""
+    (the builder's drops, duplicates and the rules' rejections, each with its reason).
+
+    Rows of other task families (segmentation overlays, keypoints, enhancement, imported edits) go to
+    folders of their own beside ``ieiw/`` (``segmentation/``, ...), so IEIW stays the paper's corpus;
+    IEIW's dedup, aesthetic and GIQA rules do not apply to them (only their builder's drops do)."""
     import json
 
     config = build.config
@@ -349,15 +353,24 @@ def select_unit(build: Build, unit: str) -> UnitOutcome:
     scored = {r["id"]: r for r in read_shard(build.out / SCORES / f"{unit}.parquet").to_pylist()}
     keep, rejected, new_columns = [], [], {"scores": [], "split": [], "duplicate_of": []}
     reasons: Counter = Counter()
+    families: list[str] = []
     for row in light.to_pylist():
         score_row = scored.get(row["id"]) or {}
+        family = task_family(row["task"])
+        families.append(family)
         row["scores"] = score_row.get("scores")
-        row["duplicate_of"] = row.get("duplicate_of") or calibration.duplicates.get(row["id"])
+        # IEIW's dedup and quality rules are the paper's for its own pairs; other families (overlays,
+        # keypoints, enhancement, imported edits) keep every row their builder did not drop.
+        duplicate = row.get("duplicate_of") or calibration.duplicates.get(row["id"])
+        row["duplicate_of"] = duplicate if family == IEIW_FAMILY else None
         origin = row["origin"]
         row["split"] = assign_split(origin.get("dataset"), origin.get("image_id"), config.split.val_fraction)
         for name in new_columns:
             new_columns[name].append(row[name])
-        reason, by = verdict(row, calibration.for_task(row["task"], config.selection))
+        if family == IEIW_FAMILY:
+            reason, by = verdict(row, calibration.for_task(row["task"], config.selection))
+        else:
+            reason, by = (str(row["drop_reason"]), "builder") if row.get("drop_reason") else (None, None)
         keep.append(reason is None)
         if reason is not None:
             reasons[reason] += 1
@@ -366,27 +379,74 @@ def select_unit(build: Build, unit: str) -> UnitOutcome:
     for name, values in new_columns.items():
         table = table.set_column(table.schema.get_field_index(name), table.schema.field(name),
                                  pa.array(values, type=PAIR_SCHEMA.field(name).type))
-    kept_table = table.filter(pa.array(keep, type=pa.bool_())).replace_schema_metadata(
-        with_metadata(PAIR_SCHEMA).metadata)
+    metadata = with_metadata(PAIR_SCHEMA).metadata
     made = upstream["stats"]
     tasks = sorted({row["task"] for row in candidates.select(["task"]).to_pylist()})
-    stats = {
+    present = sorted(set(families))
+    # the unit's source statistics belong to the folder its rows go to (a converter's unit: its family's)
+    home = present[0] if len(present) == 1 else IEIW_FAMILY
+    source_stats = {
         "builder": made.get("builder"),
         "records": made.get("records", 0),
         "failures": made.get("failures", {}),
         "failure_messages": made.get("failure_messages", []),
         "skipped": made.get("skipped", {}),
         "candidates": candidates.num_rows,
-        "kept": kept_table.num_rows,
-        "rejected": dict(reasons),
-        "splits": dict(Counter(split for split, k in zip(new_columns["split"], keep, strict=True) if k)),
-        "thresholds": {task: calibration.for_task(task, config.selection) for task in tasks},
     }
     rejected_shard = write_shard(rows_to_table(rejected, REJECTED_SCHEMA), build.out / REJECTED / f"{unit}.parquet")
     build.manifest(REJECTED).record(unit, rejected_shard, fingerprint, {"rejected": dict(reasons)})
-    shard = write_shard(kept_table, build.out / PAIRS / f"{unit}.parquet")
-    manifest.record(unit, shard, fingerprint, stats)
-    return UnitOutcome(PAIRS, unit, False, shard.rows, stats)
+    outcome_stats: dict[str, Any] = {}
+    # ieiw/ last: its manifest entry is what marks the unit selected, so a kill before it redoes the unit
+    for family in sorted((set(present) | _families_holding(build, unit)) - {IEIW_FAMILY}) + [IEIW_FAMILY]:
+        mask = pa.array([k and f == family for k, f in zip(keep, families, strict=True)], type=pa.bool_())
+        kept = table.filter(mask).replace_schema_metadata(metadata)
+        stats = {
+            **(source_stats if family == home else {"builder": made.get("builder"), "records": 0, "candidates": 0}),
+            "kept": kept.num_rows,
+            "rejected": dict(reasons) if family == home else {},
+            "splits": dict(Counter(s for s, k, f in zip(new_columns["split"], keep, families, strict=True)
+                                   if k and f == family)),
+            "thresholds": ({task: calibration.for_task(task, config.selection) for task in tasks
+                            if task_family(task) == IEIW_FAMILY} if family == IEIW_FAMILY else {}),
+        }
+        folder = family_folder(family)
+        shard = write_shard(kept, build.out / folder / f"{unit}.parquet")
+        family_manifest = build.manifest(folder)
+        if folder != PAIRS and family_manifest.entry(unit) is None and not (build.out / folder / "manifest.json").exists():
+            family_manifest.prepare(build.config_hash, build.backends())
+        family_manifest.record(unit, shard, fingerprint, stats)
+        if family == IEIW_FAMILY:
+            outcome_stats, outcome_rows = stats, shard.rows
+    return UnitOutcome(PAIRS, unit, False, outcome_rows, outcome_stats)
+
+
+IEIW_FAMILY = "ieiw"
+
+
+def task_family(task: str) -> str:
+    """The registered family of a task value (``ieiw`` for remove/add/replace/web); unknown -> ``ieiw``."""
+    spec = REGISTRY.task(task)
+    return spec.family if spec is not None else IEIW_FAMILY
+
+
+def family_folder(family: str) -> str:
+    """Where a family's kept rows go: ``ieiw/`` for the paper's corpus, ``<family>/`` beside it otherwise."""
+    return PAIRS if family == IEIW_FAMILY else family
+
+
+def other_family_folders(out: Path) -> list[Path]:
+    """The folders of kept rows that are not IEIW (``segmentation/``, ``keypoints/``, ...) in a build."""
+    families = {spec.family for spec in REGISTRY.tasks.values()} - {IEIW_FAMILY}
+    return sorted(out / f for f in families if (out / f / "manifest.json").exists())
+
+
+def _families_holding(build: Build, unit: str) -> set[str]:
+    """Families whose folder already has a shard of ``unit`` (a rerun must replace it, even with none)."""
+    found = set()
+    for folder in other_family_folders(build.out):
+        if build.manifest(folder.name).entry(unit) is not None:
+            found.add(folder.name)
+    return found
 
 
 def finished_units(build: Build) -> list[str]:

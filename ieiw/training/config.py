@@ -42,8 +42,15 @@ class ModelConfig(StrictModel):
     require_gpu: bool = False
 
 
+# InstructDiffusion's `sample_weight`s (configs/instruct_diffusion.yaml), keyed by the `origin.dataset`
+# names ieiw's converters and importers write; every other dataset weighs 1.
+OFFICIAL_SOURCE_WEIGHTS = {"aic": 0.1, "gopro": 2.0, "reds": 0.2, "sidd": 20.0, "clwd": 0.2,
+                           "instructpix2pix": 0.2, "gier": 2.0}
+
+
 class DataConfig(StrictModel):
-    folder: str = "out/ieiw"
+    # One stage folder, or several mixed (a list, or comma-separated: `--data out/ieiw,out/segmentation`).
+    folder: str | list[str] = "out/ieiw"
     resolution: int = 256
     # Shorter side is resized to resolution * U(1, max_zoom) before the shared random crop.
     max_zoom: float = 1.0
@@ -53,7 +60,7 @@ class DataConfig(StrictModel):
     num_workers: int = 4
     # Like the official `sample_weight`: per-epoch expected repeats of a row, keyed by
     # "dataset:task", then "dataset" (origin.dataset), then "task"; anything else gets `default_weight`.
-    source_weights: dict[str, float] = Field(default_factory=dict)
+    source_weights: dict[str, float] = Field(default_factory=lambda: dict(OFFICIAL_SOURCE_WEIGHTS))
     default_weight: float = 1.0
     # Subset selection (align stage, smoke runs): all given filters must pass.
     include_datasets: list[str] | None = None
@@ -63,6 +70,11 @@ class DataConfig(StrictModel):
     # adapt stage: the instruction column holds the caption; a suffix keyed like source_weights
     # (e.g. {"coco-stuff": "with a few different color patches here and there"}) is appended.
     caption_suffixes: dict[str, str] = Field(default_factory=dict)
+
+    def folders(self) -> list[str]:
+        """The stage folders to mix, in order."""
+        items = self.folder if isinstance(self.folder, list) else [self.folder]
+        return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
 
 
 class TrainConfig(StrictModel):

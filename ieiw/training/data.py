@@ -64,16 +64,25 @@ def lookup_by_source(table: Mapping[str, Any], dataset: str | None, task: str | 
 
 
 def index_shards(
-    folder: str | Path,
+    folder: str | Path | Sequence[str | Path],
     include_datasets: Sequence[str] | None = None,
     include_tasks: Sequence[str] | None = None,
     include_ids: set[str] | None = None,
     limit: int | None = None,
 ) -> list[RowGroup]:
-    """The manifest's row groups in unit order, with the rows the subset filters keep.
+    """The manifest's row groups in unit order, with the rows the subset filters keep; several folders
+    (mixed training data: ``ieiw/``, ``segmentation/``, ...) one after the other.
 
     Only footers are read unless a filter needs the small id/task/origin columns; images are never read.
     """
+    if not isinstance(folder, str | Path):
+        groups: list[RowGroup] = []
+        for one in folder:
+            left = None if limit is None else limit - sum(len(g.rows) for g in groups)
+            if left is not None and left <= 0:
+                break
+            groups += index_shards(one, include_datasets, include_tasks, include_ids, left)
+        return groups
     folder = Path(folder)
     manifest = load_manifest(folder)
     filtered = include_datasets is not None or include_tasks is not None or include_ids is not None

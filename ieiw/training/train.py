@@ -43,8 +43,9 @@ def preflight(config: Config) -> None:
         raise TrainingSetupError(f"no CUDA GPU visible and this config sets model.require_gpu; {TINY_HINT}")
     if config.train.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise TrainingSetupError(f"train.mixed_precision=fp16 needs a GPU (use no or bf16 on CPU); {TINY_HINT}")
-    if not manifest_path(Path(config.data.folder)).exists():
-        raise TrainingSetupError(f"no shards at {config.data.folder} (no manifest.json): run `make build` first or set data.folder")
+    for folder in config.data.folders():
+        if not manifest_path(Path(folder)).exists():
+            raise TrainingSetupError(f"no shards at {folder} (no manifest.json): run `make build` first or set data.folder")
 
 
 def build_dataset(config: Config, tokenizer: Any, rank: int, world_size: int) -> Any:
@@ -54,7 +55,7 @@ def build_dataset(config: Config, tokenizer: Any, rank: int, world_size: int) ->
     ids = None
     if d.include_ids_file:
         ids = {line.strip() for line in Path(d.include_ids_file).read_text().splitlines() if line.strip()}
-    groups = index_shards(d.folder, d.include_datasets, d.include_tasks, ids, d.limit)
+    groups = index_shards(d.folders(), d.include_datasets, d.include_tasks, ids, d.limit)
     return ShardPairs(
         groups,
         resolution=d.resolution,
@@ -102,7 +103,7 @@ def validation_pairs(config: Config, tokenizer: Any, n: int) -> list[dict[str, A
     """The first ``n`` rows, centre-cropped, unflipped: the same pairs at every validation."""
     from ieiw.training.data import ClipTokenize, ShardPairs, index_shards
 
-    groups = index_shards(config.data.folder, config.data.include_datasets, config.data.include_tasks, None, n)
+    groups = index_shards(config.data.folders(), config.data.include_datasets, config.data.include_tasks, None, n)
     dataset = ShardPairs(
         groups, config.data.resolution, ClipTokenize(tokenizer), shuffle_buffer=0, random_crop=False,
         random_flip=False, epochs=1, text_only=config.stage == "adapt",
@@ -349,7 +350,8 @@ def save_checkpoint(accelerator: Any, output_dir: Path, step: int, config: Confi
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ieiw train", description="Train InstructDiffusion on IEIW shards.")
     parser.add_argument("--config", default="configs/train.sd15.yaml", help="training YAML (configs/train.tiny.yaml for CPU)")
-    parser.add_argument("--data", default=None, help="stage folder with manifest.json (overrides data.folder)")
+    parser.add_argument("--data", default=None,
+                        help="stage folder with manifest.json, or several comma-separated to mix (overrides data.folder)")
     parser.add_argument("--output-dir", default=None, help="overrides output_dir")
     parser.add_argument("--stage", choices=["edit", "align", "adapt"], default=None, help="overrides stage")
     parser.add_argument("--resume", default=None, help="'latest' or a checkpoint folder")

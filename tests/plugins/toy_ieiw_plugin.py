@@ -19,7 +19,7 @@ from ieiw.schemas.config import BuilderConfig
 from ieiw.schemas.registry import register_builder, register_task
 from ieiw.schemas.rows import canonical_json, image_cell, row_id
 
-register_task("toy-recolour", family="editing", description="a test plugin's task")
+register_task("toy-recolour", family="ieiw", description="a test plugin's task: an IEIW pair, so kept in ieiw/")
 
 
 class ToyConfig(BuilderConfig):
