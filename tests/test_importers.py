@@ -440,10 +440,14 @@ def test_build_through_the_real_flow(tmp_path):
     failures = [f for e in manifest["units"].values() for f in e["stats"]["failure_messages"]]
     assert len(failures) == 3 and all(".parquet: record data/train-0000" in f and ": row " in f for f in failures)
     assert {f.split(": ")[2] for f in failures} == set(IP2P_BAD.values())
-    # what selection kept feeds the trainer as it is
+    # selection keeps every imported row (IEIW's quality rules are not theirs) in out/editing, beside
+    # out/ieiw, and that folder feeds the trainer as it is
     from ieiw.training.data import ShardPairs, index_shards
 
-    kept = index_shards(tmp_path / "out" / "ieiw", include_tasks=["edit"])
+    assert not list((tmp_path / "out" / "ieiw").glob("*.parquet")) or not index_shards(
+        tmp_path / "out" / "ieiw", include_tasks=["edit"])
+    kept = index_shards(tmp_path / "out" / "editing")
+    assert sum(len(g.rows) for g in kept) == len(rows)
     samples = list(ShardPairs(kept, resolution=32, epochs=1, shuffle_buffer=1))
     assert samples and {s["source"].shape for s in samples} == {(3, 32, 32)}
     shutil.rmtree(tmp_path / "out")
