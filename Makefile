@@ -55,7 +55,7 @@ bench-stats: install-dev  ## stats + report on 100k synthetic rows vs DuckDB (be
 	$(BIN)/python bench/stats_scale.py
 
 bench-loader: install-dev  ## training loader throughput at 256 px on out/ieiw (bench/loader.py)
-	$(BIN)/python bench/loader.py --data $(OUT)/ieiw
+	$(BIN)/python bench/loader.py --data $(DATA)
 
 bench-removal: install-dev  ## removal quality vs the true background: Telea, Navier-Stokes, mean fill (bench/removal_quality.py)
 	$(BIN)/python bench/removal_quality.py

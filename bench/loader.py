@@ -1,7 +1,9 @@
-"""Data-loader benchmark: samples/s of the streaming shard dataset, and how much of a CPU tiny-model
-training step is spent waiting for data.
+"""Data-loader benchmark: samples/s of the streaming shard dataset against a bare loop that decodes and
+resizes the same images with the same workers (the limit the loader can approach; goal >= 0.8 of it),
+and how much of a CPU tiny-model training step is spent waiting for data.
 
     .venv/bin/python bench/loader.py --data out/ieiw --resolution 256 --workers 2
+    .venv/bin/python bench/loader.py --data out/ieiw,out/segmentation    # mixed folders, official weights
 """
 
 from __future__ import annotations
@@ -15,15 +17,52 @@ import torch
 from torch.utils.data import DataLoader
 
 
-def loader_throughput(data: str, resolution: int, batch_size: int, workers: int, seconds: float, tokenizer_dir: Path) -> dict:
-    from transformers import CLIPTokenizer
+def folders(data: str) -> list[str]:
+    return [part for part in data.split(",") if part]
 
-    from ieiw.training.data import ClipTokenize, ShardPairs, index_shards
 
-    tokenize = ClipTokenize(CLIPTokenizer.from_pretrained(tokenizer_dir))
-    dataset = ShardPairs(index_shards(data), resolution=resolution, tokenize=tokenize, shuffle_buffer=256)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, prefetch_factor=4 if workers else None)
-    it = iter(loader)
+class BareDecode(torch.utils.data.IterableDataset):
+    """The floor: stream the same row groups (worker w takes every n-th), decode each row's two images
+    (JPEG draft, as the loader does) and resize them to ``resolution`` x ``resolution``; nothing else (no
+    shuffle buffer, weights, crop, flip or tokens)."""
+
+    def __init__(self, data: str, resolution: int):
+        from ieiw.training.data import index_shards
+
+        self.groups = index_shards(folders(data))
+        self.resolution = resolution
+
+    def rows(self) -> int:
+        return sum(len(g.rows) for g in self.groups)
+
+    def __iter__(self):
+        import numpy as np
+        import pyarrow.parquet as pq
+        from PIL import Image
+
+        from ieiw.imageio import decode_image
+
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        while True:
+            for group in self.groups[worker::workers]:
+                table = pq.ParquetFile(group.path).read_row_group(group.group, columns=["source_image", "target_image"])
+                for row in group.rows:
+                    out = {}
+                    for column, name in (("source_image", "source"), ("target_image", "target")):
+                        image = decode_image(table[column][int(row)]["bytes"].as_py(), self.resolution)
+                        image = image.resize((self.resolution, self.resolution), Image.BICUBIC)
+                        out[name] = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+                    yield out
+
+
+def bare_throughput(data: str, resolution: int, batch_size: int, workers: int, seconds: float) -> dict:
+    loader = DataLoader(BareDecode(data, resolution), batch_size=batch_size, num_workers=workers,
+                        prefetch_factor=4 if workers else None)
+    return _timed(iter(loader), seconds)
+
+
+def _timed(it, seconds: float) -> dict:
     next(it)  # worker start-up is not throughput
     samples, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -31,6 +70,19 @@ def loader_throughput(data: str, resolution: int, batch_size: int, workers: int,
         samples += batch["source"].shape[0]
     elapsed = time.perf_counter() - start
     return {"samples": samples, "seconds": elapsed, "samples_per_s": samples / elapsed}
+
+
+def loader_throughput(data: str, resolution: int, batch_size: int, workers: int, seconds: float, tokenizer_dir: Path) -> dict:
+    from transformers import CLIPTokenizer
+
+    from ieiw.training.config import DataConfig
+    from ieiw.training.data import ClipTokenize, ShardPairs, index_shards
+
+    tokenize = ClipTokenize(CLIPTokenizer.from_pretrained(tokenizer_dir))
+    dataset = ShardPairs(index_shards(folders(data)), resolution=resolution, tokenize=tokenize, shuffle_buffer=256,
+                         source_weights=DataConfig().source_weights)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, prefetch_factor=4 if workers else None)
+    return _timed(iter(loader), seconds)
 
 
 def step_wait_share(data: str, steps: int, workers: int, out: Path) -> dict:
@@ -61,9 +113,13 @@ def main() -> None:
         from ieiw.training.tiny import build_tiny_sd
 
         tiny = build_tiny_sd("out/tiny-sd15")
+        bare = bare_throughput(args.data, args.resolution, args.batch_size, args.workers, args.seconds)
         fig = loader_throughput(args.data, args.resolution, args.batch_size, args.workers, args.seconds, tiny / "tokenizer")
-        print(f"loader: {fig['samples_per_s']:.0f} samples/s at {args.resolution} px "
-              f"({fig['samples']} samples in {fig['seconds']:.1f} s, {args.workers} workers, batch {args.batch_size})")
+        print(f"data: {args.data} ({BareDecode(args.data, args.resolution).rows()} rows), {args.resolution} px, "
+              f"{args.workers} workers, batch {args.batch_size}")
+        print(f"bare decode + resize (the limit): {bare['samples_per_s']:.0f} samples/s")
+        print(f"loader (ShardPairs, weights, shuffle, crop/flip, tokens): {fig['samples_per_s']:.0f} samples/s "
+              f"= {fig['samples_per_s'] / bare['samples_per_s']:.2f} of the limit (goal >= 0.8)")
         if args.steps:
             wait = step_wait_share(args.data, args.steps, args.workers, Path(tmp) / "run")
             print(f"tiny CPU step (configs/train.tiny.yaml): {wait['step_s'] * 1000:.0f} ms/step, "
