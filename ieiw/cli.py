@@ -1,4 +1,4 @@
-"""The `ieiw` command: build, samples, stats, report, verify (train and edit come from ieiw.training).
+"""The `ieiw` command: build, samples, stats, report, verify (train, edit and eval come from ieiw.training).
 
 Heavy imports (Prefect, torch) happen inside the subcommand that needs them, so `ieiw stats` and
 `ieiw verify` answer in well under a second.
@@ -264,10 +264,12 @@ def parser() -> argparse.ArgumentParser:
     # Listed for --help only: main() hands these to ieiw.training.cli before parsing.
     sub.add_parser("train", help="train InstructDiffusion on the shards (docs/training.md)")
     sub.add_parser("edit", help="edit an image with a trained pipeline (docs/training.md)")
+    sub.add_parser("align-pick", help="pick 0-2 of N edits per benchmark prompt on a local page -> align shards (docs/training.md)")
+    sub.add_parser("eval", help="edit the held-out split with a pipeline, score with CLIP, write a grid (docs/training.md)")
     return top
 
 
-DELEGATED = {"train": "train_main", "edit": "edit_main"}  # own argparse in ieiw.training.cli
+DELEGATED = {"train": "train_main", "edit": "edit_main", "align-pick": "align_pick_main", "eval": "eval_main"}  # own argparse in ieiw.training.cli
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -100,12 +100,21 @@ def weighted_row_count(dataset: Any) -> float:
 
 
 def validation_pairs(config: Config, tokenizer: Any, n: int) -> list[dict[str, Any]]:
-    """The first ``n`` rows, centre-cropped, unflipped: the same pairs at every validation."""
+    """``n`` held-out rows (``split == "val"``, the rows ``ieiw eval`` scores), centre-cropped, unflipped:
+    the same pairs at every validation. Data without held-out rows (no split column, or none ``val``)
+    gives the first ``n`` rows instead, with a log line saying so."""
     from ieiw.training.data import ClipTokenize, ShardPairs, index_shards
+    from ieiw.training.evaluate import HELD_OUT, split_groups
 
-    groups = index_shards(config.data.folders(), config.data.include_datasets, config.data.include_tasks, None, n)
+    d = config.data
+    groups = split_groups(d.folders(), HELD_OUT, d.include_datasets, d.include_tasks, n)
+    if groups:
+        logger.info("validation: %d held-out (split == %s) rows", sum(len(g.rows) for g in groups), HELD_OUT)
+    else:
+        logger.info("validation: no split == %s rows in %s; using the first %d rows", HELD_OUT, d.folders(), n)
+        groups = index_shards(d.folders(), d.include_datasets, d.include_tasks, None, n)
     dataset = ShardPairs(
-        groups, config.data.resolution, ClipTokenize(tokenizer), shuffle_buffer=0, random_crop=False,
+        groups, d.resolution, ClipTokenize(tokenizer), shuffle_buffer=0, random_crop=False,
         random_flip=False, epochs=1, text_only=config.stage == "adapt",
     )
     return list(dataset)[:n]
