@@ -288,6 +288,7 @@ class PickStore:
         raw = _read_json(picks_path) if picks_path.exists() else {}
         self.picks: dict[str, list[int]] = {k: sorted(set(v)) for k, v in raw.items() if k in self.prompts and v}
         self.lock = threading.Lock()
+        self.write_lock = threading.Lock()
         self.changed = False
 
     def toggle(self, key: str, candidate: int, keep: bool) -> list[int]:
@@ -312,14 +313,15 @@ class PickStore:
             self.changed = True
             return sorted(kept)
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self, picks: dict[str, list[int]] | None = None) -> list[dict[str, Any]]:
         """One ``edit`` row per kept candidate, in prompt order."""
         from ieiw.imageio import decode_image
 
         gen = self.state["generator"]
+        picks = self.picks if picks is None else picks
         rows = []
         for prompt in self.state["prompts"]:
-            kept = self.picks.get(prompt["key"], [])
+            kept = picks.get(prompt["key"], [])
             if not kept:
                 continue
             source = (self.work / prompt["source"]).read_bytes()
@@ -355,10 +357,15 @@ class PickStore:
     def write_shards(self) -> dict[str, Any]:
         """Rewrite ``shards/`` from the current picks: shards of up to 256 rows in a real manifest; units of an
         earlier, larger write are dropped from the manifest, then deleted."""
+        with self.write_lock:  # one write at a time; picks go on meanwhile
+            return self._write_shards()
+
+    def _write_shards(self) -> dict[str, Any]:
         with self.lock:
             picks = dict(self.picks)
+            self.changed = False
         folder = self.work / "shards"
-        rows = self.rows()
+        rows = self.rows(picks)
         manifest = Manifest(folder, "align", {"unit_rows": ROWS_PER_SHARD, "dataset": DATASET})
         manifest.prepare(hashlib.sha256(canonical_json(picks).encode()).hexdigest()[:16], {"candidates": self.state["generator"]["kind"]})
         units = []
@@ -374,7 +381,6 @@ class PickStore:
             files = [data["units"].pop(u)["shard"] for u in stale]
         for name in files:
             (folder / name).unlink(missing_ok=True)
-        self.changed = False
         return {"rows": len(rows), "shards": len(units), "folder": str(folder),
                 "prompts": sum(1 for v in picks.values() if v)}
 
@@ -538,8 +544,10 @@ def main(argv: list[str]) -> int:
         pass
     finally:
         server.server_close()
-    result = server.store.write_shards()
-    print(f"wrote {result['rows']} rows ({result['prompts']} prompts) to {result['folder']}")
+    store = server.store
+    if store.changed or not manifest_path(store.work / "shards").exists():  # picks since the last write
+        result = store.write_shards()
+        print(f"wrote {result['rows']} rows ({result['prompts']} prompts) to {result['folder']}")
     return 0
 
 
@@ -612,9 +620,13 @@ function go(i) {
   at = Math.max(0, Math.min(state.prompts.length - 1, i));
   history.replaceState(null, "", "#" + (at + 1)); $("message").textContent = ""; render();
 }
-async function toggle(k) {
-  const p = state.prompts[at], kept = state.picks[p.key] || [];
-  const keep = !kept.includes(k);
+let queue = Promise.resolve();
+function toggle(k) {  // one request at a time: a late answer never overwrites a newer one
+  const p = state.prompts[at];
+  queue = queue.then(() => send(p, k));
+}
+async function send(p, k) {
+  const keep = !(state.picks[p.key] || []).includes(k);
   try {
     const r = await fetch("/api/pick", {method: "POST", headers: {"Content-Type": "application/json"},
       body: JSON.stringify({prompt: p.key, candidate: k, keep})});

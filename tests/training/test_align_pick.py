@@ -173,6 +173,7 @@ def test_picking_page_in_chromium_picks_survive_reload_and_become_shards(work: P
             page.wait_for_selector("body[data-ready='1']")
             assert page.locator("#instruction").inner_text() == "remove the square number 0"
             assert page.locator(".cand").count() == 3
+            page.wait_for_function("Array.from(document.images).every(i => i.complete)")  # images load after the DOM
             assert page.evaluate("Array.from(document.images, i => i.naturalWidth)") == [96] * 4  # source + 3
 
             page.locator(".cand[data-index='0']").click()  # prompt 1: keep candidates 1 and 3 by mouse
