@@ -41,6 +41,7 @@ import argparse
 import hashlib
 import io
 import json
+import signal
 import sys
 import threading
 import time
@@ -537,7 +538,11 @@ def main(argv: list[str]) -> int:
         print(f"ieiw align-pick: {exc}", file=sys.stderr)
         return 2
     host, port = server.server_address[:2]
-    print(f"align-pick: open http://{host}:{port}/  (Ctrl-C to stop; shards are written on stop)", file=sys.stderr, flush=True)
+    print(f"align-pick: open http://{host}:{port}/  (Ctrl-C or kill to stop; shards are written on stop)", file=sys.stderr, flush=True)
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # `kill` stops it like Ctrl-C: the shards are written
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
