@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from ieiw.builders.base import SourceRecordError
+from ieiw.builders.base import CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
 from ieiw.builders.phrasecut import SourceImage
 from ieiw.imageio import ImageDecodeError, Orientation, decode, extension
 from ieiw.schemas.config import BuilderConfig
@@ -351,3 +351,46 @@ class ParquetImporter:
     def read(self, part: ParquetPart, start: int, stop: int) -> Iterator[tuple[int, int, dict[str, Any]]]:
         columns = sorted({c for c in self.columns(part).values() if c is not None})
         return iter_rows(part.path, start, stop, columns)
+
+
+class ParquetImportBuilder(CandidateBuilder):
+    """The builder half every Parquet importer shares: units by row range along row groups, a row per
+    record (``_row``), bad records as named failures. Subclasses set ``name`` and ``files`` and make rows;
+    ``extra_fingerprint()`` adds their own settings."""
+
+    name: str
+    config: ParquetImportConfig
+    files: ParquetImporter
+
+    def extra_fingerprint(self) -> dict[str, Any]:
+        return {}
+
+    def fingerprint(self) -> dict[str, Any]:
+        c = self.config
+        return {"root": str(Path(c.root).resolve()), "split": c.split, "files": self.files.files_fingerprint(),
+                "columns": dict(c.columns), "limit": c.limit, "unit_rows": self.files.unit_rows,
+                "require_same_size": c.require_same_size, **self.extra_fingerprint()}
+
+    def backends(self) -> dict[str, str]:
+        return {"pairs": "parquet-import"}
+
+    def plan(self) -> list[WorkUnit]:
+        return [WorkUnit(key=f"{self.name}-{self.config.split}-{index:05d}",
+                         payload={"file": part.name, "start": start, "stop": stop})
+                for index, (part, start, stop) in enumerate(self.files.units())]
+
+    def build_unit(self, unit: WorkUnit) -> UnitResult:
+        part = self.files.part(unit.payload["file"])
+        columns = self.files.columns(part)
+        result = UnitResult()
+        for index, group, values in self.files.read(part, unit.payload["start"], unit.payload["stop"]):
+            result.records += 1
+            try:
+                result.rows.append(self._row(part, columns, index, group, values, result.counters))
+            except SourceRecordError as err:
+                result.failures.append(err.failure)
+        return result
+
+    def _row(self, part: ParquetPart, columns: dict[str, str | None], index: int, group: int,
+             values: dict[str, Any], counters: Any) -> dict[str, Any]:
+        raise NotImplementedError

@@ -25,8 +25,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ieiw.builders.base import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
+from ieiw.builders.base import BuildContext, SourceRecordError
 from ieiw.converters.importers import (
+    ParquetImportBuilder,
     ImportFormatError,
     ParquetImportConfig,
     ParquetImporter,
@@ -96,7 +97,7 @@ class Ip2pFiles(ParquetImporter):
 
 
 @register_builder(NAME, InstructPix2PixConfig)
-class InstructPix2PixBuilder(CandidateBuilder):
+class InstructPix2PixBuilder(ParquetImportBuilder):
     name = NAME
 
     def __init__(self, config: InstructPix2PixConfig, context: BuildContext):
@@ -113,32 +114,6 @@ class InstructPix2PixBuilder(CandidateBuilder):
     def params(self, columns: dict[str, str | None]) -> dict[str, Any]:
         return {"source_column": columns["source"], "target_column": columns["target"],
                 "instruction_column": columns["instruction"], "reencode": "png"}
-
-    def fingerprint(self) -> dict[str, Any]:
-        c = self.config
-        return {"root": str(Path(c.root).resolve()), "split": c.split, "files": self.files.files_fingerprint(),
-                "columns": dict(c.columns), "limit": c.limit, "unit_rows": self.files.unit_rows,
-                "require_same_size": c.require_same_size}
-
-    def backends(self) -> dict[str, str]:
-        return {"pairs": "parquet-import"}
-
-    def plan(self) -> list[WorkUnit]:
-        return [WorkUnit(key=f"{NAME}-{self.config.split}-{index:05d}",
-                         payload={"file": part.name, "start": start, "stop": stop})
-                for index, (part, start, stop) in enumerate(self.files.units())]
-
-    def build_unit(self, unit: WorkUnit) -> UnitResult:
-        part = self.files.part(unit.payload["file"])
-        columns = self.files.columns(part)
-        result = UnitResult()
-        for index, group, values in self.files.read(part, unit.payload["start"], unit.payload["stop"]):
-            result.records += 1
-            try:
-                result.rows.append(self._row(part, columns, index, group, values, result.counters))
-            except SourceRecordError as err:
-                result.failures.append(err.failure)
-        return result
 
     def _row(self, part, columns: dict[str, str | None], index: int, group: int, values: dict[str, Any],
              counters) -> dict[str, Any]:

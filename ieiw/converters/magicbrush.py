@@ -33,8 +33,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pydantic import Field
 
-from ieiw.builders.base import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
+from ieiw.builders.base import BuildContext, SourceRecordError
 from ieiw.converters.importers import (
+    ParquetImportBuilder,
     ImportFormatError,
     ParquetImportConfig,
     ParquetImporter,
@@ -135,7 +136,7 @@ def region_of(data: bytes, size: tuple[int, int]) -> tuple[np.ndarray | None, di
 
 
 @register_builder(NAME, MagicBrushConfig)
-class MagicBrushBuilder(CandidateBuilder):
+class MagicBrushBuilder(ParquetImportBuilder):
     name = NAME
 
     def __init__(self, config: MagicBrushConfig, context: BuildContext):
@@ -184,31 +185,8 @@ class MagicBrushBuilder(CandidateBuilder):
                 "instruction_column": columns["instruction"],
                 "mask_column": columns["mask"] if self.config.masks else None, "reencode": "png"}
 
-    def fingerprint(self) -> dict[str, Any]:
-        c = self.config
-        return {"root": str(Path(c.root).resolve()), "split": c.split, "files": self.files.files_fingerprint(),
-                "columns": dict(c.columns), "limit": c.limit, "unit_rows": self.files.unit_rows, "masks": c.masks,
-                "require_same_size": c.require_same_size}
-
-    def backends(self) -> dict[str, str]:
-        return {"pairs": "parquet-import"}
-
-    def plan(self) -> list[WorkUnit]:
-        return [WorkUnit(key=f"{NAME}-{self.config.split}-{index:05d}",
-                         payload={"file": part.name, "start": start, "stop": stop})
-                for index, (part, start, stop) in enumerate(self.files.units())]
-
-    def build_unit(self, unit: WorkUnit) -> UnitResult:
-        part = self.files.part(unit.payload["file"])
-        columns = self.files.columns(part)
-        result = UnitResult()
-        for index, group, values in self.files.read(part, unit.payload["start"], unit.payload["stop"]):
-            result.records += 1
-            try:
-                result.rows.append(self._row(part, columns, index, group, values, result.counters))
-            except SourceRecordError as err:
-                result.failures.append(err.failure)
-        return result
+    def extra_fingerprint(self) -> dict[str, Any]:
+        return {"masks": self.config.masks}
 
     def _row(self, part, columns: dict[str, str | None], index: int, group: int, values: dict[str, Any],
              counters) -> dict[str, Any]:
