@@ -9,7 +9,7 @@ PORT   ?= 4200
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: install install-dev build test test-integration lama-cleaner iopaint serve bench bench-loader bench-giqa bench-stats bench-removal bench-lama bench-exemplar train verify stats clean
+.PHONY: install install-dev build build-multitask test test-integration lama-cleaner iopaint serve bench bench-loader bench-giqa bench-stats bench-removal bench-lama bench-exemplar train verify stats clean
 
 # One stamp per set of extras, so `make build` does not pull the training stack (torch) it does not need.
 $(BIN)/.stamp-%: pyproject.toml
@@ -24,6 +24,10 @@ install-dev: $(BIN)/.stamp-dev+crawl+train
 build: install  ## the embedded demo build: bundled sample -> out/ieiw, no GPU, no network
 	$(BIN)/ieiw build $(CONFIG) --out $(OUT)
 	$(BIN)/ieiw stats $(OUT)/ieiw
+
+build-multitask: install  ## demo removal + every converter and importer from samples -> out/multitask/*
+	$(BIN)/ieiw build configs/multitask.yaml
+	@for folder in ieiw segmentation keypoints enhancement editing adaptation; do $(BIN)/ieiw stats out/multitask/$$folder | head -4; done
 
 test: install-dev  ## the whole test suite (CI runs this)
 	$(BIN)/python -m pytest -q

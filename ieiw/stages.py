@@ -383,8 +383,10 @@ def select_unit(build: Build, unit: str) -> UnitOutcome:
     made = upstream["stats"]
     tasks = sorted({row["task"] for row in candidates.select(["task"]).to_pylist()})
     present = sorted(set(families))
-    # the unit's source statistics belong to the folder its rows go to (a converter's unit: its family's)
-    home = present[0] if len(present) == 1 else IEIW_FAMILY
+    # the unit's source statistics belong to the folder its rows go to (a converter's unit: its family's);
+    # derived rows (adaptation captions written beside a converter's edit rows) never own them
+    primary = [family for family in present if family not in DERIVED_FAMILIES] or present
+    home = primary[0] if len(primary) == 1 else IEIW_FAMILY
     source_stats = {
         "builder": made.get("builder"),
         "records": made.get("records", 0),
@@ -421,6 +423,7 @@ def select_unit(build: Build, unit: str) -> UnitOutcome:
 
 
 IEIW_FAMILY = "ieiw"
+DERIVED_FAMILIES = {"adaptation"}  # rows a converter writes beside its own (ieiw/converters/captions.py)
 
 
 def task_family(task: str) -> str:

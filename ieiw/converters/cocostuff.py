@@ -45,6 +45,7 @@ from pydantic import Field
 from ieiw.builders.base import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
 from ieiw.builders.instructions import TemplateError
 from ieiw.builders.phrasecut import SourceImage
+from ieiw.converters.captions import OVERLAY_TASK, add_caption_rows, captions_fingerprint, captions_preflight
 from ieiw.converters.overlay import (
     ALPHA,
     mask_png,
@@ -83,6 +84,8 @@ class CocoStuffConfig(BuilderConfig):
                                                             "(target = input), the official empty_percentage")
     seed: int = 0
     templates: Path | None = Field(None, description="a segmentation template file; default: the shipped one")
+    captions: Path | None = Field(None, description="a COCO captions file (annotations/captions_{split}.json): "
+                                  "also write adaptation rows, each rendered target with its image's caption")
 
     def preflight(self) -> list[str]:
         if not self.enabled:
@@ -96,6 +99,7 @@ class CocoStuffConfig(BuilderConfig):
         root = Path(self.root)
         if not (root / "labels.txt").exists() and self.samples is not None:
             return lines
+        lines += captions_preflight("cocostuff", self.captions)
         try:
             CocoStuffSource(root, self.split, self.limit).check()
         except (CocoStuffFormatError, FileNotFoundError) as exc:
@@ -220,7 +224,7 @@ class CocoStuffBuilder(CandidateBuilder):
         c = self.config
         return {**self.params(), "root": str(Path(c.root).resolve()), "split": c.split, "limit": c.limit,
                 "classes_per_image": c.classes_per_image, "empty_share": c.empty_share, "seed": c.seed,
-                "templates": self.templates.digest()}
+                "templates": self.templates.digest(), "captions": captions_fingerprint(c.captions)}
 
     def backends(self) -> dict[str, str]:
         return {"render": "overlay"}
@@ -246,9 +250,12 @@ class CocoStuffBuilder(CandidateBuilder):
             except SourceRecordError as err:
                 result.failures.append(err.failure)
                 continue
+            rows = []
             for kind, row in self._rows(stem, image, label):
-                result.rows.append(row)
+                rows.append(row)
                 result.counters[f"{kind}_rows"] += 1
+            result.rows += add_caption_rows(rows, self.config.captions, OVERLAY_TASK, result.counters,
+                                            rendered=lambda row: row["target_image"] is not row["source_image"])
         return result
 
     def _check_values(self, stem: str, label: np.ndarray) -> None:

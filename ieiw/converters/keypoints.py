@@ -75,6 +75,7 @@ from pydantic import Field, field_validator
 from ieiw.builders.base import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
 from ieiw.builders.instructions import TemplateError
 from ieiw.builders.phrasecut import SourceImage
+from ieiw.converters.captions import KEYPOINTS_TASK, add_caption_rows, captions_fingerprint, captions_preflight
 from ieiw.imageio import ImageDecodeError, Orientation, SizeMismatch, decode, encode, extension
 from ieiw.schemas.config import BuilderConfig, StrictModel
 from ieiw.schemas.registry import register_builder
@@ -247,6 +248,8 @@ class KeypointsConfig(BuilderConfig):
     joint_names: Literal["words", "official"] = "words"
     templates: Path | None = Field(None, description="a keypoints.yaml of your own; default: the shipped one")
     seed: int = 0
+    captions: Path | None = Field(None, description="a COCO captions file (annotations/captions_{split}.json): "
+                                  "also write adaptation rows, each rendered target with its image's caption")
 
     @field_validator("joints_per_row", mode="before")
     @classmethod
@@ -304,7 +307,7 @@ class KeypointsConfig(BuilderConfig):
                          f"(docs/multitask.md, Keypoints)? set keypoints.root, .split or .annotations")
         if not images.is_dir():
             lines.append(f"keypoints: {images}: image folder not found; set keypoints.images")
-        return lines
+        return lines + captions_preflight("keypoints", self.captions)
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -611,6 +614,7 @@ class KeypointsBuilder(CandidateBuilder):
             "split": c.split_name,
             "limit": c.limit,
             "templates": self.templates.digest(),
+            "captions": captions_fingerprint(c.captions),
         }
 
     def backends(self) -> dict[str, str]:
@@ -657,7 +661,7 @@ class KeypointsBuilder(CandidateBuilder):
             except SourceRecordError as err:
                 result.failures.append(err.failure)
                 continue
-            result.rows.append(row)
+            result.rows += add_caption_rows([row], c.captions, KEYPOINTS_TASK, result.counters)
             result.counters["discs"] += len(json.loads(row["builder"]["params"])["marks"])
         return result
 

@@ -59,6 +59,7 @@ from pydantic import Field
 from ieiw.builders.base import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
 from ieiw.builders.instructions import TemplateError
 from ieiw.builders.phrasecut import SourceImage
+from ieiw.converters.captions import OVERLAY_TASK, add_caption_rows, captions_fingerprint, captions_preflight
 from ieiw.converters.overlay import (
     ALPHA,
     mask_png,
@@ -106,6 +107,8 @@ class RefCocoConfig(BuilderConfig):
     samples: SampleSpec | None = Field(None, description="make the synthetic sample at root if it is missing")
     seed: int = 0
     templates: Path | None = Field(None, description="a segmentation template file; default: the shipped one")
+    captions: Path | None = Field(None, description="a COCO captions file (annotations/captions_{split}.json): "
+                                  "also write adaptation rows, each rendered target with its image's caption")
 
     def absent(self) -> float:
         return DEFAULT_ABSENT_SHARE[self.variant] if self.absent_share is None else self.absent_share
@@ -139,7 +142,7 @@ class RefCocoConfig(BuilderConfig):
             RefSource.from_config(self).check()
         except (RefFormatError, FileNotFoundError) as exc:
             lines.append(f"{self.variant}: {exc}")
-        return lines
+        return lines + captions_preflight(self.variant, self.captions)
 
 
 class GRefCocoConfig(RefCocoConfig):
@@ -403,7 +406,7 @@ class RefCocoBuilder(CandidateBuilder):
         return {**self.params(), "variant": c.variant, "refs": str(c.refs_path().resolve()),
                 "instances": str(c.instances_path().resolve()), "images": str(c.images_dir().resolve()),
                 "split": c.split, "limit": c.limit, "absent_share": c.absent(), "seed": c.seed,
-                "templates": self.templates.digest()}
+                "templates": self.templates.digest(), "captions": captions_fingerprint(c.captions)}
 
     def backends(self) -> dict[str, str]:
         return {"render": "overlay", "masks": "pycocotools"}
@@ -432,7 +435,9 @@ class RefCocoBuilder(CandidateBuilder):
             except RefSkipped as skip:
                 result.skipped[skip.reason] += 1
                 continue
-            result.rows.append(self._target_row(ref, image_id, image, target, sentences))
+            result.rows += add_caption_rows([self._target_row(ref, image_id, image, target, sentences)],
+                                            self.config.captions, OVERLAY_TASK, result.counters,
+                                            rendered=lambda row: not target.no_target)
             result.counters["no_target_rows" if target.no_target else "target_rows"] += 1
             if target.crowd_skipped:
                 result.counters["crowd_targets_skipped"] += len(target.crowd_skipped)

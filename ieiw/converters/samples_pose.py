@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ieiw.builders.samples import ensure_sample, smooth_background
+from ieiw.converters.captions import write_sample_captions
 from ieiw.converters.keypoints import JOINTS, default_split
 
 MARKER = "SAMPLE.json"
@@ -196,6 +197,21 @@ def make_pose_sample(root: Path, dataset: str, images: int = 12, seed: int = 0, 
                            "crowdpose": f"json/crowdpose_{split}.json", "aic": f"annotations/aic_{split}.json"}[dataset]
     ann_path.parent.mkdir(parents=True, exist_ok=True)
     ann_path.write_text(json.dumps(payload))
+    if dataset == "coco":  # COCO's captions of the same images (annotations/captions_{split}.json)
+        people_of: dict[int, list[Any]] = {e["id"]: [] for e in image_entries}
+        for ann in annotations:
+            if not ann["iscrowd"]:
+                people_of[ann["image_id"]].append(ann)
+        write_sample_captions(root / "annotations" / f"captions_{split}.json", [
+            (entry["id"], entry["file_name"], [] if index % 11 == 3 else [
+                (f"{len(people_of[entry['id']])} people standing in a field" if len(people_of[entry["id"]]) > 1
+                 else "a person standing in a field"),
+                "a group of stick figures posing for a photo" if len(people_of[entry["id"]]) > 1
+                else "a stick figure standing alone",
+                "people with their arms out",
+                "a drawing of some figures on a plain background",
+                "figures standing next to each other"])
+            for index, entry in enumerate(image_entries)])
     (root / MARKER).write_text(json.dumps({"dataset": dataset, "images": images, "seed": seed, "width": width,
                                            "height": height, "split": split}, sort_keys=True))
     return root

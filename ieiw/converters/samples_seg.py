@@ -36,6 +36,7 @@ from PIL import Image, ImageDraw
 from pydantic import Field
 
 from ieiw.builders.samples import COLOURS, Shape, ensure_sample, place_shapes, smooth_background
+from ieiw.converters.captions import write_sample_captions
 from ieiw.schemas.config import StrictModel
 
 COCO_THINGS = (
@@ -112,6 +113,7 @@ def make_cocostuff_sample(root: Path, images: int = 24, seed: int = 0, width: in
     image_dir.mkdir(parents=True, exist_ok=True)
     label_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    captioned: list[tuple[int, str, list[str]]] = []
     for index in range(images):
         image_id = 139 + 17 * index  # COCO-like ids: sparse, zero-padded to 12 digits
         stem = f"{image_id:012d}"
@@ -125,17 +127,36 @@ def make_cocostuff_sample(root: Path, images: int = 24, seed: int = 0, width: in
         label[max(horizon - 2, 0):horizon + 2] = UNLABELLED  # the boundary nobody labelled
         canvas, label_image = Image.fromarray(pixels), Image.fromarray(label)
         draw, draw_label = ImageDraw.Draw(canvas), ImageDraw.Draw(label_image)
-        for shape in place_shapes(rng, width, height, count=int(rng.integers(1, 5))):
+        shapes = place_shapes(rng, width, height, count=int(rng.integers(1, 5)))
+        for shape in shapes:
             outline = [tuple(p) for p in shape.polygon()]
             draw.polygon(outline, fill=COLOURS[shape.colour])
             draw_label.polygon(outline, fill=label_value(THING_OF_SHAPE[shape.kind]))
             draw_label.line(outline + [outline[0]], fill=UNLABELLED, width=2)
+        captioned.append((image_id, f"{stem}.jpg", [] if index % 11 == 3 else scene_captions(shapes, sky, ground)))
         if index % 7 == 5:  # an image nobody labelled
             label_image = Image.new("L", (width, height), UNLABELLED)
         canvas.save(image_dir / f"{stem}.jpg", quality=92)
         label_image.save(label_dir / f"{stem}.png")
+    # COCO's captions of these images (COCO-Stuff ships none: real builds point `captions:` at COCO's own file)
+    write_sample_captions(root / "annotations" / f"captions_{split}.json", captioned)
     (root / "labels.txt").write_text(labels_text())  # last: marks a finished sample
     return root
+
+
+def scene_captions(shapes: list[Shape], sky: str, ground: str) -> list[str]:
+    """Five COCO-style captions of a synthetic scene, from what was drawn."""
+    things = [f"{shape.colour} {shape.kind}" for shape in shapes]
+    first = things[0]
+    several = ", ".join(things[:-1]) + f" and {things[-1]}" if len(things) > 1 else first
+    sky_word = {"sky-other": "clear sky", "clouds": "cloudy sky", "fog": "foggy sky"}.get(sky, sky)
+    return [
+        f"a {first} floating above the {ground}",
+        f"a view of {ground} under a {sky_word}",
+        f"a {several} over {ground}",
+        f"some shapes in front of a {sky_word}",
+        f"a picture of the {ground} with a {first} in it",
+    ]
 
 
 def ensure_cocostuff_sample(root: Path, images: int = 24, seed: int = 0, width: int = 320, height: int = 240,
@@ -222,6 +243,7 @@ def make_refcoco_sample(root: Path, images: int = 24, seed: int = 0, width: int 
     (root / "grefcoco").mkdir(exist_ok=True)
     rng = np.random.default_rng(seed)
     coco_images, annotations, refs, grefs = [], [], [], []
+    captioned: list[tuple[int, str, list[str]]] = []
     ref_id, sent_id = 0, 0
     kinds = [(colour, kind) for colour in COLOURS for kind in THING_OF_SHAPE]
     for index in range(images):
@@ -266,6 +288,7 @@ def make_refcoco_sample(root: Path, images: int = 24, seed: int = 0, width: int 
                 "image_id": image_id, "bbox": _bbox(crowd), "category_id": 1, "id": crowd_id,
             })
         canvas.save(image_dir / file_name, quality=92)
+        captioned.append((image_id, file_name, [] if index % 11 == 3 else scene_captions(shapes, "clear sky", "ground")))
         coco_images.append({"license": 1, "file_name": file_name, "coco_url": f"http://images.example.invalid/{file_name}",
                             "height": height, "width": width, "date_captured": "2013-11-14 16:28:13",
                             "flickr_url": f"http://farm.example.invalid/{image_id}.jpg", "id": image_id})
@@ -302,6 +325,7 @@ def make_refcoco_sample(root: Path, images: int = 24, seed: int = 0, width: int 
     text = json.dumps(instances)
     (root / "refcoco" / "instances.json").write_text(text)
     (root / "grefcoco" / "instances.json").write_text(text)
+    write_sample_captions(root / "annotations" / "captions_train2014.json", captioned)  # COCO's own file, 2014
     with open(root / REFCOCO_MARKER, "wb") as handle:
         pickle.dump(refs, handle, protocol=2)
     (root / GREFCOCO_MARKER).write_text(json.dumps(grefs))  # last: marks a finished sample

@@ -228,5 +228,7 @@ for _name, _family, _text in (
     ("keypoints", "keypoints", "named joints marked with coloured discs"),
     ("enhance", "enhancement", "deblurring, denoising, watermark removal"),
     ("edit", "editing", "imported instruction-editing data (InstructPix2Pix, MagicBrush, GIER)"),
+    ("caption-overlay", "adaptation", "adaptation stage: a rendered colour overlay with its image's caption"),
+    ("caption-keypoints", "adaptation", "adaptation stage: marked joints with its image's caption"),
 ):
     register_task(_name, _family, _text)

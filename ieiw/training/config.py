@@ -37,6 +37,7 @@ class ModelConfig(StrictModel):
     tiny: TinyModel | None = None
     # align stage: the edit-stage result to start from (an exported pipeline folder, or a training
     # output_dir whose latest checkpoint is used). Its 8-channel UNet replaces SD's.
+    # edit stage (optional): the adapt-stage result; its 4-channel UNet is widened to 8 instead of SD's.
     init_from: str | None = None
     # Refuse to start without CUDA (the SD1.5 config sets this; the tiny config does not).
     require_gpu: bool = False
@@ -46,6 +47,12 @@ class ModelConfig(StrictModel):
 # names ieiw's converters and importers write; every other dataset weighs 1.
 OFFICIAL_SOURCE_WEIGHTS = {"aic": 0.1, "gopro": 2.0, "reds": 0.2, "sidd": 20.0, "clwd": 0.2,
                            "instructpix2pix": 0.2, "gier": 2.0}
+
+
+# The adaptation rows' domain suffixes (ieiw.converters.captions.DEFAULT_SUFFIXES, repeated here so the
+# trainer does not import the converters), keyed by task.
+DEFAULT_CAPTION_SUFFIXES = {"caption-overlay": "with a few different color patches here and there",
+                            "caption-keypoints": "with a few different color circles here and there"}
 
 
 class DataConfig(StrictModel):
@@ -67,9 +74,9 @@ class DataConfig(StrictModel):
     include_tasks: list[str] | None = None
     include_ids_file: str | None = None
     limit: int | None = None
-    # adapt stage: the instruction column holds the caption; a suffix keyed like source_weights
-    # (e.g. {"coco-stuff": "with a few different color patches here and there"}) is appended.
-    caption_suffixes: dict[str, str] = Field(default_factory=dict)
+    # adapt stage: the instruction column holds the caption; the domain suffix keyed like source_weights
+    # ("dataset:task", dataset, task) is appended once. Default: by the converters' caption tasks.
+    caption_suffixes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_CAPTION_SUFFIXES))
 
     def folders(self) -> list[str]:
         """The stage folders to mix, in order."""

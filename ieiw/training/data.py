@@ -304,8 +304,9 @@ class ShardPairs(IterableDataset):
         text = row["instruction"]
         if self.text_only:
             suffix = lookup_by_source(self.caption_suffixes, row["dataset"], row["task"], None)
-            if suffix:
-                text = f"{text}, {suffix}"
+            if suffix:  # exactly once, even if a row already carries it
+                text = text.rstrip(" .")
+                text = text if text.endswith(suffix) else f"{text}, {suffix}"
         sample: dict[str, Any] = {"id": row["id"], "instruction": text, "slot": slot, "epoch": epoch}
         if self.decode:
             target = _open_rgb(row["target"], self.resolution)

@@ -89,8 +89,8 @@ def _load(cls: Any, source: str, subfolder: str, revision: str | None) -> Any:
 def load_components(config: Config) -> Components:
     """Tokenizer, text encoder, VAE, UNet and the DDPM noise scheduler, as the stage needs them.
 
-    edit: SD's 4-channel UNet widened to 8. align: the edit stage's 8-channel UNet (``init_from``).
-    adapt: SD's 4-channel UNet as is.
+    edit: SD's 4-channel UNet widened to 8, or the adapt stage's (``init_from``) widened. align: the edit
+    stage's 8-channel UNet (``init_from``). adapt: SD's 4-channel UNet as is.
     """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -104,6 +104,12 @@ def load_components(config: Config) -> Components:
         unet = UNet2DConditionModel.from_pretrained(resolve_init_unet(config.model.init_from or ""))
         if unet.config.in_channels != 8:
             raise TrainingSetupError(f"{config.model.init_from}: UNet has {unet.config.in_channels} input channels, align needs the 8-channel edit model")
+    elif config.stage == "edit" and config.model.init_from:
+        unet = UNet2DConditionModel.from_pretrained(resolve_init_unet(config.model.init_from))
+        if unet.config.in_channels != 4:
+            raise TrainingSetupError(f"{config.model.init_from}: UNet has {unet.config.in_channels} input channels, "
+                                     "edit starts from the 4-channel adapt-stage model")
+        unet = widen_conv_in(unet, 8)
     else:
         unet = _load(UNet2DConditionModel, source, "unet", rev)
         if config.stage == "edit":
