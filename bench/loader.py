@@ -23,8 +23,9 @@ def folders(data: str) -> list[str]:
 
 class BareDecode(torch.utils.data.IterableDataset):
     """The floor: stream the same row groups (worker w takes every n-th), decode each row's two images
-    (JPEG draft, as the loader does) and resize them to ``resolution`` x ``resolution``; nothing else (no
-    shuffle buffer, weights, crop, flip or tokens)."""
+    (JPEG draft, as the loader does) and cut and resize them to ``resolution`` square with the loader's own
+    pixel code (:func:`ieiw.training.data.augment_pair`, central window); nothing else: no id, instruction
+    or origin columns, no weights, shuffle buffer, per-sample seeding, flip or tokens."""
 
     def __init__(self, data: str, resolution: int):
         from ieiw.training.data import index_shards
@@ -41,19 +42,22 @@ class BareDecode(torch.utils.data.IterableDataset):
         from PIL import Image
 
         from ieiw.imageio import decode_image
+        from ieiw.training.data import augment_pair
 
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        rng = np.random.default_rng(worker)
         while True:
             for group in self.groups[worker::workers]:
                 table = pq.ParquetFile(group.path).read_row_group(group.group, columns=["source_image", "target_image"])
                 for row in group.rows:
-                    out = {}
-                    for column, name in (("source_image", "source"), ("target_image", "target")):
-                        image = decode_image(table[column][int(row)]["bytes"].as_py(), self.resolution)
-                        image = image.resize((self.resolution, self.resolution), Image.BICUBIC)
-                        out[name] = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
-                    yield out
+                    source, target = (decode_image(table[column][int(row)]["bytes"].as_py(), self.resolution)
+                                      for column in ("source_image", "target_image"))
+                    if target.size != source.size:
+                        target = target.resize(source.size, Image.BICUBIC)
+                    # the same pixel work as the loader's (one crop window, torch's uint8 antialiased resize)
+                    src, tgt = augment_pair(source, target, self.resolution, rng, random_crop=False, random_flip=False)
+                    yield {"source": src, "target": tgt}
 
 
 def bare_throughput(data: str, resolution: int, batch_size: int, workers: int, seconds: float) -> dict:

@@ -178,8 +178,10 @@ def augment_pair(
     sx, sy = w / size[0], h / size[1]
     x0, y0 = round(x * sx), round(y * sy)
     x1, y1 = max(x0 + 1, round((x + resolution) * sx)), max(y0 + 1, round((y + resolution) * sy))
-    pair = torch.stack([torch.from_numpy(np.array(source)), torch.from_numpy(np.array(target))])
-    pair = pair[:, y0:y1, x0:x1].permute(0, 3, 1, 2)
+    # only the window is copied out of the decoded images (a view of each, then one stack)
+    window = (slice(y0, y1), slice(x0, x1))
+    pair = torch.stack([torch.from_numpy(np.asarray(source)[window]), torch.from_numpy(np.asarray(target)[window])])
+    pair = pair.permute(0, 3, 1, 2)
     if pair.shape[-2:] != (resolution, resolution):
         pair = torch.nn.functional.interpolate(pair, size=(resolution, resolution), mode="bicubic", antialias=True)
     if random_flip and rng.random() < 0.5:
@@ -357,11 +359,23 @@ def normalize(images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 class ClipTokenize:
-    """CLIP ids padded to the tokenizer's max length, as SD's text encoder expects (picklable for workers)."""
+    """CLIP ids padded to the tokenizer's max length, as SD's text encoder expects (picklable for workers).
 
-    def __init__(self, tokenizer: Any):
+    Ids are remembered per text (up to ``cache_size`` texts, about 0.6 kB each): templated instructions
+    repeat, and a row is seen again every epoch, so most calls skip the tokenizer."""
+
+    def __init__(self, tokenizer: Any, cache_size: int = 65536):
         self.tokenizer = tokenizer
+        self.cache_size = cache_size
+        self._cache: dict[str, torch.Tensor] = {}
 
     def __call__(self, text: str) -> torch.Tensor:
-        tok = self.tokenizer
-        return tok(text, max_length=tok.model_max_length, padding="max_length", truncation=True, return_tensors="pt").input_ids[0]
+        ids = self._cache.get(text)
+        if ids is None:
+            tok = self.tokenizer
+            ids = torch.tensor(tok(text, max_length=tok.model_max_length, padding="max_length",
+                                   truncation=True).input_ids, dtype=torch.long)
+            if len(self._cache) >= self.cache_size:
+                self._cache.pop(next(iter(self._cache)))  # oldest first
+            self._cache[text] = ids
+        return ids.clone()  # the caller may modify its copy
