@@ -19,7 +19,7 @@ $(BIN)/.stamp-%: pyproject.toml
 comma := ,
 
 install: $(BIN)/.stamp-crawl
-install-dev: $(BIN)/.stamp-dev+crawl+train
+install-dev: $(BIN)/.stamp-dev+crawl+train+dask
 
 build: install  ## the embedded demo build: bundled sample -> out/ieiw, no GPU, no network
 	$(BIN)/ieiw build $(CONFIG) --out $(OUT)
