@@ -34,7 +34,15 @@ from ieiw.builders.base import BuildContext, CandidateBuilder, WorkUnit
 from ieiw.filters.features import ImageFeatures, describe_backend
 from ieiw.filters.dedup import SIGNATURE_VERSION, pair_hashes
 from ieiw.filters.scoring import ScoreContext, Scorer, distinct_images, pair_views, score_pairs
-from ieiw.filters.selection import Calibration, ScoredPair, calibrate, verdict
+from ieiw.filters.selection import (
+    BY_SELECTION,
+    QUOTA_REACHED,
+    Calibration,
+    ScoredPair,
+    calibrate,
+    quota_allowances,
+    verdict,
+)
 from ieiw.imageio import Orientation, decode
 from ieiw.schemas.config import BackendConfig, BuildConfig, config_from_data
 from ieiw.schemas.manifest import Manifest
@@ -302,16 +310,20 @@ def score_unit(build: Build, unit: str) -> UnitOutcome:
 
 def calibrate_build(build: Build, units: list[str]) -> dict[str, Any]:
     """The one global step before selection: quantile thresholds per task and duplicates, over every
-    scored unit of the build, written to ``<out>/calibration.json`` (skipped when its inputs are unchanged)."""
+    scored unit of the build, and, with ``selection.quotas``, each unit's quota allowance (the units in
+    plan order), written to ``<out>/calibration.json`` (skipped when its inputs are unchanged)."""
+    selection = build.config.selection
     inputs = {u: [_upstream(build, stage, u)["sha256"] for stage in (CANDIDATES, SCORES)] for u in sorted(units)}
-    fingerprint = stable_hash(CALIBRATION, build.config.selection.model_dump(mode="json"), inputs)
+    order = _quota_order(build, units) if selection.quota_limits() else []
+    fingerprint = stable_hash(CALIBRATION, selection.fingerprint(), inputs, *([order] if order else []))
     path = build.out / CALIBRATION
     if path.exists():
         import json
 
         data = json.loads(path.read_text())
         if data.get("fingerprint") == fingerprint:
-            return {"skipped": True, "units": len(units), "duplicates": len(data.get("duplicates", {}))}
+            return {"skipped": True, "units": len(units), "duplicates": len(data.get("duplicates", {})),
+                    **({"quotas": data["quotas"]["passed"]} if data.get("quotas") else {})}
 
     def pairs():
         for unit in sorted(units):
@@ -322,10 +334,51 @@ def calibrate_build(build: Build, units: list[str]) -> dict[str, Any]:
                 yield ScoredPair(row["id"], task[row["id"]], row["scores"], row.get("source_hash"),
                                  row.get("edit_hash"), drop.get(row["id"]))
 
-    result = calibrate(pairs(), build.config.selection)
+    result = calibrate(pairs(), selection)
+    if order:  # a second pass: which rows pass every other rule needs the thresholds and duplicates above
+        result.quotas = quota_allowances(
+            ((unit, builder, _passing_ieiw_rows(build, unit, result)) for unit, builder in order),
+            selection.quota_limits())
     payload = {"fingerprint": fingerprint, "units": sorted(units), **result.to_json()}
     atomic_write_bytes(path, (canonical_json(payload) + "\n").encode())
-    return {"skipped": False, "units": len(units), "duplicates": len(result.duplicates)}
+    return {"skipped": False, "units": len(units), "duplicates": len(result.duplicates),
+            **({"quotas": result.quotas["passed"]} if result.quotas else {})}
+
+
+def _quota_order(build: Build, units: list[str]) -> list[tuple[str, str]]:
+    """(unit, builder) of the ``units`` whose builder has a quota, in plan order: the order of each such
+    builder's ``plan()`` (not the units' names: splits, sources and dumps are planned in config order).
+    Units the plan no longer names (left from an earlier config) follow, by name."""
+    limits = build.config.selection.quota_limits()
+    given = set(units)
+    builder_of = {u: _upstream(build, CANDIDATES, u).get("stats", {}).get("builder") for u in sorted(units)}
+    order: list[tuple[str, str]] = []
+    for name, builder in build.builders.items():
+        if name in limits:
+            order += [(unit.key, name) for unit in builder.plan() if unit.key in given]
+    planned = {unit for unit, _ in order}
+    order += [(u, b) for u, b in builder_of.items() if u not in planned and b in limits]
+    return order
+
+
+def _passing_ieiw_rows(build: Build, unit: str, calibration: Calibration) -> int:
+    """How many of the unit's IEIW-family rows pass selection's other rules (builder drop, duplicate,
+    quality): the same verdicts as :func:`select_unit`, from the light columns only."""
+    import pyarrow.parquet as pq
+
+    path = build.out / CANDIDATES / f"{unit}.parquet"
+    present = set(pq.read_schema(path).names)
+    candidates = read_shard(path, columns=[n for n in ("id", "task", "drop_reason", "duplicate_of") if n in present])
+    scored = {r["id"]: r.get("scores") for r in read_shard(build.out / SCORES / f"{unit}.parquet",
+                                                            columns=["id", "scores"]).to_pylist()}
+    passing = 0
+    for row in candidates.to_pylist():
+        if task_family(row["task"]) != IEIW_FAMILY:
+            continue
+        row["duplicate_of"] = row.get("duplicate_of") or calibration.duplicates.get(row["id"])
+        row["scores"] = scored.get(row["id"])
+        passing += verdict(row, calibration.for_task(row["task"], build.config.selection))[0] is None
+    return passing
 
 
 def select_unit(build: Build, unit: str) -> UnitOutcome:
@@ -334,7 +387,9 @@ def select_unit(build: Build, unit: str) -> UnitOutcome:
 
     Rows of other task families (segmentation overlays, keypoints, enhancement, imported edits) go to
     folders of their own beside ``ieiw/`` (``segmentation/``, ...), so IEIW stays the paper's corpus;
-    IEIW's dedup, aesthetic and GIQA rules do not apply to them (only their builder's drops do)."""
+    IEIW's dedup, aesthetic and GIQA rules do not apply to them (only their builder's drops do), nor do
+    quotas: with ``selection.quotas``, the unit keeps the first ``allowance`` (calibration.json) of its IEIW
+    rows that pass every other rule, in row order, and files the rest under ``quota_reached``."""
     import json
 
     config = build.config
@@ -354,6 +409,8 @@ def select_unit(build: Build, unit: str) -> UnitOutcome:
     keep, rejected, new_columns = [], [], {"scores": [], "split": [], "duplicate_of": []}
     reasons: Counter = Counter()
     families: list[str] = []
+    allowance = calibration.allowance(unit, _upstream(build, CANDIDATES, unit).get("stats", {}).get("builder"))
+    passing = 0  # IEIW rows that passed every other rule so far, in row order
     for row in light.to_pylist():
         score_row = scored.get(row["id"]) or {}
         family = task_family(row["task"])
@@ -369,6 +426,10 @@ def select_unit(build: Build, unit: str) -> UnitOutcome:
             new_columns[name].append(row[name])
         if family == IEIW_FAMILY:
             reason, by = verdict(row, calibration.for_task(row["task"], config.selection))
+            if reason is None:
+                passing += 1
+                if allowance is not None and passing > allowance:
+                    reason, by = QUOTA_REACHED, BY_SELECTION
         else:
             reason, by = (str(row["drop_reason"]), "builder") if row.get("drop_reason") else (None, None)
         keep.append(reason is None)
@@ -411,6 +472,9 @@ def select_unit(build: Build, unit: str) -> UnitOutcome:
             "thresholds": ({task: calibration.for_task(task, config.selection) for task in tasks
                             if task_family(task) == IEIW_FAMILY} if family == IEIW_FAMILY else {}),
         }
+        if family == IEIW_FAMILY and calibration.quotas:  # what `ieiw stats` sums into its quota lines
+            stats["quota"] = {"limits": calibration.quotas.get("limits", {}), "builder": made.get("builder"),
+                              "passed": passing, "kept": kept.num_rows}
         folder = family_folder(family)
         shard = write_shard(kept, build.out / folder / f"{unit}.parquet")
         family_manifest = build.manifest(folder)

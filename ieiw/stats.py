@@ -117,8 +117,15 @@ def compute_stats(folder: Path) -> dict[str, Any]:
     records = candidates = 0
     examples: list[str] = []
     thresholds: dict[str, dict] = {}
+    quota_limits: dict[str, int] = {}
+    quota_kept: Counter = Counter()
+    quota_passed: Counter = Counter()
     for entry in manifest["units"].values():
         stats = entry.get("stats", {})
+        if quota := stats.get("quota"):  # selection.quotas (ieiw/filters/selection.py)
+            quota_limits.update(quota.get("limits", {}))
+            quota_kept[quota.get("builder")] += quota.get("kept", 0)
+            quota_passed[quota.get("builder")] += quota.get("passed", 0)
         for task, rules in (stats.get("thresholds") or {}).items():
             thresholds.setdefault(task, rules)
         records += stats.get("records", 0)
@@ -156,6 +163,7 @@ def compute_stats(folder: Path) -> dict[str, Any]:
         "rejected": dict(sorted(rejected.items())),
         "rejected_total": sum(rejected.values()),
         "selection_thresholds": dict(sorted(thresholds.items())),
+        "quotas": quota_report(quota_limits, quota_kept, quota_passed),
         "failures": dict(sorted(failures.items())),
         "failures_total": sum(failures.values()),
         "skipped": dict(sorted(skipped.items())),
@@ -172,6 +180,25 @@ def compute_stats(folder: Path) -> dict[str, Any]:
         "embedded_rows": embedded,
         "build_backends": {h: b.get("backends") for h, b in manifest.get("builds", {}).items()},
     }
+
+
+def quota_report(limits: dict[str, int], kept: dict[str, int], passed: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """Per builder with a quota: the quota, rows kept, rows that passed every other rule, the shortfall."""
+    out = {}
+    for name, limit in sorted(limits.items()):
+        got = int(kept.get(name, 0))
+        out[name] = {"quota": int(limit), "kept": got, "passed": int(passed.get(name, 0)),
+                     "met": got >= limit, "short_by": max(0, int(limit) - got)}
+    return out
+
+
+def quota_lines(stats: dict[str, Any]) -> list[str]:
+    """``quota removal: 12,345 of 85,000 (short by 72,655)`` or ``... (met; 97,000 passed the other rules)``."""
+    lines = []
+    for name, q in (stats.get("quotas") or {}).items():
+        state = (f"met; {q['passed']:,} passed the other rules" if q["met"] else f"short by {q['short_by']:,}")
+        lines.append(f"quota {name}: {q['kept']:,} of {q['quota']:,} ({state})")
+    return lines
 
 
 def write_stats(stats: dict[str, Any], path: Path) -> None:
@@ -197,6 +224,7 @@ def render_text(stats: dict[str, Any]) -> str:
     if stats.get("by_split"):
         lines += _counts("by split", stats["by_split"])
     lines += _counts("rejected (reason)", stats["rejected"])
+    lines += quota_lines(stats)
     if stats.get("selection_thresholds"):
         lines.append("selection thresholds (resolved per task; - = rule off):")
         for task, rules in stats["selection_thresholds"].items():
@@ -234,6 +262,9 @@ def render_markdown(stats: dict[str, Any], report: Path | None = None, failed_un
     if failed_units:
         text += f"**{len(failed_units)} unit(s) failed after retries** (rerun the build to resume them):\n\n"
         text += "".join(f"- `{line}`\n" for line in failed_units) + "\n"
+    short = [line for line in quota_lines(stats) if "short by" in line]
+    if short:
+        text += "**Quotas not met** (`selection.quotas`):\n\n" + "".join(f"- {line}\n" for line in short) + "\n"
     return text + f"```\n{render_text(stats)}\n```\n"
 
 
@@ -243,6 +274,9 @@ def count_table(stats: dict[str, Any]) -> list[dict[str, Any]]:
     for what, key in (("task", "by_task"), ("source", "by_source"), ("split", "by_split"),
                       ("rejected", "rejected"), ("skipped", "skipped"), ("failed", "failures")):
         rows += [{"what": what, "name": str(name), "count": int(count)} for name, count in stats.get(key, {}).items()]
+    for name, q in (stats.get("quotas") or {}).items():
+        rows += [{"what": "quota", "name": name, "count": q["quota"]},
+                 {"what": "quota kept", "name": name, "count": q["kept"]}]
     return rows
 
 

@@ -16,7 +16,15 @@ worst 10% of targets" needs no knowledge of a model's scale), or null (rule off)
 overrides any of them for one task. Quantiles and duplicates are computed over the whole build in one
 step before selection (:func:`calibrate`), so each unit's selection depends neither on the runner nor on
 the order units finished in.
+
+4. ``quota_reached``: ``quotas`` caps the kept IEIW rows of a builder (the paper's 159k: ~85k removal + add,
+   ~51k replacement, ~23k web). Calibration walks the units in plan order (each builder's ``plan()``, then
+   the rows' order inside a unit), counts the rows that pass rules 1-3 and gives each unit an allowance
+   (:func:`quota_allowances`); selection keeps that many of the unit's passing rows and files the rest
+   under ``quota_reached``. So the kept rows are the first passing ones in plan order, whatever runner made
+   the units and in whatever order they finished. Only the ``ieiw`` family is counted or cut.
 """
+
 
 from __future__ import annotations
 
@@ -24,14 +32,14 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import Field, field_validator
 
 from ieiw.filters.dedup import Signature, find_duplicates
 from ieiw.schemas.config import StrictModel
-from ieiw.schemas.registry import register_section
+from ieiw.schemas.registry import REGISTRY, register_section
 
 UNSCORED = "unscored"
 DUPLICATE = "duplicate"
@@ -39,6 +47,7 @@ TARGET_QUALITY_LOW = "target_quality_low"
 QUALITY_GAP_HIGH = "quality_gap_high"
 TARGET_GIQA_LOW = "target_giqa_low"
 GIQA_GAP_HIGH = "giqa_gap_high"
+QUOTA_REACHED = "quota_reached"
 BY_BUILDER, BY_SELECTION = "builder", "selection"
 
 
@@ -82,6 +91,29 @@ class SelectionConfig(StrictModel):
     max_giqa_gap: Threshold = None
     per_task: dict[str, dict[str, Threshold]] = Field(default_factory=dict, description="{task: {rule: threshold}}")
     dedup: DedupConfig = DedupConfig()
+    # Keyed by builder (section) name, not by task or origin.dataset: the paper's three sources are its
+    # three builders (removal = PhraseCut remove + add, replacement = SA-1B + Open Images, crawl = web), so a
+    # task key would split remove from add and a dataset key would split replacement in two.
+    quotas: dict[str, Annotated[int, Field(ge=0)] | None] | None = Field(
+        None, description="{builder: max kept IEIW rows}, first in plan order; null = no quota")
+
+    @field_validator("quotas")
+    @classmethod
+    def _known_builders(cls, value: dict[str, int | None] | None) -> dict[str, int | None] | None:
+        if value:
+            unknown = sorted(name for name in value if REGISTRY.builder(name) is None)
+            if unknown:
+                raise ValueError(f"unknown builder(s) {unknown}; quotas are keyed by builder section: "
+                                 f"{', '.join(REGISTRY.builder_names())}")
+        return value
+
+    def quota_limits(self) -> dict[str, int]:
+        """The quotas in force (keys with a number), by builder name."""
+        return {name: int(limit) for name, limit in sorted((self.quotas or {}).items()) if limit is not None}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What calibration depends on; a build without quotas fingerprints as before quotas existed."""
+        return self.model_dump(mode="json", exclude=set() if self.quota_limits() else {"quotas"})
 
     @field_validator("per_task")
     @classmethod
@@ -127,6 +159,16 @@ class Calibration:
     thresholds: dict[str, dict[str, float | None]] = field(default_factory=dict)
     duplicates: dict[str, str] = field(default_factory=dict)
     candidates: dict[str, int] = field(default_factory=dict)
+    # {"limits": {builder: n}, "passed": {builder: rows passing rules 1-3}, "allowed": {unit: n}}; {} = none
+    quotas: dict[str, Any] = field(default_factory=dict)
+
+    def allowance(self, unit: str, builder: str | None) -> int | None:
+        """How many of ``unit``'s IEIW rows that pass the other rules it may keep; None = no quota. A unit
+        of a builder with a quota that calibration never saw may keep none (a quota is never exceeded)."""
+        allowed = self.quotas.get("allowed", {})
+        if unit in allowed:
+            return int(allowed[unit])
+        return 0 if builder in self.quotas.get("limits", {}) else None
 
     def for_task(self, task: str, config: SelectionConfig) -> dict[str, float | None]:
         if task in self.thresholds:
@@ -135,12 +177,14 @@ class Calibration:
         return {k: (None if isinstance(v, Quantile) else v) for k, v in config.rules_for(task).items()}
 
     def to_json(self) -> dict[str, Any]:
-        return {"thresholds": self.thresholds, "duplicates": dict(sorted(self.duplicates.items())),
-                "candidates": self.candidates}
+        out = {"thresholds": self.thresholds, "duplicates": dict(sorted(self.duplicates.items())),
+               "candidates": self.candidates}
+        return out | ({"quotas": self.quotas} if self.quotas else {})  # no key without quotas: same bytes as before
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Calibration:
-        return cls(dict(data["thresholds"]), dict(data["duplicates"]), dict(data.get("candidates", {})))
+        return cls(dict(data["thresholds"]), dict(data["duplicates"]), dict(data.get("candidates", {})),
+                   dict(data.get("quotas", {})))
 
 
 @dataclass(frozen=True)
@@ -198,3 +242,23 @@ def verdict(row: Mapping[str, Any], thresholds: Mapping[str, float | None]) -> t
         return DUPLICATE, BY_SELECTION
     reason = rejection_reason(row.get("scores"), thresholds)
     return (reason, BY_SELECTION) if reason else (None, None)
+
+
+def quota_allowances(units: Iterable[tuple[str, str, int]], limits: Mapping[str, int]) -> dict[str, Any]:
+    """Share each builder's quota among its units in the order given (plan order).
+
+    ``units``: (unit, builder, rows of the unit that pass every other rule). A unit keeps
+    ``min(passing, what is left of its builder's quota)``, so the kept rows are the first passing ones in
+    that order. Units of builders without a quota get no allowance (no cut). Returns the ``quotas`` part
+    of :class:`Calibration`."""
+    left = dict(limits)
+    passed: Counter = Counter({name: 0 for name in limits})
+    allowed: dict[str, int] = {}
+    for unit, builder, passing in units:
+        if builder not in left:
+            continue
+        passed[builder] += passing
+        allowed[unit] = min(passing, left[builder])
+        left[builder] -= allowed[unit]
+    return {"limits": dict(sorted(limits.items())), "passed": dict(sorted(passed.items())),
+            "allowed": dict(sorted(allowed.items()))}
