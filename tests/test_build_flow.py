@@ -18,12 +18,13 @@ from ieiw_testing import REPO, ieiw_env, run_ieiw, write_config
 from test_removal import corrupt_copy
 
 from ieiw.builders.samples import make_phrasecut_sample
+from ieiw.schemas.manifest import load_manifest
 
 pytestmark = pytest.mark.slow
 
 
 def all_ids(folder: Path) -> list[str]:
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = load_manifest(folder)
     ids: list[str] = []
     for entry in manifest["units"].values():
         ids += pq.read_table(folder / entry["shard"], columns=["id"])["id"].to_pylist()
@@ -46,7 +47,8 @@ def built(tmp_path_factory, kill_sample) -> Path:
 
 def test_sigkill_mid_run_then_rerun_equals_uninterrupted(built, kill_sample, tmp_path):
     config = write_config(tmp_path / "build.yaml", kill_sample, tmp_path / "out", unit_size=4, workers=1)
-    candidates_manifest = tmp_path / "out" / "candidates" / "manifest.json"
+    candidates = tmp_path / "out" / "candidates"
+    units_recorded = lambda folder: len(load_manifest(folder)["units"]) if (folder / "manifest.json").exists() else 0  # noqa: E731
     proc = subprocess.Popen(
         [sys.executable, "-m", "ieiw", "build", str(config)], cwd=REPO, env=ieiw_env(),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -54,24 +56,23 @@ def test_sigkill_mid_run_then_rerun_equals_uninterrupted(built, kill_sample, tmp
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
-            if candidates_manifest.exists() and len(json.loads(candidates_manifest.read_text())["units"]) >= 3:
+            if units_recorded(candidates) >= 3:
                 break
             time.sleep(0.02)
         assert proc.poll() is None, "the build finished before it could be killed"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the whole group: the flow and its ephemeral API server
         proc.wait()
-    before = json.loads(candidates_manifest.read_text())["units"]
-    total_units = len(json.loads((built / "candidates" / "manifest.json").read_text())["units"])
-    pairs_manifest = tmp_path / "out" / "ieiw" / "manifest.json"
-    done_pairs = len(json.loads(pairs_manifest.read_text())["units"]) if pairs_manifest.exists() else 0
+    before = load_manifest(candidates)["units"]
+    total_units = len(load_manifest(built / "candidates")["units"])
+    done_pairs = units_recorded(tmp_path / "out" / "ieiw")
     assert len(before) < total_units and done_pairs < total_units, "killed mid-run"
 
     run_ieiw("build", config)
     resumed_ids, reference_ids = all_ids(tmp_path / "out" / "ieiw"), all_ids(built / "ieiw")
     assert len(resumed_ids) == len(set(resumed_ids)), "no duplicate rows"
     assert sorted(resumed_ids) == sorted(reference_ids)
-    after = json.loads(candidates_manifest.read_text())["units"]
+    after = load_manifest(candidates)["units"]
     for unit, entry in before.items():  # finished units were skipped, not rebuilt
         assert after[unit]["finished_at"] == entry["finished_at"] and after[unit]["sha256"] == entry["sha256"]
     assert not list((tmp_path / "out").glob("*/.tmp-*")), "temp files of the killed writer are gone"
@@ -131,15 +132,15 @@ def test_threshold_change_reruns_selection_only(kill_sample, tmp_path):
     config = write_config(tmp_path / "build.yaml", kill_sample, tmp_path / "out", unit_size=16)
     run_ieiw("build", config)
     out = tmp_path / "out"
-    manifests = {stage: json.loads((out / stage / "manifest.json").read_text())["units"]
+    manifests = {stage: load_manifest(out / stage)["units"]
                  for stage in ("candidates", "features", "scores", "ieiw")}
     strict = run_ieiw("build", config, "--set", "selection.min_target_aesthetic=9.5")
     assert "kept" in strict.stdout
     for stage in ("candidates", "features", "scores"):
-        again = json.loads((out / stage / "manifest.json").read_text())["units"]
+        again = load_manifest(out / stage)["units"]
         finished = {u: e["finished_at"] for u, e in manifests[stage].items()}
         assert {u: e["finished_at"] for u, e in again.items()} == finished
-    selected = json.loads((out / "ieiw" / "manifest.json").read_text())["units"]
+    selected = load_manifest(out / "ieiw")["units"]
     assert all(selected[u]["finished_at"] > manifests["ieiw"][u]["finished_at"] for u in selected)
     stats = json.loads(run_ieiw("stats", out / "ieiw", "--json").stdout)
     assert stats["rows"] == 0 and stats["rejected"] == {"target_quality_low": stats["candidates"]}
@@ -159,7 +160,7 @@ def test_features_are_stored_once_per_distinct_image(built):
     from ieiw.schemas.rows import image_key
     from ieiw.stages import load_embeddings
 
-    manifest = json.loads((built / "features" / "manifest.json").read_text())
+    manifest = load_manifest(built / "features")
     for unit, entry in manifest["units"].items():
         candidates = pq.read_table(built / "candidates" / f"{unit}.parquet", columns=["source_image", "target_image"])
         keys = {image_key(cell["bytes"]) for column in candidates.columns for cell in column.to_pylist()}
@@ -172,7 +173,7 @@ def test_features_are_stored_once_per_distinct_image(built):
 
 
 def test_every_row_of_one_source_image_shares_its_split(built):
-    manifest = json.loads((built / "ieiw" / "manifest.json").read_text())
+    manifest = load_manifest(built / "ieiw")
     rows = [r for e in manifest["units"].values()
             for r in pq.read_table(built / "ieiw" / e["shard"], columns=["split", "origin"]).to_pylist()]
     by_image: dict[str, set[str]] = {}

@@ -30,6 +30,7 @@ from ieiw.converters.enhance import (
 from ieiw.converters.samples_enhance import ensure_enhance_sample, make_enhance_sample
 from ieiw.imageio import decode, decode_mask
 from ieiw.schemas.rows import rows_to_table
+from ieiw.schemas.manifest import load_manifest
 
 PAIRED = [("gopro", "training"), ("gopro", "release"), ("reds", "training"), ("reds", "release"),
           ("sidd", "training"), ("sidd", "release"), ("clwd", "training")]
@@ -234,7 +235,7 @@ def test_build_through_the_real_flow(tmp_path):
     }))
     run_ieiw("build", config)
     candidates = tmp_path / "out" / "candidates"
-    manifest = json.loads((candidates / "manifest.json").read_text())
+    manifest = load_manifest(candidates)
     assert manifest["units"] and all(key.startswith("enhance-gopro-train-") for key in manifest["units"])
     rows = [r for entry in manifest["units"].values()
             for r in pq.read_table(candidates / entry["shard"], columns=["task", "origin"]).to_pylist()]

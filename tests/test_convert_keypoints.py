@@ -32,6 +32,7 @@ from ieiw.converters.keypoints import (
 from ieiw.converters.samples_pose import ensure_pose_sample, make_pose_sample
 from ieiw.imageio import decode, decode_mask
 from ieiw.schemas.rows import rows_to_table
+from ieiw.schemas.manifest import load_manifest
 
 
 def build(config: KeypointsConfig, unit_size: int = 8):
@@ -268,7 +269,7 @@ def test_build_through_the_real_flow(tmp_path):
     }))
     run_ieiw("build", config)
     candidates = tmp_path / "out" / "candidates"
-    manifest = json.loads((candidates / "manifest.json").read_text())
+    manifest = load_manifest(candidates)
     assert manifest["units"] and all(key.startswith("keypoints-mpii-train-") for key in manifest["units"])
     rows = [r for entry in manifest["units"].values()
             for r in pq.read_table(candidates / entry["shard"], columns=["task", "origin", "instruction"]).to_pylist()]

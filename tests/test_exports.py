@@ -19,6 +19,7 @@ from PIL import Image
 
 from ieiw.card import size_category, write_card
 from ieiw.exports import ExportError, export
+from ieiw.schemas.manifest import load_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +40,7 @@ def built(tmp_path_factory, sample_root) -> Path:
 @pytest.fixture(scope="module")
 def rows(built) -> dict[str, dict]:
     """Every kept row by id, images as bytes, read straight from the shards the manifest lists."""
-    manifest = json.loads((built / "ieiw" / "manifest.json").read_text())
+    manifest = load_manifest(built / "ieiw")
     out = {}
     for entry in manifest["units"].values():
         for row in pq.read_table(built / "ieiw" / entry["shard"]).to_pylist():
@@ -198,7 +199,7 @@ def test_card_header_and_load_dataset_of_the_build_folder(built, rows, tmp_path,
     assert front["configs"] == [
         {"config_name": "default", "data_files": [{"split": "train", "path": "ieiw/*.parquet"}]}]
     matched = {Path(p).name for spec in front["configs"][0]["data_files"] for p in glob.glob(str(built / spec["path"]))}
-    shards = {e["shard"] for e in json.loads((built / "ieiw" / "manifest.json").read_text())["units"].values()}
+    shards = {e["shard"] for e in load_manifest(built / "ieiw")["units"].values()}
     assert matched == shards
     for section in ("What the embedded mode does not reproduce", "2309.03895", "LaMa", "LAION", "CLIP", "VGPhraseCut",
                     "| phrasecut |", "| reddit |", "`opencv-telea`", "`proxy-v1`", "the `split` column"):

@@ -24,13 +24,14 @@ from ieiw.schemas.config import BackendConfig, ConfigError, ModelPath, load_conf
 from ieiw.schemas.registry import REGISTRY, register_backend
 from ieiw.schemas.rows import PAIR_SCHEMA, REJECTED_SCHEMA, assign_split, upgrade_table
 from ieiw.schemas.shards import read_shard
+from ieiw.schemas.manifest import load_manifest
 
 PLUGINS = REPO / "tests" / "plugins"
 V1 = REPO / "tests" / "data" / "v1" / "ieiw"
 
 
 def shard_rows(folder: Path, columns: list[str] | None = None) -> list[dict[str, Any]]:
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = load_manifest(folder)
     rows: list[dict[str, Any]] = []
     for entry in manifest["units"].values():
         rows += pq.read_table(folder / entry["shard"], columns=columns).to_pylist()
@@ -181,7 +182,7 @@ def test_selection_only_rerun_constructs_no_inpainter(make_config, tmp_path):
     first, rerun = json.loads(proc.stdout.split("COUNTS", 1)[1])
     assert first >= 1, "the first build inpaints, so it must construct an inpainter"
     assert rerun == 0, "a selection-only rerun must not construct (or load) an inpainter"
-    manifest = json.loads((tmp_path / "out" / "features" / "manifest.json").read_text())
+    manifest = load_manifest(tmp_path / "out" / "features")
     assert manifest["units"], "the features stage ran and recorded its units"
 
 

@@ -33,7 +33,7 @@ from ieiw.converters.samples_edit import (
     make_magicbrush_sample,
 )
 from ieiw.imageio import decode, decode_mask
-from ieiw.schemas.manifest import Manifest
+from ieiw.schemas.manifest import Manifest, load_manifest
 from ieiw.schemas.registry import REGISTRY
 from ieiw.schemas.rows import rows_to_table
 from ieiw.schemas.shards import write_shard
@@ -429,7 +429,7 @@ def test_build_through_the_real_flow(tmp_path):
     }))
     run_ieiw("build", config)
     candidates = tmp_path / "out" / "candidates"
-    manifest = json.loads((candidates / "manifest.json").read_text())
+    manifest = load_manifest(candidates)
     prefixes = Counter(key.rsplit("-", 1)[0] for key in manifest["units"])
     assert prefixes == {"instructpix2pix-train": 2, "magicbrush-train": 2, "gier": 1}
     rows = [r for entry in manifest["units"].values()

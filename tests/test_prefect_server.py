@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from ieiw_testing import REPO, ieiw_env
 
+from ieiw.schemas.manifest import load_manifest
+
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 
@@ -95,6 +97,7 @@ READ_ARTIFACTS = """
 import asyncio, json, sys
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from ieiw.schemas.manifest import load_manifest
 
 async def main():
     async with get_client() as client:
@@ -149,7 +152,7 @@ def test_serve_deploy_run_demo_and_ctrl_c(tmp_path, sample_root):
         assert elapsed < 10, f"Ctrl-C took {elapsed:.1f} s"
     finally:
         stop_group(serve)
-    manifest = json.loads((tmp_path / "out" / "ieiw" / "manifest.json").read_text())
+    manifest = load_manifest(tmp_path / "out" / "ieiw")
     assert manifest["units"], "the deployed run wrote shards"
     assert (tmp_path / "out" / "stats.json").exists()
 

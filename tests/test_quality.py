@@ -18,6 +18,7 @@ import yaml
 from ieiw_testing import REPO, ieiw_env, run_ieiw, tiny_clip_folder, write_config
 from PIL import Image
 
+from ieiw.schemas.manifest import load_manifest
 from ieiw.filters.dedup import Signature, find_duplicates, pair_hashes
 from ieiw.filters.features import EmbeddedDescriptor, EmbeddedFeaturesConfig
 from ieiw.filters.giqa import (
@@ -215,12 +216,12 @@ def test_select_rewrites_only_the_selected_shards(make_config, tmp_path):
     run_ieiw("build", config)
     out = tmp_path / "out"
     before = {stage: shard_digests(out / stage) for stage in ("candidates", "features", "scores", "ieiw")}
-    selected = json.loads((out / "ieiw" / "manifest.json").read_text())["units"]
+    selected = load_manifest(out / "ieiw")["units"]
     proc = run_ieiw("select", "--config", config, "--set", "selection.min_target_aesthetic={quantile: 0.5}")
     assert "rewritten" in proc.stdout
     for stage in ("candidates", "features", "scores"):
         assert shard_digests(out / stage) == before[stage], f"{stage} untouched"
-    after = json.loads((out / "ieiw" / "manifest.json").read_text())["units"]
+    after = load_manifest(out / "ieiw")["units"]
     assert all(after[u]["finished_at"] > selected[u]["finished_at"] for u in selected)
     assert shard_digests(out / "ieiw") != before["ieiw"]
     stats = json.loads(run_ieiw("stats", out / "ieiw", "--json").stdout)
@@ -234,6 +235,7 @@ COUNT_ENCODER = """
 import json, sys
 from ieiw.filters.clip import ClipFeatures
 from ieiw.flows.build import build_ieiw
+from ieiw.schemas.manifest import load_manifest
 
 calls = []
 real = ClipFeatures.image_features
@@ -287,11 +289,11 @@ def test_duplicate_record_is_rejected_with_the_survivors_id(sample_root, tmp_pat
     config = write_config(tmp_path / "b.yaml", root, tmp_path / "out", unit_size=64,
                           selection={"min_target_aesthetic": None, "max_aesthetic_gap": None})
     run_ieiw("build", config)
-    rejected = [r for e in json.loads((tmp_path / "out" / "rejected" / "manifest.json").read_text())["units"].values()
+    rejected = [r for e in load_manifest(tmp_path / "out" / "rejected")["units"].values()
                 for r in pq.read_table(tmp_path / "out" / "rejected" / e["shard"]).to_pylist()]
     duplicates = [r for r in rejected if r["reason"] == DUPLICATE]
     assert sorted(r["task"] for r in duplicates) == ["add", "remove"], rejected
-    kept = {r["id"]: r for e in json.loads((tmp_path / "out" / "ieiw" / "manifest.json").read_text())["units"].values()
+    kept = {r["id"]: r for e in load_manifest(tmp_path / "out" / "ieiw")["units"].values()
             for r in pq.read_table(tmp_path / "out" / "ieiw" / e["shard"], columns=["id", "task", "origin"]).to_pylist()}
     for row in duplicates:
         survivor = kept[row["duplicate_of"]]

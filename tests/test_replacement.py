@@ -16,6 +16,7 @@ import yaml
 
 from ieiw.imageio import decode_mask, decode_rgb
 from ieiw_testing import REPO, ieiw_env, run_ieiw
+from ieiw.schemas.manifest import load_manifest
 
 
 def replace_config(path: Path, samples: Path, out: Path, unit_size: int = 8, **section) -> Path:
@@ -92,17 +93,17 @@ def test_killed_during_the_exemplar_stage_the_rerun_gives_the_same_rows(built, t
                             index=index)
     proc = subprocess.Popen([sys.executable, "-m", "ieiw", "build", str(config)], cwd=REPO, env=ieiw_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    manifest = tmp_path / "killed" / "exemplars" / "manifest.json"
+    exemplars = tmp_path / "killed" / "exemplars"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if manifest.exists() and json.loads(manifest.read_text())["units"]:
+        if (exemplars / "manifest.json").exists() and load_manifest(exemplars)["units"]:
             break
         time.sleep(0.01)
     import os
 
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    recorded = json.loads(manifest.read_text())["units"]
+    recorded = load_manifest(exemplars)["units"]
     assert recorded and not (tmp_path / "killed" / "index-replacement" / "fingerprint.json").exists(), \
         "killed inside the exemplar stage"
     run_ieiw("build", config)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -10,7 +14,7 @@ import pytest
 from ieiw_testing import run_ieiw
 
 from ieiw.schemas import shards
-from ieiw.schemas.manifest import LayoutChanged, Manifest, load_manifest, verify_folder
+from ieiw.schemas.manifest import LayoutChanged, Manifest, ManifestError, load_manifest, verify_folder
 from ieiw.schemas.rows import SCHEMA_VERSION, SCHEMA_VERSION_KEY, image_cell, row_id, rows_to_table
 
 
@@ -86,12 +90,59 @@ def test_manifest_resume_and_layout_guard(tmp_path):
     assert load_manifest(tmp_path)["units"]["u0"]["rows"] == 1
 
 
-def test_stale_temp_files_are_removed(tmp_path):
-    (tmp_path / ".tmp-abc.parquet").write_bytes(b"half")
+def test_temp_cleanup_removes_only_files_no_live_build_owns(tmp_path):
+    """A killed writer's temp file goes; a live writer's (a concurrent build on this host, or a recent one
+    of another host) stays; an old one of another host, or an unnamed old one, goes."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = shards.HOST
+    names = {
+        "killed": f".tmp-{host}-{dead.pid}-x1.parquet",
+        "live": f"{shards.temp_prefix()}x2.parquet",                 # this process: a live writer
+        "other_recent": ".tmp-otherhost-123-x3.parquet",
+        "other_old": ".tmp-otherhost-456-x4.parquet",
+        "unnamed_old": ".tmp-abc.parquet",                           # a writer of an older ieiw
+        "unnamed_recent": ".tmp-def.parquet",
+    }
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"half")
+    (tmp_path / "units").mkdir()
+    (tmp_path / "units" / names["killed"].replace(".parquet", ".json")).write_bytes(b"{")
+    old = time.time() - shards.STALE_AFTER_S - 60
+    for key in ("other_old", "unnamed_old"):
+        os.utime(tmp_path / names[key], (old, old))
     (tmp_path / "keep.parquet").write_bytes(b"whole")
-    removed = shards.remove_stale_temp_files(tmp_path)
-    assert [p.name for p in removed] == [".tmp-abc.parquet"]
-    assert [p.name for p in tmp_path.iterdir()] == ["keep.parquet"]
+    removed = {p.relative_to(tmp_path).as_posix() for p in shards.remove_stale_temp_files(tmp_path)}
+    assert removed == {names["killed"], names["other_old"], names["unnamed_old"],
+                       "units/" + names["killed"].replace(".parquet", ".json")}
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(
+        ["keep.parquet", names["live"], names["other_recent"], names["unnamed_recent"]])
+    # atomic writes name their writer, so a concurrent build's cleanup leaves them alone
+    fd, tmp = __import__("tempfile").mkstemp(prefix=shards.temp_prefix(), dir=tmp_path)
+    os.close(fd)
+    assert not shards.temp_owner_gone(Path(tmp))
+
+
+def test_recording_a_unit_is_one_small_file_and_compaction_folds_records_in(tmp_path):
+    from ieiw.schemas.manifest import compact
+
+    manifest = Manifest(tmp_path, "ieiw", {"unit_size": 2})
+    manifest.prepare("cfg", {"inpaint": "opencv"})
+    info = shards.write_shard(rows_to_table([pair_row(0)]), tmp_path / "u0.parquet")
+    manifest.record("u0", info, "fp0", {"rows": 1})
+    assert (tmp_path / "units" / "u0.json").exists()
+    assert json.loads((tmp_path / "manifest.json").read_text())["units"] == {}, "the snapshot is not rewritten"
+    assert load_manifest(tmp_path)["units"]["u0"]["fingerprint"] == "fp0"
+    assert load_manifest(tmp_path)["builds"]["cfg"] == {"backends": {"inpaint": "opencv"}}
+    assert manifest.finished("u0", "fp0")["rows"] == 1
+    assert compact(tmp_path) == 2 and not list((tmp_path / "units").iterdir())
+    assert json.loads((tmp_path / "manifest.json").read_text())["units"]["u0"]["fingerprint"] == "fp0"
+    assert manifest.finished("u0", "fp0")["rows"] == 1 and compact(tmp_path) == 0
+    manifest.record("u0", info, "fp1", {"rows": 1})  # a rebuilt unit: its record overrides the snapshot
+    assert load_manifest(tmp_path)["units"]["u0"]["fingerprint"] == "fp1" and manifest.finished("u0", "fp0") is None
+    (tmp_path / "units" / "u%2F1.json").write_text("{")  # a broken record is named
+    with pytest.raises(ManifestError, match="u%2F1.json: not valid JSON"):
+        load_manifest(tmp_path)
 
 
 def _two_shard_folder(folder: Path) -> Manifest:
@@ -129,7 +180,7 @@ def test_verify_reports_missing_shard_and_missing_manifest(tmp_path):
 
 def test_manifest_is_json_with_hashes(tmp_path):
     _two_shard_folder(tmp_path)
-    data = json.loads((tmp_path / "manifest.json").read_text())
+    data = load_manifest(tmp_path)
     assert data["schema_version"] == SCHEMA_VERSION and set(data["units"]) == {"u0", "u1"}
     for entry in data["units"].values():
         assert len(entry["sha256"]) == 64 and entry["rows"] == 2

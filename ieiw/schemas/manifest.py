@@ -1,20 +1,30 @@
 """The manifest: the truth about which shards of a stage folder are finished.
 
-One ``manifest.json`` per stage folder lists every finished work unit with its shard name, row
-count, size, sha256, the fingerprint of the inputs and parameters that produced it, and its stats.
-A unit is finished only once its entry is here; shards on disk that the manifest does not name are
-leftovers and are overwritten by the rerun. Updates take an exclusive ``flock`` and rewrite the
-file atomically, so concurrent tasks (threads or processes on one host, or hosts sharing a POSIX
-filesystem with working locks) never lose each other's entries.
+A stage folder holds its shards and, beside them::
+
+    manifest.json        the compacted snapshot: format, stage, schema, layout, builds, units
+    units/<unit>.json    one record per unit finished since the last compaction
+    builds/<hash>.json   one record per build config that wrote here (its backends)
+
+A unit is finished only once its record exists; shards on disk that no record names are leftovers
+and are overwritten by the rerun. Recording a unit writes one small file atomically (temp + rename),
+so it costs the same at the 10th unit as at the 10,000th, needs no lock, and concurrent writers
+(threads, processes, hosts sharing a filesystem) cannot lose each other's entries: each owns its
+file. A kill -9 anywhere leaves either the old record or the new one. :func:`compact` folds the
+records into ``manifest.json`` (at the end of a build and on ``ieiw verify``); readers
+(:func:`load_manifest`) see the snapshot plus any records, compacted or not, so they never depend on it.
+
+The first version rewrote the whole ``manifest.json`` under ``flock`` for every unit: a cost that grew
+with the folder and a lock that object storage does not have.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
+import os
+import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import urllib.parse
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,6 +33,8 @@ from ieiw.schemas.rows import SCHEMA_VERSION
 from ieiw.schemas.shards import ShardFile, atomic_write_bytes, sha256_file
 
 MANIFEST_NAME = "manifest.json"
+UNITS_DIR = "units"
+BUILDS_DIR = "builds"
 FORMAT = "ieiw-manifest/1"
 
 
@@ -38,42 +50,90 @@ def manifest_path(folder: Path) -> Path:
     return Path(folder) / MANIFEST_NAME
 
 
-def load_manifest(folder: Path) -> dict[str, Any]:
-    """Read a stage folder's manifest; a clear error when there is none."""
-    path = manifest_path(folder)
-    if not path.exists():
-        raise ManifestError(f"{path}: no manifest here; is {folder} an ieiw stage folder (e.g. out/ieiw)?")
+def _record_name(key: str) -> str:
+    """A unit key as a file name (keys are normally safe already; anything else is percent-quoted)."""
+    return urllib.parse.quote(key, safe="") + ".json"
+
+
+def _key_of(name: str) -> str:
+    return urllib.parse.unquote(name[: -len(".json")])
+
+
+def _dumps(data: Any) -> bytes:
+    return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
+
+
+def _read_json(path: Path) -> Any:
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{path}: not valid JSON ({exc})") from exc
-    if data.get("format") != FORMAT:
-        raise ManifestError(f"{path}: format {data.get('format')!r}, expected {FORMAT!r}")
+
+
+# Parsed snapshots by (path, mtime_ns, size): a stage asks "is this unit finished?" once per unit, and
+# parsing a 10,000-unit snapshot each time would make a rerun quadratic.
+_snapshots: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
+_snapshots_lock = threading.Lock()
+
+
+def _snapshot(folder: Path) -> dict[str, Any] | None:
+    """``manifest.json`` parsed (cached while the file is unchanged), or None when there is none.
+    Callers must not modify the result."""
+    path = manifest_path(folder)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    key, stamp = str(path.resolve()), (stat.st_mtime_ns, stat.st_size)
+    with _snapshots_lock:
+        cached = _snapshots.get(key)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+    data = _read_json(path)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise ManifestError(f"{path}: format {found!r}, expected {FORMAT!r}")
+    with _snapshots_lock:
+        if len(_snapshots) > 64:
+            _snapshots.clear()
+        _snapshots[key] = (stamp, data)
+    return data
+
+
+def _records(folder: Path, sub: str) -> dict[str, Any]:
+    """The record files of ``folder/sub`` by key (a record being replaced is read whole, old or new)."""
+    found = {}
+    directory = Path(folder) / sub
+    if directory.is_dir():
+        for path in sorted(directory.glob("*.json")):
+            found[_key_of(path.name)] = _read_json(path)
+    return found
+
+
+def load_manifest(folder: Path) -> dict[str, Any]:
+    """A stage folder's manifest: the snapshot with every uncompacted record applied; a clear error when
+    there is none."""
+    folder = Path(folder)
+    snapshot = _snapshot(folder)
+    if snapshot is None:
+        raise ManifestError(f"{manifest_path(folder)}: no manifest here; is {folder} an ieiw stage folder "
+                            "(e.g. out/ieiw)?")
+    data = {**snapshot, "units": dict(snapshot["units"]), "builds": dict(snapshot.get("builds", {}))}
+    data["units"].update(_records(folder, UNITS_DIR))
+    data["builds"].update(_records(folder, BUILDS_DIR))
     return data
 
 
 class Manifest:
     """Handle on one stage folder's manifest; cheap to create, safe to share between tasks."""
 
+    _checked: set[tuple[str, str]] = set()  # (folder, layout) pairs whose snapshot was checked in this process
+    _checked_lock = threading.Lock()
+
     def __init__(self, folder: Path, stage: str, layout: dict[str, Any]):
         self.folder = Path(folder)
         self.stage = stage
         self.layout = layout
-
-    @contextmanager
-    def _locked(self) -> Iterator[dict[str, Any]]:
-        """Exclusive read-modify-write of the manifest file."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / ".manifest.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                path = manifest_path(self.folder)
-                data = load_manifest(self.folder) if path.exists() else self._empty()
-                self._check_layout(data)
-                yield data
-                atomic_write_bytes(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _empty(self) -> dict[str, Any]:
         return {
@@ -97,16 +157,38 @@ class Manifest:
                 f"v{SCHEMA_VERSION}: use a new output folder."
             )
 
+    def _ensure(self) -> None:
+        """Create the snapshot when missing (an empty one: every writer would write the same bytes, so a
+        race is harmless) and check its layout, once per folder per process."""
+        key = (str(self.folder.resolve()), json.dumps(self.layout, sort_keys=True))
+        with self._checked_lock:
+            if key in self._checked and manifest_path(self.folder).exists():  # a stat, not a parse
+                return
+        snapshot = _snapshot(self.folder)
+        if snapshot is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(manifest_path(self.folder), _dumps(self._empty()))
+            snapshot = _snapshot(self.folder)
+        self._check_layout(snapshot)
+        with self._checked_lock:
+            self._checked.add(key)
+
     def prepare(self, config_hash: str, backends: dict[str, str]) -> None:
         """Create or check the manifest before any unit runs, and note this build's backends (stats show them)."""
-        with self._locked() as data:
-            data["builds"][config_hash] = {"backends": backends}
+        self._ensure()
+        atomic_write_bytes(self.folder / BUILDS_DIR / _record_name(config_hash), _dumps({"backends": backends}))
 
     def entry(self, unit: str) -> dict[str, Any] | None:
-        path = manifest_path(self.folder)
-        if not path.exists():
-            return None
-        return load_manifest(self.folder)["units"].get(unit)
+        """The unit's entry: its record if it has one (one small file), else the snapshot's."""
+        path = self.folder / UNITS_DIR / _record_name(unit)
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            pass
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"{path}: not valid JSON ({exc})") from exc
+        snapshot = _snapshot(self.folder)
+        return None if snapshot is None else snapshot["units"].get(unit)
 
     def finished(self, unit: str, fingerprint: str) -> dict[str, Any] | None:
         """The unit's entry if it finished with the same inputs and parameters and its shard is still
@@ -118,7 +200,8 @@ class Manifest:
         return entry if shard.exists() and shard.stat().st_size == entry["bytes"] else None
 
     def record(self, unit: str, shard: ShardFile, fingerprint: str, stats: dict[str, Any]) -> dict:
-        """Mark ``unit`` finished; called only after its shard has been renamed into place."""
+        """Mark ``unit`` finished (one atomic file write); called only after its shard is in place."""
+        self._ensure()
         entry = {
             **asdict(shard),
             "shard": shard.name,
@@ -127,14 +210,55 @@ class Manifest:
             "finished_at": time.time(),
         }
         del entry["name"]
-        with self._locked() as data:
-            data["units"][unit] = entry
+        atomic_write_bytes(self.folder / UNITS_DIR / _record_name(unit), _dumps(entry))
         return entry
 
 
-def verify_folder(folder: Path) -> list[str]:
-    """Re-hash every shard the manifest names; return one problem line per bad or missing shard."""
+def compact_all(out: Path) -> dict[str, int]:
+    """:func:`compact` every stage folder of a build's out folder; records folded, by folder."""
+    out = Path(out)
+    if not out.is_dir():
+        return {}
+    return {p.parent.name: n for p in sorted(out.glob(f"*/{MANIFEST_NAME}")) if (n := compact(p.parent))}
+
+
+def compact(folder: Path) -> int:
+    """Fold the records of ``folder`` into its ``manifest.json`` and delete them; returns how many.
+
+    The snapshot is written (atomically) before any record is deleted, and a record is deleted only if
+    it still holds what was folded in, so a unit recorded meanwhile keeps its record and a kill at any
+    point loses nothing (the next compaction finishes the job)."""
     folder = Path(folder)
+    if _snapshot(folder) is None:
+        return 0
+    paths = {sub: sorted((folder / sub).glob("*.json")) if (folder / sub).is_dir() else [] for sub in (UNITS_DIR, BUILDS_DIR)}
+    if not any(paths.values()):
+        return 0
+    raw = {path: path.read_bytes() for group in paths.values() for path in group}
+    data = _snapshot(folder)
+    merged = {**data, "units": dict(data["units"]), "builds": dict(data.get("builds", {}))}
+    for sub, key in ((UNITS_DIR, "units"), (BUILDS_DIR, "builds")):
+        for path in paths[sub]:
+            try:
+                merged[key][_key_of(path.name)] = json.loads(raw[path])
+            except json.JSONDecodeError as exc:
+                raise ManifestError(f"{path}: not valid JSON ({exc})") from exc
+    atomic_write_bytes(manifest_path(folder), _dumps(merged))
+    for path, content in raw.items():
+        try:
+            if path.read_bytes() == content:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+    return len(raw)
+
+
+def verify_folder(folder: Path) -> list[str]:
+    """Compact the manifest, then re-hash every shard it names; return one problem line per bad or
+    missing shard (and per shard it does not name)."""
+    folder = Path(folder)
+    load_manifest(folder)  # a clear error before anything is written when this is no stage folder
+    compact(folder)
     data = load_manifest(folder)
     problems = []
     for unit, entry in sorted(data["units"].items()):

@@ -1,7 +1,8 @@
 """Atomic Parquet shards: a shard either exists whole under its final name or not at all.
 
 Write to a temp file in the same folder, fsync it, rename it over the final name, fsync the
-folder. A process killed at any point leaves at most a ``.tmp-*`` file that the next run removes;
+folder. A process killed at any point leaves at most a ``.tmp-<host>-<pid>-*`` file that a later run
+removes once that writer is gone (:func:`remove_stale_temp_files`; a concurrent build's files are kept);
 the manifest (see :mod:`ieiw.schemas.manifest`) is written after the rename, so it never names a
 partial shard.
 """
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,7 +78,7 @@ def atomic_file(path: Path) -> Iterator[IO[bytes]]:
     writers that stream); readers see the old file or the new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(), dir=path.parent)
     try:
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
@@ -116,11 +119,50 @@ def write_shard(table: pa.Table, path: Path, row_group_size: int = 64) -> ShardF
     return ShardFile(name=path.name, rows=table.num_rows, bytes=data.size, sha256=digest.hexdigest())
 
 
+def temp_prefix() -> str:
+    """``.tmp-<host>-<pid>-``: a temp file names its writer, so cleanup can tell a live writer's file
+    (another build running now, on this host or another) from a killed one's."""
+    return f"{TMP_PREFIX}{HOST}-{os.getpid()}-"
+
+
+HOST = "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:40] or "host"
+STALE_AFTER_S = 6 * 3600  # a temp file of another host, or of no known writer, this old is a leftover
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def temp_owner_gone(path: Path, now: float | None = None, stale_after: float = STALE_AFTER_S) -> bool:
+    """True when no live writer can own temp file ``path``: its writer is a dead process of this host,
+    or (another host's, whose processes cannot be asked, or an unnamed one) it is older than ``stale_after``.
+    A live process that reused a dead writer's pid keeps the file: the safe side."""
+    rest = path.name[len(TMP_PREFIX):]
+    host, _, tail = rest.partition("-")
+    pid_text = tail.partition("-")[0]
+    if host == HOST and pid_text.isdigit():
+        return not _pid_alive(int(pid_text))
+    try:
+        age = (now or time.time()) - path.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    return age > stale_after
+
+
 def remove_stale_temp_files(folder: Path) -> list[Path]:
-    """Delete leftovers of writers that were killed mid-write; returns what was removed."""
+    """Delete leftovers of writers that were killed mid-write, never a live writer's (a concurrent build's):
+    see :func:`temp_owner_gone`. Looks in ``folder`` and in its manifest's record folders. Returns what
+    was removed."""
     if not folder.exists():
         return []
-    stale = sorted(folder.glob(TMP_PREFIX + "*"))
+    candidates = [p for sub in ("", "units", "builds") for p in sorted((folder / sub).glob(TMP_PREFIX + "*"))]
+    stale = [p for p in candidates if temp_owner_gone(p)]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

@@ -23,12 +23,13 @@ from ieiw_testing import run_ieiw, write_config
 from ieiw.builders.inpaint_servers import IOPaintConfig, LamaCleanerConfig
 from ieiw.builders.lama import LamaConfig
 from ieiw.imageio import decode_mask, decode_rgb
+from ieiw.schemas.manifest import load_manifest
 
 pytestmark = pytest.mark.integration
 
 
 def rows_of(folder: Path) -> list[dict]:
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = load_manifest(folder)
     rows: list[dict] = []
     for entry in manifest["units"].values():
         rows += pq.read_table(folder / entry["shard"]).to_pylist()
