@@ -158,6 +158,14 @@ def test_a_shortfall_is_reported_by_ieiw_stats(make_config, tmp_path):
     assert json.loads((out / "stats.json").read_text())["quotas"] == stats["quotas"]
     assert "Quotas not met" in render_markdown(stats) and line in render_markdown(stats)
 
+    # a quota set from the command line: `ieiw select` (no Prefect) reselects; scores are not touched
+    scores = load_manifest(out / "scores")["units"]
+    run_ieiw("select", "--config", config, "--set", "selection.quotas.removal=10")
+    assert load_manifest(out / "scores")["units"] == scores
+    text = run_ieiw("stats", out / "ieiw").stdout
+    assert f"quota removal: 10 of 10 (met; {stats['rows']:,} passed the other rules)" in text
+    assert json.loads((out / "stats.json").read_text())["rejected"][QUOTA_REACHED] == stats["rows"] - 10
+
 
 def test_a_typo_in_a_quota_key_names_the_key(make_config):
     with pytest.raises(ConfigError, match="quotas"):
