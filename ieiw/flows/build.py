@@ -4,13 +4,15 @@ Stages run one after the other (prepare + plan, [a builder's index: one task per
 all of them], candidates, features, scores, calibrate, selection),
 each as one task per work unit (calibrate: one task over the whole build) with at most ``config.workers`` in flight, so expensive generation, cheap
 scoring and instant selection never compete and a changed threshold reruns selection only. Tasks
-receive the config as plain JSON data, so any task runner (threads, processes, Dask) can ship it. A unit whose task still fails
+receive the config as plain JSON data, so any task runner (threads, processes, Dask) can ship it; the
+runner is the config's ``runner:`` section (:mod:`ieiw.runner`, docs/scale.md). A unit whose task still fails
 after its retries is reported and skipped; the flow ends Failed listing those units, and a rerun
 resumes them (finished units are skipped through the manifests).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -18,13 +20,14 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture, as_completed
 
-from ieiw import stages
+from ieiw import runner, stages
 from ieiw.progress import bar as progress_bar
 from ieiw.builders.base import WorkUnit
 from ieiw.card import write_card
-from ieiw.schemas.config import load_config, missing_models
+from ieiw.schemas.config import BuildConfig, absolute_paths, load_config, missing_models
 from ieiw.report import write_report
 from ieiw.stats import artifact_key, compute_stats, count_table, render_markdown, write_stats
 
@@ -49,7 +52,8 @@ def plan_units(config: Config) -> list[tuple[str, WorkUnit]]:
 
 @task(name="index-unit", task_run_name="index-{unit.key}", **RETRY)
 def index_unit_task(config: Config, builder_name: str, unit: WorkUnit) -> stages.UnitOutcome:
-    return stages.make_index_unit(stages.build_for(config), builder_name, unit)
+    with runner.gpu_slot(config):  # holds a GPU slot only when submitted with the `gpu` tag
+        return stages.make_index_unit(stages.build_for(config), builder_name, unit)
 
 
 @task(name="index", task_run_name="index-{builder_name}", **RETRY)
@@ -65,17 +69,20 @@ def indexed_builders(config: Config) -> list[str]:
 
 @task(name="candidates", task_run_name="candidates-{unit.key}", **RETRY)
 def candidates_task(config: Config, builder_name: str, unit: WorkUnit) -> stages.UnitOutcome:
-    return stages.make_candidates(stages.build_for(config), builder_name, unit)
+    with runner.gpu_slot(config):
+        return stages.make_candidates(stages.build_for(config), builder_name, unit)
 
 
 @task(name="features", task_run_name="features-{unit}", **RETRY)
 def features_task(config: Config, unit: str) -> stages.UnitOutcome:
-    return stages.extract_features(stages.build_for(config), unit)
+    with runner.gpu_slot(config):
+        return stages.extract_features(stages.build_for(config), unit)
 
 
 @task(name="score", task_run_name="score-{unit}", **RETRY)
 def score_task(config: Config, unit: str) -> stages.UnitOutcome:
-    return stages.score_unit(stages.build_for(config), unit)
+    with runner.gpu_slot(config):
+        return stages.score_unit(stages.build_for(config), unit)
 
 
 @task(name="calibrate", **RETRY)
@@ -141,7 +148,8 @@ def build_ieiw(
     out_dir: str | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Build IEIW pairs from the sources in ``config_path`` into ``<out_dir>/ieiw``."""
+    """Build IEIW pairs from the sources in ``config_path`` into ``<out_dir>/ieiw``, on the task runner
+    the config's ``runner:`` names."""
     logger = get_run_logger()
     overrides = dict(overrides or {})
     if out_dir is not None:
@@ -150,9 +158,35 @@ def build_ieiw(
     missing = missing_models(validated)
     if missing:  # a deployment run reaches here without the CLI's check
         raise FileNotFoundError(f"{config_path}: cannot build: " + "; ".join(missing))
-    logger.info("config %s (hash %s), output %s", config_path, validated.digest(), validated.out_dir)
+    if not runner.runner_fits(validated, FlowRunContext.get().task_runner):
+        # a deployment (or a plain call) starts this flow on the default runner: run it again as a
+        # subflow on the configured one (`ieiw build` passes the right runner and never gets here)
+        logger.info("runner.kind %s: running the build as a subflow on that task runner", validated.runner.kind)
+        return build_ieiw.with_options(task_runner=runner.make_task_runner(validated))(
+            config_path, out_dir, overrides or None)
+    if runner.is_dask(validated):  # a worker's working directory may be elsewhere: ship absolute paths
+        validated = absolute_paths(validated, Path.cwd())
+    logger.info("config %s (hash %s), output %s, runner %s", config_path, validated.digest(), validated.out_dir,
+                validated.runner.kind)
+    with runner.shared_api() if runner.is_dask(validated) else contextlib.nullcontext():
+        return run_stages(validated)
+
+
+def run_stages(validated: BuildConfig) -> dict[str, Any]:
+    """The stages on the flow's task runner, at most ``runner.in_flight(config)`` unit tasks at once."""
+    logger = get_run_logger()
     config = validated.model_dump(mode="json")
-    workers = validated.workers
+    workers = runner.in_flight(validated)
+    on_gpu = runner.gpu_stages(validated)
+    if validated.runner.gpu_concurrency is not None:
+        runner.ensure_gpu_limit(validated.runner.gpu_concurrency)
+    if any(on_gpu.values()):
+        logger.info("GPU stages (tag %s, %s): %s", runner.GPU_TAG,
+                    f"at most {validated.runner.gpu_concurrency} at once" if validated.runner.gpu_concurrency
+                    else "unbounded", ", ".join(stage for stage, gpu in on_gpu.items() if gpu))
+
+    def tagged(task_: Any, stage: str) -> Callable[..., PrefectFuture]:
+        return task_.with_options(tags=runner.gpu_tags(on_gpu.get(stage, False))).submit
 
     prepare_task(config)
     units = plan_units(config)
@@ -161,7 +195,7 @@ def build_ieiw(
     blocked: set[str] = set()  # builders whose index could not be built: their candidates wait for a rerun
     for name in indexed_builders(config):
         mine = [(config, b, u) for b, u in units if b == name]
-        indexed, failed_index = run_bounded(index_unit_task.submit, mine, workers, "index")
+        indexed, failed_index = run_bounded(tagged(index_unit_task, f"candidates:{name}"), mine, workers, "index")
         failed += failed_index
         if failed_index:
             blocked.add(name)
@@ -171,12 +205,14 @@ def build_ieiw(
         except Exception as exc:  # noqa: BLE001 - reported with the other failed units; a rerun resumes
             failed.append(((config, name, f"index-{name}"), exc))
             blocked.add(name)
-    made, failed_made = run_bounded(candidates_task.submit,
+    submit_candidates = {name: tagged(candidates_task, f"candidates:{name}") for name in {b for b, _ in units}}
+    made, failed_made = run_bounded(lambda c, b, u: submit_candidates[b](c, b, u),
                                     [(config, b, u) for b, u in units if b not in blocked], workers, "candidates")
     failed += failed_made
     featured, failed_features = run_bounded(
-        features_task.submit, [(config, u) for u in sorted(o.unit for o in made)], workers, "features")
-    scored, failed_scores = run_bounded(score_task.submit, [(config, o.unit) for o in featured], workers, "scores")
+        tagged(features_task, "features"), [(config, u) for u in sorted(o.unit for o in made)], workers, "features")
+    scored, failed_scores = run_bounded(tagged(score_task, "score"), [(config, o.unit) for o in featured], workers,
+                                        "scores")
     calibrate_task(config, sorted(o.unit for o in scored))
     selected, failed_select = run_bounded(select_task.submit, [(config, o.unit) for o in scored], workers, "select")
     failed += failed_features + failed_scores + failed_select

@@ -25,7 +25,7 @@ import functools
 import importlib
 import os
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -242,6 +242,36 @@ class SplitConfig(StrictModel):
     val_fraction: float = Field(0.02, ge=0, le=1, description="share of source images held out as `val`")
 
 
+class RunnerConfig(StrictModel):
+    """``runner:``: where the build's tasks run (docs/scale.md). Changes how fast, never what: it is left
+    out of the config digest, row ids and fingerprints."""
+
+    kind: Literal["threads", "dask"] = Field(
+        "threads", description="threads: this process, `workers` at once; dask: Dask worker processes")
+    address: str | None = Field(None, description="dask: an existing cluster's scheduler (tcp://host:8786)")
+    n_workers: int | None = Field(None, ge=1, description="dask without address: LocalCluster worker processes "
+                                  "(default: workers)")
+    threads_per_worker: int = Field(1, ge=1, description="dask without address: tasks at once per worker process, "
+                                    "and the OpenMP / MKL / OpenBLAS / OpenCV / torch threads of that process")
+    gpus: tuple[int, ...] | None = Field(None, min_length=1, description="dask without address: worker i sees "
+                                         "GPU gpus[i % len(gpus)] (CUDA_VISIBLE_DEVICES)")
+    gpu_concurrency: int | None = Field(None, ge=1, description="at most this many GPU tasks at once (a Prefect "
+                                        "global concurrency limit, ieiw-gpu); null: unbounded")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunnerConfig:
+        # compared with the defaults, not by which keys were given: the JSON form the tasks get has them all
+        local = {name for name in ("n_workers", "gpus") if getattr(self, name) is not None}
+        local |= {"threads_per_worker"} if self.threads_per_worker != 1 else set()
+        if self.kind == "threads" and (local or self.address is not None):
+            keys = ", ".join(sorted(local | ({"address"} if self.address is not None else set())))
+            raise ValueError(f"{keys}: only with kind: dask (threads use `workers`)")
+        if self.address is not None and local:
+            raise ValueError(f"{', '.join(sorted(local))}: set these when starting your own cluster's workers; "
+                             "with address: ieiw starts no workers (docs/scale.md)")
+        return self
+
+
 class BuildConfig(StrictModel):
     """The keys every build has. The composed model adds the builder and stage sections as fields."""
 
@@ -253,6 +283,7 @@ class BuildConfig(StrictModel):
     workers: int = Field(2, ge=1, description="concurrent tasks (threads) on this machine")
     plugins: tuple[str, ...] = Field((), description="modules to import first (they may register builders)")
     split: SplitConfig = SplitConfig()
+    runner: RunnerConfig = RunnerConfig()
 
     @model_validator(mode="after")
     def _some_builder(self) -> BuildConfig:
@@ -271,7 +302,7 @@ class BuildConfig(StrictModel):
         return out
 
     def digest(self) -> str:
-        return stable_hash(self.model_dump(mode="json"), length=16)
+        return stable_hash(self.model_dump(mode="json", exclude={"runner"}), length=16)
 
     def preflight(self) -> list[str]:
         """The output folder must be a folder (or creatable), not inside a file, and writable."""
@@ -340,6 +371,35 @@ def validate_build_config(data: dict[str, Any], source: str = "<config>") -> Bui
 def load_config(path: Path | str, overrides: dict[str, Any] | None = None) -> BuildConfig:
     """Read a YAML build config, apply ``{"dotted.key": value}`` overrides, validate."""
     return validate_build_config(apply_overrides(read_yaml(path), overrides or {}), str(path))
+
+
+def absolute_paths(config: BuildConfig, root: Path | str) -> BuildConfig:
+    """``config`` with every relative path (a field value of type ``Path``: ``out_dir``, source roots,
+    model files, templates...) made absolute against ``root``, so a worker process whose working
+    directory is elsewhere reads and writes the same files. Fields typed ``str`` are left as written
+    (the crawl section's dump and cache paths resolve against the worker's working directory)."""
+    root = Path(root).absolute()
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, Path):
+            return value if value.is_absolute() else Path(os.path.normpath(root / value))
+        if isinstance(value, BaseModel):
+            update = {}
+            for name in type(value).model_fields:
+                old = getattr(value, name)
+                new = fix(old)
+                if new is not old:
+                    update[name] = new
+            return value.model_copy(update=update) if update else value
+        if isinstance(value, list | tuple):
+            items = [fix(v) for v in value]
+            return type(value)(items) if any(a is not b for a, b in zip(items, value, strict=True)) else value
+        if isinstance(value, dict):
+            fixed = {k: fix(v) for k, v in value.items()}
+            return fixed if any(fixed[k] is not value[k] for k in value) else value
+        return value
+
+    return fix(config)
 
 
 @functools.lru_cache(maxsize=8)
