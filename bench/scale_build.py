@@ -71,7 +71,18 @@ def main() -> None:
     env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false",
                PREFECT_HOME=tempfile.mkdtemp(prefix="ieiw-bench-prefect-"))
     env.pop("PREFECT_API_URL", None)
-    base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ieiw-scale-", dir="."))
+    scratch = None if args.keep else tempfile.TemporaryDirectory(prefix="ieiw-scale-", dir=".")
+    base = Path(args.keep) if args.keep else Path(scratch.name)
+    try:
+        results = measure(base, targets, width, height, args, env)
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+    report(results, args.workers)
+
+
+def measure(base: Path, targets: list[int], width: int, height: int, args: argparse.Namespace,
+            env: dict[str, str]) -> list[tuple[int, float, int]]:
     results = []
     warm = make_phrasecut_sample(base / "sample-warm" / "VGPhraseCut_v0", 8, 0, width, height)
     (base / "warm.yaml").write_text(yaml.safe_dump({"name": "warm", "out_dir": str(base / "out-warm"), "unit_size": 8,
@@ -95,13 +106,17 @@ def main() -> None:
         results.append((pairs, seconds, peak))
         print(f"{pairs:>7} pairs ({images} images, {units} units): {seconds:7.1f} s, {pairs / seconds:6.1f} pairs/s, "
               f"peak RSS of the build's process tree {peak / 2**20:7.0f} MiB", flush=True)
+    return results
+
+
+def report(results: list[tuple[int, float, int]], workers: int) -> None:
     pairs = np.array([r[0] for r in results], float)
     seconds = np.array([r[1] for r in results], float)
     if len(results) >= 2:
         slope, intercept = np.polyfit(pairs, seconds, 1)
         print(f"peak memory, largest / smallest build: {results[-1][2] / results[0][2]:.2f} (goal <= 1.2)")
         print(f"time = {intercept:.1f} s + {1000 * slope:.2f} ms/pair (least squares over {len(results)} builds); "
-              f"159,000 pairs: {(intercept + slope * 159_000) / 3600:.2f} h on this machine with {args.workers} workers")
+              f"159,000 pairs: {(intercept + slope * 159_000) / 3600:.2f} h on this machine with {workers} workers")
         per_pair = seconds / pairs
         print("seconds per pair by size: " + ", ".join(f"{int(p)}: {1000 * s:.2f} ms" for p, s in zip(pairs, per_pair)))
 
