@@ -98,8 +98,10 @@ def select_task(config: Config, unit: str) -> stages.UnitOutcome:
 
 @task(name="summarise", cache_policy=NO_CACHE)
 def summarise_task(config: Config, failed_units: list[str]) -> dict[str, Any]:
-    """stats.json, the dataset card, the HTML report, and the run's artifacts in the Prefect UI."""
+    """The manifests compacted, stats.json, the dataset card, the HTML report, and the run's artifacts in
+    the Prefect UI."""
     out = Path(config["out_dir"])
+    compact_all(out)  # every unit's record folded into its folder's manifest.json (ieiw/schemas/manifest.py)
     stats = compute_stats(out / stages.PAIRS)
     write_stats(stats, out / "stats.json")
     write_card(out)
