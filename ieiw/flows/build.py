@@ -28,6 +28,7 @@ from ieiw.progress import bar as progress_bar
 from ieiw.builders.base import WorkUnit
 from ieiw.card import write_card
 from ieiw.schemas.config import BuildConfig, absolute_paths, load_config, missing_models
+from ieiw.schemas.manifest import compact_all
 from ieiw.report import write_report
 from ieiw.stats import artifact_key, compute_stats, count_table, render_markdown, write_stats
 
