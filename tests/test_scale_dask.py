@@ -66,6 +66,25 @@ def test_dask_build_gives_the_thread_runners_ids(reference, sample_root, tmp_pat
     assert run_ieiw("verify", tmp_path / "out" / "ieiw").returncode == 0
 
 
+def test_flow_started_on_the_default_runner_runs_the_build_on_dask(reference, sample_root, tmp_path):
+    """A deployment starts build-ieiw with the flow's default task runner: the flow reruns itself as a
+    subflow on the configured Dask runner."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentTaskRunId
+
+    from ieiw.flows.build import build_ieiw
+
+    config = small_config(tmp_path / "build.yaml", sample_root, tmp_path / "out", runner=DASK)
+    state = build_ieiw(config_path=str(config), return_state=True)
+    assert state.is_completed(), state.message
+    assert sorted(pair_ids(tmp_path / "out")) == sorted(pair_ids(reference))
+    with get_client(sync_client=True) as client:
+        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_task_run_id=FlowRunFilterParentTaskRunId(is_null_=False)))
+    mine = [r for r in children if r.parameters.get("config_path") == str(config)]
+    assert len(mine) == 1 and mine[0].state.is_completed()
+
+
 def dask_workers(pid: int) -> list[psutil.Process]:
     """The Dask worker processes of one build: its children started by multiprocessing's spawn (the
     Nannies live in the build process; the Prefect API server is a uvicorn child, not counted)."""
