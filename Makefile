@@ -9,7 +9,7 @@ PORT   ?= 4200
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: install install-dev build build-multitask test test-integration lama-cleaner iopaint serve bench bench-loader bench-giqa bench-stats bench-removal bench-lama bench-exemplar train verify stats clean
+.PHONY: install install-dev build build-multitask test test-integration lama-cleaner iopaint serve bench bench-loader bench-giqa bench-stats bench-removal bench-lama bench-exemplar bench-manifest bench-stages bench-parallel bench-scale train verify stats clean
 
 # One stamp per set of extras, so `make build` does not pull the training stack (torch) it does not need.
 $(BIN)/.stamp-%: pyproject.toml
@@ -66,6 +66,18 @@ bench-removal: install-dev  ## removal quality vs the true background: Telea, Na
 
 bench-lama: install-dev  ## in-process LaMa's own work per image vs bare decode + encode (bench/lama_overhead.py)
 	$(BIN)/python bench/lama_overhead.py
+
+bench-manifest: install-dev  ## manifest recording cost per unit at the start and at 10,000 units (bench/manifest_cost.py)
+	$(BIN)/python bench/manifest_cost.py
+
+bench-stages: install-dev  ## per-stage throughput on one core + pyinstrument hotspots (bench/stages.py)
+	$(BIN)/python bench/stages.py --profile
+
+bench-parallel: install-dev  ## parallel efficiency: 2 pinned worker processes vs 1 (bench/parallel.py)
+	$(BIN)/python bench/parallel.py
+
+bench-scale: install-dev  ## 2k/10k/20k-pair embedded builds: time, peak RSS, extrapolation to 159k (bench/scale_build.py)
+	$(BIN)/python bench/scale_build.py
 
 bench-exemplar: install-dev  ## exemplar index: IVF-PQ + exact re-rank vs flat on 1M x 768 clustered vectors (bench/exemplar_search.py)
 	$(BIN)/python bench/exemplar_search.py
