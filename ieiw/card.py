@@ -22,8 +22,8 @@ import yaml
 
 from ieiw.crawlers.takedown import Takedown
 from ieiw.exports import PAIRS, Selection, iter_batches, pairs_folder
+from ieiw.schemas import storage
 from ieiw.schemas.manifest import load_manifest
-from ieiw.schemas.shards import atomic_write_bytes
 
 CARD_NAME = "README.md"
 COLUMNS = ["id", "task", "origin", "exemplar", "scores", "builder", "split"]
@@ -56,7 +56,7 @@ def size_category(rows: int) -> str:
 
 
 def _root_and_pairs(out_dir: Path) -> tuple[Path, Path]:
-    pairs = pairs_folder(Path(out_dir))
+    pairs = pairs_folder(out_dir)
     return pairs.parent, pairs
 
 
@@ -64,7 +64,7 @@ def _data_files(pairs: Path, manifest: dict[str, Any]) -> list[str] | str:
     """The glob over the corpus, or the manifest's shards one by one when the folder holds Parquet files the
     manifest does not list (leftovers a glob would pick up)."""
     listed = sorted(entry["shard"] for entry in manifest["units"].values())
-    on_disk = sorted(p.name for p in pairs.glob("*.parquet"))
+    on_disk = sorted(p.name for p in storage.glob(pairs, "*.parquet"))
     if set(on_disk) - set(listed):
         return [f"{pairs.name}/{name}" for name in listed]
     return f"{pairs.name}/*.parquet"
@@ -184,12 +184,10 @@ NOT_ROW_FOLDERS = {"candidates", "features", "scores", "rejected", "exemplars", 
 
 def other_data(root: Path) -> dict[str, dict[str, int]]:
     """Folders of kept rows beside ``ieiw/`` (``segmentation/``, ``keypoints/``, ...): rows per task."""
-    import pyarrow.parquet as pq
-
     found: dict[str, dict[str, int]] = {}
     from ieiw.schemas.manifest import ManifestError
 
-    for folder in sorted(p for p in Path(root).iterdir() if (p / "manifest.json").is_file()):
+    for folder in (p.parent for p in storage.glob(root, "*/manifest.json")):
         if folder.name in NOT_ROW_FOLDERS:
             continue
         try:  # other manifests live here too (the exemplar index's): only stage folders of rows count
@@ -201,7 +199,7 @@ def other_data(root: Path) -> dict[str, dict[str, int]]:
         tasks: Counter = Counter()
         for entry in manifest["units"].values():
             if entry.get("rows"):
-                tasks.update(pq.read_table(folder / entry["shard"], columns=["task"])["task"].to_pylist())
+                tasks.update(storage.read_table(folder / entry["shard"], columns=["task"])["task"].to_pylist())
         if tasks:
             found[folder.name] = dict(tasks)
     return found
@@ -327,7 +325,7 @@ def render_card(root: Path, pairs: Path, takedown: set[str] | frozenset[str] = f
 
 def write_card(out_dir: Path, takedown: set[str] | frozenset[str] = frozenset()) -> Path:
     """Write ``<out_dir>/README.md`` (``out_dir``: a build's out folder, or its ``ieiw/``, whose parent gets it)."""
-    root, pairs = _root_and_pairs(Path(out_dir))
+    root, pairs = _root_and_pairs(out_dir)
     path = root / CARD_NAME
-    atomic_write_bytes(path, render_card(root, pairs, takedown).encode())
+    storage.write_bytes_atomic(path, render_card(root, pairs, takedown).encode())
     return path

@@ -128,11 +128,12 @@ def cmd_samples(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from ieiw.schemas.manifest import ManifestError
+    from ieiw.schemas.storage import StorageError
     from ieiw.stats import compute_stats, render_text
 
     try:
-        stats = compute_stats(Path(args.path))
-    except ManifestError as exc:
+        stats = compute_stats(args.path)  # a folder or a URL (s3://bucket/out/ieiw)
+    except (ManifestError, StorageError) as exc:
         print(exc, file=sys.stderr)
         return 2
     print(json.dumps(stats, indent=1) if args.json else render_text(stats))
@@ -141,25 +142,28 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """The build's self-contained HTML report (stats, histograms, galleries) from its out folder."""
-    out = Path(args.path)
-    if not (out / "ieiw" / "manifest.json").exists() and (out / "manifest.json").exists():
+    from ieiw.schemas import storage
+
+    out = storage.location(args.path)  # a folder or a URL; the page is written beside ieiw/ (one PUT there)
+    if not storage.exists(out / "ieiw" / "manifest.json") and storage.exists(out / "manifest.json"):
         out = out.parent  # given out/ieiw: the report needs its siblings (rejected/, candidates/, calibration.json)
-    if not (out / "ieiw" / "manifest.json").exists():
+    if not storage.exists(out / "ieiw" / "manifest.json"):
         print(f"{args.path}: no ieiw/manifest.json here; give a build's out folder (e.g. out)", file=sys.stderr)
         return 2
     from ieiw.report import write_report
 
-    path = write_report(out, Path(args.out) if args.out else None, gallery_per_task=args.per_task)
-    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
+    path = write_report(out, args.out or None, gallery_per_task=args.per_task)
+    print(f"wrote {path} ({storage.size(path) / 1024:.0f} KB)")
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from ieiw.schemas.manifest import ManifestError, verify_folder
+    from ieiw.schemas import storage
+    from ieiw.schemas.manifest import ManifestError, manifest_path, verify_folder
 
     try:
-        problems = verify_folder(Path(args.path))
-    except ManifestError as exc:
+        problems = verify_folder(args.path)  # a folder or a URL (s3://bucket/out/ieiw)
+    except (ManifestError, storage.StorageError) as exc:
         print(exc, file=sys.stderr)
         return 2
     errors = [p for p in problems if not p.startswith("UNLISTED")]
@@ -168,7 +172,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if errors:
         print(f"{len(errors)} shard(s) failed verification in {args.path}", file=sys.stderr)
         return 1
-    print(f"ok: every shard listed in {Path(args.path) / 'manifest.json'} matches its sha256")
+    print(f"ok: every shard listed in {manifest_path(args.path)} matches its sha256")
     return 0
 
 
@@ -179,7 +183,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         takedown = read_takedown_files(args.takedown)
-        result = export(Path(args.path), Path(args.out), args.format, takedown, args.split)
+        result = export(args.path, Path(args.out), args.format, takedown, args.split)  # from a folder or a URL
     except (ExportError, ManifestError) as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -194,7 +198,7 @@ def cmd_card(args: argparse.Namespace) -> int:
     from ieiw.schemas.manifest import ManifestError
 
     try:
-        path = write_card(Path(args.path), read_takedown_files(args.takedown))
+        path = write_card(args.path, read_takedown_files(args.takedown))
     except (ExportError, ManifestError) as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 
 from ieiw.crawlers.takedown import Takedown
 from ieiw.imageio import extension, extension_for_format
+from ieiw.schemas import storage
 from ieiw.schemas.manifest import load_manifest
 from ieiw.schemas.rows import IMAGE, SCHEMA_VERSION, _hf_feature
 from ieiw.schemas.shards import TMP_PREFIX, atomic_file, fsync_dir
@@ -92,11 +93,12 @@ class ExportResult:
 
 
 def pairs_folder(path: Path) -> Path:
-    """The corpus folder for ``path``: a build's out folder (its ``ieiw/``) or that folder itself."""
-    path = Path(path)
-    if (path / PAIRS / "manifest.json").is_file():
+    """The corpus folder for ``path``: a build's out folder (its ``ieiw/``) or that folder itself (local
+    or on object storage)."""
+    path = storage.location(path)
+    if storage.exists(path / PAIRS / "manifest.json"):
         return path / PAIRS
-    if (path / "manifest.json").is_file():
+    if storage.exists(path / "manifest.json"):
         stage = load_manifest(path).get("stage")
         if stage != PAIRS:
             raise ExportError(f"{path}: a {stage!r} stage folder; give the build's out folder or its {PAIRS}/")
@@ -147,9 +149,9 @@ def iter_batches(pairs: Path, selection: Selection, images: bool = True,
     entries = sorted(manifest["units"].values(), key=lambda e: e["shard"])
     for entry in track(entries, len(entries), "export", "shard"):
         path = pairs / entry["shard"]
-        if not path.is_file():
+        if not storage.exists(path):
             raise ExportError(f"{path}: listed in {pairs / 'manifest.json'} but missing (ieiw verify {pairs})")
-        shard = pq.ParquetFile(path)
+        shard = storage.parquet_file(path)
         present = set(shard.schema_arrow.names)
         light = [c for c in columns if c in present]  # v1 shards have no split column
         for group in range(shard.num_row_groups):
@@ -391,8 +393,8 @@ def _check_target(out: Path, pairs: Path) -> None:
         raise ExportError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise ExportError(f"{out}: not empty and not an earlier ieiw export (no {MARKER}); give a new or empty folder")
-    resolved, source = out.resolve(), pairs.resolve()
-    if resolved == source or source.is_relative_to(resolved):
+    resolved, source = storage.key(out), storage.key(pairs)
+    if resolved == source or source.startswith(resolved.rstrip("/") + "/"):
         raise ExportError(f"{out}: would replace the corpus it exports ({pairs})")
 
 

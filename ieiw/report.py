@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import logging
 import random
 from collections import Counter
@@ -23,13 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from ieiw.crawlers.takedown import Takedown
 from ieiw.filters.selection import BY_SELECTION, RULES, measure
 from ieiw.imageio import ImageDecodeError, Orientation, decode, downscale, encode
+from ieiw.schemas import storage
 from ieiw.schemas.manifest import load_manifest, manifest_path
-from ieiw.schemas.shards import atomic_write_bytes
 from ieiw.stats import compute_stats
 
 REPORT_NAME = "report.html"
@@ -73,16 +71,16 @@ def write_report(out_dir: Path, path: Path | None = None, gallery_per_task: int 
     """Write ``<out_dir>/report.html`` (or ``path``) for the build in ``out_dir``; returns its path.
 
     ``takedown`` lists row ids, origin record ids or URLs never to show (their rows still count)."""
-    out_dir = Path(out_dir)
-    path = Path(path) if path else out_dir / REPORT_NAME
+    out_dir = storage.location(out_dir)  # a local folder or a bucket URL; the page is one write (one PUT)
+    path = storage.location(path) if path else out_dir / REPORT_NAME
     stats = compute_stats(out_dir / "ieiw")
     blocked = Takedown.load([], takedown)
     kept = _light_rows(out_dir / "ieiw")
-    rejected = _light_rows(out_dir / "rejected") if manifest_path(out_dir / "rejected").exists() else []
+    rejected = _light_rows(out_dir / "rejected") if storage.exists(manifest_path(out_dir / "rejected")) else []
     thresholds = _thresholds(out_dir, stats)
     tasks = sorted({r.data["task"] for r in kept} | {r.data["task"] for r in rejected} | set(thresholds))
 
-    body = [f"<h1>IEIW build report</h1><p class='muted'>{_e(out_dir.resolve())}</p>",
+    body = [f"<h1>IEIW build report</h1><p class='muted'>{_e(storage.key(out_dir))}</p>",
             _banner(kept), _stats_section(stats, thresholds), "<h2>Score histograms</h2>",
             "<p class='muted'>Per task: kept pairs (blue) with rejected ones stacked on top (red); the dashed"
             " line is the resolved selection threshold.</p>"]
@@ -100,7 +98,7 @@ def write_report(out_dir: Path, path: Path | None = None, gallery_per_task: int 
             if limit is not None and rule in RULES:
                 body.append(_near_gallery(task, rule, float(limit), rejected, candidates, per_rule, blocked))
     page = _PAGE.format(css=_CSS, body="\n".join(body))
-    atomic_write_bytes(path, page.encode())
+    storage.write_bytes_atomic(path, page.encode())
     return path
 
 
@@ -113,8 +111,8 @@ def _light_rows(folder: Path) -> list[Row]:
     rows: list[Row] = []
     for entry in sorted(manifest["units"].values(), key=lambda e: e["shard"]):
         shard = folder / entry["shard"]
-        present = set(pq.read_schema(shard).names)
-        table = pq.read_table(shard, columns=[c for c in LIGHT if c in present])
+        present = set(storage.read_schema(shard).names)
+        table = storage.read_table(shard, columns=[c for c in LIGHT if c in present])
         rows += [Row(data, shard, i) for i, data in enumerate(table.to_pylist())]
     return rows
 
@@ -123,8 +121,8 @@ def _thresholds(out_dir: Path, stats: Mapping[str, Any]) -> dict[str, dict[str, 
     """Resolved thresholds per task: the kept folder's stats, completed from calibration.json."""
     resolved = {task: dict(rules) for task, rules in (stats.get("selection_thresholds") or {}).items()}
     calibration = out_dir / "calibration.json"
-    if calibration.exists():
-        for task, rules in json.loads(calibration.read_text()).get("thresholds", {}).items():
+    if storage.exists(calibration):
+        for task, rules in storage.read_json(calibration).get("thresholds", {}).items():
             resolved.setdefault(task, dict(rules))
     return dict(sorted(resolved.items()))
 
@@ -132,19 +130,19 @@ def _thresholds(out_dir: Path, stats: Mapping[str, Any]) -> dict[str, dict[str, 
 def _candidate_shards(out_dir: Path) -> dict[str, tuple[Path, int]]:
     """Row id -> (candidate shard, row index) holding its images: rejected rows keep none of their own."""
     folder = out_dir / "candidates"
-    if not manifest_path(folder).exists():
+    if not storage.exists(manifest_path(folder)):
         return {}
     where: dict[str, tuple[Path, int]] = {}
     for entry in load_manifest(folder)["units"].values():
         shard = folder / entry["shard"]
-        for index, row_id in enumerate(pq.read_table(shard, columns=["id"])["id"].to_pylist()):
+        for index, row_id in enumerate(storage.read_table(shard, columns=["id"])["id"].to_pylist()):
             where[row_id] = (shard, index)
     return where
 
 
 def _read_images(shard: Path, indices: list[int]) -> dict[int, dict[str, Any]]:
     """The image columns of the rows at ``indices`` of one shard, reading only their row groups."""
-    handle = pq.ParquetFile(shard)
+    handle = storage.parquet_file(shard)
     columns = [c for c in IMAGES if c in handle.schema_arrow.names]
     starts, offset = [], 0
     for g in range(handle.metadata.num_row_groups):

@@ -12,6 +12,9 @@ rerun after a kill redoes only unfinished units, changing a threshold redoes sel
 changing a scorer redoes scoring and selection. Selection is the one writer of ``ieiw/`` and
 ``rejected/``. Prefect (``ieiw.flows``) only calls these functions.
 
+``out_dir`` may be a local folder or an object-storage URL (``s3://bucket/prefix``): ``build.out`` is a
+location (:mod:`ieiw.schemas.storage`) and every file under it is read and written through that module.
+
 Nothing here loads a model: builders, the feature extractor and the scorers are made when a stage
 first needs them in this process, so a selection-only rerun never constructs an inpainter.
 """
@@ -19,7 +22,6 @@ first needs them in this process, so a selection-only rerun never constructs an 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import threading
 from collections import Counter
@@ -46,6 +48,7 @@ from ieiw.filters.selection import (
 from ieiw.imageio import Orientation, decode
 from ieiw.schemas.config import BackendConfig, BuildConfig, config_from_data
 from ieiw.schemas.manifest import Manifest
+from ieiw.schemas import storage
 from ieiw.schemas.registry import REGISTRY
 from ieiw.schemas.rows import (
     FEATURE_SCHEMA,
@@ -59,7 +62,7 @@ from ieiw.schemas.rows import (
     stable_hash,
     with_metadata,
 )
-from ieiw.schemas.shards import atomic_write_bytes, read_shard, remove_stale_temp_files, sha256_file, write_shard
+from ieiw.schemas.shards import read_shard, remove_stale_temp_files, write_shard
 
 log = logging.getLogger("ieiw")
 
@@ -87,7 +90,7 @@ class Build:
 
     def __init__(self, config: BuildConfig):
         self.config = config
-        self.out = Path(config.out_dir)
+        self.out = storage.location(config.out_dir)  # a Path, or a UPath for a URL
         self.config_hash = config.digest()
         self.layout = {"unit_size": config.unit_size}
         context = BuildContext(root=Path.cwd(), out_dir=self.out, unit_size=config.unit_size)
@@ -191,7 +194,8 @@ def _upstream(build: Build, stage: str, unit: str) -> dict[str, Any]:
 
 
 def index_folder(build: Build, builder_name: str) -> Path:
-    """Where a builder's index lives (``<out>/index-<builder>/``)."""
+    """Where a builder's index lives (``<out>/index-<builder>/``; on object storage the builder writes a
+    local folder that is then uploaded, ``fingerprint.json`` last: :func:`storage.staged_folder`)."""
     return build.out / f"index-{builder_name}"
 
 
@@ -215,11 +219,22 @@ def make_index(build: Build, builder_name: str, units: list[str]) -> dict[str, A
     entries = [_upstream(build, EXEMPLARS, unit) for unit in sorted(units)]
     fingerprint = stable_hash("index", [e["sha256"] for e in entries], builder.index_fingerprint())
     folder = index_folder(build, builder_name)
-    stamp = folder / "fingerprint.json"
-    if stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
+    if _index_stamp(folder) == fingerprint:
         return {"skipped": True, "fingerprint": fingerprint}
-    stats = builder.build_index([build.out / EXEMPLARS / e["shard"] for e in entries], folder, fingerprint)
+    with storage.staged_folder(folder, commit=INDEX_STAMP) as local:
+        stats = builder.build_index([build.out / EXEMPLARS / e["shard"] for e in entries], local, fingerprint)
     return {"skipped": False, "fingerprint": fingerprint, **stats}
+
+
+INDEX_STAMP = "fingerprint.json"  # written last: an index folder is finished once it names its fingerprint
+
+
+def _index_stamp(folder: Path) -> str | None:
+    """The fingerprint a finished index folder names, or None when there is none."""
+    try:
+        return storage.read_json(folder / INDEX_STAMP).get("fingerprint")
+    except FileNotFoundError:
+        return None
 
 
 def make_candidates(build: Build, builder_name: str, unit: WorkUnit) -> UnitOutcome:
@@ -228,8 +243,7 @@ def make_candidates(build: Build, builder_name: str, unit: WorkUnit) -> UnitOutc
     manifest = build.manifest(CANDIDATES)
     index = None
     if builder.uses_index:  # the candidates depend on the whole index, so on its fingerprint
-        stamp = index_folder(build, builder_name) / "fingerprint.json"
-        index = json.loads(stamp.read_text())["fingerprint"] if stamp.exists() else None
+        index = _index_stamp(index_folder(build, builder_name))
     fingerprint = stable_hash(CANDIDATES, SCHEMA_VERSION, builder_name, build.builder_fingerprints[builder_name],
                               unit.payload, *([index] if builder.uses_index else []))
     if done := manifest.finished(unit.key, fingerprint):
@@ -317,10 +331,8 @@ def calibrate_build(build: Build, units: list[str]) -> dict[str, Any]:
     order = _quota_order(build, units) if selection.quota_limits() else []
     fingerprint = stable_hash(CALIBRATION, selection.fingerprint(), inputs, *([order] if order else []))
     path = build.out / CALIBRATION
-    if path.exists():
-        import json
-
-        data = json.loads(path.read_text())
+    if storage.exists(path):
+        data = storage.read_json(path)
         if data.get("fingerprint") == fingerprint:
             return {"skipped": True, "units": len(units), "duplicates": len(data.get("duplicates", {})),
                     **({"quotas": data["quotas"]["passed"]} if data.get("quotas") else {})}
@@ -340,7 +352,7 @@ def calibrate_build(build: Build, units: list[str]) -> dict[str, Any]:
             ((unit, builder, _passing_ieiw_rows(build, unit, result)) for unit, builder in order),
             selection.quota_limits())
     payload = {"fingerprint": fingerprint, "units": sorted(units), **result.to_json()}
-    atomic_write_bytes(path, (canonical_json(payload) + "\n").encode())
+    storage.write_bytes_atomic(path, (canonical_json(payload) + "\n").encode())
     return {"skipped": False, "units": len(units), "duplicates": len(result.duplicates),
             **({"quotas": result.quotas["passed"]} if result.quotas else {})}
 
@@ -364,10 +376,8 @@ def _quota_order(build: Build, units: list[str]) -> list[tuple[str, str]]:
 def _passing_ieiw_rows(build: Build, unit: str, calibration: Calibration) -> int:
     """How many of the unit's IEIW-family rows pass selection's other rules (builder drop, duplicate,
     quality): the same verdicts as :func:`select_unit`, from the light columns only."""
-    import pyarrow.parquet as pq
-
     path = build.out / CANDIDATES / f"{unit}.parquet"
-    present = set(pq.read_schema(path).names)
+    present = set(storage.read_schema(path).names)
     candidates = read_shard(path, columns=[n for n in ("id", "task", "drop_reason", "duplicate_of") if n in present])
     scored = {r["id"]: r.get("scores") for r in read_shard(build.out / SCORES / f"{unit}.parquet",
                                                             columns=["id", "scores"]).to_pylist()}
@@ -390,17 +400,15 @@ def select_unit(build: Build, unit: str) -> UnitOutcome:
     IEIW's dedup, aesthetic and GIQA rules do not apply to them (only their builder's drops do), nor do
     quotas: with ``selection.quotas``, the unit keeps the first ``allowance`` (calibration.json) of its IEIW
     rows that pass every other rule, in row order, and files the rest under ``quota_reached``."""
-    import json
-
     config = build.config
     manifest = build.manifest(PAIRS)
     upstream = _upstream(build, CANDIDATES, unit)
     calibration_path = build.out / CALIBRATION
     fingerprint = stable_hash(PAIRS, SCHEMA_VERSION, config.split.model_dump(), upstream["sha256"],
-                              _upstream(build, SCORES, unit)["sha256"], sha256_file(calibration_path))
+                              _upstream(build, SCORES, unit)["sha256"], storage.sha256(calibration_path))
     if done := manifest.finished(unit, fingerprint):
         return UnitOutcome(PAIRS, unit, True, done["rows"])
-    calibration = Calibration.from_json(json.loads(calibration_path.read_text()))
+    calibration = Calibration.from_json(storage.read_json(calibration_path))
     # The join reads the small columns as Python rows; the image columns stay Arrow buffers, filtered
     # into ieiw/ without a copy through Python objects.
     candidates = read_shard(build.out / CANDIDATES / f"{unit}.parquet")
@@ -478,7 +486,7 @@ def select_unit(build: Build, unit: str) -> UnitOutcome:
         folder = family_folder(family)
         shard = write_shard(kept, build.out / folder / f"{unit}.parquet")
         family_manifest = build.manifest(folder)
-        if folder != PAIRS and family_manifest.entry(unit) is None and not (build.out / folder / "manifest.json").exists():
+        if folder != PAIRS and family_manifest.entry(unit) is None and not storage.exists(build.out / folder / "manifest.json"):
             family_manifest.prepare(build.config_hash, build.backends())
         family_manifest.record(unit, shard, fingerprint, stats)
         if family == IEIW_FAMILY:
@@ -504,7 +512,7 @@ def family_folder(family: str) -> str:
 def other_family_folders(out: Path) -> list[Path]:
     """The folders of kept rows that are not IEIW (``segmentation/``, ``keypoints/``, ...) in a build."""
     families = {spec.family for spec in REGISTRY.tasks.values()} - {IEIW_FAMILY}
-    return sorted(out / f for f in families if (out / f / "manifest.json").exists())
+    return sorted((out / f for f in families if storage.exists(out / f / "manifest.json")), key=str)
 
 
 def _families_holding(build: Build, unit: str) -> set[str]:
@@ -523,5 +531,5 @@ def finished_units(build: Build) -> list[str]:
     found = []
     for stage in (CANDIDATES, SCORES):
         path = build.out / stage
-        found.append(set(load_manifest(path)["units"]) if (path / "manifest.json").exists() else set())
+        found.append(set(load_manifest(path)["units"]) if storage.exists(path / "manifest.json") else set())
     return sorted(found[0] & found[1])

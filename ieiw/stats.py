@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from ieiw.schemas import storage
 from ieiw.schemas.manifest import load_manifest
-from ieiw.schemas.shards import atomic_write_bytes
 
 SCORE_FIELDS = ("source_aesthetic", "target_aesthetic", "source_giqa", "target_giqa", "edit_consistency", "verification")
 # (output name, column path in the shard): nested fields are read alone, so image bytes are never read.
@@ -38,7 +37,7 @@ LIGHT_FIELDS = (
 def _shard_light(path: Path) -> pa.Table:
     """The light columns of one shard, read by column path (pyarrow reads only those column chunks;
     the footer is parsed once)."""
-    handle = pq.ParquetFile(path)
+    handle = storage.parquet_file(path)  # a local file or an object (ranged reads of these columns only)
     schema = handle.schema_arrow
     present = []
     for name, column in LIGHT_FIELDS:
@@ -109,7 +108,8 @@ def _quantiles(values: np.ndarray) -> dict[str, float] | None:
 
 
 def compute_stats(folder: Path) -> dict[str, Any]:
-    folder = Path(folder)
+    """Stats of a stage folder: a local path or an object-storage URL (``s3://bucket/out/ieiw``)."""
+    folder = storage.location(folder)
     manifest = load_manifest(folder)
     failures: Counter = Counter()
     rejected: Counter = Counter()
@@ -202,7 +202,7 @@ def quota_lines(stats: dict[str, Any]) -> list[str]:
 
 
 def write_stats(stats: dict[str, Any], path: Path) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(stats, indent=1) + "\n").encode())
+    storage.write_bytes_atomic(path, (json.dumps(stats, indent=1) + "\n").encode())
 
 
 def _counts(title: str, counts: dict[str, int]) -> list[str]:

@@ -29,7 +29,7 @@ class BuildContext:
     """What every builder gets besides its own section."""
 
     root: Path  # relative paths in the config resolve against this (the folder the build runs from)
-    out_dir: Path
+    out_dir: Path  # a location (ieiw.schemas.storage): a Path, or a UPath when out_dir is a URL
     unit_size: int
 
 

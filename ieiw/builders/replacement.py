@@ -45,6 +45,7 @@ from ieiw.schemas.config import BuilderConfig, backend_field
 from ieiw.schemas.manifest import load_manifest
 from ieiw.schemas.registry import register_builder
 from ieiw.schemas.rows import canonical_json, image_cell, row_id, stable_hash
+from ieiw.schemas import storage
 from ieiw.schemas.shards import atomic_write_bytes, read_shard
 
 LICENSES = {
@@ -150,12 +151,14 @@ class ReplacementBuilder(CandidateBuilder):
         return self.context.out_dir / f"index-{self.name}"
 
     def index(self) -> tuple[ExemplarIndex, pa.Table]:
-        """The persisted index and its region table, loaded once per process (per index fingerprint)."""
-        stamp = json.loads((self.index_path / "fingerprint.json").read_text())["fingerprint"]
+        """The persisted index and its region table, loaded once per process (per index fingerprint).
+        An index on object storage is first copied to the local cache (once per fingerprint): faiss reads
+        local files."""
+        stamp = storage.read_json(self.index_path / "fingerprint.json")["fingerprint"]
 
         def load() -> tuple[ExemplarIndex, pa.Table]:
-            return (ExemplarIndex.load(self.index_path, self.config.index),
-                    read_shard(self.index_path / "regions.parquet"))
+            folder = storage.local_copy(self.index_path, stamp)
+            return ExemplarIndex.load(folder, self.config.index), read_shard(folder / "regions.parquet")
 
         return self._get(f"index-{stamp}", load)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ieiw.builders.base import BuildContext, CandidateBuilder, Failure, UnitResult, WorkUnit
+from ieiw.schemas import storage
 
 from .cache import ResponseCache
 from .config import CrawlConfig, DumpSourceConfig, resolve
@@ -46,9 +47,10 @@ class WebCrawlBuilder(CandidateBuilder):
         self.config = config
         self.root = Path(context.root if isinstance(context, BuildContext) else context)
         # Where the dump indexes live: the build's out_dir, or (a builder made from a bare root, as in
-        # tests and scripts) a per-root folder under the temp dir.
+        # tests and scripts) a per-root folder under the temp dir. An index is derived from the dump alone,
+        # so with an out_dir on object storage it is kept in a local cache folder on each machine.
         if isinstance(context, BuildContext):
-            self.index_dir: Path | None = Path(context.out_dir) / INDEX_DIR
+            self.index_dir: Path | None = storage.local_folder(storage.location(context.out_dir) / INDEX_DIR)
         else:
             self.index_dir = None
         t = config.takedown

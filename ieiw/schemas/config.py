@@ -39,6 +39,7 @@ from pydantic import (
     model_validator,
 )
 
+from ieiw.schemas import storage
 from ieiw.schemas.filehash import path_digest
 from ieiw.schemas.registry import REGISTRY, RegistryError
 from ieiw.schemas.rows import stable_hash
@@ -272,13 +273,18 @@ class RunnerConfig(StrictModel):
         return self
 
 
+# ``out_dir``: a local folder (kept as a Path, as before) or an object-storage URL such as
+# ``s3://bucket/prefix`` (kept as its string: a Path would fold ``//``). docs/scale.md, "Object storage".
+OutDir = Annotated[Path | str, BeforeValidator(storage.config_value)]
+
+
 class BuildConfig(StrictModel):
     """The keys every build has. The composed model adds the builder and stage sections as fields."""
 
     builder_section_names: ClassVar[tuple[str, ...]] = ()
 
     name: str = "demo"
-    out_dir: Path = Path("out")
+    out_dir: OutDir = Path("out")
     unit_size: int = Field(16, ge=1, description="source records per work unit (one candidate shard each)")
     workers: int = Field(2, ge=1, description="concurrent tasks (threads) on this machine")
     plugins: tuple[str, ...] = Field((), description="modules to import first (they may register builders)")
@@ -305,7 +311,10 @@ class BuildConfig(StrictModel):
         return stable_hash(self.model_dump(mode="json", exclude={"runner"}), length=16)
 
     def preflight(self) -> list[str]:
-        """The output folder must be a folder (or creatable), not inside a file, and writable."""
+        """The output folder must be a folder (or creatable), not inside a file, and writable; a URL's
+        storage package must be installed (the bucket itself is first reached by the build)."""
+        if storage.is_url(self.out_dir):
+            return storage.check_writable(self.out_dir)
         out = Path(self.out_dir)
         if out.exists() and not out.is_dir():
             return [f"out_dir {out} is a file, not a folder"]

@@ -16,12 +16,14 @@ records into ``manifest.json`` (at the end of a build and on ``ieiw verify``); r
 
 The first version rewrote the whole ``manifest.json`` under ``flock`` for every unit: a cost that grew
 with the folder and a lock that object storage does not have.
+
+A folder may be on object storage (``s3://...``): every file here is read and written through
+:mod:`ieiw.schemas.storage`, where a record, the snapshot and a compaction are one PUT each.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import urllib.parse
@@ -29,8 +31,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ieiw.schemas import storage
 from ieiw.schemas.rows import SCHEMA_VERSION
-from ieiw.schemas.shards import ShardFile, atomic_write_bytes, sha256_file
+from ieiw.schemas.shards import ShardFile
 
 MANIFEST_NAME = "manifest.json"
 UNITS_DIR = "units"
@@ -47,7 +50,7 @@ class ManifestError(RuntimeError):
 
 
 def manifest_path(folder: Path) -> Path:
-    return Path(folder) / MANIFEST_NAME
+    return storage.location(folder) / MANIFEST_NAME
 
 
 def _record_name(key: str) -> str:
@@ -65,12 +68,12 @@ def _dumps(data: Any) -> bytes:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return storage.read_json(path)
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{path}: not valid JSON ({exc})") from exc
 
 
-# Parsed snapshots by (path, mtime_ns, size): a stage asks "is this unit finished?" once per unit, and
+# Parsed snapshots by (path, mtime_ns or ETag, size): a stage asks "is this unit finished?" once per unit, and
 # parsing a 10,000-unit snapshot each time would make a rerun quadratic.
 _snapshots: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
 _snapshots_lock = threading.Lock()
@@ -80,11 +83,10 @@ def _snapshot(folder: Path) -> dict[str, Any] | None:
     """``manifest.json`` parsed (cached while the file is unchanged), or None when there is none.
     Callers must not modify the result."""
     path = manifest_path(folder)
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
+    stamp = storage.stamp(path)
+    if stamp is None:
         return None
-    key, stamp = str(path.resolve()), (stat.st_mtime_ns, stat.st_size)
+    key = storage.key(path)
     with _snapshots_lock:
         cached = _snapshots.get(key)
         if cached is not None and cached[0] == stamp:
@@ -103,17 +105,15 @@ def _snapshot(folder: Path) -> dict[str, Any] | None:
 def _records(folder: Path, sub: str) -> dict[str, Any]:
     """The record files of ``folder/sub`` by key (a record being replaced is read whole, old or new)."""
     found = {}
-    directory = Path(folder) / sub
-    if directory.is_dir():
-        for path in sorted(directory.glob("*.json")):
-            found[_key_of(path.name)] = _read_json(path)
+    for path in storage.glob(storage.location(folder) / sub, "*.json"):
+        found[_key_of(path.name)] = _read_json(path)
     return found
 
 
 def load_manifest(folder: Path) -> dict[str, Any]:
     """A stage folder's manifest: the snapshot with every uncompacted record applied; a clear error when
     there is none."""
-    folder = Path(folder)
+    folder = storage.location(folder)
     snapshot = _snapshot(folder)
     if snapshot is None:
         raise ManifestError(f"{manifest_path(folder)}: no manifest here; is {folder} an ieiw stage folder "
@@ -131,7 +131,7 @@ class Manifest:
     _checked_lock = threading.Lock()
 
     def __init__(self, folder: Path, stage: str, layout: dict[str, Any]):
-        self.folder = Path(folder)
+        self.folder = storage.location(folder)
         self.stage = stage
         self.layout = layout
 
@@ -160,14 +160,14 @@ class Manifest:
     def _ensure(self) -> None:
         """Create the snapshot when missing (an empty one: every writer would write the same bytes, so a
         race is harmless) and check its layout, once per folder per process."""
-        key = (str(self.folder.resolve()), json.dumps(self.layout, sort_keys=True))
+        key = (storage.key(self.folder), json.dumps(self.layout, sort_keys=True))
         with self._checked_lock:
-            if key in self._checked and manifest_path(self.folder).exists():  # a stat, not a parse
+            if key in self._checked and storage.exists(manifest_path(self.folder)):  # a stat, not a parse
                 return
         snapshot = _snapshot(self.folder)
         if snapshot is None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(manifest_path(self.folder), _dumps(self._empty()))
+            storage.makedirs(self.folder)
+            storage.write_bytes_atomic(manifest_path(self.folder), _dumps(self._empty()))
             snapshot = _snapshot(self.folder)
         self._check_layout(snapshot)
         with self._checked_lock:
@@ -176,13 +176,13 @@ class Manifest:
     def prepare(self, config_hash: str, backends: dict[str, str]) -> None:
         """Create or check the manifest before any unit runs, and note this build's backends (stats show them)."""
         self._ensure()
-        atomic_write_bytes(self.folder / BUILDS_DIR / _record_name(config_hash), _dumps({"backends": backends}))
+        storage.write_bytes_atomic(self.folder / BUILDS_DIR / _record_name(config_hash), _dumps({"backends": backends}))
 
     def entry(self, unit: str) -> dict[str, Any] | None:
         """The unit's entry: its record if it has one (one small file), else the snapshot's."""
         path = self.folder / UNITS_DIR / _record_name(unit)
         try:
-            return json.loads(path.read_text())
+            return storage.read_json(path)
         except FileNotFoundError:
             pass
         except json.JSONDecodeError as exc:
@@ -196,8 +196,7 @@ class Manifest:
         entry = self.entry(unit)
         if entry is None or entry["fingerprint"] != fingerprint:
             return None
-        shard = self.folder / entry["shard"]
-        return entry if shard.exists() and shard.stat().st_size == entry["bytes"] else None
+        return entry if storage.size(self.folder / entry["shard"]) == entry["bytes"] else None
 
     def record(self, unit: str, shard: ShardFile, fingerprint: str, stats: dict[str, Any]) -> dict:
         """Mark ``unit`` finished (one atomic file write); called only after its shard is in place."""
@@ -210,16 +209,13 @@ class Manifest:
             "finished_at": time.time(),
         }
         del entry["name"]
-        atomic_write_bytes(self.folder / UNITS_DIR / _record_name(unit), _dumps(entry))
+        storage.write_bytes_atomic(self.folder / UNITS_DIR / _record_name(unit), _dumps(entry))
         return entry
 
 
 def compact_all(out: Path) -> dict[str, int]:
     """:func:`compact` every stage folder of a build's out folder; records folded, by folder."""
-    out = Path(out)
-    if not out.is_dir():
-        return {}
-    return {p.parent.name: n for p in sorted(out.glob(f"*/{MANIFEST_NAME}")) if (n := compact(p.parent))}
+    return {p.parent.name: n for p in storage.glob(out, f"*/{MANIFEST_NAME}") if (n := compact(p.parent))}
 
 
 def compact(folder: Path) -> int:
@@ -228,13 +224,13 @@ def compact(folder: Path) -> int:
     The snapshot is written (atomically) before any record is deleted, and a record is deleted only if
     it still holds what was folded in, so a unit recorded meanwhile keeps its record and a kill at any
     point loses nothing (the next compaction finishes the job)."""
-    folder = Path(folder)
+    folder = storage.location(folder)
     if _snapshot(folder) is None:
         return 0
-    paths = {sub: sorted((folder / sub).glob("*.json")) if (folder / sub).is_dir() else [] for sub in (UNITS_DIR, BUILDS_DIR)}
+    paths = {sub: storage.glob(folder / sub, "*.json") for sub in (UNITS_DIR, BUILDS_DIR)}
     if not any(paths.values()):
         return 0
-    raw = {path: path.read_bytes() for group in paths.values() for path in group}
+    raw = {path: storage.read_bytes(path) for group in paths.values() for path in group}
     data = _snapshot(folder)
     merged = {**data, "units": dict(data["units"]), "builds": dict(data.get("builds", {}))}
     for sub, key in ((UNITS_DIR, "units"), (BUILDS_DIR, "builds")):
@@ -243,11 +239,11 @@ def compact(folder: Path) -> int:
                 merged[key][_key_of(path.name)] = json.loads(raw[path])
             except json.JSONDecodeError as exc:
                 raise ManifestError(f"{path}: not valid JSON ({exc})") from exc
-    atomic_write_bytes(manifest_path(folder), _dumps(merged))
+    storage.write_bytes_atomic(manifest_path(folder), _dumps(merged))
     for path, content in raw.items():
         try:
-            if path.read_bytes() == content:
-                os.unlink(path)
+            if storage.read_bytes(path) == content:
+                storage.remove(path)
         except FileNotFoundError:
             pass
     return len(raw)
@@ -256,23 +252,24 @@ def compact(folder: Path) -> int:
 def verify_folder(folder: Path) -> list[str]:
     """Compact the manifest, then re-hash every shard it names; return one problem line per bad or
     missing shard (and per shard it does not name)."""
-    folder = Path(folder)
+    folder = storage.location(folder)
     load_manifest(folder)  # a clear error before anything is written when this is no stage folder
     compact(folder)
     data = load_manifest(folder)
     problems = []
     for unit, entry in sorted(data["units"].items()):
         shard = folder / entry["shard"]
-        if not shard.exists():
+        found = storage.size(shard)
+        if found is None:
             problems.append(f"MISSING {shard} (unit {unit})")
             continue
-        digest = sha256_file(shard)
+        digest = storage.sha256(shard)
         if digest != entry["sha256"]:
             problems.append(f"CORRUPT {shard} (unit {unit}): sha256 {digest} != manifest {entry['sha256']}")
-        elif shard.stat().st_size != entry["bytes"]:
-            problems.append(f"CORRUPT {shard} (unit {unit}): {shard.stat().st_size} bytes != {entry['bytes']}")
+        elif found != entry["bytes"]:
+            problems.append(f"CORRUPT {shard} (unit {unit}): {found} bytes != {entry['bytes']}")
     listed = {entry["shard"] for entry in data["units"].values()}
-    for orphan in sorted(folder.glob("*.parquet")):
+    for orphan in storage.glob(folder, "*.parquet"):
         if orphan.name not in listed:
             problems.append(f"UNLISTED {orphan}: not in the manifest (left by an interrupted run?)")
     return problems

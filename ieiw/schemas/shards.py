@@ -5,6 +5,10 @@ folder. A process killed at any point leaves at most a ``.tmp-<host>-<pid>-*`` f
 removes once that writer is gone (:func:`remove_stale_temp_files`; a concurrent build's files are kept);
 the manifest (see :mod:`ieiw.schemas.manifest`) is written after the rename, so it never names a
 partial shard.
+
+On object storage (an ``s3://`` out_dir) there is no rename: a shard, encoded in memory, is one PUT,
+which makes the object appear whole or not at all, and no temp objects exist
+(:mod:`ieiw.schemas.storage`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import IO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ieiw.schemas import storage
 from ieiw.schemas.rows import READABLE_VERSIONS, SCHEMA_VERSION, SCHEMA_VERSION_KEY
 
 TMP_PREFIX = ".tmp-"
@@ -102,7 +107,8 @@ def write_shard(table: pa.Table, path: Path, row_group_size: int = 64) -> ShardF
     """Write ``table`` to ``path`` atomically and return its size and sha256.
 
     The file is encoded in memory first, so its sha256 comes from the same bytes that are written
-    (no second read) and a failed encode never touches the disk. Small row groups keep a streaming
+    (no second read) and a failed encode never touches the disk (nor the bucket: on object storage the
+    finished buffer is one PUT). Small row groups keep a streaming
     reader's memory flat: one group holds at most ``row_group_size`` image pairs. Snappy (pyarrow's
     default): zstd saved ~16% on the demo shards but tripled the write time, and images are JPEG already.
     """
@@ -113,7 +119,7 @@ def write_shard(table: pa.Table, path: Path, row_group_size: int = 64) -> ShardF
     hasher = threading.Thread(target=(digest := hashlib.sha256()).update, args=(memoryview(data),))
     hasher.start()
     try:
-        atomic_write_bytes(path, data)
+        storage.write_bytes_atomic(path, data)  # local: atomic_write_bytes, as ever
     finally:
         hasher.join()
     return ShardFile(name=path.name, rows=table.num_rows, bytes=data.size, sha256=digest.hexdigest())
@@ -158,8 +164,8 @@ def temp_owner_gone(path: Path, now: float | None = None, stale_after: float = S
 def remove_stale_temp_files(folder: Path) -> list[Path]:
     """Delete leftovers of writers that were killed mid-write, never a live writer's (a concurrent build's):
     see :func:`temp_owner_gone`. Looks in ``folder`` and in its manifest's record folders. Returns what
-    was removed."""
-    if not folder.exists():
+    was removed. Object storage has no temp objects (a write is one PUT), so there is nothing to do there."""
+    if storage.is_remote(folder) or not folder.exists():
         return []
     candidates = [p for sub in ("", "units", "builds") for p in sorted((folder / sub).glob(TMP_PREFIX + "*"))]
     stale = [p for p in candidates if temp_owner_gone(p)]
@@ -169,9 +175,9 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
 
 
 def read_shard(path: Path, columns: list[str] | None = None) -> pa.Table:
-    """Read a shard, refusing one written by a newer, unknown schema version."""
-    table = pq.read_table(path, columns=columns)
-    meta = pq.read_schema(path).metadata or {}
+    """Read a shard (a local path or an object), refusing one written by a newer, unknown schema version."""
+    table = storage.read_table(path, columns=columns)
+    meta = storage.read_schema(path).metadata or {}
     version = int(meta.get(SCHEMA_VERSION_KEY, b"0"))
     if version > SCHEMA_VERSION:
         raise ValueError(f"{path}: schema version {version} is newer than this ieiw ({SCHEMA_VERSION})")

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ieiw.imageio import decode_image
+from ieiw.schemas import storage
 from ieiw.schemas.manifest import load_manifest
 
 Tokenize = Callable[[str], torch.Tensor]
@@ -75,7 +75,7 @@ def index_shards(
 
     Only footers are read unless a filter needs the small id/task/origin columns; images are never read.
     """
-    if not isinstance(folder, str | Path):
+    if not isinstance(folder, str | Path) and not storage.is_location(folder):
         groups: list[RowGroup] = []
         for one in folder:
             left = None if limit is None else limit - sum(len(g.rows) for g in groups)
@@ -83,14 +83,14 @@ def index_shards(
                 break
             groups += index_shards(one, include_datasets, include_tasks, include_ids, left)
         return groups
-    folder = Path(folder)
+    folder = storage.location(folder)  # a local folder or a URL (s3://bucket/out/ieiw): ranged reads of footers
     manifest = load_manifest(folder)
     filtered = include_datasets is not None or include_tasks is not None or include_ids is not None
     groups: list[RowGroup] = []
     kept = 0
     for unit in sorted(manifest["units"]):
         path = folder / manifest["units"][unit]["shard"]
-        pf = pq.ParquetFile(path)
+        pf = storage.parquet_file(path)
         for g in range(pf.num_row_groups):
             n = pf.metadata.row_group(g).num_rows
             rows = np.arange(n, dtype=np.int64)
@@ -269,7 +269,7 @@ class ShardPairs(IterableDataset):
         if not self.text_only:
             columns.append("source_image")
         for seg in segments:
-            table = pq.ParquetFile(seg.path).read_row_group(seg.group, columns=columns).take(seg.rows)
+            table = storage.parquet_file(seg.path).read_row_group(seg.group, columns=columns).take(seg.rows)
             cols = {name: table.column(name).to_pylist() for name in columns}
             for i in range(table.num_rows):
                 dataset = (cols["origin"][i] or {}).get("dataset")

@@ -37,6 +37,7 @@ class TrainResult:
 
 def preflight(config: Config) -> None:
     """Fail in one line, before anything heavy, on what the user must fix."""
+    from ieiw.schemas import storage
     from ieiw.schemas.manifest import manifest_path
 
     if config.model.require_gpu and not torch.cuda.is_available():
@@ -44,7 +45,7 @@ def preflight(config: Config) -> None:
     if config.train.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise TrainingSetupError(f"train.mixed_precision=fp16 needs a GPU (use no or bf16 on CPU); {TINY_HINT}")
     for folder in config.data.folders():
-        if not manifest_path(Path(folder)).exists():
+        if not storage.exists(manifest_path(folder)):  # a folder or a URL (s3://bucket/out/ieiw)
             raise TrainingSetupError(f"no shards at {folder} (no manifest.json): run `make build` first or set data.folder")
 
 

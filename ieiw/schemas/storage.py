@@ -1,0 +1,362 @@
+"""Where a build's files live: a local folder, or an object store (``s3://``, ``gs://``, any fsspec URL).
+
+Every read and write under a build's ``out_dir`` goes through these helpers, so the stages, manifests,
+stats, verify and the trainer's reader do not care which it is. A location is a :class:`pathlib.Path`
+for a local folder (and for a ``file://`` URL, which becomes its local path), unchanged from before,
+or a :class:`upath.UPath` for a URL. UPath (universal_pathlib) rather than bare fsspec calls because the
+build composes paths with ``/``, ``.name``, ``.stem`` and ``.parent`` everywhere: a UPath keeps that
+code identical for a bucket, and underneath it is fsspec's filesystem (``location.fs``), which the
+helpers here use for what must differ:
+
+- Writes are atomic both ways. Local: temp file + fsync + rename (:func:`ieiw.schemas.shards.atomic_file`,
+  the code of before). Object storage has no rename, but one PUT of a finished object is atomic: an
+  object appears whole or not at all. So the bytes are made in memory first and sent with one
+  ``pipe_file`` (s3fs: one ``PutObject`` up to 100 MB, above that a multipart upload, which is just as
+  all-or-nothing: the object exists only once ``CompleteMultipartUpload`` succeeds). No temp objects.
+- Parquet is read through Arrow's wrapper of the fsspec filesystem, with ranged reads only (no
+  read-ahead block cache): a footer costs one or two small GETs, a row group's columns a few more.
+- Things that need a local folder by nature (a FAISS index written by faiss, the crawl's dump index)
+  are made in a local folder and uploaded file by file (:func:`staged_folder`), or mirrored down to a
+  local cache once per version (:func:`local_copy`). The cache is ``$IEIW_CACHE_DIR/storage``.
+
+Connection settings (endpoint, credentials, region) are never in a build config: they come from the
+environment as for any other tool (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``~/.aws``...) or from
+fsspec's own configuration (``FSSPEC_S3='{"endpoint_url": ...}'``, ``~/.config/fsspec/*.json``).
+docs/scale.md, "Object storage".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+LOCAL_PROTOCOLS = {"file", "local"}
+CHUNK = 8 << 20  # bytes per ranged read when hashing an object
+# Directory listings are never cached: another process (a Dask worker, the next `ieiw verify`) may have
+# written a record since, and a stale listing would hide it.
+REMOTE_OPTIONS = {"use_listings_cache": False}
+
+
+
+def _upath_type() -> type | None:
+    """UPath's class once some URL made it imported, else None (no value can be one then): local-only
+    commands (`ieiw stats out/ieiw`) never pay for importing fsspec."""
+    module = sys.modules.get("upath")
+    return getattr(module, "UPath", None) if module is not None else None
+
+
+class StorageError(RuntimeError):
+    """An out_dir URL this installation cannot open (unknown protocol, missing package)."""
+
+
+Location = Path  # for annotations: a pathlib.Path, or a UPath (no Path subclass, but it quacks like one)
+
+
+def is_location(value: Any) -> bool:
+    """A Path or a UPath (what :func:`location` returns), as opposed to a string or a list of them."""
+    upath = _upath_type()
+    return isinstance(value, Path) or (upath is not None and isinstance(value, upath))
+
+
+def is_url(value: Any) -> bool:
+    return isinstance(value, str) and bool(URL.match(value))
+
+
+def location(value: str | os.PathLike | Path) -> Path:
+    """``value`` as a location: a Path (local folders and ``file://`` URLs) or a UPath (other URLs).
+    A location is returned as it is."""
+    if is_location(value):
+        return value
+    text = os.fspath(value)
+    if not is_url(text):
+        return Path(text)
+    protocol = text.split("://", 1)[0].lower()
+    if protocol in LOCAL_PROTOCOLS:
+        return Path(text.split("://", 1)[1])
+    try:
+        from upath import UPath
+
+        return UPath(text, **REMOTE_OPTIONS)
+    except (ImportError, ValueError) as exc:
+        extra = " (pip install 'ieiw[s3]')" if protocol in {"s3", "s3a"} else ""
+        raise StorageError(f"{text}: cannot open {protocol}:// storage: {exc}{extra}") from None
+
+
+def is_remote(path: Any) -> bool:
+    """True for a location on object storage (anything fsspec serves that is not the local disk)."""
+    upath = _upath_type()
+    return upath is not None and isinstance(path, upath) and getattr(path, "protocol", "") not in ("", "file", "local")
+
+
+def config_value(value: Any) -> Any:
+    """How a config keeps an output location: a local path as ``Path`` (as before), a URL as its string."""
+    if isinstance(value, str):
+        where = location(value)
+        return str(where) if is_remote(where) else where
+    if is_remote(value):
+        return str(value)
+    return value
+
+
+def check_writable(value: Any) -> list[str]:
+    """Preflight of a remote output location: its protocol must be installed (no request is made)."""
+    try:
+        where = location(value)
+        if is_remote(where):
+            where.fs  # noqa: B018 - instantiating the filesystem imports its package (s3fs, gcsfs)
+    except (StorageError, ImportError, ValueError) as exc:
+        return [f"out_dir {value}: {exc}"]
+    return []
+
+
+def key(path: Path) -> str:
+    """A string naming ``path`` uniquely in this process (cache keys)."""
+    return str(path) if is_remote(path) else str(Path(path).resolve())
+
+
+# -- reading and probing ----------------------------------------------------------------------------
+def exists(path: Path) -> bool:
+    return location(path).exists()
+
+
+def size(path: Path) -> int | None:
+    """The file's size in bytes, or None when there is none."""
+    path = location(path)
+    try:
+        if is_remote(path):
+            return int(path.fs.info(path.path)["size"])
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
+
+
+def stamp(path: Path) -> tuple | None:
+    """Something that changes whenever the file is replaced (local: mtime and size; object storage: the
+    ETag or generation and size), or None when there is no file. Remote stores without a version tag
+    give a fresh stamp on every call, so nothing is cached for them."""
+    path = location(path)
+    try:
+        if not is_remote(path):
+            info = path.stat()
+            return (info.st_mtime_ns, info.st_size)
+        info = path.fs.info(path.path)
+    except FileNotFoundError:
+        return None
+    version = next((info[k] for k in ("ETag", "etag", "generation", "md5Hash", "mtime", "LastModified", "created")
+                    if info.get(k) is not None), None)
+    return (str(version) if version is not None else object(), info.get("size"))
+
+
+def read_bytes(path: Path) -> bytes:
+    return location(path).read_bytes()
+
+
+def read_text(path: Path) -> str:
+    return read_bytes(path).decode()
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(read_bytes(path))
+
+
+def glob(folder: Path, pattern: str) -> list[Path]:
+    """Sorted matches of ``pattern`` under ``folder``; none when the folder does not exist."""
+    folder = location(folder)
+    if is_remote(folder):
+        base = folder.path.rstrip("/")
+        found = folder.fs.glob(f"{base}/{pattern}")
+        return sorted((folder / p[len(base) + 1:] for p in found), key=str)
+    return sorted(folder.glob(pattern))
+
+
+def sha256(path: Path) -> str:
+    """The sha256 of a file, read once in large ranged reads."""
+    path = location(path)
+    if not is_remote(path):
+        from ieiw.schemas.shards import sha256_file
+
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    with path.fs.open(path.path, "rb", cache_type="none") as handle:
+        while block := handle.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def open_read(path: Path) -> IO[bytes]:
+    """A binary file object; on object storage, every read is one ranged GET (no read-ahead cache)."""
+    path = location(path)
+    if is_remote(path):
+        return path.fs.open(path.path, "rb", cache_type="none")
+    return open(path, "rb")
+
+
+# -- Parquet ------------------------------------------------------------------------------------------
+_arrow_filesystems: dict[Any, Any] = {}
+_arrow_lock = threading.Lock()
+
+
+def _arrow_fs(path: Path) -> Any:
+    """Arrow's filesystem over the location's fsspec filesystem (made once per filesystem)."""
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    class RangedReads(FSSpecHandler):
+        """fsspec's files cache a large read-ahead block by default (s3fs: 50 MB), so reading a footer
+        would fetch most of the shard: Arrow plans its own reads, let each be one ranged GET."""
+
+        def open_input_file(self, path: str) -> Any:
+            return pa.PythonFile(self.fs.open(path, mode="rb", cache_type="none"), mode="r")
+
+    fs = path.fs
+    with _arrow_lock:
+        made = _arrow_filesystems.get(id(fs))
+        if made is None or made[0] is not fs:
+            made = (fs, PyFileSystem(RangedReads(fs)))
+            _arrow_filesystems[id(fs)] = made
+        return made[1]
+
+
+def parquet_file(path: Path | str) -> pq.ParquetFile:
+    """``pq.ParquetFile`` of a local path or an object (pre-buffered: Arrow coalesces its ranged reads)."""
+    path = location(path)
+    if is_remote(path):
+        return pq.ParquetFile(path.path, filesystem=_arrow_fs(path), pre_buffer=True)
+    return pq.ParquetFile(path)
+
+
+def read_table(path: Path | str, columns: list[str] | None = None) -> pa.Table:
+    path = location(path)
+    if is_remote(path):
+        return pq.read_table(path.path, columns=columns, filesystem=_arrow_fs(path))
+    return pq.read_table(path, columns=columns)
+
+
+def read_schema(path: Path | str) -> pa.Schema:
+    path = location(path)
+    if is_remote(path):
+        return pq.read_schema(path.path, filesystem=_arrow_fs(path))
+    return pq.read_schema(path)
+
+
+# -- writing ------------------------------------------------------------------------------------------
+def write_bytes_atomic(path: Path, data: bytes | pa.Buffer | memoryview) -> None:
+    """Readers see the old file or the new one, never a part: local, temp + fsync + rename; object
+    storage, one PUT of the whole finished buffer."""
+    path = location(path)
+    if is_remote(path):
+        path.fs.pipe_file(path.path, data.to_pybytes() if isinstance(data, pa.Buffer) else bytes(data))
+        return
+    from ieiw.schemas.shards import atomic_write_bytes
+
+    atomic_write_bytes(path, data)
+
+
+def makedirs(path: Path) -> None:
+    """Create a local folder (and its parents); object storage has no folders, so nothing to do there."""
+    path = location(path)
+    if not is_remote(path):
+        path.mkdir(parents=True, exist_ok=True)
+
+
+def remove(path: Path) -> None:
+    """Delete a file; a missing one is fine."""
+    path = location(path)
+    try:
+        if is_remote(path):
+            path.fs.rm_file(path.path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+# -- local folders standing for remote ones ------------------------------------------------------------
+def cache_root() -> Path:
+    from ieiw.schemas.filehash import cache_dir
+
+    return cache_dir() / "storage"
+
+
+def local_folder(path: Path) -> Path:
+    """A local folder for ``path``: the folder itself when it is local, else one under the cache named
+    after the URL (``<cache>/s3/bucket/prefix/...``), for derived files each machine may rebuild."""
+    path = location(path)
+    if not is_remote(path):
+        return path
+    parts = [p for p in path.path.split("/") if p and p not in (".", "..")]
+    return cache_root().joinpath(path.protocol if isinstance(path.protocol, str) else path.protocol[0], *parts)
+
+
+@contextlib.contextmanager
+def staged_folder(folder: Path, commit: str) -> Iterator[Path]:
+    """A local folder to write ``folder``'s files into. Local ``folder``: the folder itself (its writer is
+    atomic already). Remote: a fresh local temp folder, uploaded on success one PUT per file. The
+    ``commit`` file (the one readers check first, e.g. ``fingerprint.json``) is deleted before anything
+    is uploaded and uploaded last, so no reader takes a half-replaced folder for a finished one; objects
+    of an earlier version that the new one does not have are deleted."""
+    folder = location(folder)
+    if not is_remote(folder):
+        yield folder
+        return
+    staging_root = Path(tempfile.mkdtemp(prefix="ieiw-stage-"))
+    staging = staging_root / folder.name
+    try:
+        yield staging
+        files = sorted(p for p in staging.rglob("*") if p.is_file())
+        names = {p.relative_to(staging).as_posix() for p in files}
+        if commit not in names:
+            raise StorageError(f"{folder}: the staged folder has no {commit}; nothing uploaded")
+        remove(folder / commit)
+        for path in files:
+            name = path.relative_to(staging).as_posix()
+            if name != commit:
+                write_bytes_atomic(folder / name, path.read_bytes())
+        base = folder.path.rstrip("/")
+        for stale in folder.fs.find(base):
+            if stale[len(base) + 1:] not in names:
+                folder.fs.rm_file(stale)
+        write_bytes_atomic(folder / commit, (staging / commit).read_bytes())
+    finally:
+        shutil.rmtree(staging_root, ignore_errors=True)
+
+
+def local_copy(folder: Path, version: str) -> Path:
+    """``folder``'s files in a local folder: the folder itself when local; for a remote one, a copy in
+    the cache, downloaded once per ``version`` (e.g. the index's fingerprint) into a temp folder and
+    renamed into place, so a reader never sees half a copy."""
+    folder = location(folder)
+    if not is_remote(folder):
+        return folder
+    target = local_folder(folder).with_name(f"{folder.name}@{hashlib.sha256(version.encode()).hexdigest()[:16]}")
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".partial-{target.name}-", dir=target.parent))
+    try:
+        base = folder.path.rstrip("/")
+        for remote in folder.fs.find(base):
+            local = partial / remote[len(base) + 1:]
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_bytes(folder.fs.cat_file(remote))
+        try:
+            os.replace(partial, target)
+        except OSError:  # another process put its copy there first: same version, same files
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
