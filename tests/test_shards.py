@@ -145,6 +145,16 @@ def test_recording_a_unit_is_one_small_file_and_compaction_folds_records_in(tmp_
         load_manifest(tmp_path)
 
 
+def test_compact_all_leaves_other_kinds_of_manifest_alone(tmp_path):
+    from ieiw.schemas.manifest import compact_all
+
+    _two_shard_folder(tmp_path / "ieiw")
+    (tmp_path / "index-replacement").mkdir()  # the exemplar index's own manifest.json
+    (tmp_path / "index-replacement" / "manifest.json").write_text(json.dumps({"format": "ieiw-exemplar-index"}))
+    assert compact_all(tmp_path) == {"ieiw": 3}
+    assert set(load_manifest(tmp_path / "ieiw")["units"]) == {"u0", "u1"}
+
+
 def _two_shard_folder(folder: Path) -> Manifest:
     manifest = Manifest(folder, "ieiw", {"unit_size": 2})
     manifest.prepare("cfg", {})

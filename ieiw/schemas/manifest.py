@@ -214,8 +214,19 @@ class Manifest:
 
 
 def compact_all(out: Path) -> dict[str, int]:
-    """:func:`compact` every stage folder of a build's out folder; records folded, by folder."""
-    return {p.parent.name: n for p in storage.glob(out, f"*/{MANIFEST_NAME}") if (n := compact(p.parent))}
+    """:func:`compact` every stage folder of a build's out folder; records folded, by folder. Folders
+    whose ``manifest.json`` is another kind (the exemplar index's, ``index-<builder>/``) are no stage
+    folders and are left alone."""
+    return {p.parent.name: n for p in storage.glob(out, f"*/{MANIFEST_NAME}")
+            if _is_stage_manifest(p) and (n := compact(p.parent))}
+
+
+def _is_stage_manifest(path: Path) -> bool:
+    try:
+        data = _read_json(path)
+    except ManifestError:
+        return True  # unreadable: compact() reports it
+    return not isinstance(data, dict) or data.get("format") == FORMAT or "format" not in data
 
 
 def compact(folder: Path) -> int:
