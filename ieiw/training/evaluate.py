@@ -63,8 +63,7 @@ def split_groups(
     """The manifest's row groups (as :func:`ieiw.training.data.index_shards` gives them, in unit order)
     keeping only rows whose ``split`` column equals ``split``; at most ``limit`` rows. Reads footers and
     the small ``split`` column only."""
-    import pyarrow.parquet as pq
-
+    from ieiw.schemas import storage
     from ieiw.training.data import RowGroup, index_shards
 
     out: list[RowGroup] = []
@@ -72,7 +71,7 @@ def split_groups(
     files: dict[str, Any] = {}
     for group in index_shards(folders, include_datasets, include_tasks):
         if group.path not in files:
-            files[group.path] = pq.ParquetFile(group.path)
+            files[group.path] = storage.parquet_file(group.path)  # a local path or an s3:// URL
         pf = files[group.path]
         if "split" not in pf.schema_arrow.names:  # a v1 shard: nothing is held out
             continue
@@ -102,14 +101,13 @@ class EvalRow:
 
 def read_rows(groups: Sequence[Any]) -> list[EvalRow]:
     """The rows' ids, instructions and decoded images (RGB PIL, as stored)."""
-    import pyarrow.parquet as pq
-
     from ieiw.imageio import decode_image
+    from ieiw.schemas import storage
 
     rows: list[EvalRow] = []
     columns = ["id", "task", "instruction", "source_image", "target_image"]
     for group in groups:
-        table = pq.ParquetFile(group.path).read_row_group(group.group, columns=columns).take(group.rows).to_pydict()
+        table = storage.parquet_file(group.path).read_row_group(group.group, columns=columns).take(group.rows).to_pydict()
         for i in range(len(table["id"])):
             rows.append(EvalRow(
                 len(rows), table["id"][i], table["task"][i], table["instruction"][i],

@@ -86,15 +86,14 @@ def total_steps(config: Config, weighted_rows: float, world_size: int) -> int:
 
 def weighted_row_count(dataset: Any) -> float:
     """Expected rows per epoch after source weights (reads only the small origin/task columns)."""
-    import pyarrow.parquet as pq
-
+    from ieiw.schemas import storage
     from ieiw.training.data import lookup_by_source
 
     if not dataset.source_weights and dataset.default_weight == 1.0:
         return float(dataset.num_rows)
     total = 0.0
     for group in dataset.groups:
-        meta = pq.ParquetFile(group.path).read_row_group(group.group, columns=["task", "origin"]).take(group.rows).to_pydict()
+        meta = storage.parquet_file(group.path).read_row_group(group.group, columns=["task", "origin"]).take(group.rows).to_pydict()
         for task, origin in zip(meta["task"], meta["origin"]):
             total += lookup_by_source(dataset.source_weights, (origin or {}).get("dataset"), task, dataset.default_weight)
     return total
