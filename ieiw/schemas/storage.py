@@ -15,9 +15,11 @@ helpers here use for what must differ:
   all-or-nothing: the object exists only once ``CompleteMultipartUpload`` succeeds). No temp objects.
 - Parquet is read through Arrow's wrapper of the fsspec filesystem, with ranged reads only (no
   read-ahead block cache): a footer costs one or two small GETs, a row group's columns a few more.
-- Things that need a local folder by nature (a FAISS index written by faiss, the crawl's dump index)
-  are made in a local folder and uploaded file by file (:func:`staged_folder`), or mirrored down to a
-  local cache once per version (:func:`local_copy`). The cache is ``$IEIW_CACHE_DIR/storage``.
+- Things that need a local folder by nature: a FAISS index (faiss reads and writes files) is made in a
+  local folder and uploaded file by file (:func:`staged_folder`), and mirrored down to a local cache
+  once per version to be loaded (:func:`local_copy`); a derived cache each machine can rebuild (the
+  crawl's dump index) stays local (:func:`local_folder`). The cache is ``$IEIW_CACHE_DIR/storage``
+  (default ``~/.cache/ieiw/storage``).
 
 Connection settings (endpoint, credentials, region) are never in a build config: they come from the
 environment as for any other tool (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``~/.aws``...) or from
@@ -59,11 +61,8 @@ def _upath_type() -> type | None:
     return getattr(module, "UPath", None) if module is not None else None
 
 
-class StorageError(RuntimeError):
+class StorageError(ValueError):
     """An out_dir URL this installation cannot open (unknown protocol, missing package)."""
-
-
-Location = Path  # for annotations: a pathlib.Path, or a UPath (no Path subclass, but it quacks like one)
 
 
 def is_location(value: Any) -> bool:
@@ -119,7 +118,8 @@ def check_writable(value: Any) -> list[str]:
         if is_remote(where):
             where.fs  # noqa: B018 - instantiating the filesystem imports its package (s3fs, gcsfs)
     except (StorageError, ImportError, ValueError) as exc:
-        return [f"out_dir {value}: {exc}"]
+        hint = " (pip install 'ieiw[s3]')" if str(value).startswith("s3") and "ieiw[s3]" not in str(exc) else ""
+        return [f"out_dir {value}: {exc}{hint}"]
     return []
 
 
