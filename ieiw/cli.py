@@ -57,6 +57,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     from ieiw import stages
     from ieiw.card import write_card
     from ieiw.schemas.config import ConfigError, load_config, parse_overrides
+    from ieiw.schemas.manifest import compact_all
     from ieiw.stats import compute_stats, write_stats
 
     try:
@@ -74,6 +75,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         build.manifest(stage).prepare(build.config_hash, build.backends())
     calibration = stages.calibrate_build(build, units)
     outcomes = [stages.select_unit(build, unit) for unit in units]
+    compact_all(build.out)  # the selection's records folded into each folder's manifest.json
     stats = compute_stats(build.out / stages.PAIRS)
     write_stats(stats, build.out / "stats.json")
     write_card(build.out)  # the card's counts follow the new selection

@@ -217,6 +217,8 @@ def test_datasets_loads_the_shards_from_the_bucket(s3, builds, tmp_path, monkeyp
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     datasets = pytest.importorskip("datasets")
+    # datasets reads the variable once, when first imported: an earlier test may have imported it offline
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     from ieiw.schemas.manifest import load_manifest
 
     folder = f"{OUT}/ieiw"

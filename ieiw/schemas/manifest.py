@@ -213,6 +213,22 @@ class Manifest:
         return entry
 
 
+def forget(folder: Path, units: list[str]) -> list[dict[str, Any]]:
+    """Drop ``units`` from a folder's manifest and return their entries (their shards are the caller's to
+    delete). For a folder with one writer that rewrites it whole (``ieiw align-pick``'s shards): the
+    records are compacted first, then the snapshot is written once without those units."""
+    folder = storage.location(folder)
+    compact(folder)
+    data = _snapshot(folder)
+    if data is None:
+        return []
+    kept = {**data, "units": dict(data["units"])}
+    dropped = [kept["units"].pop(unit) for unit in units if unit in kept["units"]]
+    if dropped:
+        storage.write_bytes_atomic(manifest_path(folder), _dumps(kept))
+    return dropped
+
+
 def compact_all(out: Path) -> dict[str, int]:
     """:func:`compact` every stage folder of a build's out folder; records folded, by folder. Folders
     whose ``manifest.json`` is another kind (the exemplar index's, ``index-<builder>/``) are no stage

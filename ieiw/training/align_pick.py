@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ieiw.schemas.manifest import Manifest, manifest_path
+from ieiw.schemas.manifest import Manifest, forget, load_manifest, manifest_path
 from ieiw.schemas.rows import canonical_json, image_cell, image_key, row_id, rows_to_table
 from ieiw.schemas.shards import atomic_write_bytes, write_shard
 
@@ -377,9 +377,8 @@ class PickStore:
             manifest.record(unit, shard, fingerprint=hashlib.sha256("".join(r["id"] for r in chunk).encode()).hexdigest(),
                             stats={"rows": len(chunk), "prompts": len({r["origin"]["record_id"] for r in chunk})})
             units.append(unit)
-        with manifest._locked() as data:  # the manifest has no delete: drop what this write did not make
-            stale = [u for u in data["units"] if u not in units]
-            files = [data["units"].pop(u)["shard"] for u in stale]
+        stale = [u for u in load_manifest(folder)["units"] if u not in units]  # what this write did not make
+        files = [entry["shard"] for entry in forget(folder, stale)]
         for name in files:
             (folder / name).unlink(missing_ok=True)
         return {"rows": len(rows), "shards": len(units), "folder": str(folder),
