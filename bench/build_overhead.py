@@ -1,8 +1,8 @@
 """How much the pipeline costs over doing the same work by hand, measured in one run.
 
-(a) pipeline / plain loop: `build-ieiw` (Prefect flow, four stages, manifests, atomic shards) against
-    a plain Python loop that does the same reads + masks + inpaint + encode + embedded features + proxy
-    scores + selection + Parquet writes on the same records with the same library functions. Reported at steady state
+(a) pipeline / plain loop: `build-ieiw` (Prefect flow, five stages, manifests, atomic shards) against
+    a plain Python loop that does the same reads + masks + inpaint + verification + encode + embedded
+    features + proxy scores + dedup signatures + selection + Parquet writes on the same records with the same library functions. Reported at steady state
     (Prefect's ephemeral API already up, as in any long build) with 1 and 2 workers, plus the one-off
     start-up cost of a fresh `ieiw build` process. Goal: <= 1.5 at 1 worker.
 (b) shard writer / raw pyarrow: `rows_to_table` + `write_shard` (validation, snappy, fsync, sha256,
@@ -38,6 +38,8 @@ from ieiw.builders.inpaint import OpenCVInpainter, OpenCVInpaintConfig  # noqa: 
 from ieiw.builders.phrasecut import PhraseCutSource, load_image, record_mask  # noqa: E402
 from ieiw.builders.removal import dilate  # noqa: E402
 from ieiw.builders.samples import make_phrasecut_sample  # noqa: E402
+from ieiw.builders.verify import EmbeddedVerifier, EmbeddedVerifyConfig  # noqa: E402
+from ieiw.filters.dedup import pair_hashes  # noqa: E402
 from ieiw.filters.features import EmbeddedDescriptor, EmbeddedFeaturesConfig  # noqa: E402
 from ieiw.filters.quality import ProxyQualityScorer  # noqa: E402
 from ieiw.imageio import encode, extension  # noqa: E402
@@ -63,6 +65,7 @@ def plain_loop(root: Path, out: Path) -> int:
     source = PhraseCutSource(root, ["train", "val"])
     inpainter, scorer = OpenCVInpainter(OpenCVInpaintConfig()), ProxyQualityScorer()
     describe = EmbeddedDescriptor(EmbeddedFeaturesConfig()).describe  # the pipeline's features stage
+    verifier = EmbeddedVerifier(EmbeddedVerifyConfig())  # removal's default check that the object is gone
     kept = 0
     for split in ("train", "val"):
         total = source.count(split)
@@ -72,10 +75,12 @@ def plain_loop(root: Path, out: Path) -> int:
                 data, pixels = load_image(record)
                 mask = dilate(record_mask(record, pixels.shape[1], pixels.shape[0]), 7)
                 target = inpainter.inpaint([pixels], [mask])[0]
+                verifier.score([pixels], [target], [mask], [record.phrase])
                 target_bytes = encode(target, "jpeg", 95)
                 mask_bytes = encode(mask * 255, "png")
                 s, t = scorer.score_pixels(pixels), scorer.score_pixels(target)
                 describe(pixels), describe(target)
+                pair_hashes(pixels, target), pair_hashes(target, pixels)  # the dedup signatures of both rows
                 for task, a, b, sa, sb in (("remove", data, target_bytes, s, t), ("add", target_bytes, data, t, s)):
                     if sb < 3.5 or abs(sa - sb) > 1.5:
                         continue
@@ -140,8 +145,11 @@ def bench_writer(root: Path, tmp: Path, repeats: int = 9) -> None:
           f" {median_ratio:.2f} median of pairs (goal >= 0.8); {len(rows)} rows, {megabytes:.1f} MB of images")
     print(f"    of the writer's {best_ours * 1000:.1f} ms, fsync takes ~{min(fsyncs) * 1000:.1f} ms;"
           " raw pyarrow neither fsyncs, hashes nor writes 64-row groups")
-    # like for like: the same finished table, the same Parquet options, written and fsynced by hand
+    # like for like: the same finished table, the same Parquet options, written and fsynced by hand.
+    # os.sync() first: (b) leaves ~200 MB of unsynced raw files whose writeback would land on whichever
+    # side fsyncs first; and the order alternates.
     table = rows_to_table(rows)
+    os.sync()
     ours_t, raw_t = [], []
 
     def raw_fsync(path: Path) -> None:
@@ -150,9 +158,11 @@ def bench_writer(root: Path, tmp: Path, repeats: int = 9) -> None:
             handle.flush()
             os.fsync(handle.fileno())
 
-    for i in range(repeats):
-        ours_t.append(timed(write_shard, table, tmp / f"ours-t-{i}.parquet")[0])
-        raw_t.append(timed(raw_fsync, tmp / f"raw-t-{i}.parquet")[0])
+    for i in range(repeats):  # each write starts with no dirty pages pending (os.sync, untimed)
+        for side in ((raw_t, "raw"), (ours_t, "ours")) if i % 2 else ((ours_t, "ours"), (raw_t, "raw")):
+            os.sync()
+            write = (lambda path: write_shard(table, path)) if side[1] == "ours" else raw_fsync
+            side[0].append(timed(write, tmp / f"{side[1]}-t-{i}.parquet")[0])
     print(f"(c) shard writer vs pq.write_table + fsync of the same table (same row groups, snappy): "
           f"{min(raw_t) / min(ours_t):.2f} best-of-{repeats}, "
           f"{statistics.median(r / o for r, o in zip(raw_t, ours_t, strict=True)):.2f} median of pairs (goal >= 0.9);"

@@ -30,18 +30,25 @@ from ieiw.builders.samples import make_phrasecut_sample
 PAIRS_PER_IMAGE = 4.5  # measured on the sample: ~2.5 records per image, 2 pairs per record, ~90% kept
 
 
-def tree_rss(proc: psutil.Process) -> int:
+def tree_rss(proc: psutil.Process, parts: dict[str, int]) -> int:
+    """RSS of ``proc`` and its descendants; ``parts`` keeps each kind's peak (the flow, Prefect's server)."""
     total = 0
     for p in [proc, *proc.children(recursive=True)]:
         try:
-            total += p.memory_info().rss
+            rss = p.memory_info().rss
+            kind = "flow" if p.pid == proc.pid else "prefect server" if "uvicorn" in " ".join(p.cmdline()) else "other"
         except psutil.Error:
-            pass
+            continue
+        total += rss
+        parts[kind] = max(parts.get(kind, 0), rss)
     return total
 
 
+PARTS: dict[str, dict[str, int]] = {}
+
+
 def run_build(config: Path, env: dict[str, str]) -> tuple[float, int]:
-    """(wall seconds, peak RSS bytes of the process tree, polled every 0.1 s)."""
+    """(wall seconds, peak RSS bytes of the process tree, polled every 0.1 s); per-kind peaks in PARTS."""
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "ieiw", "build", str(config)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -49,8 +56,9 @@ def run_build(config: Path, env: dict[str, str]) -> tuple[float, int]:
     stderr: list[bytes] = []
     reader = threading.Thread(target=lambda: stderr.append(proc.stderr.read()), daemon=True)
     reader.start()
+    parts = PARTS.setdefault(str(config), {})
     while proc.poll() is None:
-        peak = max(peak, tree_rss(handle))
+        peak = max(peak, tree_rss(handle, parts))
         time.sleep(0.1)
     reader.join()
     if proc.returncode != 0:
@@ -105,7 +113,8 @@ def measure(base: Path, targets: list[int], width: int, height: int, args: argpa
         units = len(list((out / "candidates").glob("*.parquet")))
         results.append((pairs, seconds, peak))
         print(f"{pairs:>7} pairs ({images} images, {units} units): {seconds:7.1f} s, {pairs / seconds:6.1f} pairs/s, "
-              f"peak RSS of the build's process tree {peak / 2**20:7.0f} MiB", flush=True)
+              f"peak RSS of the build's process tree {peak / 2**20:7.0f} MiB (peaks: "
+              + ", ".join(f"{k} {v / 2**20:.0f}" for k, v in sorted(PARTS[str(config)].items())) + ")", flush=True)
     return results
 
 
