@@ -28,9 +28,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from pydantic import BaseModel
-
-from ieiw.schemas.config import BuildConfig, RunnerConfig
+from ieiw.schemas.config import BuildConfig, RunnerConfig, iter_models
 
 GPU_TAG = "gpu"
 GPU_LIMIT = "ieiw-gpu"
@@ -175,24 +173,8 @@ def uses_gpu(*parts: Any) -> bool:
     """Whether any backend in these config parts may run on a GPU: a ``device`` field naming cuda, or
     ``auto`` where this process sees CUDA. Backends on a server (lama-cleaner, IOPaint) do not count:
     their GPU is the server's."""
-    devices: list[str] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, BaseModel):
-            device = getattr(value, "device", None)
-            if isinstance(device, str):
-                devices.append(device.lower())
-            for name in type(value).model_fields:
-                walk(getattr(value, name))
-        elif isinstance(value, list | tuple):
-            for item in value:
-                walk(item)
-        elif isinstance(value, dict):
-            for item in value.values():
-                walk(item)
-
-    for part in parts:
-        walk(part)
+    devices = [model.device.lower() for part in parts for model in iter_models(part)
+               if isinstance(getattr(model, "device", None), str)]
     if any(d.startswith("cuda") for d in devices):
         return True
     return "auto" in devices and cuda_visible()

@@ -69,17 +69,25 @@ def tidy(text: str) -> str:
     return text
 
 
-def _key(value: Any) -> int | str | None:
-    """An image id as a dict key: ints stay ints, digit strings become ints ("000000000139" -> 139)."""
+def coco_id(value: Any) -> int | None:
+    """A COCO id as written in the wild: an int, an integral float, or a digit string ("000000000139")."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and value.strip():
-        return int(value) if value.strip().isdigit() else value.strip()
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
     return None
+
+
+def _key(value: Any) -> int | str | None:
+    """An image id as a dict key: the integer when it is one, else the trimmed text."""
+    number = coco_id(value)
+    if number is not None:
+        return number
+    return value.strip() if isinstance(value, str) and value.strip() else None
 
 
 class Captions:

@@ -59,7 +59,7 @@ from pydantic import Field
 from ieiw.builders.base import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
 from ieiw.builders.instructions import TemplateError
 from ieiw.builders.phrasecut import SourceImage
-from ieiw.converters.captions import OVERLAY_TASK, add_caption_rows, captions_fingerprint, captions_preflight
+from ieiw.converters.captions import OVERLAY_TASK, add_caption_rows, captions_fingerprint, captions_preflight, coco_id
 from ieiw.converters.overlay import (
     ALPHA,
     mask_png,
@@ -200,16 +200,7 @@ def load_instances(path: Path) -> dict[str, Any]:
     return instances
 
 
-def _id(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    return None
+_id = coco_id
 
 
 def _text(value: Any) -> str:

@@ -24,6 +24,7 @@ import copy
 import functools
 import importlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -187,25 +188,25 @@ class BackendConfig(StrictModel):
         return REGISTRY.backend(self.kind, self.backend).create(self)
 
 
+def iter_models(value: Any) -> Iterator[BaseModel]:
+    """Every pydantic model in ``value``, itself included, depth first (sections, backends, list items)."""
+    if isinstance(value, BaseModel):
+        yield value
+        for name in type(value).model_fields:
+            yield from iter_models(getattr(value, name))
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from iter_models(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from iter_models(item)
+
+
 def missing_models(config: BaseModel) -> list[str]:
     """Every section or backend anywhere in ``config`` whose files are missing (its ``preflight()``),
     one line each."""
-    found: list[str] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, BaseModel) and callable(getattr(value, "preflight", None)):
-            found.extend(value.preflight())
-        if isinstance(value, BaseModel):
-            for name in type(value).model_fields:
-                walk(getattr(value, name))
-        elif isinstance(value, list | tuple):
-            for item in value:
-                walk(item)
-        elif isinstance(value, dict):
-            for item in value.values():
-                walk(item)
-
-    walk(config)
+    found = [line for model in iter_models(config) if callable(getattr(model, "preflight", None))
+             for line in model.preflight()]
     return list(dict.fromkeys(found))  # one model used by two sections is named once
 
 
