@@ -32,15 +32,16 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(f"{args.config}: cannot build:\n  " + "\n  ".join(missing), file=sys.stderr)
         return 2
     from ieiw.flows.build import build_ieiw
-    from ieiw.runner import make_task_runner
+    from ieiw.runner import keep_parent_threads, make_task_runner
 
     try:
         task_runner = make_task_runner(config)  # runner: in the config (docs/scale.md)
     except RuntimeError as exc:
         print(f"{args.config}: {exc}", file=sys.stderr)
         return 2
-    state = build_ieiw.with_options(task_runner=task_runner)(
-        config_path=str(args.config), out_dir=args.out, overrides=overrides, return_state=True)
+    with keep_parent_threads():
+        state = build_ieiw.with_options(task_runner=task_runner)(
+            config_path=str(args.config), out_dir=args.out, overrides=overrides, return_state=True)
     if state.is_failed():
         print(f"build failed: {state.message}", file=sys.stderr)
         return 1

@@ -101,6 +101,33 @@ class PinWorker(_WorkerPlugin):
             torch.set_num_threads(self.threads)
 
 
+# What distributed's Nanny writes into the *parent's* os.environ before it spawns a worker (its
+# ``distributed.nanny.pre-spawn-environ``: OMP/MKL/OpenBLAS = 1, PYTHONHASHSEED, MALLOC_TRIM_THRESHOLD_) and
+# never takes back.
+PARENT_ENV = (*THREAD_ENV, "PYTHONHASHSEED", "MALLOC_TRIM_THRESHOLD_")
+
+
+@contextlib.contextmanager
+def keep_parent_threads() -> Iterator[None]:
+    """Run a Dask build and give this process its environment and torch threads back afterwards: the
+    Nanny's pre-spawn settings would otherwise leave the process that ran the build (a notebook, a
+    deployment's worker, a test session) single-threaded and with a fixed hash seed for its children."""
+    saved = {name: os.environ.get(name) for name in PARENT_ENV}
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.set_num_threads(threads or torch.get_num_threads())
+
+
 def make_task_runner(config: BuildConfig) -> Any:
     """The Prefect task runner ``config.runner`` asks for."""
     r = config.runner

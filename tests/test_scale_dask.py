@@ -74,9 +74,15 @@ def test_flow_started_on_the_default_runner_runs_the_build_on_dask(reference, sa
 
     from ieiw.flows.build import build_ieiw
 
+    import torch
+
     config = small_config(tmp_path / "build.yaml", sample_root, tmp_path / "out", runner=DASK)
+    before = ({name: os.environ.get(name) for name in runner.PARENT_ENV}, torch.get_num_threads())
     state = build_ieiw(config_path=str(config), return_state=True)
     assert state.is_completed(), state.message
+    # distributed's Nanny sets OMP/MKL/OpenBLAS = 1 (and a hash seed) in the parent before it spawns a
+    # worker: the process that ran the build gets its environment and torch threads back
+    assert ({name: os.environ.get(name) for name in runner.PARENT_ENV}, torch.get_num_threads()) == before
     assert sorted(pair_ids(tmp_path / "out")) == sorted(pair_ids(reference))
     with get_client(sync_client=True) as client:
         children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
@@ -169,7 +175,8 @@ def test_worker_processes_get_their_threads_and_gpu(tmp_path, sample_root):
             futures = [probe.submit(i) for i in range(4)]
             return [f.result() for f in futures]
 
-    seen = probes.with_options(task_runner=runner.make_task_runner(config))()
+    with runner.keep_parent_threads():
+        seen = probes.with_options(task_runner=runner.make_task_runner(config))()
     by_pid = {pid: (gpu, omp, cv) for pid, gpu, omp, cv in seen}
     assert len(by_pid) == 2, seen
     assert sorted(gpu for gpu, _, _ in by_pid.values()) == ["3", "5"]

@@ -166,8 +166,9 @@ def build_ieiw(
         # a deployment (or a plain call) starts this flow on the default runner: run it again as a
         # subflow on the configured one (`ieiw build` passes the right runner and never gets here)
         logger.info("runner.kind %s: running the build as a subflow on that task runner", validated.runner.kind)
-        return build_ieiw.with_options(task_runner=runner.make_task_runner(validated))(
-            config_path, out_dir, overrides or None)
+        with runner.keep_parent_threads():
+            return build_ieiw.with_options(task_runner=runner.make_task_runner(validated))(
+                config_path, out_dir, overrides or None)
     if runner.is_dask(validated):  # a worker's working directory may be elsewhere: ship absolute paths
         validated = absolute_paths(validated, Path.cwd())
     logger.info("config %s (hash %s), output %s, runner %s", config_path, validated.digest(), validated.out_dir,
