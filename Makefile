@@ -29,8 +29,9 @@ build-multitask: install  ## demo removal + every converter and importer from sa
 	$(BIN)/ieiw build configs/multitask.yaml
 	@for folder in ieiw segmentation keypoints enhancement editing adaptation; do $(BIN)/ieiw stats out/multitask/$$folder | head -4; done
 
-test: install-dev  ## the whole test suite (CI runs this)
+test: install-dev  ## the whole test suite (CI runs this); in-process Dask builds in a second pytest process
 	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m dask_inprocess
 
 # Inpainting servers in their own venvs, cached outside the checkout (${IEIW_SIDE_VENVS:-~/.cache/ieiw/venvs},
 # keyed by their pins; ~6 GB each): docs/removal.md, "Inpainting servers". Each prints its venv's path.
