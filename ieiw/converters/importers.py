@@ -30,7 +30,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -299,6 +299,24 @@ class ParquetImportConfig(BuilderConfig):
 
     def parts(self) -> list[ParquetPart]:
         return parquet_parts(list_parquet(Path(self.root), self.split, self.files), Path(self.root))
+
+    def importer(self) -> ParquetImporter:
+        """The section's importer (checks its files in :meth:`preflight`)."""
+        raise NotImplementedError
+
+    section: ClassVar[str]  # the config key, for preflight lines
+    missing_hint: ClassVar[str] = ""  # appended when the files are not there
+
+    def preflight(self) -> list[str]:
+        if not self.enabled:
+            return []
+        if not Path(self.root).exists() and getattr(self, "samples", None) is not None:
+            return []  # the sample is made by the build's prepare step
+        try:
+            self.importer().check()
+        except (FileNotFoundError, ImportFormatError) as exc:
+            return [f"{self.section}: {exc}{self.missing_hint if isinstance(exc, FileNotFoundError) else ''}"]
+        return []
 
 
 class ParquetImporter:

@@ -21,14 +21,13 @@ image's bytes. InstructPix2Pix's pairs are generated at one size, so partners of
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from ieiw.builders.base import BuildContext, SourceRecordError
+from ieiw.builders.base import BuildContext
 from ieiw.converters.importers import (
     ParquetImportBuilder,
-    ImportFormatError,
     ParquetImportConfig,
     ParquetImporter,
     check_same_size,
@@ -76,18 +75,11 @@ class InstructPix2PixConfig(ParquetImportConfig):
     require_same_size: bool = True
     samples: InstructPix2PixSampleSpec | None = Field(None, description="make a synthetic sample at root if missing")
 
-    def preflight(self) -> list[str]:
-        if not self.enabled:
-            return []
-        if not Path(self.root).exists() and self.samples is not None:
-            return []
-        try:
-            Ip2pFiles(self, 1).check()
-        except (FileNotFoundError, ImportFormatError) as exc:
-            hint = " (get it from the Hugging Face hub, docs/multitask.md; or set samples:)" if isinstance(
-                exc, FileNotFoundError) else ""
-            return [f"{NAME}: {exc}{hint}"]
-        return []
+    section: ClassVar[str] = NAME
+    missing_hint: ClassVar[str] = " (get it from the Hugging Face hub, docs/multitask.md; or set samples:)"
+
+    def importer(self) -> ParquetImporter:
+        return Ip2pFiles(self, 1)
 
 
 class Ip2pFiles(ParquetImporter):

@@ -26,7 +26,7 @@ import threading
 import warnings
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import cv2
 import numpy as np
@@ -36,7 +36,6 @@ from pydantic import Field
 from ieiw.builders.base import BuildContext, SourceRecordError
 from ieiw.converters.importers import (
     ParquetImportBuilder,
-    ImportFormatError,
     ParquetImportConfig,
     ParquetImporter,
     cell_bytes,
@@ -86,16 +85,10 @@ class MagicBrushConfig(ParquetImportConfig):
     require_same_size: bool = True
     samples: MagicBrushSampleSpec | None = Field(None, description="make a synthetic sample at root if missing")
 
-    def preflight(self) -> list[str]:
-        if not self.enabled:
-            return []
-        if not Path(self.root).exists() and self.samples is not None:
-            return []
-        try:
-            MagicBrushFiles(self, 1).check()
-        except (FileNotFoundError, ImportFormatError) as exc:
-            return [f"{NAME}: {exc}"]
-        return []
+    section: ClassVar[str] = NAME
+
+    def importer(self) -> ParquetImporter:
+        return MagicBrushFiles(self, 1)
 
 
 class MagicBrushFiles(ParquetImporter):
