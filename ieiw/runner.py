@@ -229,14 +229,19 @@ def ensure_gpu_limit(limit: int) -> None:
 
 
 @contextlib.contextmanager
-def gpu_slot(config: BuildConfig | dict[str, Any]) -> Iterator[None]:
-    """Wrap a task's GPU work: inside a task run tagged ``gpu`` of a build with
-    ``runner.gpu_concurrency`` set, hold one slot of ``ieiw-gpu`` (waiting for one); otherwise nothing."""
-    from prefect.context import TaskRunContext
+def gpu_slot(config: BuildConfig | dict[str, Any], on_gpu: bool | None = None) -> Iterator[None]:
+    """Wrap GPU work in a task: while ``runner.gpu_concurrency`` is set, hold one slot of ``ieiw-gpu``
+    (waiting for one) if ``on_gpu``, or, with ``on_gpu`` left out, if the task run is tagged ``gpu``.
+    Otherwise nothing."""
+    if runner_config(config).gpu_concurrency is None:
+        yield
+        return
+    if on_gpu is None:
+        from prefect.context import TaskRunContext
 
-    ctx = TaskRunContext.get()
-    tags = set(ctx.task_run.tags) if ctx is not None else set()
-    if runner_config(config).gpu_concurrency is None or GPU_TAG not in tags:
+        ctx = TaskRunContext.get()
+        on_gpu = ctx is not None and GPU_TAG in set(ctx.task_run.tags)
+    if not on_gpu:
         yield
         return
     from prefect.concurrency.sync import concurrency

@@ -225,6 +225,35 @@ def test_gpu_tasks_hold_a_slot_of_the_global_limit():
     assert four(True) == [0, 1, 2, 3]
     assert len(spans) == 4 and most_at_once() == 1, spans
 
+    # A unit task (untagged here) names each stage's device itself: its GPU stage holds a slot, its CPU
+    # stage gives it back and overlaps with the others' (what unit_task in ieiw/flows/build.py does).
+    cpu_spans: list[tuple[float, float]] = []
+
+    @task
+    def unit(i: int) -> int:
+        with runner.gpu_slot(config, True):
+            start = time.monotonic()
+            time.sleep(0.2)
+            with lock:
+                spans.append((start, time.monotonic()))
+        with runner.gpu_slot(config, False):
+            start = time.monotonic()
+            time.sleep(0.4)
+            with lock:
+                cpu_spans.append((start, time.monotonic()))
+        return i
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=4))
+    def four_units() -> list[int]:
+        futures = [unit.submit(i) for i in range(4)]
+        return [f.result() for f in futures]
+
+    spans.clear()
+    assert four_units() == [0, 1, 2, 3]
+    assert len(spans) == 4 and most_at_once() == 1, spans
+    spans[:] = cpu_spans
+    assert most_at_once() > 1, "the CPU stages overlap"
+
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:

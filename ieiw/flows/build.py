@@ -1,13 +1,14 @@
 """The `build-ieiw` Prefect flow: wiring only. The work lives in :mod:`ieiw.stages`.
 
-Stages run one after the other (prepare + plan, [a builder's index: one task per unit, then one over
-all of them], candidates, features, scores, calibrate, selection),
-each as one task per work unit (calibrate: one task over the whole build) with at most ``config.workers`` in flight, so expensive generation, cheap
-scoring and instant selection never compete and a changed threshold reruns selection only. Tasks
-receive the config as plain JSON data, so any task runner (threads, processes, Dask) can ship it; the
-runner is the config's ``runner:`` section (:mod:`ieiw.runner`, docs/scale.md). A unit whose task still fails
-after its retries is reported and skipped; the flow ends Failed listing those units, and a rerun
-resumes them (finished units are skipped through the manifests).
+Steps run one after the other: prepare + plan; [a builder's index: one task per unit, then one over
+all of them]; one task per work unit running its candidates -> features -> scores; calibrate (one
+task over the whole build); selection, one task per unit. At most ``runner.in_flight(config)`` unit
+tasks are in flight. Every stage records its own shard, so a changed threshold reruns selection only
+and a changed scorer reruns scores and selection. Tasks receive the config as plain JSON data, so any
+task runner (threads, processes, Dask) can ship it; the runner is the config's ``runner:`` section
+(:mod:`ieiw.runner`, docs/scale.md). A unit whose task still fails after its retries is reported and
+skipped; the flow ends Failed listing those units, and a rerun resumes them (finished stages are
+skipped through the manifests).
 """
 
 from __future__ import annotations
@@ -69,22 +70,23 @@ def indexed_builders(config: Config) -> list[str]:
     return [name for name, b in stages.build_for(config).builders.items() if b.uses_index]
 
 
-@task(name="candidates", task_run_name="candidates-{unit.key}", **RETRY)
-def candidates_task(config: Config, builder_name: str, unit: WorkUnit) -> stages.UnitOutcome:
-    with runner.gpu_slot(config):
-        return stages.make_candidates(stages.build_for(config), builder_name, unit)
+@task(name="unit", task_run_name="unit-{unit.key}", **RETRY)
+def unit_task(config: Config, builder_name: str, unit: WorkUnit, on_gpu: dict[str, bool]) -> list[stages.UnitOutcome]:
+    """candidates -> features -> scores of one unit, as one task run.
 
-
-@task(name="features", task_run_name="features-{unit}", **RETRY)
-def features_task(config: Config, unit: str) -> stages.UnitOutcome:
-    with runner.gpu_slot(config):
-        return stages.extract_features(stages.build_for(config), unit)
-
-
-@task(name="score", task_run_name="score-{unit}", **RETRY)
-def score_task(config: Config, unit: str) -> stages.UnitOutcome:
-    with runner.gpu_slot(config):
-        return stages.score_unit(stages.build_for(config), unit)
+    One task run, not three: on Dask each task run costs HTTP calls to Prefect's server and a round
+    trip through the scheduler, a heavy share of a unit's second or two of CPU work (docs/PERFORMANCE.md,
+    "Parallel efficiency"). Each stage still records its own shard, so a retry or a rerun resumes at the
+    first unfinished stage, and each holds a GPU slot only if it runs on a GPU itself.
+    """
+    build = stages.build_for(config)
+    with runner.gpu_slot(config, on_gpu[f"candidates:{builder_name}"]):
+        made = stages.make_candidates(build, builder_name, unit)
+    with runner.gpu_slot(config, on_gpu["features"]):
+        featured = stages.extract_features(build, made.unit)
+    with runner.gpu_slot(config, on_gpu["score"]):
+        scored = stages.score_unit(build, made.unit)
+    return [made, featured, scored]
 
 
 @task(name="calibrate", **RETRY)
@@ -210,17 +212,16 @@ def run_stages(validated: BuildConfig) -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001 - reported with the other failed units; a rerun resumes
             failed.append(((config, name, f"index-{name}"), exc))
             blocked.add(name)
-    submit_candidates = {name: tagged(candidates_task, f"candidates:{name}") for name in {b for b, _ in units}}
-    made, failed_made = run_bounded(lambda c, b, u: submit_candidates[b](c, b, u),
-                                    [(config, b, u) for b, u in units if b not in blocked], workers, "candidates")
-    failed += failed_made
-    featured, failed_features = run_bounded(
-        tagged(features_task, "features"), [(config, u) for u in sorted(o.unit for o in made)], workers, "features")
-    scored, failed_scores = run_bounded(tagged(score_task, "score"), [(config, o.unit) for o in featured], workers,
-                                        "scores")
+    unit_gpu = {name: any(on_gpu.get(stage, False) for stage in (f"candidates:{name}", "features", "score"))
+                for name in {b for b, _ in units}}
+    submit_unit = {name: unit_task.with_options(tags=runner.gpu_tags(gpu)).submit for name, gpu in unit_gpu.items()}
+    done, failed_chains = run_bounded(lambda c, b, u, g: submit_unit[b](c, b, u, g),
+                                      [(config, b, u, on_gpu) for b, u in units if b not in blocked], workers, "units")
+    failed += [((c, b, u), exc) for (c, b, u, _), exc in failed_chains]
+    made, featured, scored = ([outcomes[i] for outcomes in done] for i in range(3))
     calibrate_task(config, sorted(o.unit for o in scored))
     selected, failed_select = run_bounded(select_task.submit, [(config, o.unit) for o in scored], workers, "select")
-    failed += failed_features + failed_scores + failed_select
+    failed += failed_select
 
     for stage_outcomes in (made, featured, scored, selected):
         if stage_outcomes:
