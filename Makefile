@@ -29,12 +29,8 @@ build-multitask: install  ## demo removal + every converter and importer from sa
 	$(BIN)/ieiw build configs/multitask.yaml
 	@for folder in ieiw segmentation keypoints enhancement editing adaptation; do $(BIN)/ieiw stats out/multitask/$$folder | head -4; done
 
-# Three pytest processes: forked DataLoader workers die (exit 1) in a process where some earlier tests ran
-# (in-process Dask builds for sure; docs/scale.md, Known limits), so the trainer's tests get a process of their own.
 test: install-dev  ## the whole test suite (CI runs this)
-	$(BIN)/python -m pytest -q --ignore=tests/training
-	$(BIN)/python -m pytest -q tests/training
-	$(BIN)/python -m pytest -q -m dask_inprocess
+	$(BIN)/python -m pytest -q
 
 # Inpainting servers in their own venvs, cached outside the checkout (${IEIW_SIDE_VENVS:-~/.cache/ieiw/venvs},
 # keyed by their pins; ~6 GB each): docs/removal.md, "Inpainting servers". Each prints its venv's path.

@@ -66,7 +66,6 @@ def test_dask_build_gives_the_thread_runners_ids(reference, sample_root, tmp_pat
     assert run_ieiw("verify", tmp_path / "out" / "ieiw").returncode == 0
 
 
-@pytest.mark.dask_inprocess
 def test_flow_started_on_the_default_runner_runs_the_build_on_dask(reference, sample_root, tmp_path):
     """A deployment starts build-ieiw with the flow's default task runner: the flow reruns itself as a
     subflow on the configured Dask runner."""
@@ -155,7 +154,6 @@ def test_sigkill_of_a_dask_worker_then_rerun_gives_the_same_ids(reference, sampl
     assert verify.returncode == 0 and "UNLISTED" not in verify.stderr
 
 
-@pytest.mark.dask_inprocess
 def test_worker_processes_get_their_threads_and_gpu(tmp_path, sample_root):
     """The LocalCluster a dask build starts: OpenMP/MKL/OpenCV threads = threads_per_worker in every worker
     process, and worker i sees GPU gpus[i % len(gpus)] (only the environment: no GPU is needed)."""

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import sys
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +38,35 @@ from ieiw.schemas.manifest import load_manifest
 
 Tokenize = Callable[[str], torch.Tensor]
 logger = logging.getLogger(__name__)
+
+
+def drop_inherited_prefect_exit_hooks() -> int:
+    """In a forked child (a DataLoader worker), forget the thread-exit hooks of the parent's Prefect services.
+
+    Prefect 3 registers one hook per background service it starts (the log and event shippers of a flow
+    run in this process) with ``threading._register_atexit``. After a fork it resets those services in
+    the child but leaves the hooks, and at the child's exit each hook fails an assert: a DataLoader worker
+    forked from a process that ran a flow (a notebook, a test session) exits with code 1 after finishing
+    its work, which torch reports as a crashed worker. The child never sends anything through the
+    parent's services, so their hooks have nothing to do there. Returns how many hooks were dropped.
+    """
+    services = sys.modules.get("prefect._internal.concurrency.services")
+    hooks = getattr(threading, "_threading_atexits", None)  # CPython's list of those hooks (3.9+)
+    base = getattr(services, "_QueueServiceBase", None)
+    if base is None or not isinstance(hooks, list):
+        return 0
+
+    def prefect_service_hook(hook: Any) -> bool:
+        return isinstance(getattr(getattr(hook, "func", None), "__self__", None), base)
+
+    kept = [hook for hook in hooks if not prefect_service_hook(hook)]
+    dropped = len(hooks) - len(kept)
+    hooks[:] = kept
+    return dropped
+
+
+if hasattr(os, "register_at_fork"):  # every fork of a process that streams pairs: DataLoader workers
+    os.register_at_fork(after_in_child=drop_inherited_prefect_exit_hooks)
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,30 @@ def test_two_ranks_two_workers_cover_every_row_once_per_epoch(stage_folder):
     assert by_epoch[0] != by_epoch[1]
 
 
+def test_loader_workers_forked_after_a_flow_in_this_process_exit_cleanly(stage_folder):
+    """A flow run in this process starts Prefect's log shipper; DataLoader workers forked afterwards
+    used to fail an assert in its inherited exit hook and exit with code 1 (a notebook that builds, then
+    streams). Each worker must finish with code 0 and every row must arrive."""
+    from prefect import flow, get_run_logger
+
+    @flow
+    def speak() -> str:
+        get_run_logger().info("a log line for the API")  # starts the log shipper service here
+        return "spoken"
+
+    assert speak() == "spoken"
+    services = __import__("prefect._internal.concurrency.services", fromlist=["_QueueServiceBase"])
+    import threading
+
+    assert any(isinstance(getattr(getattr(h, "func", None), "__self__", None), services._QueueServiceBase)
+               for h in threading._threading_atexits), "the flow left a service hook (else this proves nothing)"
+    groups = index_shards(stage_folder)
+    loader = DataLoader(ShardPairs(groups, epochs=1, decode=False), batch_size=None, num_workers=2,
+                        persistent_workers=False)
+    ids = [s["id"] for s in loader]
+    assert sorted(ids) == sorted(manifest_ids(stage_folder))
+
+
 def test_epochs_reshuffle_reader_assignment(stage_folder):
     groups = index_shards(stage_folder)
     a = plan_epoch(groups, 0, 0, 0, 2, shuffle=True)
