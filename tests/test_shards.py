@@ -75,6 +75,22 @@ def test_write_shard_is_atomic_and_records_hash(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.parquet"]
 
 
+def test_encoding_into_a_presized_buffer_gives_pyarrows_file_and_falls_back_when_short():
+    """write_shard encodes into a buffer sized up front; the bytes must be exactly what pyarrow's own
+    growing stream gives, with incompressible images (snappy's worst case) and when the size is short."""
+    import pyarrow as pa
+
+    rows = [pair_row(i) for i in range(130)]  # three row groups of 64
+    for i, row in enumerate(rows):
+        row["source_image"] = image_cell(os.urandom(3000 + i), "s.jpg")  # random bytes: snappy cannot shrink them
+    table = rows_to_table(rows)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, row_group_size=64, compression="snappy")
+    expected = sink.getvalue().to_pybytes()
+    assert shards.encode_parquet(table, 64).to_pybytes() == expected
+    assert shards.encode_parquet(table, 64, capacity=1000).to_pybytes() == expected  # short: the growing stream
+
+
 def test_manifest_resume_and_layout_guard(tmp_path):
     manifest = Manifest(tmp_path, "candidates", {"unit_size": 8})
     manifest.prepare("cfg1", {"inpaint": "opencv-telea"})

@@ -103,6 +103,39 @@ def atomic_write_bytes(path: Path, data: bytes | pa.Buffer) -> None:
         handle.write(data)
 
 
+_encode_buffers = threading.local()
+KEEP_BUFFER_MAX = 64 << 20  # a thread keeps its encode buffer up to this size; bigger files get a fresh one
+
+
+def encode_parquet(table: pa.Table, row_group_size: int, capacity: int | None = None) -> pa.Buffer:
+    """The Parquet file of ``table`` (snappy, ``row_group_size`` rows per group) in memory, valid until this
+    thread's next call (each caller writes it out, or copies it, before encoding another).
+
+    Encoded into one buffer per thread, sized up front to snappy's worst case (n + n/6 + 32 per page)
+    plus room for page headers and the footer, and kept for the next shard. A fresh buffer per shard
+    (a growing ``BufferOutputStream``) costs a page fault for every 4 KB of it, and on a virtual machine
+    that made encode-then-write take 2-3x pyarrow's streaming write (docs/PERFORMANCE.md, "Shard
+    writer"); a kept buffer is already mapped. Should the estimate ever be short, a growing stream
+    takes over.
+    """
+    if capacity is None:
+        groups = table.num_rows // row_group_size + 1
+        capacity = table.nbytes + table.nbytes // 6 + 1024 * (table.num_columns + 1) * groups + (1 << 20)
+    kept: bytearray | None = getattr(_encode_buffers, "buffer", None)
+    if kept is None or len(kept) < capacity:
+        kept = bytearray(capacity)  # zero-filled once: every page mapped now
+        if capacity <= KEEP_BUFFER_MAX:
+            _encode_buffers.buffer = kept
+    writer = pa.FixedSizeBufferWriter(pa.py_buffer(kept))
+    try:
+        pq.write_table(table, writer, row_group_size=row_group_size, compression="snappy")
+        return pa.py_buffer(kept)[: writer.tell()]
+    except OSError:  # the estimate was short: grow as needed
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, row_group_size=row_group_size, compression="snappy")
+        return sink.getvalue()
+
+
 def write_shard(table: pa.Table, path: Path, row_group_size: int = 64) -> ShardFile:
     """Write ``table`` to ``path`` atomically and return its size and sha256.
 
@@ -112,9 +145,7 @@ def write_shard(table: pa.Table, path: Path, row_group_size: int = 64) -> ShardF
     reader's memory flat: one group holds at most ``row_group_size`` image pairs. Snappy (pyarrow's
     default): zstd saved ~16% on the demo shards but tripled the write time, and images are JPEG already.
     """
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, row_group_size=row_group_size, compression="snappy")
-    data = sink.getvalue()
+    data = encode_parquet(table, row_group_size)
     # hashlib releases the GIL on large buffers: hash while the bytes go to disk and fsync.
     hasher = threading.Thread(target=(digest := hashlib.sha256()).update, args=(memoryview(data),))
     hasher.start()
