@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from ieiw.crawlers.takedown import Takedown
 from ieiw.filters.selection import BY_SELECTION, RULES, measure
@@ -67,13 +68,15 @@ class Row:
 
 
 def write_report(out_dir: Path, path: Path | None = None, gallery_per_task: int = 12, seed: int = 0,
-                 takedown: Iterable[str] = frozenset(), per_rule: int = NEAR_THRESHOLD) -> Path:
+                 takedown: Iterable[str] = frozenset(), per_rule: int = NEAR_THRESHOLD,
+                 stats: Mapping[str, Any] | None = None) -> Path:
     """Write ``<out_dir>/report.html`` (or ``path``) for the build in ``out_dir``; returns its path.
 
-    ``takedown`` lists row ids, origin record ids or URLs never to show (their rows still count)."""
+    ``takedown`` lists row ids, origin record ids or URLs never to show (their rows still count).
+    ``stats``: the build's ``compute_stats`` result where the caller has it (the flow), else computed."""
     out_dir = storage.location(out_dir)  # a local folder or a bucket URL; the page is one write (one PUT)
     path = storage.location(path) if path else out_dir / REPORT_NAME
-    stats = compute_stats(out_dir / "ieiw")
+    stats = stats if stats is not None else compute_stats(out_dir / "ieiw")
     blocked = Takedown.load([], takedown)
     kept = _light_rows(out_dir / "ieiw")
     rejected = _light_rows(out_dir / "rejected") if storage.exists(manifest_path(out_dir / "rejected")) else []
@@ -112,9 +115,22 @@ def _light_rows(folder: Path) -> list[Row]:
     for entry in sorted(manifest["units"].values(), key=lambda e: e["shard"]):
         shard = folder / entry["shard"]
         present = set(storage.read_schema(shard).names)
-        table = storage.read_table(shard, columns=[c for c in LIGHT if c in present])
+        table = _without_builder_params(storage.read_table(shard, columns=[c for c in LIGHT if c in present]))
         rows += [Row(data, shard, i) for i, data in enumerate(table.to_pylist())]
     return rows
+
+
+def _without_builder_params(table: pa.Table) -> pa.Table:
+    """The ``builder`` struct less its ``params`` JSON, which the page never shows: a third of a row's
+    light data, and the report holds every kept and rejected row in memory at once."""
+    if "builder" not in table.column_names or table.num_rows == 0:
+        return table
+    builder = table["builder"].combine_chunks()
+    if not pa.types.is_struct(builder.type) or builder.type.get_field_index("params") < 0:
+        return table
+    fields = [field for field in builder.type if field.name != "params"]
+    slim = pa.StructArray.from_arrays([builder.field(f.name) for f in fields], fields=fields, mask=builder.is_null())
+    return table.set_column(table.column_names.index("builder"), "builder", slim)
 
 
 def _thresholds(out_dir: Path, stats: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:

@@ -109,7 +109,7 @@ def summarise_task(config: Config, failed_units: list[str]) -> dict[str, Any]:
     stats = compute_stats(out / stages.PAIRS)
     write_stats(stats, out / "stats.json")
     write_card(out)
-    report = write_report(out)
+    report = write_report(out, stats=stats)
     key = artifact_key(config["name"])
     create_table_artifact(key=f"ieiw-counts-{key}", table=count_table(stats),
                           description=f"IEIW build {config['name']}: rows per task / source / split, reasons")
