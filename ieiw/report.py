@@ -16,13 +16,14 @@ import html
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ieiw.crawlers.takedown import Takedown
 from ieiw.filters.selection import BY_SELECTION, RULES, measure
@@ -78,10 +79,10 @@ def write_report(out_dir: Path, path: Path | None = None, gallery_per_task: int 
     path = storage.location(path) if path else out_dir / REPORT_NAME
     stats = stats if stats is not None else compute_stats(out_dir / "ieiw")
     blocked = Takedown.load([], takedown)
-    kept = _light_rows(out_dir / "ieiw")
+    kept = LightRows.read(out_dir / "ieiw")  # columnar: a paper build keeps 159k rows
     rejected = _light_rows(out_dir / "rejected") if storage.exists(manifest_path(out_dir / "rejected")) else []
     thresholds = _thresholds(out_dir, stats)
-    tasks = sorted({r.data["task"] for r in kept} | {r.data["task"] for r in rejected} | set(thresholds))
+    tasks = sorted(kept.tasks() | {r.data["task"] for r in rejected} | set(thresholds))
 
     body = [f"<h1>IEIW build report</h1><p class='muted'>{_e(storage.key(out_dir))}</p>",
             _banner(kept), _stats_section(stats, thresholds), "<h2>Score histograms</h2>",
@@ -131,6 +132,66 @@ def _without_builder_params(table: pa.Table) -> pa.Table:
     fields = [field for field in builder.type if field.name != "params"]
     slim = pa.StructArray.from_arrays([builder.field(f.name) for f in fields], fields=fields, mask=builder.is_null())
     return table.set_column(table.column_names.index("builder"), "builder", slim)
+
+
+@dataclass(frozen=True)
+class LightRows:
+    """A stage folder's light columns as one Arrow table, with each row's shard and index in it.
+
+    The kept side of a paper-size build is 100k+ rows: as Python dicts (``Row``) they were the report's
+    peak memory, about 3 KB a row (docs/PERFORMANCE.md, "Memory flatness"). Here they stay columnar;
+    rows become dicts a batch at a time while a pass reads them, and for good only when shown.
+    """
+
+    table: pa.Table  # LIGHT columns present (builder without params), then _shard (int32) and _index (int32)
+    shards: tuple[Path, ...]
+
+    BATCH = 4096
+
+    @classmethod
+    def read(cls, folder: Path) -> LightRows:
+        manifest = load_manifest(folder)
+        shards, parts = [], []
+        for number, entry in enumerate(sorted(manifest["units"].values(), key=lambda e: e["shard"])):
+            shard = folder / entry["shard"]
+            present = set(storage.read_schema(shard).names)
+            part = _without_builder_params(storage.read_table(shard, columns=[c for c in LIGHT if c in present]))
+            shards.append(shard)
+            parts.append(part.append_column("_shard", pa.array([number] * part.num_rows, pa.int32()))
+                         .append_column("_index", pa.array(range(part.num_rows), pa.int32())))
+        table = pa.concat_tables(parts, promote_options="permissive") if parts else pa.table(
+            {"id": pa.array([], pa.string()), "task": pa.array([], pa.string()),
+             "_shard": pa.array([], pa.int32()), "_index": pa.array([], pa.int32())})
+        return cls(table, tuple(shards))
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def tasks(self) -> set[str]:
+        return {t for t in self.table["task"].unique().to_pylist() if t is not None}
+
+    def count(self, task: str) -> int:
+        return int(pc.sum(pc.equal(self.table["task"], task)).as_py() or 0)
+
+    def _of_task(self, task: str | None) -> pa.Table:
+        return self.table if task is None else self.table.filter(pc.equal(self.table["task"], task))
+
+    def dicts(self, task: str | None = None, columns: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Rows (of ``task``) as dicts, built one batch at a time: nothing outlives the pass."""
+        table = self._of_task(task)
+        if columns is not None:
+            table = table.select([c for c in columns if c in table.column_names])
+        for batch in table.to_batches(max_chunksize=self.BATCH):
+            yield from batch.to_pylist()
+
+    def rows(self, records: Iterable[Mapping[str, Any]]) -> list[Row]:
+        """``Row`` objects (shard path, index) for dicts this object yielded with ``_shard`` and ``_index``."""
+        out = []
+        for record in records:
+            data = dict(record)
+            shard, index = data.pop("_shard"), data.pop("_index")
+            out.append(Row(data, self.shards[shard], index))
+        return out
 
 
 def _thresholds(out_dir: Path, stats: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
@@ -208,12 +269,12 @@ def _thumbnail(cell: Mapping[str, Any] | None) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(thumb).decode()
 
 
-def _banner(kept: list[Row]) -> str:
+def _banner(kept: LightRows) -> str:
     """The warning that stand-ins, not the paper's models, made or scored these rows."""
     names: Counter = Counter()
     rows = 0
-    for row in kept:
-        builder, scores = row.data.get("builder") or {}, row.scores
+    for data in kept.dicts(columns=("builder", "scores")):
+        builder, scores = data.get("builder") or {}, data.get("scores") or {}
         rows += bool(builder.get("embedded") or scores.get("embedded"))
         if builder.get("embedded"):
             names[f"{builder.get('name')}: {builder.get('backend')}"] += 1
@@ -315,15 +376,19 @@ def histogram_svg(title: str, kept: list[float], rejected: list[float], threshol
     return "".join(parts) + "</svg>"
 
 
-def _histograms(task: str, kept: list[Row], rejected: list[Row], thresholds: Mapping[str, float | None]) -> str:
-    mine = [r.scores for r in kept if r.data["task"] == task]
+def _histograms(task: str, kept: LightRows, rejected: list[Row], thresholds: Mapping[str, float | None]) -> str:
+    series = [(label, value, rule, thresholds.get(rule) if rule else None) for label, value, rule in SERIES]
+    series = [item for item in series if not (item[2] in GAP_RULES and item[3] is None)]
+    mine: list[list[float]] = [[] for _ in series]  # floats only: the kept rows' score dicts stream past
+    for data in kept.dicts(task, columns=("scores",)):
+        scores = data.get("scores") or {}
+        for values, (_, value, _, _) in zip(mine, series, strict=True):
+            v = value(scores)
+            if v is not None:
+                values.append(float(v))
     theirs = [r.scores for r in rejected if r.data["task"] == task]
     charts = []
-    for label, value, rule in SERIES:
-        limit = thresholds.get(rule) if rule else None
-        if rule in GAP_RULES and limit is None:
-            continue
-        a = [float(v) for v in map(value, mine) if v is not None]
+    for a, (label, value, _, limit) in zip(mine, series, strict=True):
         b = [float(v) for v in map(value, theirs) if v is not None]
         if a or b:
             charts.append(histogram_svg(label, a, b, limit))
@@ -378,12 +443,17 @@ def _gallery(kind: str, task: str, heading: str, rows: list[Row], total: str, no
             f" shown (of {total})</p><div class='pairs'>{pairs}</div></section>")
 
 
-def _kept_gallery(task: str, kept: list[Row], count: int, seed: int, blocked: Takedown) -> str:
+def _kept_gallery(task: str, kept: LightRows, count: int, seed: int, blocked: Takedown) -> str:
     """A seeded random sample of the task's kept pairs: the same build and seed show the same pairs."""
-    pool = sorted((r for r in kept if r.data["task"] == task and not blocked.blocks_row(r.data)), key=lambda r: r.data["id"])
+    columns = ("id", "_shard", "_index", *(("origin",) if blocked.entries else ()))
+    pool = sorted(((d["id"], d["_shard"], d["_index"]) for d in kept.dicts(task, columns=columns)
+                   if not blocked.blocks_row(d)))
     chosen = random.Random(f"{seed}/{task}").sample(pool, min(count, len(pool)))
-    total = sum(r.data["task"] == task for r in kept)
-    return _gallery("kept", task, _e(task), chosen, f"{total} kept")
+    where = {(shard, index) for _, shard, index in chosen}
+    shown = {(d["_shard"], d["_index"]): d for d in kept.dicts(task)
+             if (d["_shard"], d["_index"]) in where}  # the chosen rows' whole light columns
+    rows = kept.rows(shown[(shard, index)] for _, shard, index in chosen)
+    return _gallery("kept", task, _e(task), rows, f"{kept.count(task)} kept")
 
 
 def _near_gallery(task: str, rule: str, limit: float, rejected: list[Row], candidates: Mapping[str, tuple[Path, int]],
