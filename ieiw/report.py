@@ -170,15 +170,12 @@ class LightRows:
     def tasks(self) -> set[str]:
         return {t for t in self.table["task"].unique().to_pylist() if t is not None}
 
-    def count(self, task: str) -> int:
-        return int(pc.sum(pc.equal(self.table["task"], task)).as_py() or 0)
-
-    def _of_task(self, task: str | None) -> pa.Table:
+    def of_task(self, task: str | None) -> pa.Table:
         return self.table if task is None else self.table.filter(pc.equal(self.table["task"], task))
 
     def dicts(self, task: str | None = None, columns: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
         """Rows (of ``task``) as dicts, built one batch at a time: nothing outlives the pass."""
-        table = self._of_task(task)
+        table = self.of_task(task)
         if columns is not None:
             table = table.select([c for c in columns if c in table.column_names])
         for batch in table.to_batches(max_chunksize=self.BATCH):
@@ -445,15 +442,19 @@ def _gallery(kind: str, task: str, heading: str, rows: list[Row], total: str, no
 
 def _kept_gallery(task: str, kept: LightRows, count: int, seed: int, blocked: Takedown) -> str:
     """A seeded random sample of the task's kept pairs: the same build and seed show the same pairs."""
-    columns = ("id", "_shard", "_index", *(("origin",) if blocked.entries else ()))
-    pool = sorted(((d["id"], d["_shard"], d["_index"]) for d in kept.dicts(task, columns=columns)
-                   if not blocked.blocks_row(d)))
+    table = kept.of_task(task)
+    pool: list[tuple[str, int]] = []  # (id, position in table) of the rows the takedown list allows
+    position = 0
+    for batch in table.select(["id", *(["origin"] if blocked.entries else [])]).to_batches(kept.BATCH):
+        if blocked.entries:
+            pool += [(d["id"], position + i) for i, d in enumerate(batch.to_pylist()) if not blocked.blocks_row(d)]
+        else:
+            pool += zip(batch.column(0).to_pylist(), range(position, position + batch.num_rows), strict=True)
+        position += batch.num_rows
+    pool.sort()
     chosen = random.Random(f"{seed}/{task}").sample(pool, min(count, len(pool)))
-    where = {(shard, index) for _, shard, index in chosen}
-    shown = {(d["_shard"], d["_index"]): d for d in kept.dicts(task)
-             if (d["_shard"], d["_index"]) in where}  # the chosen rows' whole light columns
-    rows = kept.rows(shown[(shard, index)] for _, shard, index in chosen)
-    return _gallery("kept", task, _e(task), rows, f"{kept.count(task)} kept")
+    rows = kept.rows(table.take([where for _, where in chosen]).to_pylist())  # only the shown rows as dicts
+    return _gallery("kept", task, _e(task), rows, f"{table.num_rows} kept")
 
 
 def _near_gallery(task: str, rule: str, limit: float, rejected: list[Row], candidates: Mapping[str, tuple[Path, int]],
