@@ -453,7 +453,8 @@ def _kept_gallery(task: str, kept: LightRows, count: int, seed: int, blocked: Ta
         position += batch.num_rows
     pool.sort()
     chosen = random.Random(f"{seed}/{task}").sample(pool, min(count, len(pool)))
-    rows = kept.rows(table.take([where for _, where in chosen]).to_pylist())  # only the shown rows as dicts
+    picked = pa.array([where for _, where in chosen], pa.int64())
+    rows = kept.rows(table.take(picked).to_pylist())  # only the shown rows become dicts
     return _gallery("kept", task, _e(task), rows, f"{table.num_rows} kept")
 
 
