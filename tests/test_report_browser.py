@@ -85,3 +85,27 @@ def test_report_command_takedown_and_errors(built: Path, tmp_path: Path):
     assert shown not in hidden and hidden.count("data-kind='kept'") == 2
     missing = run_ieiw("report", tmp_path, check=False)
     assert missing.returncode == 2 and "no ieiw/manifest.json" in missing.stderr
+
+
+def test_kept_side_is_columnar_and_galleries_sample_only_kept_rows(built: Path):
+    """LightRows: every kept row once, with the shard and index its images are at; a gallery of a task
+    that kept nothing is empty, not an error; a gallery shows rows of its own task only."""
+    import pyarrow.parquet as pq
+
+    from ieiw.crawlers.takedown import Takedown
+    from ieiw.report import LightRows, _kept_gallery
+
+    kept = LightRows.read(built / "ieiw")
+    ids = [i for shard in sorted((built / "ieiw").glob("*.parquet")) for i in pq.read_table(shard, columns=["id"])["id"].to_pylist()]
+    assert sorted(kept.table["id"].to_pylist()) == sorted(ids) and len(kept) == len(ids)
+    first = kept.rows(kept.table.slice(0, 1).to_pylist())[0]
+    assert pq.read_table(first.shard, columns=["id"])["id"][first.index].as_py() == first.data["id"]
+    assert "params" not in first.data["builder"]  # the page never shows it
+
+    nothing = _kept_gallery("no-such-task", kept, 12, 0, Takedown(frozenset()))
+    assert "data-count='0'" in nothing and "0 kept" in nothing
+    task = sorted(kept.tasks())[0]
+    page = _kept_gallery(task, kept, 3, 0, Takedown(frozenset()))
+    shown = [part.split("'")[0] for part in page.split("data-id='")[1:]]
+    of_task = set(kept.of_task(task)["id"].to_pylist())
+    assert len(shown) == 3 and set(shown) <= of_task
