@@ -110,20 +110,15 @@ def write_report(out_dir: Path, path: Path | None = None, gallery_per_task: int 
 
 
 def _light_rows(folder: Path) -> list[Row]:
-    """Every row of a stage folder without its image columns, in shard order."""
-    manifest = load_manifest(folder)
-    rows: list[Row] = []
-    for entry in sorted(manifest["units"].values(), key=lambda e: e["shard"]):
-        shard = folder / entry["shard"]
-        present = set(storage.read_schema(shard).names)
-        table = _without_builder_params(storage.read_table(shard, columns=[c for c in LIGHT if c in present]))
-        rows += [Row(data, shard, i) for i, data in enumerate(table.to_pylist())]
-    return rows
+    """Every row of a stage folder without its image columns, in shard order, as ``Row`` objects (the
+    rejected side, a small share of a build; the kept side stays columnar, :class:`LightRows`)."""
+    light = LightRows.read(folder)
+    return light.rows(light.table.to_pylist())
 
 
 def _without_builder_params(table: pa.Table) -> pa.Table:
     """The ``builder`` struct less its ``params`` JSON, which the page never shows: a third of a row's
-    light data, and the report holds every kept and rejected row in memory at once."""
+    light data."""
     if "builder" not in table.column_names or table.num_rows == 0:
         return table
     builder = table["builder"].combine_chunks()

@@ -71,7 +71,7 @@ def indexed_builders(config: Config) -> list[str]:
 
 
 @task(name="unit", task_run_name="unit-{unit.key}", **RETRY)
-def unit_task(config: Config, builder_name: str, unit: WorkUnit, on_gpu: dict[str, bool]) -> list[stages.UnitOutcome]:
+def unit_task(config: Config, builder_name: str, on_gpu: dict[str, bool], unit: WorkUnit) -> list[stages.UnitOutcome]:
     """candidates -> features -> scores of one unit, as one task run.
 
     One task run, not three: on Dask each task run costs HTTP calls to Prefect's server and a round
@@ -192,8 +192,8 @@ def run_stages(validated: BuildConfig) -> dict[str, Any]:
                     f"at most {validated.runner.gpu_concurrency} at once" if validated.runner.gpu_concurrency
                     else "unbounded", ", ".join(stage for stage, gpu in on_gpu.items() if gpu))
 
-    def tagged(task_: Any, stage: str) -> Callable[..., PrefectFuture]:
-        return task_.with_options(tags=runner.gpu_tags(on_gpu.get(stage, False))).submit
+    def tagged(task_: Any, gpu: bool) -> Callable[..., PrefectFuture]:
+        return task_.with_options(tags=runner.gpu_tags(gpu)).submit
 
     prepare_task(config)
     units = plan_units(config)
@@ -202,7 +202,7 @@ def run_stages(validated: BuildConfig) -> dict[str, Any]:
     blocked: set[str] = set()  # builders whose index could not be built: their candidates wait for a rerun
     for name in indexed_builders(config):
         mine = [(config, b, u) for b, u in units if b == name]
-        indexed, failed_index = run_bounded(tagged(index_unit_task, f"candidates:{name}"), mine, workers, "index")
+        indexed, failed_index = run_bounded(tagged(index_unit_task, on_gpu[f"candidates:{name}"]), mine, workers, "index")
         failed += failed_index
         if failed_index:
             blocked.add(name)
@@ -212,12 +212,11 @@ def run_stages(validated: BuildConfig) -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001 - reported with the other failed units; a rerun resumes
             failed.append(((config, name, f"index-{name}"), exc))
             blocked.add(name)
-    unit_gpu = {name: any(on_gpu.get(stage, False) for stage in (f"candidates:{name}", "features", "score"))
-                for name in {b for b, _ in units}}
-    submit_unit = {name: unit_task.with_options(tags=runner.gpu_tags(gpu)).submit for name, gpu in unit_gpu.items()}
-    done, failed_chains = run_bounded(lambda c, b, u, g: submit_unit[b](c, b, u, g),
-                                      [(config, b, u, on_gpu) for b, u in units if b not in blocked], workers, "units")
-    failed += [((c, b, u), exc) for (c, b, u, _), exc in failed_chains]
+    submit_unit = {name: tagged(unit_task, any(on_gpu[stage] for stage in (f"candidates:{name}", "features", "score")))
+                   for name in {b for b, _ in units}}  # tagged gpu when any of the unit's stages is
+    done, failed_unit_tasks = run_bounded(lambda c, b, g, u: submit_unit[b](c, b, g, u),
+                                          [(config, b, on_gpu, u) for b, u in units if b not in blocked], workers, "units")
+    failed += failed_unit_tasks
     made, featured, scored = ([outcomes[i] for outcomes in done] for i in range(3))
     calibrate_task(config, sorted(o.unit for o in scored))
     selected, failed_select = run_bounded(select_task.submit, [(config, o.unit) for o in scored], workers, "select")

@@ -63,8 +63,9 @@ def test_loader_workers_forked_after_a_flow_in_this_process_exit_cleanly(stage_f
         return "spoken"
 
     assert speak() == "spoken"
-    services = __import__("prefect._internal.concurrency.services", fromlist=["_QueueServiceBase"])
     import threading
+
+    from prefect._internal.concurrency import services
 
     assert any(isinstance(getattr(getattr(h, "func", None), "__self__", None), services._QueueServiceBase)
                for h in threading._threading_atexits), "the flow left a service hook (else this proves nothing)"
