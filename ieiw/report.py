@@ -30,6 +30,7 @@ from ieiw.filters.selection import BY_SELECTION, RULES, measure
 from ieiw.imageio import ImageDecodeError, Orientation, decode, downscale, encode
 from ieiw.schemas import storage
 from ieiw.schemas.manifest import load_manifest, manifest_path
+from ieiw.schemas.shards import concat_compact
 from ieiw.stats import compute_stats
 
 REPORT_NAME = "report.html"
@@ -145,19 +146,22 @@ class LightRows:
 
     @classmethod
     def read(cls, folder: Path) -> LightRows:
-        manifest = load_manifest(folder)
-        shards, parts = [], []
-        for number, entry in enumerate(sorted(manifest["units"].values(), key=lambda e: e["shard"])):
-            shard = folder / entry["shard"]
-            present = set(storage.read_schema(shard).names)
-            part = _without_builder_params(storage.read_table(shard, columns=[c for c in LIGHT if c in present]))
-            shards.append(shard)
-            parts.append(part.append_column("_shard", pa.array([number] * part.num_rows, pa.int32()))
-                         .append_column("_index", pa.array(range(part.num_rows), pa.int32())))
-        table = pa.concat_tables(parts, promote_options="permissive") if parts else pa.table(
-            {"id": pa.array([], pa.string()), "task": pa.array([], pa.string()),
-             "_shard": pa.array([], pa.int32()), "_index": pa.array([], pa.int32())})
-        return cls(table, tuple(shards))
+        entries = sorted(load_manifest(folder)["units"].values(), key=lambda e: e["shard"])
+        shards = tuple(folder / entry["shard"] for entry in entries)
+
+        def parts() -> Iterator[pa.Table]:
+            for number, shard in enumerate(shards):
+                handle = storage.parquet_file(shard)
+                names = set(handle.schema_arrow.names)
+                part = _without_builder_params(storage.read_columns(handle, [c for c in LIGHT if c in names], shard))
+                yield (part.append_column("_shard", pa.array([number] * part.num_rows, pa.int32()))
+                       .append_column("_index", pa.array(range(part.num_rows), pa.int32())))
+
+        table = concat_compact(parts())  # a chunk per 64 shards, not per shard (ieiw/schemas/shards.py)
+        if table is None:
+            table = pa.table({"id": pa.array([], pa.string()), "task": pa.array([], pa.string()),
+                              "_shard": pa.array([], pa.int32()), "_index": pa.array([], pa.int32())})
+        return cls(table, shards)
 
     def __len__(self) -> int:
         return self.table.num_rows

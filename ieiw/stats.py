@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from ieiw.schemas import storage
 from ieiw.schemas.manifest import load_manifest
+from ieiw.schemas.shards import concat_compact
 
 SCORE_FIELDS = ("source_aesthetic", "target_aesthetic", "source_giqa", "target_giqa", "edit_consistency", "verification")
 # (output name, column path in the shard): nested fields are read alone, so image bytes are never read.
@@ -58,13 +59,12 @@ def _light_table(folder: Path, manifest: dict[str, Any]) -> pa.Table:
     paths = [folder / e["shard"] for e in sorted(manifest["units"].values(), key=lambda e: e["shard"])]
     # Shards decode in parallel (pyarrow releases the GIL), as DuckDB's scan does; order is kept.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        parts = list(pool.map(_shard_light, paths))
-    parts = [p for p in parts if p.num_rows]
-    if not parts:
+        # compacted as they arrive: one chunk per shard would hold ~40 KB each (ieiw/schemas/shards.py)
+        table = concat_compact(part for part in pool.map(_shard_light, paths) if part.num_rows)
+    if table is None:
         return pa.table({name: pa.array([], pa.null()) for name, _ in LIGHT_FIELDS} | {
             "builder_key": pa.array([], pa.string()), "embedded": pa.array([], pa.bool_()),
             "chars": pa.array([], pa.int64()), "words": pa.array([], pa.int64())})
-    table = pa.concat_tables(parts, promote_options="permissive")
     instruction = table["instruction"]
     if pa.types.is_null(instruction.type):
         chars = words = pa.nulls(table.num_rows, pa.int64())

@@ -91,6 +91,40 @@ def test_encoding_into_a_presized_buffer_gives_pyarrows_file_and_falls_back_when
     assert shards.encode_parquet(table, 64, capacity=1000).to_pybytes() == expected  # short: the growing stream
 
 
+def test_tables_gathered_from_many_shards_are_compacted_and_keep_every_row_in_order(tmp_path):
+    """Stats and the report gather light columns from every shard; one chunk per shard holds ~40 KB
+    each whatever its rows, so concat_compact combines them every ``every`` tables. Rows, order and a
+    column's type (null in one shard, typed in another) must come through as a plain concat gives them."""
+    import pyarrow as pa
+
+    parts = []
+    for number in range(10):
+        rows = [pair_row(number * 3 + i) for i in range(3)]
+        if number == 4:  # a shard whose scores are all null: typed null there, a struct elsewhere
+            table = rows_to_table(rows).select(["id", "instruction"]).append_column("scores", pa.nulls(3))
+        else:
+            for row in rows:
+                row["scores"] = {"backend": "proxy", "embedded": True, "target_aesthetic": 5.0 + len(parts)}
+            table = rows_to_table(rows).select(["id", "instruction", "scores"])
+        parts.append(table)
+    gathered = shards.concat_compact(iter(parts), every=4)
+    plain = pa.concat_tables(parts, promote_options="permissive")
+    assert gathered.to_pylist() == plain.to_pylist()
+    assert gathered.schema == plain.schema
+    assert gathered.column("id").num_chunks == 3  # 4 + 4 + 2 shards, where a plain concat keeps 10
+    assert plain.column("id").num_chunks == 10
+    assert shards.concat_compact(iter([])) is None
+
+
+def test_reading_an_unknown_column_names_the_file(tmp_path):
+    """ParquetFile.read drops unknown column names silently; ieiw's reader refuses them by name."""
+    path = tmp_path / "unit.parquet"
+    shards.write_shard(rows_to_table([pair_row(0)]), path)
+    assert shards.read_shard(path, columns=["id", "origin.dataset"]).num_rows == 1
+    with pytest.raises(KeyError, match=r"unit\.parquet: no column nope"):
+        shards.read_shard(path, columns=["id", "nope"])
+
+
 def test_manifest_resume_and_layout_guard(tmp_path):
     manifest = Manifest(tmp_path, "candidates", {"unit_size": 8})
     manifest.prepare("cfg1", {"inpaint": "opencv-telea"})

@@ -239,10 +239,21 @@ def parquet_file(path: Path | str) -> pq.ParquetFile:
 
 
 def read_table(path: Path | str, columns: list[str] | None = None) -> pa.Table:
-    path = location(path)
-    if is_remote(path):
-        return pq.read_table(path.path, columns=columns, filesystem=_arrow_fs(path))
-    return pq.read_table(path, columns=columns)
+    return read_columns(parquet_file(path), columns, path)
+
+
+def read_columns(handle: pq.ParquetFile, columns: list[str] | None, path: Path | str) -> pa.Table:
+    """``columns`` (top-level names or nested paths such as ``origin.dataset``) of an open file.
+
+    ``ParquetFile.read`` rather than ``pq.read_table``: for one file it skips the dataset layer's
+    discovery, half the time per 16-row shard (1.0 against 2.0 ms) and less memory held per table
+    (docs/PERFORMANCE.md, "Memory flatness"). It silently drops unknown names, so they are refused here
+    as ``pq.read_table`` refuses them."""
+    if columns is not None:
+        names = set(handle.schema_arrow.names)
+        if missing := [c for c in columns if c.split(".")[0] not in names]:
+            raise KeyError(f"{path}: no column {', '.join(missing)} (it has {', '.join(sorted(names))})")
+    return handle.read(columns=columns)
 
 
 def read_schema(path: Path | str) -> pa.Schema:
