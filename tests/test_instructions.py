@@ -375,3 +375,27 @@ def test_remove_templates_may_not_use_replace_placeholders(tmp_path):
     path.write_text('remove:\n  - "Remove {the_source}."\nadd:\n  - "Add {a_phrase}."\n')
     with pytest.raises(TemplateError, match="remove\\[0\\] 'Remove {the_source}.': unknown placeholder"):
         load_templates(path)
+
+
+def test_inflect_is_imported_without_typeguards_per_call_instrumentation():
+    """inflect's @typechecked recompiles its engine at import (1.2-1.7 s per process) and checks every
+    call; ieiw imports it with the decorator a no-op and puts typeguard's decorator back. A fresh
+    process, so that no earlier test has imported inflect."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, typeguard\n"
+        "from ieiw.builders.instructions import _engine, is_plural_noun\n"
+        "assert 'inflect' not in sys.modules\n"
+        "engine = _engine()\n"
+        "import inflect\n"
+        "print(inflect.engine.singular_noun.__code__.co_names)\n"
+        "import typeguard._decorators\n"
+        "print(typeguard.typechecked is typeguard._decorators.typechecked)\n"
+        "print(engine.a('apple'), engine.singular_noun('mice'), is_plural_noun('jeans'), is_plural_noun('dog'))\n"
+    )
+    lines = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert "TypeCheckMemo" not in lines[0] and "check_argument_types_internal" not in lines[0]
+    assert lines[1] == "True"  # typeguard's own decorator is back for everyone else
+    assert lines[2] == "an apple mouse True False"
