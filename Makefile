@@ -9,7 +9,7 @@ PORT   ?= 4200
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: install install-dev build build-multitask test test-integration lama-cleaner iopaint serve bench bench-loader bench-giqa bench-stats bench-removal bench-lama bench-exemplar bench-manifest bench-stages bench-parallel bench-scale train verify stats clean
+.PHONY: install install-dev build build-multitask test test-integration lama-cleaner iopaint serve bench bench-loader bench-giqa bench-stats bench-removal bench-lama bench-exemplar bench-manifest bench-stages bench-parallel bench-profile bench-scale train verify stats clean
 
 # One stamp per set of extras, so `make build` does not pull the training stack (torch) it does not need.
 $(BIN)/.stamp-%: pyproject.toml
@@ -75,6 +75,9 @@ bench-stages: install-dev  ## per-stage throughput on one core + pyinstrument ho
 
 bench-parallel: install-dev  ## parallel efficiency: 2 pinned worker processes vs 1 (bench/parallel.py)
 	$(BIN)/python bench/parallel.py
+
+bench-profile: install-dev  ## where a Dask build's CPU goes, per process, sampled by py-spy (bench/profile_build.py)
+	$(BIN)/python bench/profile_build.py
 
 bench-scale: install-dev  ## 2k/10k/20k-pair embedded builds: time, peak RSS, extrapolation to 159k (bench/scale_build.py)
 	$(BIN)/python bench/scale_build.py

@@ -58,9 +58,8 @@ def main() -> None:
         start = time.perf_counter()
         from ieiw.builders.instructions import _engine
 
-        _engine()  # `import inflect` instruments its functions with typeguard: ~2 s once per process
-        print(f"one-off import of inflect (typeguard instrumentation): {time.perf_counter() - start:.1f} s, "
-              "excluded below")
+        _engine()  # once per process; 1.2-1.7 s when typeguard instrumented it (ieiw/builders/instructions.py)
+        print(f"one-off import of inflect: {time.perf_counter() - start:.2f} s, excluded below")
         if profiler:
             profiler.start()
         for name, builder in build.builders.items():
