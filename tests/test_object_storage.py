@@ -242,3 +242,29 @@ def test_verify_names_a_corrupted_object(s3, builds):
     finally:
         fs.pipe_file(key, original)
     assert run_ieiw("verify", f"{OUT}/ieiw", env=s3["env"]).returncode == 0
+
+
+@pytest.mark.slow
+def test_a_dask_cluster_writes_the_same_rows_to_the_bucket(s3, tmp_path, sample_root):
+    """The case object storage is for: worker processes of a Dask cluster writing the shards to a bucket
+    (each worker reaches moto through the environment it inherits), with the ids of a thread build."""
+    pytest.importorskip("prefect_dask")
+    from ieiw.schemas.manifest import load_manifest
+
+    def ids(folder) -> list[str]:
+        found = []
+        for entry in load_manifest(folder)["units"].values():
+            found += storage.read_table(folder / entry["shard"], columns=["id"])["id"].to_pylist()
+        return found
+
+    source = {"source": {"root": str(sample_root), "splits": ["train"], "limit": 16}}
+    threads = write_config(tmp_path / "threads.yaml", sample_root, tmp_path / "local", removal=source)
+    dask = write_config(tmp_path / "dask.yaml", sample_root, f"s3://{BUCKET}/dask", removal=source,
+                        runner={"kind": "dask", "n_workers": 2})
+    run_ieiw("build", threads, env=s3["env"])
+    run_ieiw("build", dask, env=s3["env"])
+    remote = storage.location(f"s3://{BUCKET}/dask/ieiw")
+    assert len(load_manifest(remote)["units"]) == 2
+    expected = ids(tmp_path / "local" / "ieiw")
+    assert expected and sorted(ids(remote)) == sorted(expected)
+    assert run_ieiw("verify", remote, env=s3["env"]).returncode == 0
