@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -99,3 +100,21 @@ def tiny_paint_by_example_folder(path: Path) -> Path:
     model_index.json, vae/, unet/, image_encoder/, scheduler/, feature_extractor/)."""
     tiny_paint_by_example_pipeline().save_pretrained(path)
     return Path(path)
+
+
+def verify_names_a_corrupted_shard(fs: Any, folder: str, env: dict[str, str]) -> None:
+    """Flip one byte in the middle of the first shard object under ``folder`` (``protocol://bucket/...``):
+    `ieiw verify` must exit 1 naming its URL; with the object put back, it must pass again."""
+    protocol, _, path = folder.partition("://")
+    key = sorted(p for p in fs.find(path) if p.endswith(".parquet"))[0]
+    original = fs.cat_file(key)
+    broken = bytearray(original)
+    broken[len(broken) // 2] ^= 0xFF
+    fs.pipe_file(key, bytes(broken))
+    try:
+        proc = run_ieiw("verify", folder, check=False, env=env)
+        assert proc.returncode == 1
+        assert f"CORRUPT {protocol}://{key}" in proc.stderr and "1 shard(s) failed verification" in proc.stderr
+    finally:
+        fs.pipe_file(key, original)
+    assert run_ieiw("verify", folder, env=env).returncode == 0

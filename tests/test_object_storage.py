@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from ieiw_testing import run_ieiw, write_config
+from ieiw_testing import run_ieiw, verify_names_a_corrupted_shard, write_config
 
 from ieiw.schemas import storage
 
@@ -229,19 +229,7 @@ def test_datasets_loads_the_shards_from_the_bucket(s3, builds, tmp_path, monkeyp
 
 @pytest.mark.slow
 def test_verify_names_a_corrupted_object(s3, builds):
-    fs = s3["fs"]
-    key = sorted(p for p in fs.find(f"{BUCKET}/out/ieiw") if p.endswith(".parquet"))[0]
-    original = fs.cat_file(key)
-    broken = bytearray(original)
-    broken[len(broken) // 2] ^= 0xFF
-    fs.pipe_file(key, bytes(broken))
-    try:
-        proc = run_ieiw("verify", f"{OUT}/ieiw", check=False, env=s3["env"])
-        assert proc.returncode == 1
-        assert f"CORRUPT s3://{key}" in proc.stderr and "1 shard(s) failed verification" in proc.stderr
-    finally:
-        fs.pipe_file(key, original)
-    assert run_ieiw("verify", f"{OUT}/ieiw", env=s3["env"]).returncode == 0
+    verify_names_a_corrupted_shard(s3["fs"], f"{OUT}/ieiw", s3["env"])
 
 
 @pytest.mark.slow

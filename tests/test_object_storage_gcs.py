@@ -10,7 +10,7 @@ import os
 import socket
 
 import pytest
-from ieiw_testing import run_ieiw, write_config
+from ieiw_testing import run_ieiw, verify_names_a_corrupted_shard, write_config
 
 from ieiw.schemas import storage
 
@@ -105,15 +105,4 @@ def test_the_trainer_reads_the_same_rows_from_gcs(gcs, builds):
 
 @pytest.mark.slow
 def test_verify_names_a_corrupted_gcs_object(gcs, builds):
-    fs = gcs["fs"]
-    key = sorted(p for p in fs.find(f"{BUCKET}/out/ieiw") if p.endswith(".parquet"))[0]
-    original = fs.cat_file(key)
-    broken = bytearray(original)
-    broken[len(broken) // 2] ^= 0xFF
-    fs.pipe_file(key, bytes(broken))
-    try:
-        proc = run_ieiw("verify", f"{OUT}/ieiw", check=False, env=gcs["env"])
-        assert proc.returncode == 1
-        assert f"gs://{key}" in proc.stdout + proc.stderr
-    finally:
-        fs.pipe_file(key, original)
+    verify_names_a_corrupted_shard(gcs["fs"], f"{OUT}/ieiw", gcs["env"])
