@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -118,3 +119,17 @@ def verify_names_a_corrupted_shard(fs: Any, folder: str, env: dict[str, str]) ->
     finally:
         fs.pipe_file(key, original)
     assert run_ieiw("verify", folder, env=env).returncode == 0
+
+
+def verified_stats_like_local(folder: str, local: Path, env: dict[str, str]) -> dict:
+    """`ieiw verify` passes on the remote stage ``folder`` and `ieiw stats --json` there counts what it
+    counts for the same build's ``local`` folder; the remote stats."""
+    proc = run_ieiw("verify", folder, env=env)
+    assert proc.returncode == 0 and f"{folder}/manifest.json" in proc.stdout
+    remote = json.loads(run_ieiw("stats", folder, "--json", env=env).stdout)
+    expected = json.loads(run_ieiw("stats", local, "--json", env=env).stdout)
+    assert remote["path"] == folder
+    for key in ("rows", "by_task", "by_source", "by_split", "rejected", "failures", "shards"):
+        assert remote[key] == expected[key], key
+    assert remote["rows"] > 0
+    return remote

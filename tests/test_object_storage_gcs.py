@@ -5,12 +5,11 @@ tests/test_object_storage.py; this file shows the same code paths hold on a seco
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 
 import pytest
-from ieiw_testing import run_ieiw, verify_names_a_corrupted_shard, write_config
+from ieiw_testing import run_ieiw, verified_stats_like_local, verify_names_a_corrupted_shard, write_config
 
 from ieiw.schemas import storage
 
@@ -77,14 +76,7 @@ def test_build_into_gcs_verifies_and_has_the_local_builds_rows(gcs, builds):
         assert name in objects, name
     assert not [o for o in objects if "/.tmp-" in o], "no temp objects"
 
-    proc = run_ieiw("verify", f"{OUT}/ieiw", env=gcs["env"])
-    assert proc.returncode == 0 and f"{OUT}/ieiw/manifest.json" in proc.stdout
-    remote = json.loads(run_ieiw("stats", f"{OUT}/ieiw", "--json", env=gcs["env"]).stdout)
-    local = json.loads(run_ieiw("stats", builds["local"] / "ieiw", "--json", env=gcs["env"]).stdout)
-    assert remote["path"] == f"{OUT}/ieiw"
-    for key in ("rows", "by_task", "by_source", "by_split", "rejected", "failures", "shards"):
-        assert remote[key] == local[key], key
-    assert remote["rows"] > 0
+    verified_stats_like_local(f"{OUT}/ieiw", builds["local"] / "ieiw", gcs["env"])
 
 
 @pytest.mark.slow
