@@ -132,7 +132,11 @@ def running_server(env: dict[str, str], folder: Path) -> Iterator[str]:
         yield api
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
         log.close()
 
 

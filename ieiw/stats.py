@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pyarrow.compute as pc
 
 from ieiw.schemas import storage
 from ieiw.schemas.manifest import load_manifest
-from ieiw.schemas.shards import concat_compact
+from ieiw.schemas.shards import COMPACT_EVERY, concat_compact
 
 SCORE_FIELDS = ("source_aesthetic", "target_aesthetic", "source_giqa", "target_giqa", "edit_consistency", "verification")
 # (output name, column path in the shard): nested fields are read alone, so image bytes are never read.
@@ -59,8 +60,13 @@ def _light_table(folder: Path, manifest: dict[str, Any]) -> pa.Table:
     paths = [folder / e["shard"] for e in sorted(manifest["units"].values(), key=lambda e: e["shard"])]
     # Shards decode in parallel (pyarrow releases the GIL), as DuckDB's scan does; order is kept.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+
+        def parts() -> Iterator[pa.Table]:  # a batch in flight at a time: reads never run ahead of compaction
+            for start in range(0, len(paths), COMPACT_EVERY):
+                yield from (p for p in pool.map(_shard_light, paths[start:start + COMPACT_EVERY]) if p.num_rows)
+
         # compacted as they arrive: one chunk per shard would hold ~40 KB each (ieiw/schemas/shards.py)
-        table = concat_compact(part for part in pool.map(_shard_light, paths) if part.num_rows)
+        table = concat_compact(parts())
     if table is None:
         return pa.table({name: pa.array([], pa.null()) for name, _ in LIGHT_FIELDS} | {
             "builder_key": pa.array([], pa.string()), "embedded": pa.array([], pa.bool_()),

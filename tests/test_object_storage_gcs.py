@@ -24,7 +24,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def gcs(tmp_path_factory):
+def gcs():
     """gcp-storage-emulator's server on a free port of 127.0.0.1 with an empty bucket, and the environment
     that points gcsfs at it (in this process and in the `ieiw` subprocesses):
 

@@ -117,12 +117,15 @@ def test_tables_gathered_from_many_shards_are_compacted_and_keep_every_row_in_or
 
 
 def test_reading_an_unknown_column_names_the_file(tmp_path):
-    """ParquetFile.read drops unknown column names silently; ieiw's reader refuses them by name."""
+    """ParquetFile.read drops unknown column names and struct paths silently; ieiw's reader refuses them
+    by name, as a ValueError (pyarrow's ArrowInvalid was one)."""
     path = tmp_path / "unit.parquet"
     shards.write_shard(rows_to_table([pair_row(0)]), path)
-    assert shards.read_shard(path, columns=["id", "origin.dataset"]).num_rows == 1
-    with pytest.raises(KeyError, match=r"unit\.parquet: no column nope"):
-        shards.read_shard(path, columns=["id", "nope"])
+    table = shards.read_shard(path, columns=["id", "origin.dataset"])
+    assert table.column_names == ["id", "origin"] and table["origin"].to_pylist() == [{"dataset": "phrasecut"}]
+    for wrong in ("nope", "origin.nope", "id.part"):
+        with pytest.raises(ValueError, match=rf"unit\.parquet: no column {wrong}"):
+            shards.read_shard(path, columns=["id", wrong])
 
 
 def test_manifest_resume_and_layout_guard(tmp_path):

@@ -91,7 +91,8 @@ def location(value: str | os.PathLike | Path) -> Path:
 
         return UPath(text, **REMOTE_OPTIONS)
     except (ImportError, ValueError) as exc:
-        extra = " (pip install 'ieiw[s3]')" if protocol in {"s3", "s3a"} else ""
+        extra = {"s3": " (pip install 'ieiw[s3]')", "s3a": " (pip install 'ieiw[s3]')",
+                 "gs": " (pip install 'ieiw[gcs]')", "gcs": " (pip install 'ieiw[gcs]')"}.get(protocol, "")
         raise StorageError(f"{text}: cannot open {protocol}:// storage: {exc}{extra}") from None
 
 
@@ -118,7 +119,8 @@ def check_writable(value: Any) -> list[str]:
         if is_remote(where):
             where.fs  # noqa: B018 - instantiating the filesystem imports its package (s3fs, gcsfs)
     except (StorageError, ImportError, ValueError) as exc:
-        hint = " (pip install 'ieiw[s3]')" if str(value).startswith("s3") and "ieiw[s3]" not in str(exc) else ""
+        extra = "gcs" if str(value).startswith(("gs:", "gcs:")) else "s3" if str(value).startswith("s3") else None
+        hint = f" (pip install 'ieiw[{extra}]')" if extra and f"ieiw[{extra}]" not in str(exc) else ""
         return [f"out_dir {value}: {exc}{hint}"]
     return []
 
@@ -242,17 +244,35 @@ def read_table(path: Path | str, columns: list[str] | None = None) -> pa.Table:
     return read_columns(parquet_file(path), columns, path)
 
 
+class ColumnNotFound(ValueError):
+    """A column asked of a shard that it does not have (a ValueError, as pyarrow's ArrowInvalid was)."""
+
+
+def _has_column(schema: pa.Schema, column: str) -> bool:
+    """Whether ``column``, a name or a dotted path into structs (``origin.dataset``), is in ``schema``."""
+    top, *children = column.split(".")
+    if top not in schema.names:
+        return False
+    kind = schema.field(top).type
+    for child in children:
+        if not pa.types.is_struct(kind) or kind.get_field_index(child) < 0:
+            return False
+        kind = kind.field(child).type
+    return True
+
+
 def read_columns(handle: pq.ParquetFile, columns: list[str] | None, path: Path | str) -> pa.Table:
-    """``columns`` (top-level names or nested paths such as ``origin.dataset``) of an open file.
+    """``columns`` of an open file: top-level names, or dotted paths into structs (``origin.dataset``
+    comes back as a struct ``origin`` holding ``dataset`` alone, as ``ParquetFile.read`` gives it).
 
     ``ParquetFile.read`` rather than ``pq.read_table``: for one file it skips the dataset layer's
     discovery, half the time per 16-row shard (1.0 against 2.0 ms) and less memory held per table
-    (docs/PERFORMANCE.md, "Memory flatness"). It silently drops unknown names, so they are refused here
-    as ``pq.read_table`` refuses them."""
+    (docs/PERFORMANCE.md, "Memory flatness"). It silently drops unknown names and paths, so they are
+    refused here, as ``pq.read_table`` refuses them."""
     if columns is not None:
-        names = set(handle.schema_arrow.names)
-        if missing := [c for c in columns if c.split(".")[0] not in names]:
-            raise KeyError(f"{path}: no column {', '.join(missing)} (it has {', '.join(sorted(names))})")
+        schema = handle.schema_arrow
+        if missing := [c for c in columns if not _has_column(schema, c)]:
+            raise ColumnNotFound(f"{path}: no column {', '.join(missing)} (it has {', '.join(schema.names)})")
     return handle.read(columns=columns)
 
 
