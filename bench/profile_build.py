@@ -20,10 +20,9 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-import yaml
+from parallel import PIN, write_config  # the same pinned removal build as the efficiency bench
 
 RATE = 50  # samples per second and process
-PIN = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "OPENCV_FOR_THREADS_NUM": "1"}
 # Leaf frames of a thread that waits (py-spy without --idle still samples some blocking calls).
 WAITING = ("select", "wait", "poll", "_wait", "sleep", "acquire", "accept", "recv", "epoll")
 
@@ -107,15 +106,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ieiw-profile-", dir=".") as name:
         tmp = Path(name).resolve()
         root = make_phrasecut_sample(tmp / "VGPhraseCut_v0", args.images, 0, width, height)
-        def write(name: str, limit: int | None, runner: dict | None) -> Path:
-            source = {"root": str(root), "splits": ["train", "val"], **({"limit": limit} if limit else {})}
-            config = {"name": name, "out_dir": str(tmp / name), "unit_size": args.unit_size, "workers": 2,
-                      "removal": {"source": source, "inpaint": {"backend": "opencv", "method": "telea", "radius": 5},
-                                  "mask_dilation": 7},
-                      "selection": {"min_target_aesthetic": 3.5, "max_aesthetic_gap": 1.5},
-                      **({"runner": runner} if runner else {})}
-            (tmp / f"{name}.yaml").write_text(yaml.safe_dump(config))
-            return tmp / f"{name}.yaml"
+
+        def write(name: str, limit: int | None, runner: dict | None) -> Path:  # bench/parallel.py's build
+            return write_config(tmp / f"{name}.yaml", root, tmp / name, runner, limit, unit_size=args.unit_size)
 
         env = dict(os.environ, **PIN, PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_HOME=str(tmp / "prefect"))
         env.pop("PREFECT_API_URL", None)

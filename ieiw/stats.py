@@ -41,11 +41,7 @@ def _shard_light(path: Path) -> pa.Table:
     the footer is parsed once)."""
     handle = storage.parquet_file(path)  # a local file or an object (ranged reads of these columns only)
     schema = handle.schema_arrow
-    present = []
-    for name, column in LIGHT_FIELDS:
-        top, _, child = column.partition(".")
-        if top in schema.names and (not child or schema.field(top).type.get_field_index(child) >= 0):
-            present.append((name, column))
+    present = [(name, column) for name, column in LIGHT_FIELDS if storage.has_column(schema, column)]
     # ParquetFile.read keeps the nesting: "origin.dataset" comes back as a struct "origin" of one field.
     table = handle.read(columns=[column for _, column in present]) if present else pa.table({})
     arrays = {}

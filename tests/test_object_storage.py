@@ -142,6 +142,14 @@ def test_local_out_dir_keeps_paths_and_file_urls_are_local(tmp_path):
     assert storage.location("out") == Path("out") and not storage.is_remote(storage.location(tmp_path))
 
 
+def test_install_hints_name_the_extra_that_serves_the_protocol():
+    assert storage.install_hint("s3://bucket/out") == " (pip install 'ieiw[s3]')"
+    assert storage.install_hint("gs://bucket/out") == " (pip install 'ieiw[gcs]')"
+    assert storage.install_hint("out") == "" and storage.install_hint("nope://bucket/out") == ""
+    [message] = storage.check_writable("nope://bucket/out")
+    assert message.startswith("out_dir nope://bucket/out: ") and "pip install" not in message
+
+
 # -- a demo-like build into the bucket -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def builds(s3, tmp_path_factory, sample_root):

@@ -6,21 +6,14 @@ tests/test_object_storage.py; this file shows the same code paths hold on a seco
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
-from ieiw_testing import run_ieiw, verified_stats_like_local, verify_names_a_corrupted_shard, write_config
+from ieiw_testing import free_port, run_ieiw, verified_stats_like_local, verify_names_a_corrupted_shard, write_config
 
 from ieiw.schemas import storage
 
 BUCKET = "ieiw-gcs-test"
 OUT = f"gs://{BUCKET}/out"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

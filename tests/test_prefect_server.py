@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,18 +13,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from ieiw_testing import REPO, ieiw_env
+from ieiw_testing import REPO, free_port, ieiw_env
 
 from ieiw.schemas.manifest import load_manifest
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(check, timeout: float, what: str) -> None:

@@ -91,9 +91,16 @@ def location(value: str | os.PathLike | Path) -> Path:
 
         return UPath(text, **REMOTE_OPTIONS)
     except (ImportError, ValueError) as exc:
-        extra = {"s3": " (pip install 'ieiw[s3]')", "s3a": " (pip install 'ieiw[s3]')",
-                 "gs": " (pip install 'ieiw[gcs]')", "gcs": " (pip install 'ieiw[gcs]')"}.get(protocol, "")
-        raise StorageError(f"{text}: cannot open {protocol}:// storage: {exc}{extra}") from None
+        raise StorageError(f"{text}: cannot open {protocol}:// storage: {exc}{install_hint(text)}") from None
+
+
+EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}  # URL protocol -> ieiw's extra that serves it
+
+
+def install_hint(url: Any) -> str:
+    """`` (pip install 'ieiw[s3]')`` for a URL whose protocol an ieiw extra serves, else empty."""
+    extra = EXTRAS.get(str(url).split("://", 1)[0].lower()) if "://" in str(url) else None
+    return f" (pip install 'ieiw[{extra}]')" if extra else ""
 
 
 def is_remote(path: Any) -> bool:
@@ -119,9 +126,8 @@ def check_writable(value: Any) -> list[str]:
         if is_remote(where):
             where.fs  # noqa: B018 - instantiating the filesystem imports its package (s3fs, gcsfs)
     except (StorageError, ImportError, ValueError) as exc:
-        extra = "gcs" if str(value).startswith(("gs:", "gcs:")) else "s3" if str(value).startswith("s3") else None
-        hint = f" (pip install 'ieiw[{extra}]')" if extra and f"ieiw[{extra}]" not in str(exc) else ""
-        return [f"out_dir {value}: {exc}{hint}"]
+        hint = install_hint(value)
+        return [f"out_dir {value}: {exc}{'' if hint in str(exc) else hint}"]
     return []
 
 
@@ -248,7 +254,7 @@ class ColumnNotFound(ValueError):
     """A column asked of a shard that it does not have (a ValueError, as pyarrow's ArrowInvalid was)."""
 
 
-def _has_column(schema: pa.Schema, column: str) -> bool:
+def has_column(schema: pa.Schema, column: str) -> bool:
     """Whether ``column``, a name or a dotted path into structs (``origin.dataset``), is in ``schema``."""
     top, *children = column.split(".")
     if top not in schema.names:
@@ -271,7 +277,7 @@ def read_columns(handle: pq.ParquetFile, columns: list[str] | None, path: Path |
     refused here, as ``pq.read_table`` refuses them."""
     if columns is not None:
         schema = handle.schema_arrow
-        if missing := [c for c in columns if not _has_column(schema, c)]:
+        if missing := [c for c in columns if not has_column(schema, c)]:
             raise ColumnNotFound(f"{path}: no column {', '.join(missing)} (it has {', '.join(schema.names)})")
     return handle.read(columns=columns)
 

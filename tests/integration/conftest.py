@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from ieiw_testing import REPO
+from ieiw_testing import REPO, free_port
 
 START_TIMEOUT = 180  # seconds; a cold start imports torch, diffusers, transformers
 
@@ -40,12 +39,6 @@ def side_venv(name: str) -> Path:
     if not (path / "bin" / "python").exists():
         pytest.fail(f"{variable}={path} is not a venv (run make {name})")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
