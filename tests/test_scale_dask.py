@@ -225,7 +225,11 @@ def test_gpu_tasks_hold_a_slot_of_the_global_limit():
 
     # A unit task (untagged here) names each stage's device itself: its GPU stage holds a slot, its CPU
     # stage gives it back and overlaps with the others' (what unit_task in ieiw/flows/build.py does).
+    # A CPU stage waits (up to 10 s) until a second one has started: however slowly Prefect hands the
+    # slot on under load, they overlap if the slot is free during CPU stages, and never if it is held.
     cpu_spans: list[tuple[float, float]] = []
+    in_cpu = [0]
+    two_in_cpu = threading.Event()
 
     @task
     def unit(i: int) -> int:
@@ -236,8 +240,14 @@ def test_gpu_tasks_hold_a_slot_of_the_global_limit():
                 spans.append((start, time.monotonic()))
         with runner.gpu_slot(config, False):
             start = time.monotonic()
-            time.sleep(0.4)
             with lock:
+                in_cpu[0] += 1
+                if in_cpu[0] >= 2:
+                    two_in_cpu.set()
+            two_in_cpu.wait(10)
+            time.sleep(0.1)
+            with lock:
+                in_cpu[0] -= 1
                 cpu_spans.append((start, time.monotonic()))
         return i
 
