@@ -34,13 +34,13 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import yaml  # noqa: E402
 
-from ieiw.builders.inpaint import OpenCVInpainter, OpenCVInpaintConfig  # noqa: E402
-from ieiw.builders.phrasecut import PhraseCutSource, load_image, record_mask  # noqa: E402
+from ieiw.backends.inpaint.opencv import OpenCVInpainter, OpenCVInpaintConfig  # noqa: E402
+from ieiw.sources.phrasecut import PhraseCutSource, load_image, record_mask  # noqa: E402
 from ieiw.builders.removal import dilate  # noqa: E402
-from ieiw.builders.samples import make_phrasecut_sample  # noqa: E402
-from ieiw.builders.verify import EmbeddedVerifier, EmbeddedVerifyConfig  # noqa: E402
+from ieiw.samples.phrasecut import make_phrasecut_sample  # noqa: E402
+from ieiw.backends.verify import EmbeddedVerifier, EmbeddedVerifyConfig  # noqa: E402
 from ieiw.filters.dedup import pair_hashes  # noqa: E402
-from ieiw.filters.features import EmbeddedDescriptor, EmbeddedFeaturesConfig  # noqa: E402
+from ieiw.backends.features.embedded import EmbeddedDescriptor, EmbeddedFeaturesConfig  # noqa: E402
 from ieiw.filters.quality import ProxyQualityScorer  # noqa: E402
 from ieiw.imageio import encode, extension  # noqa: E402
 from ieiw.schemas.rows import PAIR_SCHEMA, image_cell, rows_to_table  # noqa: E402

@@ -3,7 +3,7 @@
 The rule the labels follow: a candidate is a derivative when, after alignment, the original's content
 covers at least half of it, and it is a usable edit (something changed, not everything). Originals are
 real photographs bundled with scikit-image (offline) and synthetic scenes (textured ones from the crawl
-sample, flat ones from ``ieiw.builders.samples``). Every image goes through a JPEG round trip, as on the web.
+sample, flat ones from ``ieiw.samples.phrasecut``). Every image goes through a JPEG round trip, as on the web.
 
 - derivatives (must be accepted): crops, rescales, small rotations (each with a local edit, since a pure
   geometric change is a no-op once aligned), colour grades, local edits, text added, a person removed;
@@ -34,8 +34,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ieiw.builders.samples import smooth_background, synthetic_scene  # noqa: E402
-from ieiw.crawlers.make_sample import paint_patch, recolour_region, synthetic_photo  # noqa: E402
+from ieiw.samples.phrasecut import smooth_background, synthetic_scene  # noqa: E402
+from ieiw.samples.crawl import paint_patch, recolour_region, synthetic_photo  # noqa: E402
 from ieiw.imageio import downscale  # noqa: E402
 
 DERIVATIVE_KINDS = ("crop", "rescale", "rotation", "colour_grade", "local_edit", "text_added", "person_removed")

@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ieiw.filters.exemplars import ExemplarIndex, ExemplarIndexConfig  # noqa: E402
+from ieiw.builders.exemplars import ExemplarIndex, ExemplarIndexConfig  # noqa: E402
 
 OBJECTS_PER_IMAGE = 8
 CHUNK = 65_536

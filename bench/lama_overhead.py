@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from skimage import data as skdata
 
-from ieiw.builders.lama import LamaConfig
+from ieiw.backends.inpaint.lama import LamaConfig
 from ieiw.imageio import decode, encode
 
 GOAL = 1.3

@@ -166,7 +166,7 @@ def main() -> None:
     parser.add_argument("--unit-size", type=int, default=16, help="records per work unit (one task run each)")
     args = parser.parse_args()
     os.environ.update(PIN)
-    from ieiw.builders.samples import make_phrasecut_sample
+    from ieiw.samples.phrasecut import make_phrasecut_sample
 
     width, height = map(int, args.size.split("x"))
     with tempfile.TemporaryDirectory(prefix="ieiw-parallel-", dir=".") as name:

@@ -100,7 +100,7 @@ def main() -> None:
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
         sys.exit("py-spy is not installed: pip install py-spy (it is in ieiw's dev extra)")
-    from ieiw.builders.samples import make_phrasecut_sample
+    from ieiw.samples.phrasecut import make_phrasecut_sample
 
     width, height = map(int, args.size.split("x"))
     with tempfile.TemporaryDirectory(prefix="ieiw-profile-", dir=".") as name:

@@ -1,6 +1,6 @@
 """How well each inpainting backend removes an object, against the true background, in one run.
 
-The synthetic PhraseCut-layout sample (ieiw/builders/samples.py) keeps each scene's clean background,
+The synthetic PhraseCut-layout sample (ieiw/samples/phrasecut.py) keeps each scene's clean background,
 so removal has a ground truth. For every referring record the mask is made by the removal builder itself
 (``RemovalBuilder._mask``: official rasterisation, the default region policy, a square dilation) and the
 image is filled by:
@@ -32,11 +32,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ieiw.builders.base import BuildContext
-from ieiw.builders.inpaint import OpenCVInpainter, OpenCVInpaintConfig
-from ieiw.builders.phrasecut import PhraseCutSource, load_image
+from ieiw.schemas.units import BuildContext
+from ieiw.backends.inpaint.opencv import OpenCVInpainter, OpenCVInpaintConfig
+from ieiw.sources.phrasecut import PhraseCutSource, load_image
 from ieiw.builders.removal import RegionSkipped, RemovalBuilder, RemovalConfig
-from ieiw.builders.samples import make_phrasecut_sample
+from ieiw.samples.phrasecut import make_phrasecut_sample
 from ieiw.imageio import decode_rgb
 
 SPLITS = ["train", "val"]
@@ -122,7 +122,7 @@ def main() -> None:
         ("cv2 Navier-Stokes (r=5)", OpenCVInpainter(OpenCVInpaintConfig(method="ns", radius=5)).inpaint, 1),
     ]
     if args.lama_checkpoint is not None:
-        from ieiw.builders.lama import LamaConfig
+        from ieiw.backends.inpaint.lama import LamaConfig
 
         lama = LamaConfig(checkpoint=args.lama_checkpoint, device=args.lama_device, batch_size=args.lama_batch).create()
         methods.append((f"LaMa (in process, {args.lama_device})", lama.inpaint, args.lama_batch))

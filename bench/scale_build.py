@@ -25,7 +25,7 @@ import numpy as np
 import psutil
 import yaml
 
-from ieiw.builders.samples import make_phrasecut_sample
+from ieiw.samples.phrasecut import make_phrasecut_sample
 
 PAIRS_PER_IMAGE = 4.5  # measured on the sample: ~2.5 records per image, 2 pairs per record, ~90% kept
 

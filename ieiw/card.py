@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from ieiw.crawlers.takedown import Takedown
+from ieiw.schemas.takedown import Takedown
 from ieiw.exports import PAIRS, Selection, iter_batches, pairs_folder
 from ieiw.schemas import storage
 from ieiw.schemas.manifest import load_manifest

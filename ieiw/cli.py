@@ -122,7 +122,7 @@ def parse_mapping(text: str) -> dict:
 
 
 def cmd_samples(args: argparse.Namespace) -> int:
-    from ieiw.builders.samples import make_phrasecut_sample
+    from ieiw.samples.phrasecut import make_phrasecut_sample
 
     root = make_phrasecut_sample(Path(args.dir), args.images, args.seed, args.width, args.height)
     print(f"wrote {args.images} synthetic scenes in VGPhraseCut layout to {root}")

@@ -21,7 +21,7 @@ sibling folder and renamed into place only when complete; an earlier export in `
 image behind. Every single file is itself written to a temp name and renamed.
 
 A row is withheld when its ``id``, ``origin.record_id``, ``origin.url`` or ``origin.edit_url`` is on the
-takedown list (compared as :class:`ieiw.crawlers.takedown.Takedown` does: URLs normalised, ids case-folded).
+takedown list (compared as :class:`ieiw.schemas.takedown.Takedown` does: URLs normalised, ids case-folded).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ieiw.crawlers.takedown import Takedown
+from ieiw.schemas.takedown import Takedown
 from ieiw.imageio import extension, extension_for_format
 from ieiw.schemas import storage
 from ieiw.schemas.manifest import load_manifest

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ieiw.crawlers.takedown import Takedown
+from ieiw.schemas.takedown import Takedown
 from ieiw.filters.selection import BY_SELECTION, RULES, measure
 from ieiw.imageio import ImageDecodeError, Orientation, decode, downscale, encode
 from ieiw.schemas import storage

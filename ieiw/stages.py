@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ieiw.builders.base import BuildContext, CandidateBuilder, WorkUnit
-from ieiw.filters.features import ImageFeatures, describe_backend
+from ieiw.schemas.units import BuildContext, CandidateBuilder, WorkUnit
+from ieiw.backends.features.embedded import ImageFeatures, describe_backend
 from ieiw.filters.dedup import SIGNATURE_VERSION, pair_hashes
 from ieiw.filters.scoring import ScoreContext, Scorer, distinct_images, pair_views, score_pairs
 from ieiw.filters.selection import (
@@ -495,7 +495,7 @@ def select_unit(build: Build, unit: str) -> UnitOutcome:
 
 
 IEIW_FAMILY = "ieiw"
-DERIVED_FAMILIES = {"adaptation"}  # rows a converter writes beside its own (ieiw/converters/captions.py)
+DERIVED_FAMILIES = {"adaptation"}  # rows a converter writes beside its own (ieiw/builders/captions.py)
 
 
 def task_family(task: str) -> str:

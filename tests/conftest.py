@@ -36,7 +36,7 @@ def prefect_home(tmp_path_factory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def sample_root(tmp_path_factory) -> Path:
     """30 synthetic scenes at 160x120, generated once per session."""
-    from ieiw.builders.samples import make_phrasecut_sample
+    from ieiw.samples.phrasecut import make_phrasecut_sample
 
     return make_phrasecut_sample(tmp_path_factory.mktemp("phrasecut") / "VGPhraseCut_v0", 30, 7, 160, 120)
 

@@ -17,7 +17,7 @@ import pytest
 from ieiw_testing import REPO, ieiw_env, run_ieiw, write_config
 from test_removal import corrupt_copy
 
-from ieiw.builders.samples import make_phrasecut_sample
+from ieiw.samples.phrasecut import make_phrasecut_sample
 from ieiw.schemas.manifest import load_manifest
 
 pytestmark = pytest.mark.slow

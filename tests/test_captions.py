@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ieiw.builders.base import BuildContext
-from ieiw.converters.captions import (
+from ieiw.schemas.units import BuildContext
+from ieiw.builders.captions import (
     DEFAULT_SUFFIXES,
     KEYPOINTS_TASK,
     OVERLAY_TASK,
@@ -20,11 +20,11 @@ from ieiw.converters.captions import (
     load_captions,
     tidy,
 )
-from ieiw.converters.cocostuff import CocoStuffBuilder, CocoStuffConfig
-from ieiw.converters.keypoints import KeypointsBuilder, KeypointsConfig
-from ieiw.converters.refcoco import RefCocoBuilder, RefCocoConfig
-from ieiw.converters.samples_pose import make_pose_sample
-from ieiw.converters.samples_seg import make_cocostuff_sample, make_refcoco_sample
+from ieiw.builders.cocostuff import CocoStuffBuilder, CocoStuffConfig
+from ieiw.builders.keypoints import KeypointsBuilder, KeypointsConfig
+from ieiw.builders.refcoco import RefCocoBuilder, RefCocoConfig
+from ieiw.samples.pose import make_pose_sample
+from ieiw.samples.segmentation import make_cocostuff_sample, make_refcoco_sample
 from ieiw.schemas.registry import REGISTRY
 from ieiw.schemas.rows import rows_to_table
 from ieiw.training.config import DEFAULT_CAPTION_SUFFIXES

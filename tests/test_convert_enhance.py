@@ -17,9 +17,9 @@ import yaml
 from ieiw_testing import run_ieiw
 from PIL import Image
 
-from ieiw.builders.base import BuildContext
+from ieiw.schemas.units import BuildContext
 from ieiw.builders.instructions import TemplateError
-from ieiw.converters.enhance import (
+from ieiw.builders.enhance import (
     IMAGE_SUFFIXES,
     TEMPLATE_FOR,
     EnhanceBuilder,
@@ -27,7 +27,7 @@ from ieiw.converters.enhance import (
     degrade,
     load_task_templates,
 )
-from ieiw.converters.samples_enhance import ensure_enhance_sample, make_enhance_sample
+from ieiw.samples.enhance import ensure_enhance_sample, make_enhance_sample
 from ieiw.imageio import decode, decode_mask
 from ieiw.schemas.rows import rows_to_table
 from ieiw.schemas.manifest import load_manifest

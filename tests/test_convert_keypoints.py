@@ -16,9 +16,9 @@ import pytest
 import yaml
 from ieiw_testing import run_ieiw
 
-from ieiw.builders.base import BuildContext
+from ieiw.schemas.units import BuildContext
 from ieiw.builders.instructions import TemplateError
-from ieiw.converters.keypoints import (
+from ieiw.builders.keypoints import (
     COLOURS,
     DATASETS,
     JOINTS,
@@ -29,7 +29,7 @@ from ieiw.converters.keypoints import (
     joint_words,
     load_pose_templates,
 )
-from ieiw.converters.samples_pose import ensure_pose_sample, make_pose_sample
+from ieiw.samples.pose import ensure_pose_sample, make_pose_sample
 from ieiw.imageio import decode, decode_mask
 from ieiw.schemas.rows import rows_to_table
 from ieiw.schemas.manifest import load_manifest

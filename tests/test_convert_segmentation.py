@@ -18,18 +18,18 @@ from ieiw_testing import run_ieiw
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from ieiw.builders.base import BuildContext
+from ieiw.schemas.units import BuildContext
 from ieiw.builders.instructions import TemplateError
-from ieiw.converters.cocostuff import CocoStuffBuilder, CocoStuffConfig, CocoStuffFormatError, read_labels
-from ieiw.converters.overlay import PALETTE, default_seg_templates, load_seg_templates, overlay, pick_colour
-from ieiw.converters.refcoco import (
+from ieiw.builders.cocostuff import CocoStuffBuilder, CocoStuffConfig, CocoStuffFormatError, read_labels
+from ieiw.builders.overlay import PALETTE, default_seg_templates, load_seg_templates, overlay, pick_colour
+from ieiw.builders.refcoco import (
     GRefCocoConfig,
     RefCocoBuilder,
     RefCocoConfig,
     RefFormatError,
     load_refs_file,
 )
-from ieiw.converters.samples_seg import (
+from ieiw.samples.segmentation import (
     ensure_cocostuff_sample,
     make_cocostuff_sample,
     make_refcoco_sample,

@@ -1,4 +1,4 @@
-"""The exemplar index (ieiw/filters/exemplars.py): exclusions as properties over random clustered databases
+"""The exemplar index (ieiw/builders/exemplars.py): exclusions as properties over random clustered databases
 (a seeded loop: hypothesis is not installed), on the flat and the IVF-PQ paths; persistence, rebuilds and
 broken folders."""
 
@@ -11,7 +11,7 @@ import faiss
 import numpy as np
 import pytest
 
-from ieiw.filters.exemplars import (
+from ieiw.builders.exemplars import (
     INDEX,
     MANIFEST,
     META,

@@ -15,10 +15,10 @@ import pytest
 import yaml
 from ieiw_testing import REPO, ieiw_env, run_ieiw, write_config
 
-from ieiw.builders.base import BuildContext
-from ieiw.builders.inpaint import Inpainter
+from ieiw.schemas.units import BuildContext
+from ieiw.backends.inpaint.opencv import Inpainter
 from ieiw.builders.removal import RemovalBuilder, RemovalConfig
-from ieiw.builders.samples import make_phrasecut_sample
+from ieiw.samples.phrasecut import make_phrasecut_sample
 from ieiw.schemas import filehash
 from ieiw.schemas.config import BackendConfig, ConfigError, ModelPath, load_config, load_yaml_model
 from ieiw.schemas.registry import REGISTRY, register_backend
@@ -150,7 +150,7 @@ def test_file_digest_is_computed_once_per_path_size_and_mtime(tmp_path, monkeypa
 # -- lazy models ---------------------------------------------------------------------------------
 COUNT_INPAINTERS = """
 import json, sys
-from ieiw.builders.inpaint import OpenCVInpainter
+from ieiw.backends.inpaint.opencv import OpenCVInpainter
 from ieiw.flows.build import build_ieiw
 
 made = []

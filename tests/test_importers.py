@@ -18,12 +18,12 @@ import yaml
 from ieiw_testing import run_ieiw
 from PIL import Image
 
-from ieiw.builders.base import BuildContext
-from ieiw.converters.gier import GierBuilder, GierConfig, instructions_of
-from ieiw.converters.importers import ImportFormatError, iter_rows, row_ranges
-from ieiw.converters.ip2p import InstructPix2PixBuilder, InstructPix2PixConfig
-from ieiw.converters.magicbrush import MagicBrushBuilder, MagicBrushConfig, region_of
-from ieiw.converters.samples_edit import (
+from ieiw.schemas.units import BuildContext
+from ieiw.builders.gier import GierBuilder, GierConfig, instructions_of
+from ieiw.builders.importers import ImportFormatError, iter_rows, row_ranges
+from ieiw.builders.ip2p import InstructPix2PixBuilder, InstructPix2PixConfig
+from ieiw.builders.magicbrush import MagicBrushBuilder, MagicBrushConfig, region_of
+from ieiw.samples.editing import (
     IP2P_BAD,
     ensure_gier_sample,
     ensure_ip2p_sample,
@@ -181,7 +181,7 @@ def test_parquet_is_read_one_row_group_at_a_time(tmp_path, monkeypatch):
 
 
 def test_units_follow_row_groups():
-    from ieiw.converters.importers import ParquetPart
+    from ieiw.builders.importers import ParquetPart
 
     def part(*groups):
         return ParquetPart(Path("f.parquet"), "f", 0, groups, (), pa.schema([]))

@@ -19,8 +19,8 @@ from PIL import Image
 from pydantic import ValidationError
 
 from ieiw.builders import inpaint_servers
-from ieiw.builders.base import BuildContext
-from ieiw.builders.inpaint_servers import IOPaintConfig, InpaintServerError, LamaCleanerConfig
+from ieiw.schemas.units import BuildContext
+from ieiw.backends.inpaint.servers import IOPaintConfig, InpaintServerError, LamaCleanerConfig
 from ieiw.builders.removal import PhraseCutSourceConfig, RemovalBuilder, RemovalConfig
 from ieiw.imageio import decode_mask, decode_rgb, encode
 from ieiw.schemas.config import validate_model

@@ -1,4 +1,4 @@
-"""Region labels (ieiw/builders/labels.py): vocabulary files in both forms, zero-shot CLIP through a
+"""Region labels (ieiw/backends/labels.py): vocabulary files in both forms, zero-shot CLIP through a
 tiny random CLIP folder, and the embedded mode's nearest labelled exemplar."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from ieiw_testing import tiny_clip_folder
 
 from ieiw.builders.instructions import REPLACE_TEMPLATES, label_phrase, phrase_forms, render_replace
-from ieiw.builders.labels import (
+from ieiw.backends.labels import (
     LABEL_SOURCES,
     Label,
     VocabularyError,
@@ -124,7 +124,7 @@ def test_zero_shot_labels_through_a_tiny_clip(tiny_clip):
     import torch
     from transformers import CLIPModel
 
-    from ieiw.filters.clip import ClipFeaturesConfig
+    from ieiw.backends.features.clip import ClipFeaturesConfig
 
     vocabulary = ["dog", "jeans", "Human face", "grass", "apple", "traffic light"]
     labeler = ZeroShotLabelsConfig(vocabulary=None).labeler(ClipFeaturesConfig(model=str(tiny_clip)).create())
@@ -183,7 +183,7 @@ def test_zero_shot_picks_the_planted_label():
 
 
 def test_zero_shot_refuses_a_backend_without_text():
-    from ieiw.filters.features import EmbeddedFeaturesConfig
+    from ieiw.backends.features.embedded import EmbeddedFeaturesConfig
 
     with pytest.raises(ValueError, match="text tower.*nearest_labelled"):
         ZeroShotLabeler(EmbeddedFeaturesConfig().create(), ["dog"])
@@ -222,7 +222,7 @@ def test_nearest_labelled_picks_the_planted_label():
 
 
 def test_nearest_labelled_in_the_embedded_feature_space():
-    from ieiw.filters.features import EmbeddedFeaturesConfig
+    from ieiw.backends.features.embedded import EmbeddedFeaturesConfig
 
     descriptor = EmbeddedFeaturesConfig().create()
     rng = np.random.default_rng(1)

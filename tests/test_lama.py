@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ieiw.builders.base import BuildContext
-from ieiw.builders.lama import (
+from ieiw.schemas.units import BuildContext
+from ieiw.backends.inpaint.lama import (
     LamaConfig,
     boxes_from_mask,
     crop_box,

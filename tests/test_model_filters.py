@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from ieiw.filters.aesthetics import HeadLoadError, LaionHeadConfig  # noqa: E402
-from ieiw.filters.clip import ClipFeaturesConfig, ModelNotFoundError  # noqa: E402
+from ieiw.backends.features.clip import ClipFeaturesConfig, ModelNotFoundError  # noqa: E402
 from ieiw.filters.scoring import ImageRef, PairView, ScoreContext, ScoringConfig, score_pairs  # noqa: E402
 from ieiw.imageio import encode  # noqa: E402
 from ieiw.schemas.rows import image_key  # noqa: E402
@@ -204,7 +204,7 @@ def fid_weights(tmp_path_factory) -> Path:
 
 
 def test_fid_inception_gives_raw_pool3_features_from_the_local_file(fid_weights):
-    from ieiw.filters.inception import FidInceptionConfig
+    from ieiw.backends.features.inception import FidInceptionConfig
 
     config = ScoringConfig.model_validate({"features": {"backend": "fid-inception", "weights": str(fid_weights)}}).features
     assert isinstance(config, FidInceptionConfig) and config.label() == "fid-inception-pool3"
@@ -223,7 +223,7 @@ def test_fid_inception_gives_raw_pool3_features_from_the_local_file(fid_weights)
 
 
 def test_fid_inception_digest_follows_the_file(fid_weights, tmp_path):
-    from ieiw.filters.inception import FidInceptionConfig
+    from ieiw.backends.features.inception import FidInceptionConfig
 
     path = tmp_path / "pt_inception.pth"
     state = torch.load(fid_weights, weights_only=True)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ieiw.builders.base import SourceRecordError
-from ieiw.builders.phrasecut import (
+from ieiw.schemas.units import SourceRecordError
+from ieiw.sources.phrasecut import (
     PhraseCutFormatError,
     PhraseCutSource,
     SourceImage,
@@ -21,7 +21,7 @@ from ieiw.builders.phrasecut import (
     polygons_to_mask,
     record_mask,
 )
-from ieiw.builders.samples import make_phrasecut_sample
+from ieiw.samples.phrasecut import make_phrasecut_sample
 from ieiw.imageio import Orientation, decode, decode_rgb, encode, orientation_of, sniff
 
 RECORD_KEYS = {"task_id", "image_id", "ann_ids", "instance_boxes", "Polygons", "phrase", "phrase_structure",

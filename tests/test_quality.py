@@ -20,7 +20,7 @@ from PIL import Image
 
 from ieiw.schemas.manifest import load_manifest
 from ieiw.filters.dedup import Signature, find_duplicates, pair_hashes
-from ieiw.filters.features import EmbeddedDescriptor, EmbeddedFeaturesConfig
+from ieiw.backends.features.embedded import EmbeddedDescriptor, EmbeddedFeaturesConfig
 from ieiw.filters.giqa import (
     GiqaError,
     KnnGiqaConfig,
@@ -233,7 +233,7 @@ def test_select_rewrites_only_the_selected_shards(make_config, tmp_path):
 
 COUNT_ENCODER = """
 import json, sys
-from ieiw.filters.clip import ClipFeatures
+from ieiw.backends.features.clip import ClipFeatures
 from ieiw.flows.build import build_ieiw
 from ieiw.schemas.manifest import load_manifest
 

@@ -19,22 +19,22 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from ieiw.builders.base import SourceRecordError
-from ieiw.builders.openimages import (
+from ieiw.schemas.units import SourceRecordError
+from ieiw.sources.openimages import (
     OpenImagesFormatError,
     OpenImagesSource,
     decode_oi_mask,
     read_class_descriptions,
     write_class_descriptions,
 )
-from ieiw.builders.proposals import (
+from ieiw.backends.regions import (
     EmbeddedRegionProposer,
     EmbeddedRegionsConfig,
     ImageFolderSource,
     SamRegionProposer,
     SamRegionsConfig,
 )
-from ieiw.builders.regions import (
+from ieiw.sources.regions import (
     REASONS,
     ImageFolderSourceConfig,
     OpenImagesSourceConfig,
@@ -44,15 +44,15 @@ from ieiw.builders.regions import (
     choose,
     rle_runs,
 )
-from ieiw.builders.replace_samples import (
+from ieiw.samples.replacement import (
     MARKER,
     OI_CLASSES,
     ensure_replace_samples,
     make_replace_samples,
     open_images_classes,
 )
-from ieiw.builders.sa1b import SA1BSource
-from ieiw.builders.samples import IncompleteSample
+from ieiw.sources.sa1b import SA1BSource
+from ieiw.samples.phrasecut import IncompleteSample
 from ieiw.imageio import decode, downscale, encode
 
 SA1B_IMAGE_KEYS = {"image_id", "width", "height", "file_name"}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ieiw.builders.base import BuildContext
+from ieiw.schemas.units import BuildContext
 from ieiw.imageio import decode_mask, decode_rgb
 from ieiw.builders.instructions import ADD_TEMPLATES, REMOVE_TEMPLATES, instruction_for
 from ieiw.builders.removal import RemovalBuilder

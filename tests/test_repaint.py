@@ -1,4 +1,4 @@
-"""Repaint backends (ieiw/builders/repaint.py): a tiny random Paint-by-Example pipeline through the real
+"""Repaint backends (ieiw/backends/repaint.py): a tiny random Paint-by-Example pipeline through the real
 backend, the Poisson-blending embedded backend (regions at the image border included), and the
 composite that keeps every pixel outside the dilated mask exactly the source's."""
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from ieiw_testing import tiny_paint_by_example_folder, tiny_paint_by_example_pipeline
 
-from ieiw.builders.repaint import (
+from ieiw.backends.repaint import (
     EmbeddedRepaintConfig,
     PaintByExampleConfig,
     composite,
@@ -188,7 +188,7 @@ def test_a_hub_id_loads_from_the_local_cache_only(pbe_folder, tmp_path, monkeypa
 
     from huggingface_hub import constants
 
-    from ieiw.filters.clip import ModelNotFoundError
+    from ieiw.backends.features.clip import ModelNotFoundError
 
     cache = tmp_path / "hub"
     commit = "0123456789abcdef0123456789abcdef01234567"

@@ -92,7 +92,7 @@ def test_kept_side_is_columnar_and_galleries_sample_only_kept_rows(built: Path):
     that kept nothing is empty, not an error; a gallery shows rows of its own task only."""
     import pyarrow.parquet as pq
 
-    from ieiw.crawlers.takedown import Takedown
+    from ieiw.schemas.takedown import Takedown
     from ieiw.report import LightRows, _kept_gallery
 
     kept = LightRows.read(built / "ieiw")

@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from ieiw.builders.base import BuildContext
-from ieiw.builders.inpaint import Inpainter, OpenCVInpaintConfig
+from ieiw.schemas.units import BuildContext
+from ieiw.backends.inpaint.opencv import Inpainter, OpenCVInpaintConfig
 from ieiw.builders.removal import PhraseCutSourceConfig, RemovalBuilder, RemovalConfig
-from ieiw.builders.verify import DROP_REASON, EmbeddedVerifyConfig, context_distances
+from ieiw.backends.verify import DROP_REASON, EmbeddedVerifyConfig, context_distances
 from ieiw_testing import REPO, ieiw_env, run_ieiw, tiny_clip_folder
 
 PLUGINS = REPO / "tests" / "plugins"

@@ -3,7 +3,7 @@
 For each referring record: rasterise its polygons (official rule), apply the region policy (area
 bounds, multi-instance phrases, regions touching the border: each skip counted with its reason),
 dilate the mask so the object's blurred or JPEG-ringed edge goes too (AnyEdit dilates 15x15 before
-LaMa), inpaint, verify the object is gone (:mod:`ieiw.builders.verify`), and emit (original ->
+LaMa), inpaint, verify the object is gone (:mod:`ieiw.backends.verify`), and emit (original ->
 inpainted, "remove the <phrase>") and, flipped, (inpainted -> original, "add the <phrase>"). A region
 that fails verification still yields both rows, with ``drop_reason``, so ``rejected/`` shows them.
 """
@@ -19,12 +19,12 @@ import cv2
 import numpy as np
 from pydantic import Field, model_validator
 
-from ieiw.builders.base import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
-from ieiw.builders.inpaint import Inpainter, OpenCVInpaintConfig
+from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
+from ieiw.backends.inpaint.opencv import Inpainter, OpenCVInpaintConfig
 from ieiw.builders.instructions import Templates, default_templates, instruction_for, load_templates
-from ieiw.builders.phrasecut import PhraseCutRecord, PhraseCutSource, SourceImage, load_image, record_mask
-from ieiw.builders.samples import ensure_phrasecut_sample
-from ieiw.builders.verify import DROP_REASON, EmbeddedVerifyConfig, RemovalVerifier
+from ieiw.sources.phrasecut import PhraseCutRecord, PhraseCutSource, SourceImage, load_image, record_mask
+from ieiw.samples.phrasecut import ensure_phrasecut_sample
+from ieiw.backends.verify import DROP_REASON, EmbeddedVerifyConfig, RemovalVerifier
 from ieiw.imageio import encode, extension
 from ieiw.schemas.config import BuilderConfig, StrictModel, backend_field
 from ieiw.schemas.registry import register_builder

@@ -10,7 +10,7 @@ an image folder):
    has no label and the backend has a text tower, label it zero-shot against the vocabulary. One
    shard per unit under ``exemplars/``: crops, RLE masks, labels and vectors.
 2. **index, once** (:meth:`build_index`): every unit's vectors into one FAISS index
-   (:mod:`ieiw.filters.exemplars`: flat below a size, IVF-PQ above), persisted with its id map. In
+   (:mod:`ieiw.builders.exemplars`: flat below a size, IVF-PQ above), persisted with its id map. In
    embedded mode unlabelled regions take the label of the nearest labelled exemplar of another image
    here, where every labelled one is known.
 3. **candidates, per unit** (:meth:`build_unit`): each region queries the index for the nearest
@@ -33,13 +33,13 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from ieiw.builders.base import BuildContext, CandidateBuilder, Failure, SourceRecordError, UnitResult, WorkUnit
+from ieiw.schemas.units import BuildContext, CandidateBuilder, Failure, SourceRecordError, UnitResult, WorkUnit
 from ieiw.builders.instructions import Templates, default_templates, load_templates, replace_instruction
-from ieiw.builders.labels import CLIP_ZERO_SHOT, EMBEDDED_NEAREST, ZeroShotLabelsConfig, nearest_labelled_many
-from ieiw.builders.regions import ImageRegions, RegionPolicy, RegionSourceConfig, choose, load_source_image
-from ieiw.builders.repaint import EmbeddedRepaintConfig
-from ieiw.filters.exemplars import ExemplarIndex, ExemplarIndexConfig
-from ieiw.filters.features import EmbeddedFeaturesConfig
+from ieiw.backends.labels import CLIP_ZERO_SHOT, EMBEDDED_NEAREST, ZeroShotLabelsConfig, nearest_labelled_many
+from ieiw.sources.regions import ImageRegions, RegionPolicy, RegionSourceConfig, choose, load_source_image
+from ieiw.backends.repaint import EmbeddedRepaintConfig
+from ieiw.builders.exemplars import ExemplarIndex, ExemplarIndexConfig
+from ieiw.backends.features.embedded import EmbeddedFeaturesConfig
 from ieiw.imageio import decode_rgb, encode, extension
 from ieiw.schemas.config import BuilderConfig, backend_field
 from ieiw.schemas.manifest import load_manifest

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ieiw.builders.base import BuildContext, CandidateBuilder, Failure, UnitResult, WorkUnit
+from ieiw.schemas.units import BuildContext, CandidateBuilder, Failure, UnitResult, WorkUnit
 from ieiw.schemas import storage
 
 from .cache import ResponseCache

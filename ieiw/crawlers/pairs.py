@@ -12,7 +12,7 @@ from typing import Any
 
 import cv2
 
-from ieiw.builders.base import Failure, UnitResult
+from ieiw.schemas.units import Failure, UnitResult
 from ieiw.imageio import decode_rgb, encode, extension_for_format, orientation_of
 from ieiw.schemas.rows import canonical_json, image_cell, row_id
 

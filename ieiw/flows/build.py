@@ -26,7 +26,7 @@ from prefect.futures import PrefectFuture, as_completed
 
 from ieiw import runner, stages
 from ieiw.progress import bar as progress_bar
-from ieiw.builders.base import WorkUnit
+from ieiw.schemas.units import WorkUnit
 from ieiw.card import write_card
 from ieiw.schemas.config import BuildConfig, absolute_paths, load_config, missing_models
 from ieiw.schemas import storage

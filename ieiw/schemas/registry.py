@@ -5,7 +5,7 @@ Every part registers itself with one line next to its own code, keyed by the nam
     @register_builder("removal", RemovalConfig)          # a `removal:` section builds with this class
     class RemovalBuilder(CandidateBuilder): ...
 
-    register_backend("inpaint", "opencv", OpenCVInpaintConfig, "ieiw.builders.inpaint:OpenCVInpainter")
+    register_backend("inpaint", "opencv", OpenCVInpaintConfig, "ieiw.backends.inpaint.opencv:OpenCVInpainter")
     register_task("keypoints", family="keypoints", description="...")
 
 Modules are found through ``importlib.metadata`` entry points, so the same lookup works in the process

@@ -49,7 +49,7 @@ OFFICIAL_SOURCE_WEIGHTS = {"aic": 0.1, "gopro": 2.0, "reds": 0.2, "sidd": 20.0, 
                            "instructpix2pix": 0.2, "gier": 2.0}
 
 
-# The adaptation rows' domain suffixes (ieiw.converters.captions.DEFAULT_SUFFIXES, repeated here so the
+# The adaptation rows' domain suffixes (ieiw.builders.captions.DEFAULT_SUFFIXES, repeated here so the
 # trainer does not import the converters), keyed by task.
 DEFAULT_CAPTION_SUFFIXES = {"caption-overlay": "with a few different color patches here and there",
                             "caption-keypoints": "with a few different color circles here and there"}

@@ -127,7 +127,7 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def clip_scores(clip: Any, sources: Sequence[np.ndarray], targets: Sequence[np.ndarray],
                 outputs: Sequence[np.ndarray], instructions: Sequence[str]) -> dict[str, np.ndarray]:
     """The per-row metrics of the module docstring; ``clip`` has ``image_features``/``text_features``
-    returning L2-normalised rows (:class:`ieiw.filters.clip.ClipFeatures`)."""
+    returning L2-normalised rows (:class:`ieiw.backends.features.clip.ClipFeatures`)."""
     src = clip.image_features(list(sources)).astype(np.float64)
     gt = clip.image_features(list(targets)).astype(np.float64)
     out = clip.image_features(list(outputs)).astype(np.float64)
@@ -220,7 +220,7 @@ def evaluate(
     ``rows.csv``, ``grid.png`` and ``edited/NNNNN.png`` under ``out``."""
     import torch
 
-    from ieiw.filters.clip import ClipFeaturesConfig
+    from ieiw.backends.features.clip import ClipFeaturesConfig
     from ieiw.training.edit import load_pipeline, official_size
 
     started = time.perf_counter()

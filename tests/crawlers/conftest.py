@@ -12,7 +12,7 @@ from crawl_server import FixtureServer, static
 from PIL import Image
 
 from ieiw.crawlers.config import HttpConfig
-from ieiw.crawlers.make_sample import synthetic_photo
+from ieiw.samples.crawl import synthetic_photo
 
 ROBOTS = b"User-agent: *\nDisallow: /private/\n"
 

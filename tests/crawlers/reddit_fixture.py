@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from crawl_server import FixtureServer, send, static
 
-from ieiw.crawlers.make_sample import sample_threads
+from ieiw.samples.crawl import sample_threads
 
 SUB = "PhotoshopRequest"
 CLIENT = ("test-client", "test-secret")

@@ -9,7 +9,7 @@ from conftest import jpeg_bytes
 
 from ieiw.crawlers.align import validate_edit
 from ieiw.crawlers.config import ValidationConfig
-from ieiw.crawlers.make_sample import crop_scale, paint_patch, recolour_region, synthetic_photo
+from ieiw.samples.crawl import crop_scale, paint_patch, recolour_region, synthetic_photo
 from ieiw.imageio import decode_rgb, orientation_of
 
 CFG = ValidationConfig()

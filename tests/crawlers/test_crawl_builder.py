@@ -11,12 +11,12 @@ import pytest
 from conftest import jpeg_bytes
 from PIL import Image
 
-from ieiw.builders.base import WorkUnit
+from ieiw.schemas.units import WorkUnit
 from ieiw.crawlers.builder import WebCrawlBuilder
 from ieiw.crawlers.cache import ResponseCache
 from ieiw.crawlers.config import CrawlConfig, DumpSourceConfig, HttpConfig, TakedownConfig
 from ieiw.crawlers.dumps import write_ndjson_zst
-from ieiw.crawlers.make_sample import paint_patch, sample_threads, synthetic_photo, write_sample
+from ieiw.samples.crawl import paint_patch, sample_threads, synthetic_photo, write_sample
 from ieiw.imageio import decode, decode_rgb, orientation_of
 from ieiw.schemas.rows import rows_to_table
 

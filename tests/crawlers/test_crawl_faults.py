@@ -226,7 +226,7 @@ def test_faults_inside_a_build_become_named_failures(server, http_config, tmp_pa
 
     from ieiw.crawlers.builder import WebCrawlBuilder
     from ieiw.crawlers.config import CrawlConfig, DumpSourceConfig, TakedownConfig
-    from ieiw.crawlers.make_sample import paint_patch, synthetic_photo
+    from ieiw.samples.crawl import paint_patch, synthetic_photo
 
     original = synthetic_photo(31, 320, 240)
     server.routes["/i/orig.jpg"] = static(jpeg_bytes(original), "image/jpeg")

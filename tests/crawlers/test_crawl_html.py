@@ -8,7 +8,7 @@ from crawl_server import static
 
 from ieiw.crawlers.builder import WebCrawlBuilder
 from ieiw.crawlers.config import CrawlConfig, HtmlSelectors, HtmlSiteConfig, TakedownConfig
-from ieiw.crawlers.make_sample import sample_threads
+from ieiw.samples.crawl import sample_threads
 from ieiw.schemas.rows import rows_to_table
 
 SELECTORS = HtmlSelectors(

@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 from ieiw_testing import run_ieiw, write_config
 
-from ieiw.builders.inpaint_servers import IOPaintConfig, LamaCleanerConfig
-from ieiw.builders.lama import LamaConfig
+from ieiw.backends.inpaint.servers import IOPaintConfig, LamaCleanerConfig
+from ieiw.backends.inpaint.lama import LamaConfig
 from ieiw.imageio import decode_mask, decode_rgb
 from ieiw.schemas.manifest import load_manifest
 

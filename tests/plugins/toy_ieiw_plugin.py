@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from ieiw.builders.base import BuildContext, CandidateBuilder, UnitResult, WorkUnit
+from ieiw.schemas.units import BuildContext, CandidateBuilder, UnitResult, WorkUnit
 from ieiw.imageio import encode
 from ieiw.schemas.config import BuilderConfig
 from ieiw.schemas.registry import register_builder, register_task
@@ -79,7 +79,7 @@ class ToyBuilder(CandidateBuilder):
 # -- a planted inpainter that leaves every object in place (for the removal verification test) -------
 from typing import ClassVar, Literal  # noqa: E402
 
-from ieiw.builders.inpaint import Inpainter  # noqa: E402
+from ieiw.backends.inpaint.opencv import Inpainter  # noqa: E402
 from ieiw.schemas.config import BackendConfig  # noqa: E402
 from ieiw.schemas.registry import register_backend  # noqa: E402
 

@@ -146,7 +146,7 @@ def test_adapt_then_edit_on_mixed_folders_then_align_on_page_picks_then_eval(bui
 
 
 def test_the_trainer_appends_the_suffix_exactly_once(tmp_path):
-    from ieiw.converters.captions import DEFAULT_SUFFIXES, OVERLAY_TASK
+    from ieiw.builders.captions import DEFAULT_SUFFIXES, OVERLAY_TASK
     from ieiw.schemas.rows import rows_to_table
     from ieiw.schemas.shards import write_shard
     from ieiw.training.config import DEFAULT_CAPTION_SUFFIXES

@@ -1,0 +1,1 @@
+"""Image feature extractors: the embedded descriptor, CLIP, and FID's InceptionV3."""

@@ -1,0 +1,350 @@
+"""Semantic segmentation as an edit: COCO-Stuff stuffthingmaps -> ``segment`` rows (docs/multitask.md).
+
+Layout (docs/formats.md, "COCO-Stuff"): ``images/{split}/*.jpg``, ``annotations/{split}/{stem}.png`` (one
+8-bit label map per image: pixel value v is class ``v+1`` of ``labels.txt``, 255 unlabelled) and
+``labels.txt`` (lines ``N: name``, ``0: unlabeled`` first). The image list is the sorted ``*.jpg`` of the
+split, as InstructDiffusion's loader builds it.
+
+Rows. InstructDiffusion picks one class per sample at training time, each epoch anew. A converter
+writes rows once, so it emits a bounded number per image: up to ``classes_per_image`` *slots*. Each slot
+is, with probability ``empty_share`` (0.2, the official ``empty_percentage``), an **absent** class (one of
+``labels.txt``'s classes with no pixel in the image: the target is the input, the instruction still
+names it), else the next **present** class; classes and draws are seeded by (``seed``, image), never
+random between runs. An image with no labelled pixel gives one row "leave the picture as it is." (the
+official sentence, or a ``nothing:`` template). ``classes_per_image: null`` makes one slot per present
+class. Crops, resizes and flips are the trainer's (they apply to source and target alike), so rows keep
+the full image; a class absent from the image is absent from any crop of it.
+
+Target: the source with the class's pixels blended 50/50 with the row's colour
+(:mod:`ieiw.builders.overlay`), stored as PNG; an absent or empty row's target is the source's own
+bytes. Source: the stored bytes (re-encoded as PNG only when they would not decode to the annotated
+pixels: a non-RGB mode, an EXIF orientation). Mask column: the class's pixels (0/255 PNG; all zero for
+absent and empty rows).
+
+Record-level problems never stop a unit; each is a failure naming the file and the image
+(``missing_label_map``, ``unreadable_label_map``, ``bad_label_map`` for a map that is not one 8-bit
+channel, ``unknown_label`` for a value that ``labels.txt`` does not name, ``missing_image``,
+``unreadable_image``, ``image_size_mismatch`` when image and map differ in size). File-level problems
+(no ``labels.txt``, a line that is not ``N: name``, no images) raise :class:`CocoStuffFormatError`
+before any unit is built, and a config's preflight names them.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import warnings
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from pydantic import Field
+
+from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
+from ieiw.builders.instructions import TemplateError
+from ieiw.sources.phrasecut import SourceImage
+from ieiw.builders.captions import OVERLAY_TASK, add_caption_rows, captions_fingerprint, captions_preflight
+from ieiw.builders.overlay import (
+    ALPHA,
+    mask_png,
+    overlay,
+    pick_colour,
+    read_source,
+    templates_for,
+    unit_interval,
+)
+from ieiw.samples.segmentation import SampleSpec, ensure_cocostuff_sample
+from ieiw.imageio import encode, extension
+from ieiw.schemas.config import BuilderConfig
+from ieiw.schemas.registry import register_builder
+from ieiw.schemas.rows import canonical_json, image_cell, row_id, stable_hash
+
+DATASET = "cocostuff"
+TASK = "segment"
+LICENSE = "COCO-Stuff annotations CC BY 4.0; COCO images under the Flickr terms of use"
+UNLABELLED = 255
+LABEL_LINE = re.compile(r"^\s*(\d+)\s*:\s*(.*?)\s*$")
+
+
+class CocoStuffFormatError(ValueError):
+    """A COCO-Stuff folder or file ieiw cannot use at all; the one-line message names the file."""
+
+
+class CocoStuffConfig(BuilderConfig):
+    """COCO-Stuff semantic segmentation rendered as colour overlays: the `cocostuff:` section."""
+
+    root: Path = Field(description="the coco-stuff folder: images/{split}/, annotations/{split}/, labels.txt")
+    split: str = Field("train2017", description="the images/ and annotations/ subfolder")
+    limit: int | None = Field(None, ge=1, description="read at most this many images (sorted by name)")
+    samples: SampleSpec | None = Field(None, description="make the synthetic sample at root if it is missing")
+    classes_per_image: int | None = Field(3, ge=1, description="rows (slots) per image; null: one per present class")
+    empty_share: float = Field(0.2, ge=0, le=1, description="chance that a slot names an absent class "
+                                                            "(target = input), the official empty_percentage")
+    seed: int = 0
+    templates: Path | None = Field(None, description="a segmentation template file; default: the shipped one")
+    captions: Path | None = Field(None, description="a COCO captions file (annotations/captions_{split}.json): "
+                                  "also write adaptation rows, each rendered target with its image's caption")
+
+    def preflight(self) -> list[str]:
+        if not self.enabled:
+            return []
+        lines = []
+        if self.templates is not None:
+            try:
+                templates_for(self.templates)
+            except TemplateError as exc:
+                lines.append(f"cocostuff.templates: {exc}")
+        root = Path(self.root)
+        if not (root / "labels.txt").exists() and self.samples is not None:
+            return lines
+        lines += captions_preflight("cocostuff", self.captions)
+        try:
+            CocoStuffSource(root, self.split, self.limit).check()
+        except (CocoStuffFormatError, FileNotFoundError) as exc:
+            lines.append(f"cocostuff: {exc}")
+        return lines
+
+
+def read_labels(path: Path) -> dict[int, str]:
+    """``labels.txt`` as ``{id: name}``; a line that is not ``N: name`` raises, naming the line."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: not found; is {path.parent} a COCO-Stuff folder?") from None
+    except UnicodeDecodeError as exc:
+        raise CocoStuffFormatError(f"{path}: not text ({exc.reason} at byte {exc.start})") from None
+    labels: dict[int, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        match = LABEL_LINE.match(line)
+        if match is None or not match.group(2):
+            raise CocoStuffFormatError(f"{path}:{number}: expected 'N: name', found {line[:60]!r}")
+        index = int(match.group(1))
+        if index in labels:
+            raise CocoStuffFormatError(f"{path}:{number}: id {index} listed twice")
+        labels[index] = match.group(2)
+    if not any(index > 0 for index in labels):
+        raise CocoStuffFormatError(f"{path}: no class with an id above 0")
+    return labels
+
+
+class CocoStuffSource:
+    """``root/images/{split}/*.jpg`` + ``root/annotations/{split}/{stem}.png`` + ``root/labels.txt``.
+
+    Files are listed and ``labels.txt`` parsed on first use, once per process."""
+
+    def __init__(self, root: Path, split: str, limit: int | None = None):
+        self.root, self.split, self.limit = Path(root), split, limit
+
+    @property
+    def labels_path(self) -> Path:
+        return self.root / "labels.txt"
+
+    @functools.cached_property
+    def labels(self) -> dict[int, str]:
+        return read_labels(self.labels_path)
+
+    @functools.cached_property
+    def stems(self) -> list[str]:
+        folder = self.root / "images" / self.split
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: not found; is {self.root} a COCO-Stuff folder with split "
+                                    f"{self.split!r}?")
+        stems = sorted(path.stem for path in folder.glob("*.jpg"))
+        if not stems:
+            raise CocoStuffFormatError(f"{folder}: no *.jpg image")
+        return stems[: self.limit] if self.limit else stems
+
+    def check(self) -> None:
+        """Parse ``labels.txt`` and list the images now: raises with one line naming the file."""
+        _ = self.labels, self.stems
+
+    def image_path(self, stem: str) -> Path:
+        return self.root / "images" / self.split / f"{stem}.jpg"
+
+    def label_path(self, stem: str) -> Path:
+        return self.root / "annotations" / self.split / f"{stem}.png"
+
+    def label_map(self, stem: str) -> np.ndarray:
+        """The image's label map (H x W uint8 values), or a :class:`SourceRecordError`.
+
+        Grey (``L``) maps are read as stored; a palette (``P``) map by its indices (the values written);
+        any other mode fails ``bad_label_map`` (its values would not be class numbers)."""
+        path = self.label_path(stem)
+        try:
+            data = path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise SourceRecordError("missing_label_map", stem, str(path), "no label map for this image") from None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(BytesIO(data), formats=("PNG",)) as image:
+                    image.load()
+                    mode, values = image.mode, np.asarray(image)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+                Image.DecompressionBombWarning) as exc:
+            raise SourceRecordError("unreadable_label_map", stem, str(path), f"not a readable PNG: {exc}") from None
+        if mode not in ("L", "P"):
+            raise SourceRecordError("bad_label_map", stem, str(path),
+                                    f"mode {mode}: a stuffthingmap is one 8-bit channel of class values")
+        return values.astype(np.uint8)
+
+
+@register_builder("cocostuff", CocoStuffConfig)
+class CocoStuffBuilder(CandidateBuilder):
+    name = "cocostuff"
+
+    def __init__(self, config: CocoStuffConfig, context: BuildContext):
+        self.config = config
+        self.unit_size = context.unit_size
+
+    @functools.cached_property
+    def source(self) -> CocoStuffSource:
+        return CocoStuffSource(self.config.root, self.config.split, self.config.limit)
+
+    @functools.cached_property
+    def templates(self):
+        return templates_for(self.config.templates)
+
+    def prepare(self) -> None:
+        spec = self.config.samples
+        if spec is not None:
+            ensure_cocostuff_sample(Path(self.config.root), spec.images, spec.seed, spec.width, spec.height,
+                                    self.config.split)
+
+    def params(self) -> dict[str, Any]:
+        """What shapes a row's content, so part of its id. Which rows exist (``classes_per_image``,
+        ``empty_share``, ``seed``) is not: the same (image, class) row is the same row in any selection."""
+        return {"alpha": ALPHA, "target_format": "png"}
+
+    def fingerprint(self) -> dict[str, Any]:
+        c = self.config
+        return {**self.params(), "root": str(Path(c.root).resolve()), "split": c.split, "limit": c.limit,
+                "classes_per_image": c.classes_per_image, "empty_share": c.empty_share, "seed": c.seed,
+                "templates": self.templates.digest(), "captions": captions_fingerprint(c.captions)}
+
+    def backends(self) -> dict[str, str]:
+        return {"render": "overlay"}
+
+    def plan(self) -> list[WorkUnit]:
+        stems = self.source.stems
+        _ = self.source.labels  # a broken labels.txt is named before any unit runs
+        units = []
+        for index, start in enumerate(range(0, len(stems), self.unit_size)):
+            units.append(WorkUnit(key=f"{DATASET}-{self.config.split}-{index:05d}",
+                                  payload={"stems": stems[start:start + self.unit_size]}))
+        return units
+
+    def build_unit(self, unit: WorkUnit) -> UnitResult:
+        stems = unit.payload["stems"]
+        result = UnitResult(records=len(stems))
+        for stem in stems:
+            try:
+                label = self.source.label_map(stem)
+                self._check_values(stem, label)
+                image = read_source(self.source.image_path(stem), (label.shape[1], label.shape[0]), stem,
+                                    str(self.source.label_path(stem)))
+            except SourceRecordError as err:
+                result.failures.append(err.failure)
+                continue
+            rows = []
+            for kind, row in self._rows(stem, image, label):
+                rows.append(row)
+                result.counters[f"{kind}_rows"] += 1
+            result.rows += add_caption_rows(rows, self.config.captions, OVERLAY_TASK, result.counters,
+                                            rendered=lambda row: row["target_image"] is not row["source_image"])
+        return result
+
+    def _check_values(self, stem: str, label: np.ndarray) -> None:
+        labels = self.source.labels
+        values = [int(v) for v in np.unique(label) if v != UNLABELLED]
+        unknown = [v for v in values if v + 1 not in labels]
+        if unknown:
+            raise SourceRecordError(
+                "unknown_label", stem, str(self.source.label_path(stem)),
+                f"pixel value(s) {unknown[:8]} name no class of {self.source.labels_path} (value v is id v+1)")
+
+    def choose(self, stem: str, present: list[int]) -> list[tuple[int, bool]]:
+        """The image's rows as (label value, present?) in slot order: seeded, the same in every run."""
+        c = self.config
+        if not present:
+            return []
+        order = sorted(present, key=lambda v: stable_hash("class", c.seed, stem, v))
+        known = {index - 1 for index in self.source.labels if 1 <= index <= UNLABELLED}
+        pool = sorted(known - set(present), key=lambda v: stable_hash("absent", c.seed, stem, v))
+        slots = len(present) if c.classes_per_image is None else min(c.classes_per_image, len(present))
+        chosen: list[tuple[int, bool]] = []
+        for slot in range(slots):
+            if pool and unit_interval("empty", c.seed, stem, slot) < c.empty_share:
+                chosen.append((pool.pop(0), False))
+            else:
+                chosen.append((order.pop(0), True))
+        return chosen
+
+    def _rows(self, stem: str, image: SourceImage, label: np.ndarray):
+        present = [int(v) for v in np.unique(label) if v != UNLABELLED]
+        source = image_cell(image.data, f"{stem}.{extension(image.data)}")
+        height, width = label.shape
+        empty_mask = image_cell(mask_png(np.zeros_like(label)), f"{stem}_mask.png")
+        choices = self.choose(stem, present)
+        if not choices:  # no labelled pixel at all
+            rid = row_id(DATASET, f"{stem}:none", self.name, self.params(), TASK)
+            yield "nothing", self._row(rid, stem, None, None, self.templates.nothing_instruction(rid), source,
+                                       source, empty_mask, width, height, image, {"kind": "nothing"})
+            return
+        for value, is_present in choices:
+            name = self.source.labels[value + 1]
+            rid = row_id(DATASET, f"{stem}:{value + 1}", self.name, self.params(), TASK)
+            colour = pick_colour(rid)
+            instruction = self.templates.segment_instruction(rid, name, colour)
+            extra = {"kind": "present" if is_present else "absent", "label_id": value + 1, "colour": colour.word}
+            if is_present:
+                mask = (label == value).astype(np.uint8)
+                target = image_cell(encode(overlay(image.pixels, mask, colour.rgb), "png"), f"{stem}_{value + 1}.png")
+                mask_cell = image_cell(mask_png(mask), f"{stem}_{value + 1}_mask.png")
+            else:
+                target, mask_cell = source, empty_mask
+            yield extra["kind"], self._row(rid, stem, value + 1, name, instruction, source, target, mask_cell,
+                                           width, height, image, extra)
+
+    def _row(self, rid: str, stem: str, label_id: int | None, name: str | None, instruction: str,
+             source: dict, target: dict, mask: dict, width: int, height: int, image: SourceImage,
+             extra: dict[str, Any]) -> dict[str, Any]:
+        c = self.config
+        return {
+            "id": rid,
+            "task": TASK,
+            "instruction": instruction,
+            "source_image": source,
+            "target_image": target,
+            "mask": mask,
+            "width": width,
+            "height": height,
+            "origin": {
+                "dataset": DATASET,
+                "split": c.split,
+                "record_id": f"{stem}:{label_id if label_id is not None else 'none'}",
+                "image_id": stem,
+                "phrase": name,
+                "url": None,
+                "license": LICENSE,
+                "authors": None,
+                "edit_url": None,
+                "created_utc": None,
+            },
+            "exemplar": None,
+            "scores": None,
+            "builder": {
+                "name": self.name,
+                "backend": "overlay",
+                "embedded": False,
+                "model": None,
+                "seed": c.seed,
+                "params": canonical_json({**self.params(), **extra, "source_image": image.provenance()}),
+            },
+            "drop_reason": None,
+        }
+

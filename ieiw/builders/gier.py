@@ -1,0 +1,297 @@
+"""GIER (Grounded Image Editing Requests, Shi et al. 2020) -> ``edit`` rows: the ``gier:`` section
+(docs/multitask.md, "Editing data importers").
+
+Layout, as InstructDiffusion's data folder and the GIER release (T2ONet's ``data/GIER``) have it::
+
+    GIER_editing_data/
+      GIER.json            # or GIER_new.json (InstructDiffusion), IER2.json (T2ONet): a JSON list of pairs
+      images/<post>_<post>.jpg, images/<post>_<edit>.jpg   # the request's photo and an editor's result
+      warped/...           # optional: InstructDiffusion's aligned copies, looked in first
+      url_dict.json        # optional: image name -> its imgur URL
+      masks/               # not read
+
+A pair is ``{"input": name, "output": name, ...}``; the release adds ``request``, ``detailed_request``,
+``dataset`` ("zhopped" or "reddit"), ``operator`` ({name: {local, ids}}), ``expert_summary`` and
+``amateur_summary`` (lists of instructions annotators wrote); InstructDiffusion's file has ``prompts`` (a list)
+instead. The instructions of a pair are its ``prompts`` when there are any, else its ``expert_summary`` then its
+``amateur_summary`` (repeats dropped), else its ``instruction``, else its ``request``. The official loader draws
+one of them at random per sample; a converter writes rows once, so ``instructions: one`` (default) keeps one per
+pair, chosen by a hash of (``seed``, pair), and ``instructions: all`` writes a row per instruction (same images,
+ids differ by ``instruction_index``).
+
+An image name is looked up in each of ``image_dirs`` in turn (``warped`` then ``images``), as given and with
+``/`` replaced by ``_`` (the release's own rule). ``origin.record_id`` is the output's name without extension
+(``<post>_<edit>``, one per pair), ``origin.image_id`` the input's (all edits of one photo share a split);
+``origin.url`` and ``origin.edit_url`` come from ``url_dict.json`` when it is there. People's edits may change
+the size (a crop, a border): partners of different sizes are kept (the trainer fits the target to the source)
+and counted ``size_differs``; ``require_same_size: true`` makes them ``size_mismatch`` failures.
+
+Failures name the JSON file and the pair's index: ``bad_record`` (not an object, no input/output name),
+``missing_image`` (naming every path looked at), ``unreadable_image``, ``empty_instruction``,
+``duplicate_record`` (an output named by an earlier pair). A file that is not a JSON list stops the build.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
+from ieiw.builders.importers import ImportFormatError, check_same_size, edit_row, read_image
+from ieiw.schemas.config import BuilderConfig, StrictModel
+from ieiw.schemas.registry import register_builder
+from ieiw.schemas.rows import stable_hash
+
+NAME = "gier"
+DATASET = "gier"
+ANNOTATIONS = ("GIER.json", "GIER_new.json", "IER2.json")
+LICENSE = ("GIER (Shi et al. 2020, Adobe Research): no licence found in the release files; images from "
+           "Reddit and Zhopped posts (unverified)")
+
+
+class GierSampleSpec(StrictModel):
+    """Write the bundled synthetic sample (release layout) into ``root`` when it is missing."""
+
+    pairs: int = Field(8, ge=1)
+    seed: int = 0
+    width: int = Field(128, ge=32)
+    height: int = Field(96, ge=32)
+    bad: bool = Field(False, description="add the bad pairs the tests name: a missing output, an undecodable "
+                                         "input, no instruction, an output named twice")
+
+
+class GierConfig(BuilderConfig):
+    """The ``gier:`` section."""
+
+    root: Path = Field(description="the GIER folder: a pairs JSON, images/ (and warped/)")
+    annotations: str | None = Field(None, description="the pairs JSON under root; default: the first of GIER.json, "
+                                                      "GIER_new.json, IER2.json that is there")
+    image_dirs: tuple[str, ...] = Field(("warped", "images"), min_length=1,
+                                        description="folders under root to find images in, in order")
+    instructions: Literal["one", "all"] = "one"
+    seed: int = 0
+    limit: int | None = Field(None, ge=1, description="read at most this many pairs (file order)")
+    require_same_size: bool = False
+    samples: GierSampleSpec | None = Field(None, description="make a synthetic sample at root if missing")
+
+    def annotations_path(self) -> Path:
+        root = Path(self.root)
+        if self.annotations is not None:
+            return root / self.annotations
+        for name in ANNOTATIONS:
+            if (root / name).is_file():
+                return root / name
+        raise FileNotFoundError(f"{root}: no pairs file (looked for {', '.join(ANNOTATIONS)})")
+
+    def preflight(self) -> list[str]:
+        if not self.enabled:
+            return []
+        if not Path(self.root).exists() and self.samples is not None:
+            return []
+        try:
+            load_pairs(self.annotations_path())
+        except (FileNotFoundError, ImportFormatError) as exc:
+            return [f"{NAME}: {exc}"]
+        return []
+
+
+def load_pairs(path: Path) -> list[Any]:
+    """The JSON list of pairs; anything else raises (``FileNotFoundError``, :class:`ImportFormatError`)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: not found") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ImportFormatError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(data, list):
+        raise ImportFormatError(f"{path}: a GIER pairs file is a JSON list of {{input, output, ...}}, "
+                                f"found a {type(data).__name__}")
+    return data
+
+
+def instructions_of(pair: dict[str, Any]) -> tuple[list[str], str | None]:
+    """A pair's instructions (whitespace evened, repeats dropped) and the field(s) they came from."""
+
+    def texts(values: Any) -> list[str]:
+        items = values if isinstance(values, list) else [values]
+        return [" ".join(v.split()) for v in items if isinstance(v, str) and v.strip()]
+
+    def unique(items: list[str]) -> list[str]:
+        return list(dict.fromkeys(items))
+
+    if found := unique(texts(pair.get("prompts") or [])):
+        return found, "prompts"
+    if found := unique(texts(pair.get("expert_summary") or []) + texts(pair.get("amateur_summary") or [])):
+        return found, "expert_summary+amateur_summary"
+    for key in ("instruction", "request"):
+        if found := texts(pair.get(key)):
+            return found, key
+    return [], None
+
+
+@dataclass(frozen=True)
+class GierSource:
+    path: Path  # the pairs JSON
+    pairs: list[Any]
+    urls: dict[str, str]
+    repeats: dict[int, int]  # pair index -> the earlier pair with the same output
+
+    def digest(self) -> str:
+        return stable_hash(self.pairs, length=16)
+
+
+def _stem(name: str) -> str:
+    return PurePosixPath(name.replace("\\", "/")).stem
+
+
+@register_builder(NAME, GierConfig)
+class GierBuilder(CandidateBuilder):
+    name = NAME
+
+    def __init__(self, config: GierConfig, context: BuildContext):
+        self.config = config
+        self.unit_size = context.unit_size
+        self._lock = threading.Lock()
+        self._source: GierSource | None = None
+
+    @property
+    def source(self) -> GierSource:
+        with self._lock:
+            if self._source is None:
+                path = self.config.annotations_path()
+                pairs = load_pairs(path)
+                if self.config.limit:
+                    pairs = pairs[: self.config.limit]
+                urls_file = Path(self.config.root) / "url_dict.json"
+                urls = {}
+                if urls_file.is_file():
+                    try:
+                        loaded = json.loads(urls_file.read_text(encoding="utf-8"))
+                        if isinstance(loaded, dict):
+                            urls = {k: v for k, v in loaded.items() if isinstance(v, str)}
+                    except (UnicodeDecodeError, json.JSONDecodeError):
+                        urls = {}
+                seen: dict[str, int] = {}
+                repeats: dict[int, int] = {}
+                for index, pair in enumerate(pairs):
+                    if isinstance(pair, dict) and isinstance(pair.get("output"), str):
+                        key = _stem(pair["output"])
+                        if key in seen:
+                            repeats[index] = seen[key]
+                        else:
+                            seen[key] = index
+                self._source = GierSource(path, pairs, urls, repeats)
+            return self._source
+
+    def prepare(self) -> None:
+        spec = self.config.samples
+        if spec is not None:
+            from ieiw.samples.editing import ensure_gier_sample
+
+            ensure_gier_sample(Path(self.config.root), **spec.model_dump())
+
+    def fingerprint(self) -> dict[str, Any]:
+        c = self.config
+        return {"root": str(Path(c.root).resolve()), "annotations": self.source.path.name,
+                "pairs": self.source.digest(), "image_dirs": list(c.image_dirs), "instructions": c.instructions,
+                "seed": c.seed, "limit": c.limit, "require_same_size": c.require_same_size,
+                "urls": stable_hash(self.source.urls, length=16)}
+
+    def backends(self) -> dict[str, str]:
+        return {"pairs": "json-import"}
+
+    def plan(self) -> list[WorkUnit]:
+        total = len(self.source.pairs)
+        return [WorkUnit(key=f"{NAME}-{index:05d}",
+                         payload={"start": start, "stop": min(start + self.unit_size, total)})
+                for index, start in enumerate(range(0, total, self.unit_size))]
+
+    def build_unit(self, unit: WorkUnit) -> UnitResult:
+        source = self.source
+        result = UnitResult()
+        for index in range(unit.payload["start"], unit.payload["stop"]):
+            result.records += 1
+            try:
+                rows = self._rows(index, source.pairs[index], result.counters)
+            except SourceRecordError as err:
+                result.failures.append(err.failure)
+                continue
+            result.rows.extend(rows)
+        return result
+
+    def find(self, name: str, record_id: str, where: str) -> tuple[Path, str]:
+        """The image file of ``name`` and the folder it was found in; ``missing_image`` naming every path tried."""
+        root = Path(self.config.root)
+        parts = PurePosixPath(name.replace("\\", "/"))
+        if parts.is_absolute() or ".." in parts.parts:
+            raise SourceRecordError("bad_record", record_id, str(self.source.path),
+                                    f"{where}: {name!r} is not a name under {', '.join(self.config.image_dirs)}")
+        tried = []
+        for folder in self.config.image_dirs:
+            for candidate in dict.fromkeys((name, name.replace("/", "_"))):
+                path = root / folder / candidate
+                if path.is_file():
+                    return path, folder
+                tried.append(str(path))
+        raise SourceRecordError("missing_image", record_id, str(self.source.path),
+                                f"{where}: {name} is not at {' or '.join(tried)}")
+
+    def _image(self, name: str, record_id: str, where: str):
+        path, folder = self.find(name, record_id, where)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise SourceRecordError("missing_image", record_id, str(path), f"{where}: {exc}") from None
+        return read_image(data, record_id, str(path), where), folder
+
+    def _rows(self, index: int, pair: Any, counters) -> list[dict[str, Any]]:
+        c = self.config
+        file = str(self.source.path)
+        where = f"pair {index}"
+        if not isinstance(pair, dict) or not all(isinstance(pair.get(k), str) and pair[k] for k in ("input", "output")):
+            raise SourceRecordError("bad_record", str(index), file,
+                                    f"{where}: a pair is an object with input and output image names, found "
+                                    f"{json.dumps(pair)[:120]}")
+        record_id, image_id = _stem(pair["output"]), _stem(pair["input"])
+        if index in self.source.repeats:
+            raise SourceRecordError("duplicate_record", record_id, file,
+                                    f"{where}: output {pair['output']} is also pair {self.source.repeats[index]}'s")
+        texts, field = instructions_of(pair)
+        if not texts:
+            raise SourceRecordError("empty_instruction", record_id, file,
+                                    f"{where}: no prompts, expert_summary, amateur_summary, instruction or request")
+        source, source_dir = self._image(pair["input"], record_id, f"{where}: input {pair['input']}")
+        target, target_dir = self._image(pair["output"], record_id, f"{where}: output {pair['output']}")
+        operators = pair.get("operator")
+        extra: dict[str, Any] = {"pair": index, "instructions_mode": c.instructions, "input": pair["input"],
+                                 "output": pair["output"],
+                                 "input_folder": source_dir, "output_folder": target_dir,
+                                 "instruction_field": field, "instructions": len(texts),
+                                 "request": pair.get("request"), "gier_dataset": pair.get("dataset"),
+                                 "operators": sorted(operators) if isinstance(operators, dict) else None}
+        if source.pixels.shape[:2] != target.pixels.shape[:2]:
+            if c.require_same_size:
+                check_same_size(source, target, record_id, file, where)
+            counters["size_differs"] += 1
+            extra["target_size"] = [target.width, target.height]
+        counters["reencoded_images"] += int(source.reencoded) + int(target.reencoded)
+        if c.instructions == "one":
+            chosen = [int(stable_hash(NAME, c.seed, record_id, length=8), 16) % len(texts)]
+        else:
+            chosen = list(range(len(texts)))
+        rows = []
+        for k in chosen:
+            # what shapes the row: which instruction (not how it was chosen, so `one` keeps a row of `all`)
+            params = {"instruction_index": k, "reencode": "png"}
+            rows.append(edit_row(builder=NAME, dataset=DATASET, split=None, record_id=record_id, image_id=image_id,
+                                 instruction=texts[k], source=source, target=target, mask=None, license=LICENSE,
+                                 params=params, extra=extra, backend="json-import",
+                                 seed=c.seed if c.instructions == "one" else None,
+                                 url=self.source.urls.get(pair["input"]),
+                                 edit_url=self.source.urls.get(pair["output"])))
+        return rows

@@ -1,0 +1,724 @@
+"""Keypoints phrased as edits: COCO, CrowdPose, MPII and AIC people with 1-5 joints marked by coloured discs
+(docs/formats.md "Keypoint datasets", "Keypoint triples"; docs/multitask.md "Keypoints").
+
+One row per person: the source is the dataset's image as stored, the target the same pixels with a filled,
+opaque disc on each chosen joint, the instruction one template piece per disc ("Put red circles on the left
+knee of the people, ..."), the mask column the union of the discs. Task ``keypoints``.
+
+**Layouts** (``root`` is the dataset's own folder; ``split`` defaults to ``train2017`` for COCO, ``train``
+otherwise):
+
+| dataset | annotations | images |
+|---|---|---|
+| ``coco`` | ``annotations/person_keypoints_{split}.json`` | ``images/{split}/%012d.jpg`` (image id) |
+| ``crowdpose`` | ``json/crowdpose_{split}.json`` | ``images/{image_id}.jpg`` |
+| ``aic`` | ``annotations/aic_{split}.json`` (COCO-style) | ``ai_challenger_keypoint_train_20170902/keypoint_train_images_20170902/{file_name}`` |
+| ``mpii`` | ``annot/{split}.json``: list of ``{image, center, scale, joints, joints_vis}`` | ``images/{image}`` |
+
+The image paths are the ones the official loader builds (COCO and CrowdPose from the image id, AIC from
+``file_name``). COCO-style ``keypoints`` are ``3 * J`` numbers ``x, y, v`` with ``v`` 0 (unlabelled), 1
+(labelled, occluded) or 2 (visible); MPII's ``joints`` are 1-based ``[x, y]`` (1 is subtracted, as the
+official code does) with ``joints_vis`` 0/1 (1 is read as v=2; a joint at a negative position after the shift
+is unlabelled whatever ``joints_vis`` says).
+
+**Which people make rows** (everything left out is counted under ``skipped`` with its reason):
+``crowd`` (``iscrowd`` set), ``zero_area`` (COCO/AIC ``area`` <= 0; CrowdPose, whose records carry no area,
+uses the box's ``w*h``; MPII ``scale`` <= 0), ``not_person`` (a category without keypoints),
+``no_labelled_joints`` (every v is 0), ``no_joint_in_image`` (no labelled joint lies inside the image).
+
+**Drawing**: the radius is ``r = round(10 * short_side / 256)`` px (at least 1): InstructDiffusion's 10 px on
+its 256 px crops, scaled to the stored image, since the trainer's crop of a person spans about its short side.
+As in the official code the disc's centre is the joint rounded half up to a pixel (``int(x + 0.5)``) and the
+disc is the pixels with ``dx^2 + dy^2 <= r^2 + 1``; it is opaque (transparency 0). Joints with v=1 and v=2
+are drawn alike, as the official code draws them. Joints with v=0 are never drawn and, unlike the official
+code (which names a v=0 joint it does not draw), never named. A joint whose centre falls outside the image is
+left out (the official code leaves out a disc wholly outside its crop, and names it anyway).
+
+**Choice** (seeded per person from ``seed``, the dataset and the record id, so a row never changes between
+runs): the number of joints is drawn uniformly from ``joints_per_row`` (``[1, 5]``, as the official
+``randint(1, 5)``), each joint gets its own colour out of nine (red, green, blue, yellow, cyan, magenta with
+channels 0/255, gray 128, white, black). With ``overlap: avoid`` (the default) joints are taken in seeded
+random order and one whose disc would touch a disc already placed is passed over, so every named disc is
+whole (a row may then mark fewer joints than drawn, never zero); ``allow`` draws them as the official code
+does, later discs over earlier ones.
+
+**Joint names** in instructions: ``joint_names: words`` (default) writes them as words: COCO's as the
+official code ("left eye"), the others' snake_case with spaces ("left shoulder", "upper neck") and
+``top_head`` / ``head_top`` as "top of the head"; ``official`` writes them as the official code does (COCO
+words, the others' snake_case as is).
+
+**Instruction**: one template piece per disc (``templates/keypoints.yaml``, ``{color}`` and ``{joint}``; a
+piece ends in ``", "`` as the official ones do), each picked by a hash of the row id and the joint; pieces
+after the first start lower case, and the last one's ``", "`` becomes ``"."``.
+
+``builder.params`` records, beyond the parameters in the row id, what was drawn: per disc the joint's index,
+name, ``x``/``y`` as annotated (0-based), ``v``, the colour and the integer centre; plus the radius and the
+person's box (COCO-style ``bbox``, or MPII's 0-based ``center`` and ``scale``), for a trainer that crops.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import string
+import threading
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import Field, field_validator
+
+from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
+from ieiw.builders.instructions import TemplateError
+from ieiw.sources.phrasecut import SourceImage
+from ieiw.builders.captions import KEYPOINTS_TASK, add_caption_rows, captions_fingerprint, captions_preflight
+from ieiw.imageio import ImageDecodeError, Orientation, SizeMismatch, decode, encode, extension
+from ieiw.schemas.config import BuilderConfig, StrictModel
+from ieiw.schemas.registry import register_builder
+from ieiw.schemas.rows import canonical_json, image_cell, row_id, stable_hash
+
+NAME = "keypoints"
+TASK = "keypoints"
+DATASETS = ("coco", "crowdpose", "mpii", "aic")
+
+# Joint names as the official code writes them (docs/formats.md "Keypoint datasets").
+JOINTS: dict[str, tuple[str, ...]] = {
+    "coco": ("nose", "left eye", "right eye", "left ear", "right ear", "left shoulder", "right shoulder",
+             "left elbow", "right elbow", "left wrist", "right wrist", "left hip", "right hip", "left knee",
+             "right knee", "left ankle", "right ankle"),
+    "crowdpose": ("left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+                  "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "top_head",
+                  "neck"),
+    "aic": ("right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow", "left_wrist",
+            "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle", "head_top", "neck"),
+    "mpii": ("right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "pelvis", "thorax",
+             "upper_neck", "head_top", "right_wrist", "right_elbow", "right_shoulder", "left_shoulder",
+             "left_elbow", "left_wrist"),
+}
+WORDS = {"top_head": "top of the head", "head_top": "top of the head"}
+
+# The nine marker colours of the official pose code, in its order.
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (255, 0, 0),
+    "green": (0, 255, 0),
+    "blue": (0, 0, 255),
+    "yellow": (255, 255, 0),
+    "cyan": (0, 255, 255),
+    "magenta": (255, 0, 255),
+    "gray": (128, 128, 128),
+    "white": (255, 255, 255),
+    "black": (0, 0, 0),
+}
+RADIUS_AT_256 = 10
+REFERENCE_SIDE = 256
+
+LICENSES = {  # COCO rows take the image's own licence from the file; these are the datasets' terms
+    "coco": None,
+    "crowdpose": "CrowdPose terms (images from COCO, MPII and AI Challenger)",
+    "aic": "AI Challenger terms",
+    "mpii": "MPII Human Pose terms",
+}
+DEFAULT_TEMPLATES = "templates/keypoints.yaml"
+
+
+def default_split(dataset: str) -> str:
+    return "train2017" if dataset == "coco" else "train"
+
+
+def joint_words(dataset: str, mode: str = "words") -> tuple[str, ...]:
+    """The joint names a prompt uses (module docstring, "Joint names")."""
+    names = JOINTS[dataset]
+    if mode == "official" or dataset == "coco":
+        return names
+    return tuple(WORDS.get(name, name.replace("_", " ")) for name in names)
+
+
+def disc_radius(width: int, height: int) -> int:
+    """``round(10 * short_side / 256)``, at least 1."""
+    return max(1, int(math.floor(RADIUS_AT_256 * min(width, height) / REFERENCE_SIDE + 0.5)))
+
+
+def disc_centre(x: float, y: float) -> tuple[int, int]:
+    """The official rounding: ``int(x + 0.5)`` (coordinates >= -0.5 round half up)."""
+    return int(math.floor(x + 0.5)), int(math.floor(y + 0.5))
+
+
+def disc_mask(width: int, height: int, cx: int, cy: int, radius: int) -> np.ndarray:
+    """0/1 ``uint8`` (height x width): pixels with ``dx^2 + dy^2 <= r^2 + 1`` around ``(cx, cy)``."""
+    ys, xs = np.ogrid[:height, :width]
+    return (((xs - cx) ** 2 + (ys - cy) ** 2) <= radius * radius + 1).astype(np.uint8)
+
+
+# -- templates -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PoseTemplates:
+    pieces: tuple[str, ...]
+    source: str
+
+    def digest(self) -> str:
+        return stable_hash(list(self.pieces), length=16)
+
+    def piece(self, rid: str, joint_index: int) -> str:
+        return self.pieces[int(stable_hash("piece", rid, joint_index, length=16), 16) % len(self.pieces)]
+
+    def instruction(self, rid: str, marks: list[tuple[int, str, str]]) -> str:
+        """``marks`` = (joint index, joint name, colour name) in drawing order."""
+        parts = []
+        for position, (index, joint, colour) in enumerate(marks):
+            text = self.piece(rid, index).format(color=colour, joint=joint).strip()
+            text = text.rstrip(",").rstrip()
+            if position and text[:1].isupper() and not text[1:2].isupper():
+                text = text[0].lower() + text[1:]
+            parts.append(text)
+        return ", ".join(parts) + "."
+
+
+def parse_pose_templates(data: Any, source: str) -> PoseTemplates:
+    """``{"keypoints": [piece, ...]}``; each piece uses ``{color}`` and ``{joint}`` and nothing else."""
+    if not isinstance(data, dict) or set(data) != {NAME}:
+        raise TemplateError(f"{source}: a keypoint template file is a mapping with one key, keypoints:, "
+                            "holding a list of pieces")
+    items = data[NAME]
+    if not isinstance(items, list) or not items:
+        raise TemplateError(f"{source}: keypoints: must be a non-empty list of template pieces")
+    for index, piece in enumerate(items):
+        where = f"{source}: keypoints[{index}] {piece!r}"
+        if not isinstance(piece, str) or not piece.strip() or "\n" in piece:
+            raise TemplateError(f"{where}: a piece is one non-empty line")
+        try:
+            names = {name for _, name, spec, conv in string.Formatter().parse(piece) if name is not None}
+            specs = [spec or conv for _, name, spec, conv in string.Formatter().parse(piece) if name is not None]
+        except ValueError as exc:
+            raise TemplateError(f"{where}: {exc} (a literal brace is {{{{ or }}}})") from None
+        if names != {"color", "joint"} or any(specs):
+            raise TemplateError(f"{where}: a piece uses exactly {{color}} and {{joint}} (no other placeholder, "
+                                "no format spec)")
+    if len(set(items)) != len(items):
+        raise TemplateError(f"{source}: keypoints: the same piece twice")
+    return PoseTemplates(tuple(items), source)
+
+
+def load_pose_templates(path: str | Path | None = None) -> PoseTemplates:
+    """The shipped pieces (``path`` None) or a file of the same form; :class:`TemplateError` names the file."""
+    if path is None:
+        return _default_templates()
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TemplateError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise TemplateError(f"{path}: not YAML: {str(exc).splitlines()[0]}") from None
+    return parse_pose_templates(data, str(path))
+
+
+@functools.lru_cache(maxsize=1)
+def _default_templates() -> PoseTemplates:
+    text = resources.files("ieiw.builders").joinpath(DEFAULT_TEMPLATES).read_text(encoding="utf-8")
+    return parse_pose_templates(yaml.safe_load(text), DEFAULT_TEMPLATES)
+
+
+# -- config --------------------------------------------------------------------------------------
+class PoseSampleSpec(StrictModel):
+    """Write the bundled synthetic sample, in ``dataset``'s own layout, into ``root`` when it is missing."""
+
+    images: int = Field(12, ge=1)
+    seed: int = 0
+    width: int = Field(320, ge=96)
+    height: int = Field(240, ge=96)
+
+
+class KeypointsConfig(BuilderConfig):
+    """The ``keypoints:`` section: one pose dataset's people as keypoint-marking rows."""
+
+    dataset: Literal["coco", "crowdpose", "mpii", "aic"] = "coco"
+    root: Path = Field(description="the dataset folder (coco/, crowdpose/, mpii/ or aic/; see docs/multitask.md)")
+    split: str | None = Field(None, description="annotation split; default train2017 (COCO) or train")
+    annotations: Path | None = Field(None, description="the annotation file, if not where the layout puts it")
+    images: Path | None = Field(None, description="the image folder, if not where the layout puts it")
+    limit: int | None = Field(None, ge=1, description="read at most this many person records")
+    samples: PoseSampleSpec | None = Field(None, description="make a synthetic sample at root if it is missing")
+    joints_per_row: tuple[int, int] = Field((1, 5), description="[min, max] joints per row (1-5); one number "
+                                                                "fixes it")
+    overlap: Literal["avoid", "allow"] = "avoid"
+    joint_names: Literal["words", "official"] = "words"
+    templates: Path | None = Field(None, description="a keypoints.yaml of your own; default: the shipped one")
+    seed: int = 0
+    captions: Path | None = Field(None, description="a COCO captions file (annotations/captions_{split}.json): "
+                                  "also write adaptation rows, each rendered target with its image's caption")
+
+    @field_validator("joints_per_row", mode="before")
+    @classmethod
+    def _one_number(cls, value: Any) -> Any:
+        return (value, value) if isinstance(value, int) else value
+
+    @field_validator("joints_per_row")
+    @classmethod
+    def _range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        low, high = value
+        if not 1 <= low <= high <= 5:
+            raise ValueError(f"joints_per_row {list(value)}: need 1 <= min <= max <= 5")
+        return value
+
+    @property
+    def split_name(self) -> str:
+        return self.split or default_split(self.dataset)
+
+    def annotation_path(self) -> Path:
+        if self.annotations is not None:
+            return Path(self.annotations)
+        root, split = Path(self.root), self.split_name
+        return {
+            "coco": root / "annotations" / f"person_keypoints_{split}.json",
+            "crowdpose": root / "json" / f"crowdpose_{split}.json",
+            "aic": root / "annotations" / f"aic_{split}.json",
+            "mpii": root / "annot" / f"{split}.json",
+        }[self.dataset]
+
+    def image_folder(self) -> Path:
+        if self.images is not None:
+            return Path(self.images)
+        root = Path(self.root)
+        return {
+            "coco": root / "images" / self.split_name,
+            "crowdpose": root / "images",
+            "aic": root / "ai_challenger_keypoint_train_20170902" / "keypoint_train_images_20170902",
+            "mpii": root / "images",
+        }[self.dataset]
+
+    def preflight(self) -> list[str]:
+        if not self.enabled:
+            return []
+        lines = []
+        if self.templates is not None:
+            try:
+                load_pose_templates(self.templates)
+            except TemplateError as exc:
+                lines.append(f"keypoints.templates: {exc}")
+        if not Path(self.root).exists() and self.samples is not None:
+            return lines  # the sample is written by prepare()
+        ann, images = self.annotation_path(), self.image_folder()
+        if not ann.is_file():
+            lines.append(f"keypoints: {ann}: annotation file not found; is {self.root} a {self.dataset} folder "
+                         f"(docs/multitask.md, Keypoints)? set keypoints.root, .split or .annotations")
+        if not images.is_dir():
+            lines.append(f"keypoints: {images}: image folder not found; set keypoints.images")
+        return lines + captions_preflight("keypoints", self.captions)
+
+
+# -- reading -------------------------------------------------------------------------------------
+class PoseFormatError(ValueError):
+    """An annotation file ieiw cannot use at all; the one-line message names the file."""
+
+
+@dataclass(frozen=True)
+class Person:
+    """One person record, read leniently (bad content surfaces as a failure when the record is built)."""
+
+    record_id: str
+    image_id: str
+    image_path: Path
+    width: int  # 0 when the annotation file states no size (MPII)
+    height: int
+    raw: dict[str, Any]
+    url: str | None = None
+    license: str | None = None
+    has_image: bool = True  # False: a COCO-style image_id missing from the file's images list
+
+    @property
+    def tag(self) -> str:
+        """The record's part of file names: the annotation id, or MPII's entry index."""
+        return self.record_id.split(":", 1)[0]
+
+
+@dataclass
+class PoseSource:
+    """The parsed annotation file: person records in file order, with their images' entries."""
+
+    dataset: str
+    ann_path: Path
+    image_folder: Path
+    limit: int | None = None
+    people: list[Person] = field(default_factory=list)
+    person_category: set[Any] = field(default_factory=set)
+
+    @classmethod
+    def load(cls, config: KeypointsConfig) -> PoseSource:
+        src = cls(config.dataset, config.annotation_path(), config.image_folder(), config.limit)
+        data = _read_json(src.ann_path)
+        if config.dataset == "mpii":
+            src._load_mpii(data)
+        else:
+            src._load_coco(data)
+        if src.limit:
+            src.people = src.people[: src.limit]
+        return src
+
+    def _load_mpii(self, data: Any) -> None:
+        if not isinstance(data, list):
+            raise PoseFormatError(f"{self.ann_path}: expected MPII's list of {{image, center, scale, joints, "
+                                  f"joints_vis}}, found {type(data).__name__}")
+        for index, entry in enumerate(data):
+            if not isinstance(entry, dict):
+                raise PoseFormatError(f"{self.ann_path}: entry {index} is a {type(entry).__name__}, not an object")
+            image = str(entry.get("image", ""))
+            self.people.append(Person(f"{index}:{image}", image, self.image_folder / image, 0, 0, entry))
+
+    def _load_coco(self, data: Any) -> None:
+        if not isinstance(data, dict) or not isinstance(data.get("annotations"), list) \
+                or not isinstance(data.get("images"), list):
+            raise PoseFormatError(f"{self.ann_path}: expected a COCO-style object with images and annotations "
+                                  "lists")
+        licenses = {lic.get("id"): lic.get("name") for lic in data.get("licenses") or [] if isinstance(lic, dict)}
+        images = {img.get("id"): img for img in data["images"] if isinstance(img, dict)}
+        cats = [c for c in data.get("categories") or [] if isinstance(c, dict)]
+        self.person_category = {c.get("id") for c in cats if c.get("keypoints")} or {1}
+        for index, ann in enumerate(data["annotations"]):
+            if not isinstance(ann, dict):
+                raise PoseFormatError(f"{self.ann_path}: annotation {index} is a {type(ann).__name__}, not an object")
+            image_id = ann.get("image_id")
+            info = images.get(image_id, {})
+            self.people.append(Person(
+                record_id=str(ann.get("id", f"#{index}")),
+                image_id=str(image_id),
+                image_path=self.image_folder / self._file_name(image_id, info),
+                width=_int(info.get("width")),
+                height=_int(info.get("height")),
+                raw=ann,
+                url=info.get("coco_url") or info.get("flickr_url") or info.get("url"),
+                license=licenses.get(info.get("license")) if self.dataset == "coco" else LICENSES[self.dataset],
+                has_image=bool(info),
+            ))
+
+    def _file_name(self, image_id: Any, info: dict[str, Any]) -> str:
+        """As the official loader names the file: COCO ``%012d.jpg``, CrowdPose ``{id}.jpg``, AIC file_name."""
+        if self.dataset == "aic" or not isinstance(image_id, int):
+            return str(info.get("file_name", f"{image_id}.jpg"))
+        return f"{image_id:012d}.jpg" if self.dataset == "coco" else f"{image_id}.jpg"
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: annotation file not found") from None
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise PoseFormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); a "
+                              "truncated download? fetch it again") from None
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+class PersonSkipped(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Joint:
+    index: int
+    x: float  # 0-based, as annotated (MPII: after subtracting 1)
+    y: float
+    v: int  # 0 unlabelled, 1 occluded, 2 visible
+
+
+def person_joints(dataset: str, person: Person, ann_file: str) -> list[Joint]:
+    """The person's joints (all of them, any v), or :class:`SourceRecordError` ``bad_keypoints``."""
+    count = len(JOINTS[dataset])
+    raw = person.raw
+    try:
+        if dataset == "mpii":
+            coords, vis = raw.get("joints"), raw.get("joints_vis")
+            if not isinstance(coords, list) or not isinstance(vis, list) or len(coords) != count or len(vis) != count:
+                raise ValueError(f"expected {count} joints and {count} joints_vis")
+            out = []
+            for index, ((x, y), flag) in enumerate(zip(coords, vis, strict=True)):
+                x, y = float(x) - 1.0, float(y) - 1.0
+                labelled = float(flag) > 0 and x >= 0 and y >= 0
+                out.append(Joint(index, x, y, 2 if labelled else 0))
+            return out
+        values = raw.get("keypoints")
+        if not isinstance(values, list) or len(values) != 3 * count:
+            found = len(values) if isinstance(values, list) else type(values).__name__
+            raise ValueError(f"expected {3 * count} keypoint numbers (x, y, v for {count} joints), found {found}")
+        out = []
+        for index in range(count):
+            x, y, v = (float(values[3 * index + k]) for k in range(3))
+            v_int = int(v)
+            if v_int not in (0, 1, 2) or v_int != v:
+                raise ValueError(f"joint {index}: visibility {v} is not 0, 1 or 2")
+            out.append(Joint(index, x, y, v_int))
+        return out
+    except (TypeError, ValueError) as exc:
+        raise SourceRecordError("bad_keypoints", person.record_id, ann_file, str(exc)) from None
+
+
+def check_person(dataset: str, person: Person, categories: set[Any]) -> None:
+    """:class:`PersonSkipped` for a person the policy leaves out before its joints are read."""
+    raw = person.raw
+    if dataset == "mpii":
+        try:
+            scale = float(raw.get("scale", 0))
+        except (TypeError, ValueError):
+            scale = 0.0
+        if not scale > 0:
+            raise PersonSkipped("zero_area")
+        return
+    if raw.get("category_id") not in categories:
+        raise PersonSkipped("not_person")
+    if raw.get("iscrowd"):
+        raise PersonSkipped("crowd")
+    area = raw.get("area")
+    if area is None:  # CrowdPose records carry no area: the official code sets it to 1; use the box's
+        box = raw.get("bbox")
+        try:
+            area = float(box[2]) * float(box[3]) if isinstance(box, list) and len(box) == 4 else 0.0
+        except (TypeError, ValueError):
+            area = 0.0
+    try:
+        if not float(area) > 0:
+            raise PersonSkipped("zero_area")
+    except (TypeError, ValueError):
+        raise PersonSkipped("zero_area") from None
+
+
+def read_image(person: Person, ann_file: str) -> SourceImage:
+    """The person's image in the annotation's coordinates; bytes kept as stored unless they would show other
+    pixels (not RGB, an EXIF orientation tag), then re-encoded as PNG. ``SourceRecordError`` on trouble."""
+    path = person.image_path
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise SourceRecordError("missing_image", person.record_id, str(path), "image file not found") from None
+    expect = (person.width, person.height) if person.width and person.height else None
+    try:
+        decoded = decode(data, Orientation.MATCH if expect else Orientation.IGNORE, expect)
+    except SizeMismatch as exc:
+        raise SourceRecordError("image_size_mismatch", person.record_id, str(path),
+                                f"{exc} (from {ann_file})") from None
+    except ImageDecodeError as exc:
+        raise SourceRecordError("unreadable_image", person.record_id, str(path), str(exc)) from None
+    return SourceImage.from_decoded(data, decoded, fmt="png")
+
+
+def person_seed(seed: int, dataset: str, record_id: str) -> int:
+    return int(stable_hash("keypoints", seed, dataset, record_id, length=16), 16)
+
+
+def choose_marks(joints: list[Joint], width: int, height: int, radius: int, joints_per_row: tuple[int, int],
+                 overlap: str, seed: int) -> tuple[list[tuple[Joint, str]], int]:
+    """The drawn joints with their colours, and how many labelled joints lay outside the image.
+
+    Only labelled joints (v > 0) whose disc centre is inside the image are candidates."""
+    labelled = [j for j in joints if j.v > 0]
+    inside = []
+    for joint in labelled:
+        cx, cy = disc_centre(joint.x, joint.y)
+        if 0 <= cx < width and 0 <= cy < height:
+            inside.append(joint)
+    outside = len(labelled) - len(inside)
+    if not inside:
+        return [], outside
+    rng = np.random.default_rng(seed)
+    low, high = joints_per_row
+    want = int(rng.integers(low, high + 1))
+    order = [inside[i] for i in rng.permutation(len(inside))]
+    chosen: list[Joint] = []
+    limit = (2 * radius + 2) ** 2  # discs of radius r (pixels within sqrt(r^2+1)) overlap or touch (8-connected)
+    # when their centres are up to about 2r+1.5 apart: keep them more than 2r+2 apart
+    for joint in order:
+        if len(chosen) == want:
+            break
+        if overlap == "avoid":
+            c = disc_centre(joint.x, joint.y)
+            if any((c[0] - d[0]) ** 2 + (c[1] - d[1]) ** 2 <= limit
+                   for d in (disc_centre(o.x, o.y) for o in chosen)):
+                continue
+        chosen.append(joint)
+    names = [str(n) for n in rng.choice(list(COLOURS), size=len(chosen), replace=False)]
+    return list(zip(chosen, names, strict=True)), outside
+
+
+def draw_marks(pixels: np.ndarray, marks: list[tuple[Joint, str]], radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """(target, union mask): ``pixels`` with an opaque disc of each mark's colour, later over earlier."""
+    height, width = pixels.shape[:2]
+    target = pixels.copy()
+    union = np.zeros((height, width), np.uint8)
+    for joint, colour in marks:
+        cx, cy = disc_centre(joint.x, joint.y)
+        disc = disc_mask(width, height, cx, cy, radius).astype(bool)
+        target[disc] = COLOURS[colour]
+        union |= disc
+    return target, union
+
+
+# -- the builder ---------------------------------------------------------------------------------
+@register_builder(NAME, KeypointsConfig)
+class KeypointsBuilder(CandidateBuilder):
+    name = NAME
+
+    def __init__(self, config: KeypointsConfig, context: BuildContext):
+        self.config = config
+        self.unit_size = context.unit_size
+        self._lock = threading.Lock()
+        self._source: PoseSource | None = None
+
+    @property
+    def source(self) -> PoseSource:
+        with self._lock:
+            if self._source is None:
+                self._source = PoseSource.load(self.config)
+            return self._source
+
+    @functools.cached_property
+    def templates(self) -> PoseTemplates:
+        return load_pose_templates(self.config.templates)
+
+    def prepare(self) -> None:
+        spec = self.config.samples
+        if spec is not None:
+            from ieiw.samples.pose import ensure_pose_sample
+
+            ensure_pose_sample(Path(self.config.root), self.config.dataset, spec.images, spec.seed, spec.width,
+                               spec.height, split=self.config.split_name)
+
+    def params(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "dataset": c.dataset,
+            "joints_per_row": list(c.joints_per_row),
+            "radius_at_256": RADIUS_AT_256,
+            "overlap": c.overlap,
+            "joint_names": c.joint_names,
+            "seed": c.seed,
+        }
+
+    def fingerprint(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            **self.params(),
+            "annotations": str(c.annotation_path().resolve()),
+            "images": str(c.image_folder().resolve()),
+            "split": c.split_name,
+            "limit": c.limit,
+            "templates": self.templates.digest(),
+            "captions": captions_fingerprint(c.captions),
+        }
+
+    def backends(self) -> dict[str, str]:
+        return {"draw": "discs"}
+
+    def plan(self) -> list[WorkUnit]:
+        total = len(self.source.people)
+        c = self.config
+        return [
+            WorkUnit(key=f"{NAME}-{c.dataset}-{c.split_name}-{index:05d}",
+                     payload={"start": start, "stop": min(start + self.unit_size, total)})
+            for index, start in enumerate(range(0, total, self.unit_size))
+        ]
+
+    def build_unit(self, unit: WorkUnit) -> UnitResult:
+        source = self.source
+        c = self.config
+        people = source.people[unit.payload["start"]: unit.payload["stop"]]
+        result = UnitResult(records=len(people))
+        ann_file = str(source.ann_path)
+        images: dict[Path, SourceImage | SourceRecordError] = {}
+        for person in people:
+            try:
+                check_person(c.dataset, person, source.person_category)
+                joints = person_joints(c.dataset, person, ann_file)
+                if not any(j.v > 0 for j in joints):
+                    raise PersonSkipped("no_labelled_joints")
+                if c.dataset != "mpii" and not person.has_image:
+                    raise SourceRecordError("no_image_info", person.record_id, ann_file,
+                                            f"image_id {person.image_id} is not in the file's images list")
+                if person.image_path not in images:
+                    try:
+                        images[person.image_path] = read_image(person, ann_file)
+                    except SourceRecordError as err:
+                        images[person.image_path] = err
+                image = images[person.image_path]
+                if isinstance(image, SourceRecordError):
+                    raise SourceRecordError(image.failure.reason, person.record_id, image.failure.file,
+                                            image.failure.message)
+                row = self._row(person, image, joints, result)
+            except PersonSkipped as skip:
+                result.skipped[skip.reason] += 1
+                continue
+            except SourceRecordError as err:
+                result.failures.append(err.failure)
+                continue
+            result.rows += add_caption_rows([row], c.captions, KEYPOINTS_TASK, result.counters)
+            result.counters["discs"] += len(json.loads(row["builder"]["params"])["marks"])
+        return result
+
+    def _row(self, person: Person, image: SourceImage, joints: list[Joint], result: UnitResult) -> dict[str, Any]:
+        c = self.config
+        height, width = image.pixels.shape[:2]
+        radius = disc_radius(width, height)
+        seed = person_seed(c.seed, c.dataset, person.record_id)
+        marks, outside = choose_marks(joints, width, height, radius, c.joints_per_row, c.overlap, seed)
+        result.counters["joints_outside_image"] += outside
+        if not marks:
+            raise PersonSkipped("no_joint_in_image")
+        target, union = draw_marks(image.pixels, marks, radius)
+        names = joint_words(c.dataset, c.joint_names)
+        params = self.params()
+        rid = row_id(c.dataset, person.record_id, NAME, params, TASK)
+        instruction = self.templates.instruction(rid, [(j.index, names[j.index], colour) for j, colour in marks])
+        stem = Path(person.image_path.name).stem or person.image_id
+        raw = person.raw
+        box = ({"center": [float(v) - 1.0 for v in raw.get("center", [])], "scale": raw.get("scale")}
+               if c.dataset == "mpii" else {"bbox": raw.get("bbox")})
+        drawn = [
+            {"index": j.index, "joint": names[j.index], "x": j.x, "y": j.y, "v": j.v, "color": colour,
+             "centre": list(disc_centre(j.x, j.y))}
+            for j, colour in marks
+        ]
+        return {
+            "id": rid,
+            "task": TASK,
+            "instruction": instruction,
+            "source_image": image_cell(image.data, f"{stem}.{extension(image.data)}"),
+            "target_image": image_cell(encode(target, "png"), f"{stem}_{person.tag}_keypoints.png"),
+            "mask": image_cell(encode(union * 255, "png"), f"{stem}_{person.tag}_mask.png"),
+            "width": width,
+            "height": height,
+            "origin": {
+                "dataset": c.dataset,
+                "split": c.split_name,
+                "record_id": person.record_id,
+                "image_id": person.image_id,
+                "phrase": ", ".join(d["joint"] for d in drawn),
+                "url": person.url,
+                "license": person.license if c.dataset == "coco" else LICENSES[c.dataset],
+                "authors": None,
+                "edit_url": None,
+                "created_utc": None,
+            },
+            "exemplar": None,
+            "scores": None,
+            "builder": {
+                "name": NAME,
+                "backend": "discs",
+                "embedded": False,
+                "model": None,
+                "seed": c.seed,
+                "params": canonical_json({**params, "radius": radius, "marks": drawn, "person": box,
+                                          "source_image": image.provenance()}),
+            },
+            "drop_reason": None,
+        }

@@ -1,1 +1,0 @@
-"""Converters: other vision datasets phrased as edits (segmentation, ...), as builders of the row schema."""

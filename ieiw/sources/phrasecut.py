@@ -1,0 +1,457 @@
+"""VGPhraseCut reader and the official polygon rasterisation (docs/formats.md; the dataset's own code, ChenyunWu/PhraseCutDataset).
+
+Layout (``VGPhraseCut_v0/``): ``image_data_split.json`` (one entry per image, with its annotated
+``width``/``height`` and its ``split``), ``refer_{split}.json`` (the full referring records, with
+``Polygons``), ``refer_input_{split}.json`` (the evaluation inputs: no ``Polygons``, ``instance_boxes`` or
+``ann_ids``; useless for building) and ``images/{image_id}.jpg``.
+
+Splits are named as the dataset's own loader names them: ``train``, ``val``, ``test``, ``miniv``, and
+``_``-joined unions such as ``val_miniv`` (records of ``refer_val.json`` then ``refer_miniv.json``). A
+record's ``split`` is the one whose file it came from, and ``image_data_split.json`` must list its image
+under that same split (the dataset's loader keeps only images of the chosen splits; a mismatch would
+leak e.g. a test image into training rows).
+
+Two kinds of error, on purpose:
+
+- **File-level** problems (a refer file that is not JSON, not a list of records, a ``refer_input`` file,
+  a split named after a file) raise :class:`PhraseCutFormatError` with one line naming the file, from
+  :meth:`PhraseCutSource.check` / :meth:`PhraseCutSource.count`, before any unit is built.
+- **Record-level** problems never raise out of :meth:`PhraseCutSource.read`: they surface when the
+  record is turned into a mask or its image is opened, as :class:`SourceRecordError` naming the file and
+  ``task_id`` with a short reason (``bad_image_id``, ``no_phrase``, ``split_mismatch``, ``missing_image``,
+  ``no_image_info``, ``unreadable_image``, ``image_size_mismatch``, ``no_polygons``, ``bad_polygons``,
+  ``degenerate_polygons``, ``empty_mask``).
+
+Images: polygons are in the coordinates of the image as annotated, whose size ``image_data_split.json``
+gives. The stored pixels are used as they are when they have that size; when they have it only after
+the EXIF orientation transpose (a phone photo stored sideways), the transpose is applied; a size that
+matches neither fails the record. Any stored mode (grey, palette, CMYK, 16-bit, alpha) and any allowed
+format (the file is named ``.jpg`` whatever it holds) becomes RGB through :mod:`ieiw.imageio`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ieiw.schemas.units import SourceRecordError
+from ieiw.imageio import JPEG_QUALITY, DecodedImage, ImageDecodeError, Orientation, SizeMismatch, decode, encode
+
+INFO_FILE = "image_data_split.json"
+OFFICIAL_SPLITS = ("train", "val", "test", "miniv")
+# Keys only the full refer files have: a file whose records have none of them is a refer_input file.
+ANNOTATION_KEYS = ("Polygons", "instance_boxes", "ann_ids")
+
+
+class PhraseCutFormatError(ValueError):
+    """A VGPhraseCut file or split ieiw cannot use at all; the one-line message names the file."""
+
+
+@dataclass(frozen=True)
+class PhraseCutRecord:
+    task_id: str
+    image_id: int  # -1 when the record's image_id is missing or not a non-negative integer
+    split: str  # the split whose refer file the record came from ("miniv" for a record of "val_miniv")
+    phrase: str  # as stored ("" when missing)
+    raw: dict[str, Any]  # the record as stored, for the fields a builder may want later
+    refer_file: str  # the JSON file the record came from, for error messages
+    image_path: Path
+    width: int  # the annotated size from image_data_split.json; 0 when the image is not listed
+    height: int
+    url: str | None
+    name: str = ""  # phrase_structure.name: the head noun phrase ("man", "trees"), "" when absent
+    relations: tuple[tuple[str, str], ...] = ()  # (predicate, object name), from either key (see below)
+    image_split: str | None = None  # the image's split in image_data_split.json; None when not listed
+
+    @property
+    def info_file(self) -> str:
+        return str(self.image_path.parent.parent / INFO_FILE)
+
+
+def _json_file(path: Path) -> Any:
+    """Parsed JSON, or a one-line :class:`PhraseCutFormatError` naming the file and the position."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: not found") from None
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise PhraseCutFormatError(
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}, char {exc.pos} of "
+            f"{len(data)}); a truncated or interrupted download? fetch the file again"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise PhraseCutFormatError(f"{path}: not JSON text ({exc.reason} at byte {exc.start})") from None
+
+
+def _image_id(value: Any) -> int:
+    """A record's ``image_id`` as an int, -1 when it is not a non-negative integer (``"12"`` is fine)."""
+    if isinstance(value, bool):
+        return -1
+    if isinstance(value, int):
+        return value if value >= 0 else -1
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return -1
+
+
+def normalise_relations(phrase: str, structure: Any) -> tuple[tuple[str, str], ...]:
+    """``phrase_structure`` relations as ``(predicate, object_name)`` pairs, whichever key holds them.
+
+    Current files have ``relation_descriptions``: a list of ``[predicate, object_name]``. Older dumps
+    have ``relations``: Visual Genome relationship dicts (``predicate``, ``object_id``, ...) without the
+    object's name; there the object is the phrase's text after the predicate, up to the next predicate, as
+    the dataset's old loader read it (``""`` when the predicate is not in the phrase). A ``relations``
+    list of pairs is taken as is.
+    """
+    if not isinstance(structure, dict):
+        return ()
+    entries = structure.get("relation_descriptions")
+    if entries is None:
+        entries = structure.get("relations")
+    if not isinstance(entries, list):
+        return ()
+    pairs: list[tuple[str, str | None]] = []  # None: the object's name is to be read off the phrase
+    for entry in entries:
+        if isinstance(entry, (list, tuple)) and entry and entry[0]:
+            obj = entry[1] if len(entry) > 1 and entry[1] is not None else ""
+            pairs.append((str(entry[0]), str(obj)))
+        elif isinstance(entry, dict) and entry.get("predicate"):
+            name = entry.get("object_name")
+            pairs.append((str(entry["predicate"]), name if isinstance(name, str) else None))
+    from_phrase = [index for index, (_, obj) in enumerate(pairs) if obj is None]
+    rest = f" {' '.join(phrase.split())} "
+    for position, index in enumerate(from_phrase):
+        predicate = f" {' '.join(pairs[index][0].split())} "
+        obj = ""
+        if predicate in rest:
+            rest = " " + rest.split(predicate, 1)[1]
+            obj = rest
+            if position + 1 < len(from_phrase):
+                following = f" {' '.join(pairs[from_phrase[position + 1]][0].split())} "
+                obj = obj.split(following, 1)[0]
+        pairs[index] = (pairs[index][0], obj)
+    return tuple((" ".join(p.split()), " ".join((o or "").split())) for p, o in pairs)
+
+
+class PhraseCutSource:
+    """``root`` holds ``image_data_split.json``, ``refer_{split}.json`` and ``images/{image_id}.jpg``.
+
+    ``splits`` are split names (``train``, ``val_miniv``, ...), checked here; the refer files are read on
+    first use (:meth:`check`, :meth:`count` or :meth:`read`), once per process. ``limit`` caps the records
+    read per configured split.
+    """
+
+    def __init__(self, root: Path, splits: list[str], limit: int | None = None):
+        self.root = Path(root)
+        self.splits = list(splits)
+        self.limit = limit
+        info_path = self.root / INFO_FILE
+        if not info_path.exists():
+            raise FileNotFoundError(f"{info_path}: not found; is {self.root} a VGPhraseCut_v0 folder?")
+        self._parts = {split: self.split_files(split) for split in self.splits}
+        self._info = self._read_info(info_path)
+        self._cache: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
+
+    @staticmethod
+    def _read_info(path: Path) -> dict[int, dict[str, Any]]:
+        entries = _json_file(path)
+        if not isinstance(entries, list):
+            raise PhraseCutFormatError(f"{path}: expected a list of image entries, found {type(entries).__name__}")
+        info: dict[int, dict[str, Any]] = {}
+        for index, entry in enumerate(entries):
+            image_id = _image_id(entry.get("image_id")) if isinstance(entry, dict) else -1
+            if image_id < 0:
+                raise PhraseCutFormatError(f"{path}: entry {index} has no integer image_id: {str(entry)[:80]}")
+            info[image_id] = entry
+        return info
+
+    def refer_path(self, split: str) -> Path:
+        return self.root / f"refer_{split}.json"
+
+    def split_files(self, split: str) -> list[tuple[str, Path]]:
+        """The ``(split, refer file)`` pairs a configured split name reads, in order.
+
+        ``val_miniv`` -> ``refer_val.json``, ``refer_miniv.json`` (the dataset loader's ``split.split('_')``),
+        unless a ``refer_val_miniv.json`` exists. Names that point at a refer_input file or name a file
+        instead of a split raise :class:`PhraseCutFormatError` saying what to write instead.
+        """
+        name = split.strip()
+        if not name:
+            raise PhraseCutFormatError(f"{self.root}: empty split name; use one of {', '.join(OFFICIAL_SPLITS)}")
+        stem = name[: -len(".json")] if name.endswith(".json") else name
+        if stem.startswith("refer_") or name.endswith(".json") or "/" in name:
+            inner = Path(stem).name
+            inner = inner[len("refer_"):] if inner.startswith("refer_") else inner
+            if inner.startswith("input_"):
+                inner = inner[len("input_"):]
+            raise PhraseCutFormatError(
+                f"{self.root}: split {split!r} names a file; splits are names such as 'train': use split "
+                f"{inner!r}, which reads refer_{inner}.json (the full annotations with Polygons)"
+            )
+        parts = [p for p in name.split("_") if p]
+        if "input" in parts:
+            rest = "_".join(p for p in parts if p != "input") or "train"  # a bare "input": the usual one
+            raise PhraseCutFormatError(
+                f"{self.root / ('refer_' + name + '.json')}: split {split!r} is a refer_input file, the "
+                f"evaluation inputs without Polygons; use split {rest!r}, which reads refer_{rest}.json "
+                "(the full annotations)"
+            )
+        if self.refer_path(name).exists() or len(parts) == 1:
+            return [(name, self.refer_path(name))]
+        seen: list[str] = []
+        for part in parts:
+            if part not in seen:
+                seen.append(part)
+        return [(part, self.refer_path(part)) for part in seen]
+
+    def _load_refer(self, part: str, path: Path, split: str) -> list[dict[str, Any]]:
+        if not path.exists():
+            alternative = self.root / f"refer_input_{part}.json"
+            if alternative.exists():
+                raise PhraseCutFormatError(
+                    f"{path}: not found; only {alternative.name} is here, the evaluation inputs without "
+                    f"Polygons: get refer_{part}.json (the full annotations) from the VGPhraseCut download"
+                )
+            raise FileNotFoundError(f"{path}: not found (split {split!r} is in the config)")
+        records = _json_file(path)
+        if not isinstance(records, list):
+            raise PhraseCutFormatError(
+                f"{path}: expected a list of referring records, found {type(records).__name__}"
+            )
+        for index, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise PhraseCutFormatError(
+                    f"{path}: record {index} is a {type(record).__name__}, not an object; is this a refer file?"
+                )
+        if records and not any(key in record for record in records for key in ANNOTATION_KEYS):
+            raise PhraseCutFormatError(
+                f"{path}: no record has Polygons, instance_boxes or ann_ids: this is a refer_input file "
+                f"(evaluation inputs); put the full refer_{part}.json from the VGPhraseCut download here"
+            )
+        return records
+
+    def _records(self, split: str) -> list[tuple[str, str, dict[str, Any]]]:
+        if split not in self._cache:
+            parts = self._parts.get(split) or self.split_files(split)
+            rows: list[tuple[str, str, dict[str, Any]]] = []
+            for part, path in parts:
+                rows.extend((part, str(path), raw) for raw in self._load_refer(part, path, split))
+                if self.limit and len(rows) >= self.limit:
+                    break
+            self._cache[split] = rows[: self.limit] if self.limit else rows
+        return self._cache[split]
+
+    def check(self) -> None:
+        """Read and check every configured split's refer files now (they stay cached for :meth:`count`
+        and :meth:`read`): raises :class:`PhraseCutFormatError` or ``FileNotFoundError`` with one line
+        naming the file. Call it before planning any work."""
+        for split in self.splits:
+            self._records(split)
+
+    def problems(self) -> list[str]:
+        """:meth:`check`'s findings as one-line messages, all splits (for a config's preflight)."""
+        found = []
+        for split in self.splits:
+            try:
+                self._records(split)
+            except (PhraseCutFormatError, FileNotFoundError) as exc:
+                found.append(str(exc))
+        return found
+
+    def count(self, split: str) -> int:
+        return len(self._records(split))
+
+    def read(self, split: str, start: int, stop: int) -> list[PhraseCutRecord]:
+        """Records ``[start, stop)`` of ``split`` in file order (never raises for bad record content)."""
+        out = []
+        for part, refer_file, raw in self._records(split)[start:stop]:
+            image_id = _image_id(raw.get("image_id"))
+            info = self._info.get(image_id, {}) if image_id >= 0 else {}
+            phrase = raw.get("phrase")
+            phrase = phrase if isinstance(phrase, str) else ""
+            structure = raw.get("phrase_structure")
+            name = structure.get("name") if isinstance(structure, dict) else None
+            out.append(
+                PhraseCutRecord(
+                    task_id=str(raw.get("task_id", f"{image_id}__?")),
+                    image_id=image_id,
+                    split=part,
+                    phrase=phrase,
+                    raw=raw,
+                    refer_file=refer_file,
+                    image_path=self.root / "images" / f"{image_id}.jpg",
+                    width=_int(info.get("width")),
+                    height=_int(info.get("height")),
+                    url=info.get("url"),
+                    name=" ".join(name.split()) if isinstance(name, str) else "",
+                    relations=normalise_relations(phrase, structure),
+                    image_split=info.get("split") if isinstance(info.get("split"), str) else None,
+                )
+            )
+        return out
+
+
+def _int(value: Any) -> int:
+    try:
+        return max(int(value), 0)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
+def check_record(record: PhraseCutRecord) -> None:
+    """The record-level checks that need no file: a usable image id, a phrase, the image's split.
+    Raises :class:`SourceRecordError`; :func:`load_image` and :func:`record_mask` call it."""
+    if record.image_id < 0:
+        raise SourceRecordError(
+            "bad_image_id", record.task_id, record.refer_file,
+            f"image_id {record.raw.get('image_id')!r} is not a non-negative integer",
+        )
+    if not record.phrase.strip():
+        raise SourceRecordError("no_phrase", record.task_id, record.refer_file, "record has no phrase")
+    if record.image_split is not None and record.image_split not in record.split.split("_"):
+        raise SourceRecordError(
+            "split_mismatch", record.task_id, record.refer_file,
+            f"image {record.image_id} is in split {record.image_split!r} in {INFO_FILE}, but the record is "
+            f"in refer_{record.split}.json",
+        )
+
+
+def polygons_to_mask(polygons: list, width: int, height: int) -> np.ndarray:
+    """The official rule: flatten every instance's polygons, skip those with < 2 points, truncate
+    coordinates with ``int()``, draw each with ``ImageDraw.polygon(outline=1, fill=1)``, take the union.
+    Returns a ``uint8`` array of 0/1 with shape (height, width). Points outside the image are fine:
+    Pillow clips what it draws to the canvas (negative and too-large coordinates included).
+    """
+    canvas = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(canvas)
+    for instance in polygons:
+        for polygon in instance:
+            if len(polygon) < 2:
+                continue
+            draw.polygon([(int(x), int(y)) for x, y in polygon], outline=1, fill=1)
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def record_mask(record: PhraseCutRecord, width: int, height: int) -> np.ndarray:
+    """The record's region as a 0/1 mask, or a :class:`SourceRecordError` saying what is wrong.
+
+    Polygons partly outside the image are clipped to it; wholly outside, the record fails ``empty_mask``.
+    """
+    check_record(record)
+    polygons = record.raw.get("Polygons")
+    if not polygons:
+        raise SourceRecordError("no_polygons", record.task_id, record.refer_file, "record has no Polygons")
+    try:
+        usable = [p for instance in polygons for p in instance if len(p) >= 2]
+    except TypeError as exc:
+        raise SourceRecordError("bad_polygons", record.task_id, record.refer_file, f"malformed: {exc}") from None
+    if not usable:
+        raise SourceRecordError(
+            "degenerate_polygons", record.task_id, record.refer_file, "no polygon has 2 or more points"
+        )
+    try:
+        mask = polygons_to_mask(polygons, width, height)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise SourceRecordError("bad_polygons", record.task_id, record.refer_file, f"malformed: {exc}") from None
+    if not mask.any():
+        raise SourceRecordError("empty_mask", record.task_id, record.refer_file, "polygons cover no pixel")
+    return mask
+
+
+@dataclass(frozen=True, eq=False)
+class SourceImage:
+    """A record's image, ready to pair: ``pixels`` are RGB in the annotation's coordinates, and ``data``
+    decodes to exactly those pixels in every viewer (no EXIF step left to apply, RGB)."""
+
+    data: bytes  # the file's own bytes, or a re-encoding of ``pixels`` when ``reencoded``
+    pixels: np.ndarray  # RGB uint8, height x width x 3, as annotated
+    format: str  # the stored format (Pillow name: "JPEG", "PNG", ...), whatever the file name says
+    stored_mode: str  # the stored mode ("RGB", "L", "CMYK", "I;16", "P", ...)
+    orientation_tag: int  # the file's EXIF orientation tag (1 when absent)
+    orientation: Literal["as-stored", "exif-applied"]  # which pixel order matched the annotated size
+    reencoded: bool  # True when ``data`` is not the file's bytes
+    reasons: tuple[str, ...] = ()  # why it was re-encoded, e.g. ("mode CMYK converted to RGB",)
+
+    @classmethod
+    def from_decoded(cls, data: bytes, decoded: DecodedImage, fmt: str | None = None,
+                     quality: int | None = None) -> SourceImage:
+        """The file's ``data`` kept when decoding changed nothing; else the pixels re-encoded (JPEG for a
+        stored JPEG, PNG otherwise, unless ``fmt``), with the reasons."""
+        reasons = []
+        if decoded.converted:
+            reasons.append(f"mode {decoded.stored_mode} converted to RGB")
+        if decoded.transposed:
+            reasons.append(f"EXIF orientation {decoded.orientation} applied")
+        elif decoded.orientation != 1:
+            reasons.append(f"EXIF orientation {decoded.orientation} dropped (annotated as stored)")
+        if reasons:
+            data = encode(decoded.pixels, fmt or ("jpeg" if decoded.format == "JPEG" else "png"),
+                          quality or JPEG_QUALITY)
+        return cls(data=data, pixels=decoded.pixels, format=decoded.format, stored_mode=decoded.stored_mode,
+                   orientation_tag=decoded.orientation,
+                   orientation="exif-applied" if decoded.transposed else "as-stored",
+                   reencoded=bool(reasons), reasons=tuple(reasons))
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    def provenance(self) -> dict[str, Any]:
+        """What a row may record about how its source image was made."""
+        return {
+            "stored_format": self.format,
+            "stored_mode": self.stored_mode,
+            "exif_orientation": self.orientation_tag,
+            "orientation": self.orientation,
+            "reencoded": self.reencoded,
+        }
+
+    def __iter__(self):
+        """Transitional: ``data, pixels = load_image(record)`` keeps working for older callers."""
+        return iter((self.data, self.pixels))
+
+
+def load_image(record: PhraseCutRecord, fmt: str | None = None, quality: int = JPEG_QUALITY) -> SourceImage:
+    """The record's image as :class:`SourceImage`, oriented as the annotation's size says.
+
+    The EXIF transpose is applied only when that is what makes the stored size equal the size in
+    ``image_data_split.json`` (stored-size matches win, so tags 2-4, which keep the size, are never
+    applied); a size matching neither fails ``image_size_mismatch``. The file's bytes are kept unless
+    decoding changed the pixels (transposed, or not stored as RGB) or an EXIF tag other than 1 would make
+    a viewer show them differently: then ``pixels`` are re-encoded, as ``fmt`` (``"jpeg"``/``"png"``;
+    by default JPEG for a stored JPEG, PNG otherwise) at ``quality``.
+    """
+    check_record(record)
+    path = record.image_path
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SourceRecordError("missing_image", record.task_id, str(path), "image file not found") from None
+    if not (record.width and record.height):
+        raise SourceRecordError(
+            "no_image_info", record.task_id, record.info_file,
+            f"image {record.image_id} has no entry with width and height, so its polygons cannot be placed",
+        )
+    expect = (record.width, record.height)
+    try:
+        decoded = decode(data, Orientation.MATCH, expect)
+    except SizeMismatch as exc:
+        raise SourceRecordError(
+            "image_size_mismatch", record.task_id, str(path), f"{exc} (from {INFO_FILE})"
+        ) from None
+    except ImageDecodeError as exc:
+        raise SourceRecordError("unreadable_image", record.task_id, str(path), str(exc)) from None
+    return SourceImage.from_decoded(data, decoded, fmt, quality)
