@@ -72,7 +72,8 @@ def plain_loop(root: Path, out: Path) -> int:
         for start in range(0, total, UNIT):
             rows = []
             for record in source.read(split, start, start + UNIT):
-                data, pixels = load_image(record)
+                image = load_image(record)
+                data, pixels = image.data, image.pixels
                 mask = dilate(record_mask(record, pixels.shape[1], pixels.shape[0]), 7)
                 target = inpainter.inpaint([pixels], [mask])[0]
                 verifier.score([pixels], [target], [mask], [record.phrase])

@@ -34,7 +34,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ieiw.samples.phrasecut import smooth_background, synthetic_scene  # noqa: E402
+from ieiw.samples.base import smooth_background, synthetic_scene  # noqa: E402
 from ieiw.samples.crawl import paint_patch, recolour_region, synthetic_photo  # noqa: E402
 from ieiw.imageio import downscale  # noqa: E402
 

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from ieiw.schemas.manifest import Manifest, compact, load_manifest
-from ieiw.schemas.shards import ShardFile, atomic_write_bytes
+from ieiw.schemas.shards import ShardFile
+from ieiw.schemas.storage import atomic_write_bytes
 
 STATS = {"builder": "removal", "records": 16, "candidates": 28, "failures": {}, "failure_messages": [],
          "skipped": {"region_too_large": 1}, "kept": 25, "rejected": {"target_quality_low": 3},

@@ -56,7 +56,7 @@ def main() -> None:
         timed("prepare (samples, references)", build.prepare)
         units = build.plan()
         start = time.perf_counter()
-        from ieiw.builders.instructions import _engine
+        from ieiw.phrases import _engine
 
         _engine()  # once per process; 1.2-1.7 s when typeguard instrumented it (ieiw/builders/instructions.py)
         print(f"one-off import of inflect: {time.perf_counter() - start:.2f} s, excluded below")

@@ -48,7 +48,7 @@ from ieiw.imageio import extension, extension_for_format
 from ieiw.schemas import storage
 from ieiw.schemas.manifest import load_manifest
 from ieiw.schemas.rows import IMAGE, SCHEMA_VERSION, _hf_feature
-from ieiw.schemas.shards import TMP_PREFIX, atomic_file, fsync_dir
+from ieiw.schemas.storage import TMP_PREFIX, atomic_file, fsync_dir
 
 PAIRS = "ieiw"  # the corpus folder of a build (ieiw.stages.PAIRS; not imported: it pulls the builders in)
 FORMATS = ("instructdiffusion", "hf-instructpix2pix", "webdataset")

@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from ieiw.schemas.units import BuildContext, CandidateBuilder, WorkUnit
-from ieiw.backends.features.embedded import ImageFeatures, describe_backend
+from ieiw.backends.features.base import ImageFeatures, describe_backend
 from ieiw.filters.dedup import SIGNATURE_VERSION, pair_hashes
 from ieiw.filters.scoring import ScoreContext, Scorer, distinct_images, pair_views, score_pairs
 from ieiw.filters.selection import (
@@ -62,7 +62,8 @@ from ieiw.schemas.rows import (
     stable_hash,
     with_metadata,
 )
-from ieiw.schemas.shards import read_shard, remove_stale_temp_files, write_shard
+from ieiw.schemas.shards import read_shard, write_shard
+from ieiw.schemas.storage import remove_stale_temp_files
 
 log = logging.getLogger("ieiw")
 

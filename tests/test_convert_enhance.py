@@ -18,15 +18,9 @@ from ieiw_testing import run_ieiw
 from PIL import Image
 
 from ieiw.schemas.units import BuildContext
-from ieiw.builders.instructions import TemplateError
-from ieiw.builders.enhance import (
-    IMAGE_SUFFIXES,
-    TEMPLATE_FOR,
-    EnhanceBuilder,
-    EnhanceConfig,
-    degrade,
-    load_task_templates,
-)
+from ieiw.phrases import TemplateError
+from ieiw.builders.enhance import IMAGE_SUFFIXES, TEMPLATE_FOR, EnhanceBuilder, EnhanceConfig, load_task_templates
+from ieiw.sources.degradations import degrade
 from ieiw.samples.enhance import ensure_enhance_sample, make_enhance_sample
 from ieiw.imageio import decode, decode_mask
 from ieiw.schemas.rows import rows_to_table

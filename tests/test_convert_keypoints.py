@@ -17,11 +17,9 @@ import yaml
 from ieiw_testing import run_ieiw
 
 from ieiw.schemas.units import BuildContext
-from ieiw.builders.instructions import TemplateError
+from ieiw.phrases import TemplateError
 from ieiw.builders.keypoints import (
     COLOURS,
-    DATASETS,
-    JOINTS,
     KeypointsBuilder,
     KeypointsConfig,
     disc_mask,
@@ -29,6 +27,7 @@ from ieiw.builders.keypoints import (
     joint_words,
     load_pose_templates,
 )
+from ieiw.sources.keypoints import DATASETS, JOINTS
 from ieiw.samples.pose import ensure_pose_sample, make_pose_sample
 from ieiw.imageio import decode, decode_mask
 from ieiw.schemas.rows import rows_to_table

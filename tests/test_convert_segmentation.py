@@ -19,7 +19,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from ieiw.schemas.units import BuildContext
-from ieiw.builders.instructions import TemplateError
+from ieiw.phrases import TemplateError
 from ieiw.builders.cocostuff import CocoStuffBuilder, CocoStuffConfig, CocoStuffFormatError, read_labels
 from ieiw.builders.overlay import PALETTE, default_seg_templates, load_seg_templates, overlay, pick_colour
 from ieiw.builders.refcoco import (

@@ -16,7 +16,7 @@ import yaml
 from ieiw_testing import REPO, ieiw_env, run_ieiw, write_config
 
 from ieiw.schemas.units import BuildContext
-from ieiw.backends.inpaint.opencv import Inpainter
+from ieiw.backends.inpaint.base import Inpainter
 from ieiw.builders.removal import RemovalBuilder, RemovalConfig
 from ieiw.samples.phrasecut import make_phrasecut_sample
 from ieiw.schemas import filehash

@@ -12,17 +12,13 @@ from ieiw.builders.instructions import (
     ADD_TEMPLATES,
     REMOVE_TEMPLATES,
     REPLACE_TEMPLATES,
-    TemplateError,
     Templates,
     default_templates,
     instruction_for,
-    label_phrase,
     load_templates,
-    phrase_forms,
-    render,
-    render_replace,
     replace_instruction,
 )
+from ieiw.phrases import TemplateError, label_phrase, phrase_forms, render, render_replace
 
 # phrase -> (definite form, indefinite form, plural?)
 PHRASES = {

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from ieiw_testing import tiny_clip_folder
 
-from ieiw.builders.instructions import REPLACE_TEMPLATES, label_phrase, phrase_forms, render_replace
+from ieiw.builders.instructions import REPLACE_TEMPLATES
+from ieiw.phrases import label_phrase, phrase_forms, render_replace
 from ieiw.backends.labels import (
     LABEL_SOURCES,
     Label,

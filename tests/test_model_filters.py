@@ -15,7 +15,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from ieiw.filters.aesthetics import HeadLoadError, LaionHeadConfig  # noqa: E402
-from ieiw.backends.features.clip import ClipFeaturesConfig, ModelNotFoundError  # noqa: E402
+from ieiw.backends.features.clip import ClipFeaturesConfig
+from ieiw.backends.models import ModelNotFoundError  # noqa: E402
 from ieiw.filters.scoring import ImageRef, PairView, ScoreContext, ScoringConfig, score_pairs  # noqa: E402
 from ieiw.imageio import encode  # noqa: E402
 from ieiw.schemas.rows import image_key  # noqa: E402

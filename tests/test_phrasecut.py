@@ -15,12 +15,12 @@ from ieiw.schemas.units import SourceRecordError
 from ieiw.sources.phrasecut import (
     PhraseCutFormatError,
     PhraseCutSource,
-    SourceImage,
     load_image,
     normalise_relations,
     polygons_to_mask,
     record_mask,
 )
+from ieiw.schemas.source_image import SourceImage
 from ieiw.samples.phrasecut import make_phrasecut_sample
 from ieiw.imageio import Orientation, decode, decode_rgb, encode, orientation_of, sniff
 

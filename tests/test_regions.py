@@ -27,23 +27,11 @@ from ieiw.sources.openimages import (
     read_class_descriptions,
     write_class_descriptions,
 )
-from ieiw.backends.regions import (
-    EmbeddedRegionProposer,
-    EmbeddedRegionsConfig,
-    ImageFolderSource,
-    SamRegionProposer,
-    SamRegionsConfig,
-)
-from ieiw.sources.regions import (
-    REASONS,
-    ImageFolderSourceConfig,
-    OpenImagesSourceConfig,
-    Region,
-    RegionPolicy,
-    SA1BSourceConfig,
-    choose,
-    rle_runs,
-)
+from ieiw.backends.regions import EmbeddedRegionProposer, EmbeddedRegionsConfig, SamRegionProposer, SamRegionsConfig
+from ieiw.sources.image_folder import ImageFolderSource
+from ieiw.builders.region_policy import REASONS, RegionPolicy, choose
+from ieiw.builders.region_sources import ImageFolderSourceConfig, OpenImagesSourceConfig, SA1BSourceConfig
+from ieiw.sources.regions import Region, rle_runs
 from ieiw.samples.replacement import (
     MARKER,
     OI_CLASSES,
@@ -52,7 +40,7 @@ from ieiw.samples.replacement import (
     open_images_classes,
 )
 from ieiw.sources.sa1b import SA1BSource
-from ieiw.samples.phrasecut import IncompleteSample
+from ieiw.samples.base import IncompleteSample
 from ieiw.imageio import decode, downscale, encode
 
 SA1B_IMAGE_KEYS = {"image_id", "width", "height", "file_name"}

@@ -188,7 +188,7 @@ def test_a_hub_id_loads_from_the_local_cache_only(pbe_folder, tmp_path, monkeypa
 
     from huggingface_hub import constants
 
-    from ieiw.backends.features.clip import ModelNotFoundError
+    from ieiw.backends.models import ModelNotFoundError
 
     cache = tmp_path / "hub"
     commit = "0123456789abcdef0123456789abcdef01234567"

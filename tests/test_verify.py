@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from ieiw.schemas.units import BuildContext
-from ieiw.backends.inpaint.opencv import Inpainter, OpenCVInpaintConfig
+from ieiw.backends.inpaint.base import Inpainter
+from ieiw.backends.inpaint.opencv import OpenCVInpaintConfig
 from ieiw.builders.removal import PhraseCutSourceConfig, RemovalBuilder, RemovalConfig
 from ieiw.backends.verify import DROP_REASON, EmbeddedVerifyConfig, context_distances
 from ieiw_testing import REPO, ieiw_env, run_ieiw, tiny_clip_folder

@@ -129,7 +129,7 @@ class ZeroShotLabeler:
     label_source = CLIP_ZERO_SHOT
 
     def __init__(self, features: Any, vocabulary: Sequence[str], prompt: str | Sequence[str] = DEFAULT_PROMPT):
-        from ieiw.builders.instructions import check_template
+        from ieiw.phrases import check_template
 
         if not getattr(features, "has_text", False):
             raise ValueError(f"zero-shot labels need a feature backend with a text tower (clip), not "
@@ -150,7 +150,7 @@ class ZeroShotLabeler:
 
     def texts(self) -> list[list[str]]:
         """The prompts each vocabulary name is embedded with (names made phrases by ``label_phrase``)."""
-        from ieiw.builders.instructions import label_phrase, render
+        from ieiw.phrases import label_phrase, render
 
         return [[render(template, label_phrase(name)) for template in self.prompts] for name in self.vocabulary]
 
@@ -185,7 +185,7 @@ class ZeroShotLabelsConfig(StrictModel):
     @field_validator("prompt")
     @classmethod
     def _valid_prompt(cls, value: str | list[str]) -> str | list[str]:
-        from ieiw.builders.instructions import check_template
+        from ieiw.phrases import check_template
 
         for template in [value] if isinstance(value, str) else value:
             check_template(template)

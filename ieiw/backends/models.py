@@ -1,4 +1,6 @@
-"""Models named by a local folder or a Hugging Face hub id that must already be cached (never downloaded).
+"""What every model backend shares: where its weights are, which device it runs on, what a missing model says.
+
+Models are named by a local folder or a Hugging Face hub id that must already be cached (never downloaded).
 
 One mixin for every backend config that loads a ``transformers`` / ``diffusers`` model (CLIP, Paint-by-
 Example): the same rules for telling a folder from a hub id, naming the model in rows and labels, and
@@ -8,6 +10,7 @@ fingerprinting it (a folder's content digest, or the hub revision / cached snaps
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -65,3 +68,14 @@ class HubModelFields(BaseModel):
         if looks_like_path(self.model):
             return None
         return cached_snapshot(self.model, self.revision)
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model that is neither a local folder nor in the local Hugging Face cache."""
+
+
+def torch_device(name: str) -> Any:
+    """The torch device a model backend's ``device`` setting names; ``auto`` = CUDA when there is one."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)

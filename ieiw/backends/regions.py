@@ -14,8 +14,7 @@
   with them, and large background areas come out as regions too (the region policy's ``max_area`` drops
   most). No scores (``predicted_iou`` and ``stability_score`` are None).
 
-:class:`ImageFolderSource` reads a folder (recursively, sorted by relative path) and runs a proposer on
-each image, decoded upright (EXIF orientation applied). Failure reason: ``unreadable_image``.
+The reader that runs a proposer over a folder of images is :class:`ieiw.sources.image_folder.ImageFolderSource`.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from ieiw.sources.regions import BadRle, ImageRegions, Region, failure, load_source_image, rle_mask
+from ieiw.sources.regions import BadRle, Region, rle_mask
 from ieiw.schemas.config import BackendConfig, ModelPath
 from ieiw.schemas.registry import register_backend
 
@@ -122,7 +121,7 @@ class SamRegionProposer:
         """``sam_model_registry[model_type](checkpoint=...)`` on the configured device."""
         from segment_anything import sam_model_registry
 
-        from ieiw.backends.features.embedded import torch_device
+        from ieiw.backends.models import torch_device
 
         problems = self.config.preflight()
         if problems:
@@ -277,70 +276,3 @@ def _iou(a: tuple[int, tuple[slice, slice], np.ndarray], b: tuple[int, tuple[sli
     inter = np.logical_and(mask_a[top - ya.start:bottom - ya.start, left - xa.start:right - xa.start],
                            mask_b[top - yb.start:bottom - yb.start, left - xb.start:right - xb.start]).sum()
     return float(inter / (area_a + area_b - inter)) if inter else 0.0
-
-
-# -- image folder source --------------------------------------------------------------------------
-class ImageFolderSource:
-    """Every image under ``root`` (recursively, sorted by relative path), segmented by a proposer made
-    from ``regions`` (a ``regions`` backend config) on first use, or the ``proposer`` given."""
-
-    def __init__(self, root: Path, regions: RegionsConfig, dataset: str = "images",
-                 extensions: list[str] | tuple[str, ...] = ("jpg", "jpeg", "png", "webp"), limit: int | None = None,
-                 proposer: Any = None):
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"{self.root}: not found (an image folder to segment)")
-        self.regions = regions
-        self.dataset = dataset
-        self.extensions = {e.lower().lstrip(".") for e in extensions}
-        self.limit = limit
-        self._proposer = proposer
-        self._files: list[Path] | None = None
-
-    def files(self) -> list[Path]:
-        if self._files is None:
-            found = sorted((p for p in self.root.rglob("*")
-                            if p.is_file() and p.suffix.lower().lstrip(".") in self.extensions),
-                           key=lambda p: p.relative_to(self.root).as_posix())
-            self._files = found[: self.limit] if self.limit else found
-        return self._files
-
-    def proposer(self) -> Any:
-        if self._proposer is None:
-            self._proposer = self.regions.create()
-        return self._proposer
-
-    def problems(self) -> list[str]:
-        if not self.files():
-            return [f"{self.root}: no images ({', '.join(sorted(self.extensions))}) in it or below it"]
-        return []
-
-    def count(self) -> int:
-        return len(self.files())
-
-    def image_id(self, path: Path) -> str:
-        return path.relative_to(self.root).with_suffix("").as_posix()
-
-    def read(self, start: int, stop: int) -> list[ImageRegions]:
-        from ieiw.imageio import ImageDecodeError, Orientation, decode
-
-        out = []
-        for path in self.files()[start:stop]:
-            image_id = self.image_id(path)
-            entry = dict(dataset=self.dataset, image_id=image_id, image_path=path, source_file=str(path),
-                         orientation="apply")
-            try:
-                pixels = decode(path.read_bytes(), Orientation.APPLY).pixels
-            except (ImageDecodeError, OSError) as exc:
-                out.append(ImageRegions(**entry, width=0, height=0,
-                                        failures=(failure("unreadable_image", image_id, path, str(exc)),)))
-                continue
-            height, width = pixels.shape[:2]
-            regions = self.proposer().propose(pixels, dataset=self.dataset, image_id=image_id, image_path=path,
-                                              source_file=str(path))
-            out.append(ImageRegions(**entry, width=width, height=height, regions=tuple(regions), pixels=pixels))
-        return out
-
-    def load_image(self, entry: ImageRegions, fmt: str | None = None, quality: int | None = None):
-        return load_source_image(entry, fmt, quality)
-

@@ -176,7 +176,7 @@ class ClipVerifier(RemovalVerifier):
         self.clip = config.features_config().create()
 
     def score(self, before, after, masks, phrases):
-        from ieiw.builders.instructions import render
+        from ieiw.phrases import render
 
         usable = [i for i, m in enumerate(masks) if m.any()]
         if not usable:

@@ -199,29 +199,3 @@ def captions_preflight(section: str, path: Path | None) -> list[str]:
 
 
 # -- samples -------------------------------------------------------------------------------------
-MESSY = ("{}", "{}.", "{} .", " {}.\n", "{}  ", "{}.")
-
-
-def write_sample_captions(path: Path, images: list[tuple[int, str, list[str]]]) -> Path:
-    """A COCO captions file for a sample: per image ``(id, file_name, captions)``, with the blemishes real
-    COCO captions have (final full stops, a space before one, trailing newlines, double spaces, a repeat);
-    an image given no captions stays uncaptioned. Written last-but-atomic by the caller's sample maker."""
-    entries, annotations = [], []
-    next_id = 1
-    for image_id, file_name, texts in images:
-        entries.append({"id": image_id, "file_name": file_name, "license": 4})
-        for number, text in enumerate(texts):
-            words = text.replace(" ", "  ", 1) if number == 2 else text
-            caption = MESSY[(image_id + number) % len(MESSY)].format(words[:1].upper() + words[1:])
-            annotations.append({"image_id": image_id, "id": next_id, "caption": caption})
-            next_id += 1
-        if texts:  # COCO has a few exact repeats
-            annotations.append({"image_id": image_id, "id": next_id, "caption": texts[0][:1].upper() + texts[0][1:]})
-            next_id += 1
-    payload = {"info": {"description": "ieiw synthetic COCO captions sample", "version": "1.0", "year": 2017},
-               "licenses": [{"url": "http://creativecommons.org/licenses/by/2.0/", "id": 4,
-                             "name": "Attribution License"}],
-               "images": entries, "annotations": annotations}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload))
-    return path

@@ -64,7 +64,7 @@ import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
 from ieiw.schemas.config import StrictModel
-from ieiw.schemas.shards import FILE_MODE, fsync_dir, sha256_file
+from ieiw.schemas.storage import FILE_MODE, fsync_dir, sha256_file
 
 FORMAT = "ieiw-exemplar-index"
 FORMAT_VERSION = 1

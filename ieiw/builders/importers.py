@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from ieiw.schemas.units import CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
-from ieiw.sources.phrasecut import SourceImage
+from ieiw.schemas.source_image import SourceImage
 from ieiw.imageio import ImageDecodeError, Orientation, decode, extension
 from ieiw.schemas.config import BuilderConfig
 from ieiw.schemas.rows import canonical_json, image_cell, row_id

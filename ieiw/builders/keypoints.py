@@ -63,7 +63,7 @@ import json
 import math
 import string
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -73,33 +73,17 @@ import yaml
 from pydantic import Field, field_validator
 
 from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
-from ieiw.builders.instructions import TemplateError
-from ieiw.sources.phrasecut import SourceImage
+from ieiw.phrases import TemplateError
+from ieiw.schemas.source_image import SourceImage
 from ieiw.builders.captions import KEYPOINTS_TASK, add_caption_rows, captions_fingerprint, captions_preflight
 from ieiw.imageio import ImageDecodeError, Orientation, SizeMismatch, decode, encode, extension
 from ieiw.schemas.config import BuilderConfig, StrictModel
 from ieiw.schemas.registry import register_builder
 from ieiw.schemas.rows import canonical_json, image_cell, row_id, stable_hash
+from ieiw.sources.keypoints import JOINTS, LICENSES, WORDS, Person, PoseSource, default_split
 
 NAME = "keypoints"
 TASK = "keypoints"
-DATASETS = ("coco", "crowdpose", "mpii", "aic")
-
-# Joint names as the official code writes them (docs/formats.md "Keypoint datasets").
-JOINTS: dict[str, tuple[str, ...]] = {
-    "coco": ("nose", "left eye", "right eye", "left ear", "right ear", "left shoulder", "right shoulder",
-             "left elbow", "right elbow", "left wrist", "right wrist", "left hip", "right hip", "left knee",
-             "right knee", "left ankle", "right ankle"),
-    "crowdpose": ("left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-                  "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "top_head",
-                  "neck"),
-    "aic": ("right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow", "left_wrist",
-            "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle", "head_top", "neck"),
-    "mpii": ("right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "pelvis", "thorax",
-             "upper_neck", "head_top", "right_wrist", "right_elbow", "right_shoulder", "left_shoulder",
-             "left_elbow", "left_wrist"),
-}
-WORDS = {"top_head": "top of the head", "head_top": "top of the head"}
 
 # The nine marker colours of the official pose code, in its order.
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -116,17 +100,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 RADIUS_AT_256 = 10
 REFERENCE_SIDE = 256
 
-LICENSES = {  # COCO rows take the image's own licence from the file; these are the datasets' terms
-    "coco": None,
-    "crowdpose": "CrowdPose terms (images from COCO, MPII and AI Challenger)",
-    "aic": "AI Challenger terms",
-    "mpii": "MPII Human Pose terms",
-}
 DEFAULT_TEMPLATES = "templates/keypoints.yaml"
-
-
-def default_split(dataset: str) -> str:
-    return "train2017" if dataset == "coco" else "train"
 
 
 def joint_words(dataset: str, mode: str = "words") -> tuple[str, ...]:
@@ -311,115 +285,6 @@ class KeypointsConfig(BuilderConfig):
 
 
 # -- reading -------------------------------------------------------------------------------------
-class PoseFormatError(ValueError):
-    """An annotation file ieiw cannot use at all; the one-line message names the file."""
-
-
-@dataclass(frozen=True)
-class Person:
-    """One person record, read leniently (bad content surfaces as a failure when the record is built)."""
-
-    record_id: str
-    image_id: str
-    image_path: Path
-    width: int  # 0 when the annotation file states no size (MPII)
-    height: int
-    raw: dict[str, Any]
-    url: str | None = None
-    license: str | None = None
-    has_image: bool = True  # False: a COCO-style image_id missing from the file's images list
-
-    @property
-    def tag(self) -> str:
-        """The record's part of file names: the annotation id, or MPII's entry index."""
-        return self.record_id.split(":", 1)[0]
-
-
-@dataclass
-class PoseSource:
-    """The parsed annotation file: person records in file order, with their images' entries."""
-
-    dataset: str
-    ann_path: Path
-    image_folder: Path
-    limit: int | None = None
-    people: list[Person] = field(default_factory=list)
-    person_category: set[Any] = field(default_factory=set)
-
-    @classmethod
-    def load(cls, config: KeypointsConfig) -> PoseSource:
-        src = cls(config.dataset, config.annotation_path(), config.image_folder(), config.limit)
-        data = _read_json(src.ann_path)
-        if config.dataset == "mpii":
-            src._load_mpii(data)
-        else:
-            src._load_coco(data)
-        if src.limit:
-            src.people = src.people[: src.limit]
-        return src
-
-    def _load_mpii(self, data: Any) -> None:
-        if not isinstance(data, list):
-            raise PoseFormatError(f"{self.ann_path}: expected MPII's list of {{image, center, scale, joints, "
-                                  f"joints_vis}}, found {type(data).__name__}")
-        for index, entry in enumerate(data):
-            if not isinstance(entry, dict):
-                raise PoseFormatError(f"{self.ann_path}: entry {index} is a {type(entry).__name__}, not an object")
-            image = str(entry.get("image", ""))
-            self.people.append(Person(f"{index}:{image}", image, self.image_folder / image, 0, 0, entry))
-
-    def _load_coco(self, data: Any) -> None:
-        if not isinstance(data, dict) or not isinstance(data.get("annotations"), list) \
-                or not isinstance(data.get("images"), list):
-            raise PoseFormatError(f"{self.ann_path}: expected a COCO-style object with images and annotations "
-                                  "lists")
-        licenses = {lic.get("id"): lic.get("name") for lic in data.get("licenses") or [] if isinstance(lic, dict)}
-        images = {img.get("id"): img for img in data["images"] if isinstance(img, dict)}
-        cats = [c for c in data.get("categories") or [] if isinstance(c, dict)]
-        self.person_category = {c.get("id") for c in cats if c.get("keypoints")} or {1}
-        for index, ann in enumerate(data["annotations"]):
-            if not isinstance(ann, dict):
-                raise PoseFormatError(f"{self.ann_path}: annotation {index} is a {type(ann).__name__}, not an object")
-            image_id = ann.get("image_id")
-            info = images.get(image_id, {})
-            self.people.append(Person(
-                record_id=str(ann.get("id", f"#{index}")),
-                image_id=str(image_id),
-                image_path=self.image_folder / self._file_name(image_id, info),
-                width=_int(info.get("width")),
-                height=_int(info.get("height")),
-                raw=ann,
-                url=info.get("coco_url") or info.get("flickr_url") or info.get("url"),
-                license=licenses.get(info.get("license")) if self.dataset == "coco" else LICENSES[self.dataset],
-                has_image=bool(info),
-            ))
-
-    def _file_name(self, image_id: Any, info: dict[str, Any]) -> str:
-        """As the official loader names the file: COCO ``%012d.jpg``, CrowdPose ``{id}.jpg``, AIC file_name."""
-        if self.dataset == "aic" or not isinstance(image_id, int):
-            return str(info.get("file_name", f"{image_id}.jpg"))
-        return f"{image_id:012d}.jpg" if self.dataset == "coco" else f"{image_id}.jpg"
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: annotation file not found") from None
-    try:
-        return json.loads(data)
-    except json.JSONDecodeError as exc:
-        raise PoseFormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); a "
-                              "truncated download? fetch it again") from None
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
-
-
 class PersonSkipped(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
@@ -579,7 +444,8 @@ class KeypointsBuilder(CandidateBuilder):
     def source(self) -> PoseSource:
         with self._lock:
             if self._source is None:
-                self._source = PoseSource.load(self.config)
+                self._source = PoseSource.load(self.config.dataset, self.config.annotation_path(), self.config.image_folder(),
+                                                self.config.limit)
             return self._source
 
     @functools.cached_property

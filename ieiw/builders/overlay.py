@@ -29,8 +29,8 @@ import numpy as np
 import yaml
 
 from ieiw.schemas.units import SourceRecordError
-from ieiw.builders.instructions import TemplateError
-from ieiw.sources.phrasecut import SourceImage
+from ieiw.phrases import TemplateError
+from ieiw.schemas.source_image import SourceImage
 from ieiw.imageio import ImageDecodeError, Orientation, SizeMismatch, decode, encode
 from ieiw.schemas.rows import stable_hash
 

@@ -57,8 +57,8 @@ import numpy as np
 from pydantic import Field
 
 from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
-from ieiw.builders.instructions import TemplateError
-from ieiw.sources.phrasecut import SourceImage
+from ieiw.phrases import TemplateError
+from ieiw.schemas.source_image import SourceImage
 from ieiw.builders.captions import OVERLAY_TASK, add_caption_rows, captions_fingerprint, captions_preflight, coco_id
 from ieiw.builders.overlay import (
     ALPHA,

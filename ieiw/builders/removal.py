@@ -20,12 +20,15 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
-from ieiw.backends.inpaint.opencv import Inpainter, OpenCVInpaintConfig
+from ieiw.backends.inpaint.base import Inpainter
+from ieiw.backends.inpaint.opencv import OpenCVInpaintConfig
 from ieiw.builders.instructions import Templates, default_templates, instruction_for, load_templates
-from ieiw.sources.phrasecut import PhraseCutRecord, PhraseCutSource, SourceImage, load_image, record_mask
+from ieiw.sources.phrasecut import PhraseCutRecord, PhraseCutSource, load_image, record_mask
+from ieiw.schemas.source_image import SourceImage
 from ieiw.samples.phrasecut import ensure_phrasecut_sample
 from ieiw.backends.verify import DROP_REASON, EmbeddedVerifyConfig, RemovalVerifier
 from ieiw.imageio import encode, extension
+from ieiw.builders.region_policy import RegionPolicy, removal_policy
 from ieiw.schemas.config import BuilderConfig, StrictModel, backend_field
 from ieiw.schemas.registry import register_builder
 from ieiw.schemas.rows import canonical_json, image_cell, row_id
@@ -50,27 +53,12 @@ class PhraseCutSourceConfig(StrictModel):
     samples: SampleSpec | None = Field(None, description="make a synthetic sample here if root is missing")
 
 
-class RegionPolicy(StrictModel):
-    """Which referring regions become pairs; each skip is counted under its reason in the stats."""
-
-    min_area: float = Field(0.002, ge=0, le=1, description="skip regions covering less of the image "
-                                                            "(region_too_small)")
-    max_area: float = Field(0.5, ge=0, le=1, description="skip regions covering more (region_too_large)")
-    multi_instance: Literal["all", "skip"] = Field(
-        "all", description="a phrase naming several instances: mask them all (the official rule) or skip "
-                           "(multi_instance)")
-    border: Literal["keep", "skip"] = Field(
-        "keep", description="regions touching the image border: keep, or skip (touches_border): the "
-                            "object goes on outside the frame, so its removal leaves a cut edge")
-    border_margin: int = Field(1, ge=1, description="px from the edge that count as touching it")
-
-
 class RemovalConfig(BuilderConfig):
     """PhraseCut removal (+ the flipped add pair): the `removal:` section."""
 
     source: PhraseCutSourceConfig
     inpaint: backend_field("inpaint") = Field(default_factory=OpenCVInpaintConfig)  # type: ignore[valid-type]
-    regions: RegionPolicy = Field(default_factory=RegionPolicy)
+    regions: RegionPolicy = Field(default_factory=removal_policy)
     mask_dilation: int = Field(15, ge=0, description="side of the square dilation kernel in px (0 = none); "
                                                      "15 as AnyEdit before LaMa")
     verify: backend_field("verify") | None = Field(  # type: ignore[valid-type]
@@ -80,6 +68,18 @@ class RemovalConfig(BuilderConfig):
     image_format: Literal["jpeg", "png"] = "jpeg"
     jpeg_quality: int = Field(95, ge=50, le=100)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _phrasecut_regions(self) -> RemovalConfig:
+        """Removal makes one pair per record, and PhraseCut regions have no scores: the policy keys that rank
+        or cap an image's regions, or read scores, would do nothing here, so they are refused."""
+        unused = [key for key in ("max_per_image", "min_predicted_iou", "min_stability_score")
+                  if getattr(self.regions, key) is not None]
+        unused += ["rank"] if self.regions.rank != "area" else []
+        if unused:
+            raise ValueError(f"regions.{', regions.'.join(unused)}: replacement's keys; removal makes one pair per "
+                             "PhraseCut record and its regions have no scores (leave them out)")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -255,18 +255,13 @@ class RemovalBuilder(CandidateBuilder):
         height, width = pixels.shape[:2]
         policy = self.config.regions
         instances = sum(1 for instance in record.raw.get("Polygons") or [] if instance)
-        if instances > 1 and policy.multi_instance == "skip":
+        if instances > 1 and policy.multi_instance == "skip":  # before rasterising: a skip, not a failure
             raise RegionSkipped("multi_instance")
         region = record_mask(record, width, height)
-        fraction = float(region.mean())
-        if fraction < policy.min_area:
-            raise RegionSkipped("region_too_small")
-        if fraction > policy.max_area:
-            raise RegionSkipped("region_too_large")
-        if policy.border == "skip":
-            m = policy.border_margin
-            if region[:m].any() or region[-m:].any() or region[:, :m].any() or region[:, -m:].any():
-                raise RegionSkipped("touches_border")
+        reason = policy.skip_reason(float(region.mean()), lambda m: bool(
+            region[:m].any() or region[-m:].any() or region[:, :m].any() or region[:, -m:].any()))
+        if reason is not None:
+            raise RegionSkipped(reason)
         return dilate(region, self.config.mask_dilation)
 
     def _rows(self, record: PhraseCutRecord, image: SourceImage, mask: np.ndarray, target: np.ndarray,

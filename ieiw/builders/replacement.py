@@ -27,7 +27,7 @@ import json
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -36,7 +36,9 @@ from pydantic import Field
 from ieiw.schemas.units import BuildContext, CandidateBuilder, Failure, SourceRecordError, UnitResult, WorkUnit
 from ieiw.builders.instructions import Templates, default_templates, load_templates, replace_instruction
 from ieiw.backends.labels import CLIP_ZERO_SHOT, EMBEDDED_NEAREST, ZeroShotLabelsConfig, nearest_labelled_many
-from ieiw.sources.regions import ImageRegions, RegionPolicy, RegionSourceConfig, choose, load_source_image
+from ieiw.sources.regions import ImageRegions, load_source_image
+from ieiw.builders.region_policy import RegionPolicy, choose, replacement_policy
+from ieiw.builders.region_sources import RegionSourceConfig
 from ieiw.backends.repaint import EmbeddedRepaintConfig
 from ieiw.builders.exemplars import ExemplarIndex, ExemplarIndexConfig
 from ieiw.backends.features.embedded import EmbeddedFeaturesConfig
@@ -46,7 +48,8 @@ from ieiw.schemas.manifest import load_manifest
 from ieiw.schemas.registry import register_builder
 from ieiw.schemas.rows import canonical_json, image_cell, row_id, stable_hash
 from ieiw.schemas import storage
-from ieiw.schemas.shards import atomic_write_bytes, read_shard
+from ieiw.schemas.storage import atomic_write_bytes
+from ieiw.schemas.shards import read_shard
 
 LICENSES = {
     "sa-1b": "SA-1B Dataset Research License",
@@ -78,7 +81,7 @@ class ReplacementConfig(BuilderConfig):
     """Region replacement with exemplars: the `replacement:` section."""
 
     sources: list[RegionSourceConfig] = Field(min_length=1, description="SA-1B, Open Images or image-folder sources")
-    regions: RegionPolicy = Field(default_factory=RegionPolicy)
+    regions: RegionPolicy = Field(default_factory=replacement_policy)
     features: backend_field("features") = Field(  # type: ignore[valid-type]
         default_factory=EmbeddedFeaturesConfig, description="embeds the object crops (clip on the real path)")
     index: ExemplarIndexConfig = Field(default_factory=lambda: ExemplarIndexConfig(exclude_same_label=True))

@@ -35,7 +35,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .config import ValidationConfig
+from ieiw.crawlers.config import ValidationConfig
 
 
 @dataclass

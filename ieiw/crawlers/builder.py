@@ -21,17 +21,17 @@ from typing import Any
 from ieiw.schemas.units import BuildContext, CandidateBuilder, Failure, UnitResult, WorkUnit
 from ieiw.schemas import storage
 
-from .cache import ResponseCache
-from .config import CrawlConfig, DumpSourceConfig, resolve
-from .dump_index import COMMENT_KEYS, IndexResult, fingerprint_digest, index_dump, index_fingerprint, load_index
-from .dump_index import read_comments, read_posts
-from .dumps import post_id
-from .html_source import HtmlSource
-from .http import FetchError, PoliteSession
-from .pairs import ALIGN_BACKEND, PairMaker
-from .posts import Thread, thread_from_reddit
-from .reddit_api import RedditApi
-from .takedown import Takedown
+from ieiw.crawlers.cache import ResponseCache
+from ieiw.crawlers.config import CrawlConfig, DumpSourceConfig, resolve
+from ieiw.crawlers.dump_index import COMMENT_KEYS, IndexResult, fingerprint_digest, index_dump, index_fingerprint, load_index
+from ieiw.crawlers.dump_index import read_comments, read_posts
+from ieiw.crawlers.dumps import post_id
+from ieiw.crawlers.html_source import HtmlSource
+from ieiw.crawlers.http import FetchError, PoliteSession
+from ieiw.crawlers.pairs import ALIGN_BACKEND, PairMaker
+from ieiw.crawlers.posts import Thread, thread_from_reddit
+from ieiw.crawlers.reddit_api import RedditApi
+from ieiw.schemas.takedown import Takedown
 
 log = logging.getLogger(__name__)
 __all__ = ["COMMENT_KEYS", "WebCrawlBuilder"]

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 from PIL import Image
 
 from ieiw.imageio import EXTENSIONS as IMAGE_EXTENSIONS
-from ieiw.schemas.shards import atomic_write_bytes
+from ieiw.schemas.storage import atomic_write_bytes
 
 
 def _content_extensions() -> dict[str, str]:

@@ -51,10 +51,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import zstandard
 
-from ieiw.schemas.shards import atomic_write_bytes
+from ieiw.schemas.storage import atomic_write_bytes
 
-from .dumps import MAX_WINDOW, link_post_id, post_id
-from .posts import comment_image_urls
+from ieiw.crawlers.dumps import MAX_WINDOW, link_post_id, post_id
+from ieiw.crawlers.posts import comment_image_urls
 
 FORMAT = 1
 CHUNK = 4 << 20  # bytes of decompressed input scanned at a time

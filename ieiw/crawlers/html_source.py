@@ -17,9 +17,9 @@ from bs4 import BeautifulSoup, Tag
 
 from ieiw.schemas.rows import stable_hash
 
-from .config import HtmlSiteConfig
-from .http import PoliteSession
-from .posts import Comment, Thread, is_image_url, is_video_url
+from ieiw.crawlers.config import HtmlSiteConfig
+from ieiw.crawlers.http import PoliteSession
+from ieiw.crawlers.posts import Comment, Thread, is_image_url, is_video_url
 
 INT_RE = re.compile(r"-?\d[\d,]*")
 

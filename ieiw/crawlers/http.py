@@ -28,9 +28,9 @@ import requests
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
-from .cache import ResponseCache
-from .config import HttpConfig
-from .safety import PEER_REFUSED, FetchError, SafeAdapter, check_url, parse_target
+from ieiw.crawlers.cache import ResponseCache
+from ieiw.crawlers.config import HttpConfig
+from ieiw.crawlers.safety import PEER_REFUSED, FetchError, SafeAdapter, check_url, parse_target
 
 Kind = Literal["image", "json", "html", "any"]
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from ieiw.imageio import sniff
 
-from .http import FetchError, PoliteSession
+from ieiw.crawlers.http import FetchError, PoliteSession
 
 
 def check_image(body: bytes, url: str, max_pixels: int) -> tuple[str, int, int]:

@@ -16,13 +16,13 @@ from ieiw.schemas.units import Failure, UnitResult
 from ieiw.imageio import decode_rgb, encode, extension_for_format, orientation_of
 from ieiw.schemas.rows import canonical_json, image_cell, row_id
 
-from .align import validate_edit
-from .config import CrawlConfig
-from .http import FetchError, PoliteSession
-from .images import fetch_image
-from .instructions import clean_instruction, instruction_from_comment
-from .posts import Thread, rank_edits, skip_reason
-from .takedown import Takedown
+from ieiw.crawlers.align import validate_edit
+from ieiw.crawlers.config import CrawlConfig
+from ieiw.crawlers.http import FetchError, PoliteSession
+from ieiw.crawlers.images import fetch_image
+from ieiw.crawlers.instructions import clean_instruction, instruction_from_comment
+from ieiw.crawlers.posts import Thread, rank_edits, skip_reason
+from ieiw.schemas.takedown import Takedown
 
 ALIGN_BACKEND = "opencv-orb-ransac"
 

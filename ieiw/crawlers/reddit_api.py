@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
-from .config import RedditApiConfig
-from .http import FetchError, PoliteSession
-from .posts import Thread, thread_from_reddit
+from ieiw.crawlers.config import RedditApiConfig
+from ieiw.crawlers.http import FetchError, PoliteSession
+from ieiw.crawlers.posts import Thread, thread_from_reddit
 
 MORE_BATCH = 100  # /api/morechildren takes at most 100 ids per call
 

@@ -30,11 +30,11 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from ieiw.backends.features.embedded import ImageFeatures
+from ieiw.backends.features.base import ImageFeatures
 from ieiw.filters.scoring import ImageRef, PairView, ScoreContext, Scorer
 from ieiw.schemas.config import BackendConfig, ModelPath, StrictModel, backend_field
 from ieiw.schemas.registry import register_backend
-from ieiw.schemas.shards import atomic_write_bytes
+from ieiw.schemas.storage import atomic_write_bytes
 
 log = logging.getLogger("ieiw")
 META = "meta.json"
@@ -250,7 +250,7 @@ class KnnGiqaConfig(BackendConfig):
         """Planned step of the flow (Build.prepare): synthesise the embedded demo's reference set."""
         if self.generate is None or (Path(self.reference) / META).exists():
             return
-        from ieiw.samples.phrasecut import synthetic_scene
+        from ieiw.samples.base import synthetic_scene
 
         spec = self.generate
         extractor = (self.features or main_features).create()

@@ -326,8 +326,8 @@ SAMPLE_TAKEDOWN = "# ids or URLs never to build again (one a line)\nt1_c0010b\n"
 
 def write_sample(out: Path) -> None:
     """Write dump files, the replay cache and the takedown list of the bundled sample into ``out``."""
-    from .cache import ResponseCache
-    from .dumps import write_ndjson_zst
+    from ieiw.crawlers.cache import ResponseCache
+    from ieiw.crawlers.dumps import write_ndjson_zst
 
     b = sample_threads(lambda host, name: f"https://{host}/{name}")
     if (out / "cache").exists():

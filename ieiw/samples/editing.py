@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from ieiw.samples.phrasecut import COLOURS, ensure_sample, synthetic_scene
+from ieiw.samples.base import COLOURS, ensure_sample, synthetic_scene
 from ieiw.schemas.rows import stable_hash
 
 MARKER = "SAMPLE.json"
@@ -150,7 +150,7 @@ def make_ip2p_sample(root: Path, rows: int = 12, files: int = 2, row_group: int 
 
 def ensure_ip2p_sample(root: Path, **kwargs: Any) -> bool:
     """:func:`make_ip2p_sample` at ``root`` unless it is there (race-safe:
-    :func:`ieiw.samples.phrasecut.ensure_sample`)."""
+    :func:`ieiw.samples.base.ensure_sample`)."""
     return ensure_sample(root, lambda folder: make_ip2p_sample(folder, **kwargs), MARKER)
 
 

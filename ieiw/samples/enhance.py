@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ieiw.samples.phrasecut import ensure_sample, synthetic_scene
-from ieiw.builders.enhance import DATASET_DEGRADATION, DATASETS, degrade
+from ieiw.samples.base import ensure_sample, synthetic_scene
+from ieiw.sources.degradations import DATASET_DEGRADATION, DATASETS, degrade
 
 MARKER = "SAMPLE.json"
 GOPRO_SEQS = ("GOPR0372_07_00", "GOPR0374_11_00")
@@ -129,6 +129,6 @@ def make_enhance_sample(root: Path, dataset: str, pairs: int = 8, seed: int = 0,
 def ensure_enhance_sample(root: Path, dataset: str, pairs: int = 8, seed: int = 0, width: int = 160,
                           height: int = 120, orphans: int = 0, layout: str = "training", split: str = "train") -> bool:
     """Make the sample at ``root`` unless it is there; True when this call wrote it (race-safe: written into a
-    temporary sibling folder and renamed in one step, :func:`ieiw.samples.phrasecut.ensure_sample`)."""
+    temporary sibling folder and renamed in one step, :func:`ieiw.samples.base.ensure_sample`)."""
     return ensure_sample(root, lambda folder: make_enhance_sample(folder, dataset, pairs, seed, width, height,
                                                                   orphans, layout, split), MARKER)

@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ieiw.samples.phrasecut import ensure_sample, smooth_background
-from ieiw.builders.captions import write_sample_captions
-from ieiw.builders.keypoints import JOINTS, default_split
+from ieiw.samples.base import ensure_sample, smooth_background
+from ieiw.samples.base import write_sample_captions
+from ieiw.sources.keypoints import JOINTS, default_split
 
 MARKER = "SAMPLE.json"
 
@@ -235,6 +235,6 @@ def _crowd_rle(width: int, height: int, cw: int, ch: int) -> list[int]:
 def ensure_pose_sample(root: Path, dataset: str, images: int = 12, seed: int = 0, width: int = 320,
                        height: int = 240, split: str | None = None) -> bool:
     """Make the sample at ``root`` unless it is there; True when this call wrote it (race-safe: written into a
-    temporary sibling folder and renamed in one step, :func:`ieiw.samples.phrasecut.ensure_sample`)."""
+    temporary sibling folder and renamed in one step, :func:`ieiw.samples.base.ensure_sample`)."""
     return ensure_sample(root, lambda folder: make_pose_sample(folder, dataset, images, seed, width, height, split),
                          MARKER)

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ieiw.sources.openimages import write_class_descriptions
-from ieiw.samples.phrasecut import COLOURS, SHAPES, Shape, ensure_sample, place_shapes, smooth_background
+from ieiw.samples.base import COLOURS, SHAPES, Shape, ensure_sample, place_shapes, smooth_background
 from ieiw.imageio import encode
 
 MARKER = "samples.json"
@@ -192,5 +192,5 @@ def make_replace_samples(root: Path, images: int = 30, seed: int = 0, width: int
 
 def ensure_replace_samples(root: Path, images: int = 30, seed: int = 0, width: int = 320, height: int = 240) -> bool:
     """Make the sample at ``root`` unless it is there; True when this call wrote it (atomic and
-    race-safe: :func:`ieiw.samples.phrasecut.ensure_sample`)."""
+    race-safe: :func:`ieiw.samples.base.ensure_sample`)."""
     return ensure_sample(root, lambda folder: make_replace_samples(folder, images, seed, width, height), MARKER)

@@ -35,8 +35,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pydantic import Field
 
-from ieiw.samples.phrasecut import COLOURS, Shape, ensure_sample, place_shapes, smooth_background
-from ieiw.builders.captions import write_sample_captions
+from ieiw.samples.base import COLOURS, Shape, ensure_sample, place_shapes, smooth_background
+from ieiw.samples.base import write_sample_captions
 from ieiw.schemas.config import StrictModel
 
 COCO_THINGS = (
@@ -162,7 +162,7 @@ def scene_captions(shapes: list[Shape], sky: str, ground: str) -> list[str]:
 def ensure_cocostuff_sample(root: Path, images: int = 24, seed: int = 0, width: int = 320, height: int = 240,
                             split: str = "train2017") -> bool:
     """Make the COCO-Stuff sample at ``root`` unless it is there; True when this call wrote it (atomic and
-    race-safe: :func:`ieiw.samples.phrasecut.ensure_sample`)."""
+    race-safe: :func:`ieiw.samples.base.ensure_sample`)."""
     return ensure_sample(root, lambda folder: make_cocostuff_sample(folder, images, seed, width, height, split),
                          COCOSTUFF_MARKER)
 

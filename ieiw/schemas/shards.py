@@ -14,25 +14,16 @@ which makes the object appear whole or not at all, and no temp objects exist
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
-import tempfile
 import threading
-import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ieiw.schemas import storage
 from ieiw.schemas.rows import READABLE_VERSIONS, SCHEMA_VERSION, SCHEMA_VERSION_KEY
-
-TMP_PREFIX = ".tmp-"
-
 
 @dataclass(frozen=True)
 class ShardFile:
@@ -42,65 +33,6 @@ class ShardFile:
     rows: int
     bytes: int
     sha256: str
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename durable: the directory entry itself must reach the disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _file_mode() -> int:
-    """0666 less the process umask, the mode ``open()`` would give: ``mkstemp`` makes 0600 files, and a
-    corpus is read by a team. Read from /proc (``os.umask`` can only be read by setting it, which races
-    with other threads); 022 where /proc is not there."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return 0o666 & ~int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o644
-
-
-FILE_MODE = _file_mode()
-
-
-@contextmanager
-def atomic_file(path: Path) -> Iterator[IO[bytes]]:
-    """A file written under a temp name in its folder, fsynced and renamed to ``path`` on success (for
-    writers that stream); readers see the old file or the new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(), dir=path.parent)
-    try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: Path, data: bytes | pa.Buffer) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
-    with atomic_file(path) as handle:
-        handle.write(data)
 
 
 _encode_buffers = threading.local()
@@ -150,59 +82,10 @@ def write_shard(table: pa.Table, path: Path, row_group_size: int = 64) -> ShardF
     hasher = threading.Thread(target=(digest := hashlib.sha256()).update, args=(memoryview(data),))
     hasher.start()
     try:
-        storage.write_bytes_atomic(path, data)  # local: atomic_write_bytes, as ever
+        storage.write_bytes_atomic(path, data)
     finally:
         hasher.join()
     return ShardFile(name=path.name, rows=table.num_rows, bytes=data.size, sha256=digest.hexdigest())
-
-
-def temp_prefix() -> str:
-    """``.tmp-<host>-<pid>-``: a temp file names its writer, so cleanup can tell a live writer's file
-    (another build running now, on this host or another) from a killed one's."""
-    return f"{TMP_PREFIX}{HOST}-{os.getpid()}-"
-
-
-HOST = "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:40] or "host"
-STALE_AFTER_S = 6 * 3600  # a temp file of another host, or of no known writer, this old is a leftover
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
-def temp_owner_gone(path: Path, now: float | None = None, stale_after: float = STALE_AFTER_S) -> bool:
-    """True when no live writer can own temp file ``path``: its writer is a dead process of this host,
-    or (another host's, whose processes cannot be asked, or an unnamed one) it is older than ``stale_after``.
-    A live process that reused a dead writer's pid keeps the file: the safe side."""
-    rest = path.name[len(TMP_PREFIX):]
-    host, _, tail = rest.partition("-")
-    pid_text = tail.partition("-")[0]
-    if host == HOST and pid_text.isdigit():
-        return not _pid_alive(int(pid_text))
-    try:
-        age = (now or time.time()) - path.stat().st_mtime
-    except FileNotFoundError:
-        return False
-    return age > stale_after
-
-
-def remove_stale_temp_files(folder: Path) -> list[Path]:
-    """Delete leftovers of writers that were killed mid-write, never a live writer's (a concurrent build's):
-    see :func:`temp_owner_gone`. Looks in ``folder`` and in its manifest's record folders. Returns what
-    was removed. Object storage has no temp objects (a write is one PUT), so there is nothing to do there."""
-    if storage.is_remote(folder) or not folder.exists():
-        return []
-    candidates = [p for sub in ("", "units", "builds") for p in sorted((folder / sub).glob(TMP_PREFIX + "*"))]
-    stale = [p for p in candidates if temp_owner_gone(p)]
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return stale
 
 
 def read_shard(path: Path, columns: list[str] | None = None) -> pa.Table:

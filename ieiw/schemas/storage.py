@@ -8,8 +8,7 @@ build composes paths with ``/``, ``.name``, ``.stem`` and ``.parent`` everywhere
 code identical for a bucket, and underneath it is fsspec's filesystem (``location.fs``), which the
 helpers here use for what must differ:
 
-- Writes are atomic both ways. Local: temp file + fsync + rename (:func:`ieiw.schemas.shards.atomic_file`,
-  the code of before). Object storage has no rename, but one PUT of a finished object is atomic: an
+- Writes are atomic both ways. Local: temp file + fsync + rename (:func:`atomic_file`). Object storage has no rename, but one PUT of a finished object is atomic: an
   object appears whole or not at all. So the bytes are made in memory first and sent with one
   ``pipe_file`` (s3fs: one ``PutObject`` up to 100 MB, above that a multipart upload, which is just as
   all-or-nothing: the object exists only once ``CompleteMultipartUpload`` succeeds). No temp objects.
@@ -35,9 +34,11 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -195,8 +196,6 @@ def sha256(path: Path) -> str:
     """The sha256 of a file, read once in large ranged reads."""
     path = location(path)
     if not is_remote(path):
-        from ieiw.schemas.shards import sha256_file
-
         return sha256_file(path)
     digest = hashlib.sha256()
     with path.fs.open(path.path, "rb", cache_type="none") as handle:
@@ -289,6 +288,118 @@ def read_schema(path: Path | str) -> pa.Schema:
     return pq.read_schema(path)
 
 
+# -- local atomic files: temp name in the same folder, fsync, rename, fsync the folder ---------------
+TMP_PREFIX = ".tmp-"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename durable: the directory entry itself must reach the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _file_mode() -> int:
+    """0666 less the process umask, the mode ``open()`` would give: ``mkstemp`` makes 0600 files, and a
+    corpus is read by a team. Read from /proc (``os.umask`` can only be read by setting it, which races
+    with other threads); 022 where /proc is not there."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o644
+
+
+FILE_MODE = _file_mode()
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[IO[bytes]]:
+    """A file written under a temp name in its folder, fsynced and renamed to ``path`` on success (for
+    writers that stream); readers see the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(), dir=path.parent)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes | pa.Buffer) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+    with atomic_file(path) as handle:
+        handle.write(data)
+
+
+def temp_prefix() -> str:
+    """``.tmp-<host>-<pid>-``: a temp file names its writer, so cleanup can tell a live writer's file
+    (another build running now, on this host or another) from a killed one's."""
+    return f"{TMP_PREFIX}{HOST}-{os.getpid()}-"
+
+
+HOST = "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:40] or "host"
+STALE_AFTER_S = 6 * 3600  # a temp file of another host, or of no known writer, this old is a leftover
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def temp_owner_gone(path: Path, now: float | None = None, stale_after: float = STALE_AFTER_S) -> bool:
+    """True when no live writer can own temp file ``path``: its writer is a dead process of this host,
+    or (another host's, whose processes cannot be asked, or an unnamed one) it is older than ``stale_after``.
+    A live process that reused a dead writer's pid keeps the file: the safe side."""
+    rest = path.name[len(TMP_PREFIX):]
+    host, _, tail = rest.partition("-")
+    pid_text = tail.partition("-")[0]
+    if host == HOST and pid_text.isdigit():
+        return not _pid_alive(int(pid_text))
+    try:
+        age = (now or time.time()) - path.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    return age > stale_after
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete leftovers of writers that were killed mid-write, never a live writer's (a concurrent build's):
+    see :func:`temp_owner_gone`. Looks in ``folder`` and in its manifest's record folders. Returns what
+    was removed. Object storage has no temp objects (a write is one PUT), so there is nothing to do there."""
+    if is_remote(folder) or not folder.exists():
+        return []
+    candidates = [p for sub in ("", "units", "builds") for p in sorted((folder / sub).glob(TMP_PREFIX + "*"))]
+    stale = [p for p in candidates if temp_owner_gone(p)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 # -- writing ------------------------------------------------------------------------------------------
 def write_bytes_atomic(path: Path, data: bytes | pa.Buffer | memoryview) -> None:
     """Readers see the old file or the new one, never a part: local, temp + fsync + rename; object
@@ -297,8 +408,6 @@ def write_bytes_atomic(path: Path, data: bytes | pa.Buffer | memoryview) -> None
     if is_remote(path):
         path.fs.pipe_file(path.path, data.to_pybytes() if isinstance(data, pa.Buffer) else bytes(data))
         return
-    from ieiw.schemas.shards import atomic_write_bytes
-
     atomic_write_bytes(path, data)
 
 

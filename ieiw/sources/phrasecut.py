@@ -34,13 +34,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ieiw.schemas.source_image import SourceImage
 from ieiw.schemas.units import SourceRecordError
-from ieiw.imageio import JPEG_QUALITY, DecodedImage, ImageDecodeError, Orientation, SizeMismatch, decode, encode
+from ieiw.imageio import JPEG_QUALITY, ImageDecodeError, Orientation, SizeMismatch, decode
 
 INFO_FILE = "image_data_split.json"
 OFFICIAL_SPLITS = ("train", "val", "test", "miniv")
@@ -365,63 +366,6 @@ def record_mask(record: PhraseCutRecord, width: int, height: int) -> np.ndarray:
     if not mask.any():
         raise SourceRecordError("empty_mask", record.task_id, record.refer_file, "polygons cover no pixel")
     return mask
-
-
-@dataclass(frozen=True, eq=False)
-class SourceImage:
-    """A record's image, ready to pair: ``pixels`` are RGB in the annotation's coordinates, and ``data``
-    decodes to exactly those pixels in every viewer (no EXIF step left to apply, RGB)."""
-
-    data: bytes  # the file's own bytes, or a re-encoding of ``pixels`` when ``reencoded``
-    pixels: np.ndarray  # RGB uint8, height x width x 3, as annotated
-    format: str  # the stored format (Pillow name: "JPEG", "PNG", ...), whatever the file name says
-    stored_mode: str  # the stored mode ("RGB", "L", "CMYK", "I;16", "P", ...)
-    orientation_tag: int  # the file's EXIF orientation tag (1 when absent)
-    orientation: Literal["as-stored", "exif-applied"]  # which pixel order matched the annotated size
-    reencoded: bool  # True when ``data`` is not the file's bytes
-    reasons: tuple[str, ...] = ()  # why it was re-encoded, e.g. ("mode CMYK converted to RGB",)
-
-    @classmethod
-    def from_decoded(cls, data: bytes, decoded: DecodedImage, fmt: str | None = None,
-                     quality: int | None = None) -> SourceImage:
-        """The file's ``data`` kept when decoding changed nothing; else the pixels re-encoded (JPEG for a
-        stored JPEG, PNG otherwise, unless ``fmt``), with the reasons."""
-        reasons = []
-        if decoded.converted:
-            reasons.append(f"mode {decoded.stored_mode} converted to RGB")
-        if decoded.transposed:
-            reasons.append(f"EXIF orientation {decoded.orientation} applied")
-        elif decoded.orientation != 1:
-            reasons.append(f"EXIF orientation {decoded.orientation} dropped (annotated as stored)")
-        if reasons:
-            data = encode(decoded.pixels, fmt or ("jpeg" if decoded.format == "JPEG" else "png"),
-                          quality or JPEG_QUALITY)
-        return cls(data=data, pixels=decoded.pixels, format=decoded.format, stored_mode=decoded.stored_mode,
-                   orientation_tag=decoded.orientation,
-                   orientation="exif-applied" if decoded.transposed else "as-stored",
-                   reencoded=bool(reasons), reasons=tuple(reasons))
-
-    @property
-    def width(self) -> int:
-        return int(self.pixels.shape[1])
-
-    @property
-    def height(self) -> int:
-        return int(self.pixels.shape[0])
-
-    def provenance(self) -> dict[str, Any]:
-        """What a row may record about how its source image was made."""
-        return {
-            "stored_format": self.format,
-            "stored_mode": self.stored_mode,
-            "exif_orientation": self.orientation_tag,
-            "orientation": self.orientation,
-            "reencoded": self.reencoded,
-        }
-
-    def __iter__(self):
-        """Transitional: ``data, pixels = load_image(record)`` keeps working for older callers."""
-        return iter((self.data, self.pixels))
 
 
 def load_image(record: PhraseCutRecord, fmt: str | None = None, quality: int = JPEG_QUALITY) -> SourceImage:

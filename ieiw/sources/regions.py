@@ -1,14 +1,16 @@
-"""One region record for every replacement source, the region choice policy, and the source configs.
+"""One region record for every replacement source: masks, regions, and the image they belong to.
 
 Sources (docs/replacement.md, "Region sources"): SA-1B per-image JSON (:mod:`ieiw.sources.sa1b`), Open
-Images V7 segmentation (:mod:`ieiw.sources.openimages`) and region proposals over an image folder, by
-SAM's automatic mask generator or a classical CPU segmenter (:mod:`ieiw.backends.regions`). Each is a
+Images V7 segmentation (:mod:`ieiw.sources.openimages`) and region proposals over an image folder
+(:mod:`ieiw.sources.image_folder`, by a ``regions`` backend: :mod:`ieiw.backends.regions`). The policy that
+chooses among regions is :mod:`ieiw.builders.region_policy`; the config that picks a source,
+:mod:`ieiw.builders.region_sources`. Each is a
 reader with ``count()`` (images) and ``read(start, stop)`` -> one :class:`ImageRegions` per image, in a
 deterministic order, so a unit is a range of images; ``load_image(entry)`` gives the image's pixels.
 
 Masks are **decoded lazily**: a :class:`Region` holds a :class:`MaskSource` (a compressed COCO RLE, or an
 array) and :attr:`Region.mask` decodes it on first access (then keeps it). ``area`` and ``bbox`` are
-exact without decoding (pycocotools on the RLE), so :func:`choose` never decodes: a real SA-1B image has
+exact without decoding (pycocotools on the RLE), so the region policy never decodes: a real SA-1B image has
 ~100 masks of ~1500x2250 px, 340 MB decoded, of which a policy keeps a few. An RLE is checked when it is
 read (its runs must add up to the image; see :func:`rle_runs`), so decoding cannot fail later.
 
@@ -22,28 +24,14 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
-from pydantic import Field, model_validator
 
 from ieiw.schemas.units import Failure, SourceRecordError
-from ieiw.schemas.config import StrictModel, backend_field
-
-# Skip reasons of :func:`choose`, in the order the checks run (a region counts under the first it fails).
-REASONS = (
-    "region_too_small",
-    "region_too_large",
-    "low_predicted_iou",
-    "low_stability",
-    "touches_border",
-    "over_per_image_limit",
-)
-
 
 # -- masks ----------------------------------------------------------------------------------------
 class MaskSource(Protocol):
@@ -275,14 +263,14 @@ class RegionSource(Protocol):
 
 
 def load_source_image(entry: ImageRegions, fmt: str | None = None, quality: int | None = None):
-    """``entry``'s image as :class:`ieiw.sources.phrasecut.SourceImage` (pixels in the masks'
+    """``entry``'s image as :class:`ieiw.schemas.source_image.SourceImage` (pixels in the masks'
     coordinates, bytes that decode to exactly them), or :class:`SourceRecordError`: ``missing_image``,
     ``unreadable_image``, ``image_size_mismatch``. The same rules as PhraseCut's ``load_image``: the
     file's bytes are kept unless decoding changed the pixels (mode converted, EXIF transpose) or an EXIF
     tag would make a viewer show them otherwise; then the pixels are re-encoded (JPEG for a stored JPEG,
     PNG otherwise, unless ``fmt``)."""
-    from ieiw.sources.phrasecut import SourceImage
     from ieiw.imageio import ImageDecodeError, Orientation, SizeMismatch, decode
+    from ieiw.schemas.source_image import SourceImage
 
     path, record = Path(entry.image_path), entry.image_id
     try:
@@ -310,199 +298,3 @@ def failure(reason: str, record_id: str, file: str | Path | None, message: str) 
     return SourceRecordError(reason, record_id, str(file) if file is not None else None, message).failure
 
 
-# -- the policy -----------------------------------------------------------------------------------
-class RegionPolicy(StrictModel):
-    """Which regions of an image become replacement candidates; :func:`choose` applies it.
-
-    Checks run in the order of :data:`REASONS`; a region is counted under the first it fails. Score
-    thresholds apply only to regions that have the score (SA-1B, SAM; Open Images' PredictedIoU where
-    filled); a region without it passes. ``max_per_image`` then keeps the first N of the survivors
-    ranked by ``rank``."""
-
-    min_area: float = Field(0.005, ge=0, le=1, description="skip regions covering less of the image (region_too_small)")
-    max_area: float = Field(0.5, ge=0, le=1, description="skip regions covering more (region_too_large)")
-    min_predicted_iou: float | None = Field(None, ge=0, le=1, description="skip regions whose source's predicted "
-                                                                          "IoU is lower (low_predicted_iou)")
-    min_stability_score: float | None = Field(None, ge=0, le=1, description="skip regions whose stability score "
-                                                                            "is lower (low_stability)")
-    border: Literal["keep", "skip"] = Field("keep", description="regions touching the image border: keep, or "
-                                                                "skip (touches_border)")
-    border_margin: int = Field(1, ge=1, description="px from the edge that count as touching it")
-    max_per_image: int | None = Field(8, ge=1, description="keep at most this many regions per image "
-                                                            "(over_per_image_limit); null = all")
-    rank: Literal["area", "score"] = Field(
-        "area", description="which survivors max_per_image keeps: the largest (area), or the best scored "
-                            "(score: predicted IoU, then stability, then area; unscored regions rank by area "
-                            "after scored ones)")
-
-    @model_validator(mode="after")
-    def _bounds(self) -> RegionPolicy:
-        if self.min_area > self.max_area:
-            raise ValueError(f"min_area {self.min_area} is above max_area {self.max_area}")
-        return self
-
-
-def touches_border(region: Region, margin: int = 1) -> bool:
-    """Whether the mask has a pixel within ``margin`` px of the edge (exact: ``bbox`` is the mask's
-    tight box)."""
-    x, y, w, h = region.bbox
-    return x < margin or y < margin or x + w > region.width - margin or y + h > region.height - margin
-
-
-def _rank_key(policy: RegionPolicy, index: int, region: Region) -> tuple:
-    if policy.rank == "score":
-        scored = region.predicted_iou is not None or region.stability_score is not None
-        return (not scored, -(region.predicted_iou or 0.0), -(region.stability_score or 0.0), -region.area, index)
-    return (-region.area, index)
-
-
-def choose(regions: Iterable[Region], policy: RegionPolicy) -> tuple[list[Region], Counter]:
-    """The regions of ONE image that ``policy`` keeps (in the input's order), and the skipped ones counted
-    by reason (:data:`REASONS`). Never decodes a mask. Raises ``ValueError`` for regions of several images."""
-    regions = list(regions)
-    if len({(r.dataset, r.image_id) for r in regions}) > 1:
-        raise ValueError("choose() takes the regions of one image; got several images")
-    skipped: Counter = Counter()
-    survivors: list[tuple[int, Region]] = []
-    for index, region in enumerate(regions):
-        share = region.area_share
-        if share < policy.min_area:
-            skipped["region_too_small"] += 1
-        elif share > policy.max_area:
-            skipped["region_too_large"] += 1
-        elif (policy.min_predicted_iou is not None and region.predicted_iou is not None
-              and region.predicted_iou < policy.min_predicted_iou):
-            skipped["low_predicted_iou"] += 1
-        elif (policy.min_stability_score is not None and region.stability_score is not None
-              and region.stability_score < policy.min_stability_score):
-            skipped["low_stability"] += 1
-        elif policy.border == "skip" and touches_border(region, policy.border_margin):
-            skipped["touches_border"] += 1
-        else:
-            survivors.append((index, region))
-    if policy.max_per_image is not None and len(survivors) > policy.max_per_image:
-        ranked = sorted(survivors, key=lambda item: _rank_key(policy, *item))
-        kept_indices = {index for index, _ in ranked[: policy.max_per_image]}
-        skipped["over_per_image_limit"] += len(survivors) - len(kept_indices)
-        survivors = [(index, region) for index, region in survivors if index in kept_indices]
-    return [region for _, region in survivors], skipped
-
-
-# -- source configs -------------------------------------------------------------------------------
-class ReplaceSampleSpec(StrictModel):
-    """Make the bundled synthetic replacement sample (:mod:`ieiw.samples.replacement`) when the
-    source's root is missing: both formats are written side by side into the root's parent
-    (``sa1b/`` and ``open-images/``), so the root must be named after its format."""
-
-    images: int = Field(30, ge=1, description="images per format")
-    seed: int = 0
-    width: int = Field(320, ge=64)
-    height: int = Field(240, ge=64)
-
-
-def _resolve(path: Path, base: Path | None) -> Path:
-    path = Path(path)
-    return path if path.is_absolute() or base is None else Path(base) / path
-
-
-class _SourceConfig(StrictModel):
-    root: Path
-    limit: int | None = Field(None, ge=1, description="read at most this many images")
-
-    def resolved_root(self, base: Path | None = None) -> Path:
-        return _resolve(self.root, base)
-
-    def prepare(self, base: Path | None = None) -> None:
-        """Make the bundled sample when ``samples`` is set and the root is missing (race-safe)."""
-        samples = getattr(self, "samples", None)
-        if samples is not None:
-            from ieiw.samples.replacement import ensure_replace_samples
-
-            ensure_replace_samples(self.resolved_root(base).parent, samples.images, samples.seed, samples.width,
-                                   samples.height)
-
-    def fingerprint(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"samples"}) | {
-            "samples": None if getattr(self, "samples", None) is None else self.samples.model_dump()}
-
-    def preflight(self, base: Path | None = None) -> list[str]:
-        if getattr(self, "samples", None) is not None and not self.resolved_root(base).exists():
-            return []  # made by prepare()
-        try:
-            return self.open(base).problems()
-        except (ValueError, FileNotFoundError) as exc:
-            return [str(exc)]
-
-
-def _sample_root_named(config: Any, name: str) -> Any:
-    if config.samples is not None and Path(config.root).name != name:
-        raise ValueError(f"with samples set, root must be a folder named {name!r} (the sample writes sa1b/ "
-                         f"and open-images/ side by side), not {str(config.root)!r}")
-    return config
-
-
-class SA1BSourceConfig(_SourceConfig):
-    """SA-1B: a folder (searched recursively, e.g. one subfolder per extracted tar shard) of
-    ``sa_<id>.jpg`` + ``sa_<id>.json``."""
-
-    type: Literal["sa1b"] = "sa1b"
-    samples: ReplaceSampleSpec | None = Field(None, description="make the bundled sample if root is missing")
-
-    @model_validator(mode="after")
-    def _sample_root(self) -> SA1BSourceConfig:
-        return _sample_root_named(self, "sa1b")
-
-    def open(self, base: Path | None = None):
-        from ieiw.sources.sa1b import SA1BSource
-
-        return SA1BSource(self.resolved_root(base), limit=self.limit)
-
-
-class OpenImagesSourceConfig(_SourceConfig):
-    """Open Images V7 segmentation: the mask CSV, the class-description CSV (with or without its header),
-    mask PNGs (a folder, or the 16 ``*-masks-<hex>.zip`` files in it) and images, all under ``root``."""
-
-    type: Literal["open-images"] = "open-images"
-    annotations: str = Field("train-annotations-object-segmentation.csv", description="mask CSV, relative to root")
-    classes: str = Field("oidv7-class-descriptions.csv", description="LabelName,DisplayName CSV, relative to root")
-    images: str = Field("images", description="image folder, relative to root: <images>/<ImageID>.<image_ext>")
-    image_ext: str = "jpg"
-    masks: str = Field("masks", description="folder of mask PNGs and/or the masks zips, relative to root")
-    samples: ReplaceSampleSpec | None = Field(None, description="make the bundled sample if root is missing")
-
-    @model_validator(mode="after")
-    def _sample_root(self) -> OpenImagesSourceConfig:
-        return _sample_root_named(self, "open-images")
-
-    def open(self, base: Path | None = None):
-        from ieiw.sources.openimages import OpenImagesSource
-
-        return OpenImagesSource(self.resolved_root(base), annotations=self.annotations, classes=self.classes,
-                                images=self.images, image_ext=self.image_ext, masks=self.masks, limit=self.limit)
-
-
-class ImageFolderSourceConfig(_SourceConfig):
-    """Any folder of images, segmented by a ``regions`` backend (``sam`` or ``embedded``)."""
-
-    type: Literal["proposals"] = "proposals"
-    dataset: str = Field("images", description="the name regions and exemplars record as their dataset")
-    extensions: list[str] = Field(["jpg", "jpeg", "png", "webp"], description="file name endings read (any case)")
-    regions: backend_field("regions") = Field(  # type: ignore[valid-type]
-        {"backend": "embedded"}, validate_default=True, description="the proposal backend")
-
-    def open(self, base: Path | None = None):
-        from ieiw.backends.regions import ImageFolderSource
-
-        return ImageFolderSource(self.resolved_root(base), self.regions, dataset=self.dataset,
-                                 extensions=self.extensions, limit=self.limit)
-
-    def fingerprint(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"regions"}) | {"regions": self.regions.fingerprint()}
-
-    def preflight(self, base: Path | None = None) -> list[str]:
-        return self.regions.preflight() + super().preflight(base)
-
-
-RegionSourceConfig = Annotated[
-    SA1BSourceConfig | OpenImagesSourceConfig | ImageFolderSourceConfig, Field(discriminator="type")
-]

@@ -54,7 +54,8 @@ from urllib.parse import unquote, urlsplit
 
 from ieiw.schemas.manifest import Manifest, forget, load_manifest, manifest_path
 from ieiw.schemas.rows import canonical_json, image_cell, image_key, row_id, rows_to_table
-from ieiw.schemas.shards import atomic_write_bytes, write_shard
+from ieiw.schemas.storage import atomic_write_bytes
+from ieiw.schemas.shards import write_shard
 
 FORMAT = "ieiw-align-work/1"
 DATASET = "align-picks"

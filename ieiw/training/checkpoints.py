@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ieiw.schemas.shards import atomic_write_bytes
+from ieiw.schemas.storage import atomic_write_bytes
 
 STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^checkpoint-(\d+)$")

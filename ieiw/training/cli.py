@@ -76,7 +76,7 @@ def eval_main(argv: list[str]) -> int:
     from pathlib import Path
 
     args = build_eval_parser().parse_args(argv)
-    from ieiw.backends.features.clip import ModelNotFoundError
+    from ieiw.backends.models import ModelNotFoundError
     from ieiw.training.evaluate import evaluate
 
     out = Path(args.out) if args.out else Path(args.model).resolve().parent / "eval"

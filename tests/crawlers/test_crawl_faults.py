@@ -13,7 +13,7 @@ from crawl_server import redirect, reset, sequence, slow, static
 from ieiw.crawlers.cache import ResponseCache
 from ieiw.crawlers.http import FetchError, PoliteSession
 from ieiw.crawlers.images import fetch_image
-from ieiw.schemas.shards import TMP_PREFIX
+from ieiw.schemas.storage import TMP_PREFIX
 
 MAX_PIXELS = 5_000_000
 

@@ -79,7 +79,7 @@ class ToyBuilder(CandidateBuilder):
 # -- a planted inpainter that leaves every object in place (for the removal verification test) -------
 from typing import ClassVar, Literal  # noqa: E402
 
-from ieiw.backends.inpaint.opencv import Inpainter  # noqa: E402
+from ieiw.backends.inpaint.base import Inpainter  # noqa: E402
 from ieiw.schemas.config import BackendConfig  # noqa: E402
 from ieiw.schemas.registry import register_backend  # noqa: E402
 

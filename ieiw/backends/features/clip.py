@@ -25,14 +25,11 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from ieiw.backends.features.embedded import ImageFeatures, torch_device
-from ieiw.backends.models import HubModelFields, cached_commit, looks_like_path
+from ieiw.backends.features.base import ImageFeatures
+from ieiw.backends.models import torch_device
+from ieiw.backends.models import HubModelFields, ModelNotFoundError, cached_commit, looks_like_path
 from ieiw.schemas.config import BackendConfig
 from ieiw.schemas.registry import register_backend
-
-
-class ModelNotFoundError(FileNotFoundError):
-    """A model that is neither a local folder nor in the local Hugging Face cache."""
 
 
 class ClipFeaturesConfig(HubModelFields, BackendConfig):

@@ -22,7 +22,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from ieiw.backends.features.embedded import ImageFeatures, torch_device
+from ieiw.backends.features.base import ImageFeatures
+from ieiw.backends.models import torch_device
 from ieiw.schemas.config import BackendConfig, ModelPath
 from ieiw.schemas.registry import register_backend
 

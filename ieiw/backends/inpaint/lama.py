@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from ieiw.backends.inpaint.opencv import Inpainter
+from ieiw.backends.inpaint.base import Inpainter
 from ieiw.schemas.config import BackendConfig, ModelPath, StrictModel
 from ieiw.schemas.filehash import path_digest
 from ieiw.schemas.registry import register_backend
@@ -226,7 +226,7 @@ class LamaInpainter(Inpainter):
         super().__init__(config)
         import torch
 
-        from ieiw.backends.features.embedded import torch_device
+        from ieiw.backends.models import torch_device
 
         self.config: LamaConfig = config
         self.torch = torch

@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from ieiw.backends.inpaint.opencv import Inpainter
+from ieiw.backends.inpaint.base import Inpainter
 from ieiw.backends.inpaint.lama import HDStrategyFields
 from ieiw.imageio import ImageDecodeError, decode_rgb, encode
 from ieiw.schemas.config import BackendConfig
