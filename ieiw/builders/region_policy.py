@@ -3,14 +3,14 @@
 Both builders skip regions by the same rules, counted under the same reasons in the stats: area bounds,
 score thresholds (where the source has scores), the image border, and (PhraseCut) phrases that name
 several instances; replacement then keeps at most ``max_per_image`` of the survivors. Each builder gives
-its own defaults (:func:`removal_policy`, :func:`replacement_policy`), so one class documents every key.
+its own defaults (:data:`REMOVAL_DEFAULTS`), so one class documents every key.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -85,10 +85,23 @@ class RegionPolicy(StrictModel):
         return None
 
 
+# Removal's own defaults: smaller regions pass (a PhraseCut phrase names a whole object, often a small one),
+# and no per-image cap (each record is its own pair).
+REMOVAL_DEFAULTS = {"min_area": 0.002, "max_per_image": None}
+
+
+def with_defaults(section: Any, defaults: dict[str, Any]) -> Any:
+    """A ``regions:`` section with a builder's own defaults under the keys it leaves out (a partial section
+    keeps them too); a policy object or anything else is returned unchanged, for pydantic to judge."""
+    if section is None:
+        return dict(defaults)
+    if isinstance(section, dict):
+        return {**defaults, **section}
+    return section
+
+
 def removal_policy() -> RegionPolicy:
-    """Removal's defaults: smaller regions pass (a PhraseCut phrase names a whole object), no per-image cap
-    (each record is its own pair)."""
-    return RegionPolicy(min_area=0.002, max_per_image=None)
+    return RegionPolicy(**REMOVAL_DEFAULTS)
 
 
 def replacement_policy() -> RegionPolicy:

@@ -28,7 +28,7 @@ from ieiw.schemas.source_image import SourceImage
 from ieiw.samples.phrasecut import ensure_phrasecut_sample
 from ieiw.backends.verify import DROP_REASON, EmbeddedVerifyConfig, RemovalVerifier
 from ieiw.imageio import encode, extension
-from ieiw.builders.region_policy import RegionPolicy, removal_policy
+from ieiw.builders.region_policy import REMOVAL_DEFAULTS, RegionPolicy, removal_policy, with_defaults
 from ieiw.schemas.config import BuilderConfig, StrictModel, backend_field
 from ieiw.schemas.registry import register_builder
 from ieiw.schemas.rows import canonical_json, image_cell, row_id
@@ -93,6 +93,8 @@ class RemovalConfig(BuilderConfig):
                 if old in data:
                     regions.setdefault(new, data.pop(old))
             data["regions"] = regions
+        if isinstance(data, dict) and "regions" in data:  # a partial section keeps removal's own defaults
+            data = {**data, "regions": with_defaults(data["regions"], REMOVAL_DEFAULTS)}
         return data
 
     def preflight(self) -> list[str]:
