@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from ieiw.builders import inpaint_servers
+from ieiw.backends.inpaint import servers as inpaint_servers
 from ieiw.schemas.units import BuildContext
 from ieiw.backends.inpaint.servers import IOPaintConfig, InpaintServerError, LamaCleanerConfig
 from ieiw.builders.removal import PhraseCutSourceConfig, RemovalBuilder, RemovalConfig
