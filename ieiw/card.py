@@ -21,11 +21,11 @@ from urllib.parse import urlsplit
 import yaml
 
 from ieiw.schemas.takedown import Takedown
-from ieiw.exports import PAIRS, Selection, iter_batches, pairs_folder
+from ieiw.exports import Selection, iter_batches
+from ieiw.schemas.layout import CARD, PAIRS, REJECTED, WORK_FOLDERS, pairs_folder
 from ieiw.schemas import storage
 from ieiw.schemas.manifest import load_manifest
 
-CARD_NAME = "README.md"
 COLUMNS = ["id", "task", "origin", "exemplar", "scores", "builder", "split"]
 SIZE_CATEGORIES = [
     (1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
@@ -179,7 +179,7 @@ def _not_reproduced(info: dict[str, Any], build: dict[str, str]) -> list[str]:
     return items
 
 
-NOT_ROW_FOLDERS = {"candidates", "features", "scores", "rejected", "exemplars", PAIRS}
+NOT_ROW_FOLDERS = WORK_FOLDERS | {REJECTED, PAIRS}
 
 
 def other_data(root: Path) -> dict[str, dict[str, int]]:
@@ -326,6 +326,6 @@ def render_card(root: Path, pairs: Path, takedown: set[str] | frozenset[str] = f
 def write_card(out_dir: Path, takedown: set[str] | frozenset[str] = frozenset()) -> Path:
     """Write ``<out_dir>/README.md`` (``out_dir``: a build's out folder, or its ``ieiw/``, whose parent gets it)."""
     root, pairs = _root_and_pairs(out_dir)
-    path = root / CARD_NAME
+    path = root / CARD
     storage.write_bytes_atomic(path, render_card(root, pairs, takedown).encode())
     return path

@@ -1,4 +1,5 @@
-"""The `ieiw` command: build, samples, stats, report, verify (train, edit and eval come from ieiw.training).
+"""The `ieiw` command: build, select, giqa-index, samples, stats, report, verify, export, card (train, edit,
+align-pick and eval come from ieiw.training). docs/commands.md lists every option (scripts/gen_reference.py).
 
 Heavy imports (Prefect, torch) happen inside the subcommand that needs them, so `ieiw stats` and
 `ieiw verify` answer in well under a second.
@@ -54,12 +55,11 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    """Selection alone, in this process (no Prefect): re-reads candidates + scores, rewrites ieiw/ and rejected/."""
+    """Selection alone, in this process (no Prefect): re-reads candidates + scores, rewrites the kept and
+    rejected folders, then the build's stats, card and report (:func:`ieiw.stages.finish`, as a build does)."""
     from ieiw import stages
-    from ieiw.card import write_card
     from ieiw.schemas.config import ConfigError, load_config, parse_overrides
-    from ieiw.schemas.manifest import compact_all
-    from ieiw.stats import compute_stats, write_stats
+    from ieiw.schemas.layout import PAIRS, REJECTED
 
     try:
         overrides = parse_overrides(args.set)
@@ -72,18 +72,15 @@ def cmd_select(args: argparse.Namespace) -> int:
     if not units:
         print(f"{build.out}: no unit has finished candidates and scores; run `ieiw build` first", file=sys.stderr)
         return 2
-    for stage in (stages.PAIRS, stages.REJECTED):
+    for stage in (PAIRS, REJECTED):
         build.manifest(stage).prepare(build.config_hash, build.backends())
     calibration = stages.calibrate_build(build, units)
     outcomes = [stages.select_unit(build, unit) for unit in units]
-    compact_all(build.out)  # the selection's records folded into each folder's manifest.json
-    stats = compute_stats(build.out / stages.PAIRS)
-    write_stats(stats, build.out / "stats.json")
-    write_card(build.out)  # the card's counts follow the new selection
+    stats, report = stages.finish(build)
     redone = sum(not o.skipped for o in outcomes)
     print(f"selected {len(units)} units ({redone} rewritten, {len(units) - redone} unchanged;"
           f" {calibration.get('duplicates', 0)} duplicates): kept {stats['rows']} pairs {stats['by_task']},"
-          f" rejected {stats['rejected_total']} {stats['rejected']}")
+          f" rejected {stats['rejected_total']} {stats['rejected']}; report {report}")
     return 0
 
 
@@ -146,12 +143,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """The build's self-contained HTML report (stats, histograms, galleries) from its out folder."""
     from ieiw.schemas import storage
+    from ieiw.schemas.layout import NotABuildError, build_root
 
-    out = storage.location(args.path)  # a folder or a URL; the page is written beside ieiw/ (one PUT there)
-    if not storage.exists(out / "ieiw" / "manifest.json") and storage.exists(out / "manifest.json"):
-        out = out.parent  # given out/ieiw: the report needs its siblings (rejected/, candidates/, calibration.json)
-    if not storage.exists(out / "ieiw" / "manifest.json"):
-        print(f"{args.path}: no ieiw/manifest.json here; give a build's out folder (e.g. out)", file=sys.stderr)
+    try:  # a folder or a URL, the out folder or its ieiw/: the report needs ieiw/'s siblings
+        out = build_root(args.path)
+    except NotABuildError as exc:
+        print(exc, file=sys.stderr)
         return 2
     from ieiw.report import write_report
 
@@ -182,12 +179,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """The kept pairs in another trainer's layout, rows on the takedown lists left out."""
     from ieiw.exports import ExportError, export, read_takedown_files
+    from ieiw.schemas.layout import NotABuildError
     from ieiw.schemas.manifest import ManifestError
 
     try:
         takedown = read_takedown_files(args.takedown)
         result = export(args.path, Path(args.out), args.format, takedown, args.split)  # from a folder or a URL
-    except (ExportError, ManifestError) as exc:
+    except (ExportError, NotABuildError, ManifestError) as exc:
         print(exc, file=sys.stderr)
         return 2
     print(result.summary())
@@ -198,11 +196,12 @@ def cmd_card(args: argparse.Namespace) -> int:
     """Write the Hugging Face dataset card (README.md) next to the build's ieiw/ folder."""
     from ieiw.card import write_card
     from ieiw.exports import ExportError, read_takedown_files
+    from ieiw.schemas.layout import NotABuildError
     from ieiw.schemas.manifest import ManifestError
 
     try:
         path = write_card(args.path, read_takedown_files(args.takedown))
-    except (ExportError, ManifestError) as exc:
+    except (ExportError, NotABuildError, ManifestError) as exc:
         print(exc, file=sys.stderr)
         return 2
     print(f"wrote {path}")
@@ -238,15 +237,16 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_giqa_index)
 
     p = sub.add_parser("samples", help="write the synthetic VGPhraseCut-layout sample")
-    p.add_argument("dir", type=Path)
-    p.add_argument("--images", type=int, default=120)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--width", type=int, default=320)
-    p.add_argument("--height", type=int, default=240)
+    p.add_argument("dir", type=Path,
+                   help="the folder to write, in VGPhraseCut_v0 layout (images/, refer_*.json, backgrounds/)")
+    p.add_argument("--images", type=int, default=120, help="scenes to draw")
+    p.add_argument("--seed", type=int, default=0, help="the same seed writes the same files")
+    p.add_argument("--width", type=int, default=320, help="scene width in px")
+    p.add_argument("--height", type=int, default=240, help="scene height in px")
     p.set_defaults(run=cmd_samples)
 
     p = sub.add_parser("stats", help="rows, reasons, quantiles and backends of a stage folder (e.g. out/ieiw)")
-    p.add_argument("path")
+    p.add_argument("path", help="a stage folder with manifest.json (e.g. out/ieiw), or its URL (s3://...)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=cmd_stats)
 
@@ -257,7 +257,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_report)
 
     p = sub.add_parser("verify", help="re-hash every shard against the manifest; non-zero exit on any mismatch")
-    p.add_argument("path")
+    p.add_argument("path", help="a stage folder with manifest.json (e.g. out/ieiw), or its URL (s3://...)")
     p.set_defaults(run=cmd_verify)
 
     p = sub.add_parser("export", help="write the kept pairs for InstructDiffusion, diffusers or WebDataset")
@@ -284,6 +284,25 @@ def parser() -> argparse.ArgumentParser:
 
 
 DELEGATED = {"train": "train_main", "edit": "edit_main", "align-pick": "align_pick_main", "eval": "eval_main"}  # own argparse in ieiw.training.cli
+# Where each delegated command builds its own parser (for command_parsers: docs/commands.md is made from them).
+DELEGATED_PARSERS = {"train": "ieiw.training.train:build_parser", "edit": "ieiw.training.cli:build_edit_parser",
+                     "align-pick": "ieiw.training.align_pick:build_parser", "eval": "ieiw.training.cli:build_eval_parser"}
+
+
+def command_parsers() -> dict[str, tuple[str, argparse.ArgumentParser]]:
+    """Every subcommand in `ieiw --help` order: name -> (its one-line help, its own parser). A delegated
+    command's real parser is imported (torch, for train). scripts/gen_reference.py documents these."""
+    import importlib
+
+    sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {action.dest: action.help or "" for action in sub._choices_actions}
+    out = {}
+    for name, own in sub.choices.items():
+        if name in DELEGATED_PARSERS:
+            module, _, function = DELEGATED_PARSERS[name].partition(":")
+            own = getattr(importlib.import_module(module), function)()
+        out[name] = (helps.get(name, ""), own)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

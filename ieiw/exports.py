@@ -46,11 +46,11 @@ import pyarrow.parquet as pq
 from ieiw.schemas.takedown import Takedown
 from ieiw.imageio import extension, extension_for_format
 from ieiw.schemas import storage
+from ieiw.schemas.layout import MANIFEST, pairs_folder
 from ieiw.schemas.manifest import load_manifest
 from ieiw.schemas.rows import IMAGE, SCHEMA_VERSION, _hf_feature
 from ieiw.schemas.storage import TMP_PREFIX, atomic_file, fsync_dir
 
-PAIRS = "ieiw"  # the corpus folder of a build (ieiw.stages.PAIRS; not imported: it pulls the builders in)
 FORMATS = ("instructdiffusion", "hf-instructpix2pix", "webdataset")
 MARKER = "ieiw-export.json"
 META_NAME = "meta_infov1.json"
@@ -90,20 +90,6 @@ class ExportResult:
 
 
 # -- inputs ------------------------------------------------------------------------------------------------
-
-
-def pairs_folder(path: Path) -> Path:
-    """The corpus folder for ``path``: a build's out folder (its ``ieiw/``) or that folder itself (local
-    or on object storage)."""
-    path = storage.location(path)
-    if storage.exists(path / PAIRS / "manifest.json"):
-        return path / PAIRS
-    if storage.exists(path / "manifest.json"):
-        stage = load_manifest(path).get("stage")
-        if stage != PAIRS:
-            raise ExportError(f"{path}: a {stage!r} stage folder; give the build's out folder or its {PAIRS}/")
-        return path
-    raise ExportError(f"{path}: no {PAIRS}/manifest.json here; give a build's out folder (or its {PAIRS}/)")
 
 
 def read_takedown_files(files: Iterable[Path]) -> set[str]:
@@ -150,7 +136,7 @@ def iter_batches(pairs: Path, selection: Selection, images: bool = True,
     for entry in track(entries, len(entries), "export", "shard"):
         path = pairs / entry["shard"]
         if not storage.exists(path):
-            raise ExportError(f"{path}: listed in {pairs / 'manifest.json'} but missing (ieiw verify {pairs})")
+            raise ExportError(f"{path}: listed in {pairs / MANIFEST} but missing (ieiw verify {pairs})")
         shard = storage.parquet_file(path)
         present = set(shard.schema_arrow.names)
         light = [c for c in columns if c in present]  # v1 shards have no split column

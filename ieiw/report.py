@@ -29,11 +29,11 @@ from ieiw.schemas.takedown import Takedown
 from ieiw.filters.selection import BY_SELECTION, RULES, measure
 from ieiw.imageio import ImageDecodeError, Orientation, decode, downscale, encode
 from ieiw.schemas import storage
+from ieiw.schemas.layout import CALIBRATION, CANDIDATES, PAIRS, REJECTED, REPORT
 from ieiw.schemas.manifest import load_manifest, manifest_path
 from ieiw.schemas.shards import concat_compact
 from ieiw.stats import compute_stats
 
-REPORT_NAME = "report.html"
 log = logging.getLogger("ieiw")
 THUMB_SIDE = 256  # px on the long side: enough to judge an edit, small enough for hundreds of images
 THUMB_QUALITY = 85
@@ -77,11 +77,11 @@ def write_report(out_dir: Path, path: Path | None = None, gallery_per_task: int 
     ``takedown`` lists row ids, origin record ids or URLs never to show (their rows still count).
     ``stats``: the build's ``compute_stats`` result where the caller has it (the flow), else computed."""
     out_dir = storage.location(out_dir)  # a local folder or a bucket URL; the page is one write (one PUT)
-    path = storage.location(path) if path else out_dir / REPORT_NAME
-    stats = stats if stats is not None else compute_stats(out_dir / "ieiw")
+    path = storage.location(path) if path else out_dir / REPORT
+    stats = stats if stats is not None else compute_stats(out_dir / PAIRS)
     blocked = Takedown.load([], takedown)
-    kept = LightRows.read(out_dir / "ieiw")  # columnar: a paper build keeps 159k rows
-    rejected = _light_rows(out_dir / "rejected") if storage.exists(manifest_path(out_dir / "rejected")) else []
+    kept = LightRows.read(out_dir / PAIRS)  # columnar: a paper build keeps 159k rows
+    rejected = _light_rows(out_dir / REJECTED) if storage.exists(manifest_path(out_dir / REJECTED)) else []
     thresholds = _thresholds(out_dir, stats)
     tasks = sorted(kept.tasks() | {r.data["task"] for r in rejected} | set(thresholds))
 
@@ -193,7 +193,7 @@ class LightRows:
 def _thresholds(out_dir: Path, stats: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
     """Resolved thresholds per task: the kept folder's stats, completed from calibration.json."""
     resolved = {task: dict(rules) for task, rules in (stats.get("selection_thresholds") or {}).items()}
-    calibration = out_dir / "calibration.json"
+    calibration = out_dir / CALIBRATION
     if storage.exists(calibration):
         for task, rules in storage.read_json(calibration).get("thresholds", {}).items():
             resolved.setdefault(task, dict(rules))
@@ -202,7 +202,7 @@ def _thresholds(out_dir: Path, stats: Mapping[str, Any]) -> dict[str, dict[str, 
 
 def _candidate_shards(out_dir: Path) -> dict[str, tuple[Path, int]]:
     """Row id -> (candidate shard, row index) holding its images: rejected rows keep none of their own."""
-    folder = out_dir / "candidates"
+    folder = out_dir / CANDIDATES
     if not storage.exists(manifest_path(folder)):
         return {}
     where: dict[str, tuple[Path, int]] = {}

@@ -21,14 +21,13 @@ in Dask worker processes, and a bound on concurrent GPU work (docs/scale.md).
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 import sys
 from collections.abc import Iterator
 from typing import Any
 
-from ieiw.schemas.config import BuildConfig, RunnerConfig, iter_models
+from ieiw.schemas.config import BackendConfig, BuildConfig, RunnerConfig, iter_models
 
 GPU_TAG = "gpu"
 GPU_LIMIT = "ieiw-gpu"
@@ -187,24 +186,10 @@ def shared_api() -> Iterator[None]:
 
 
 # -- GPU stages -------------------------------------------------------------------------------------
-def cuda_visible() -> bool:
-    """Whether this process sees a CUDA device (torch's answer; False without torch)."""
-    if importlib.util.find_spec("torch") is None:
-        return False
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
 def uses_gpu(*parts: Any) -> bool:
-    """Whether any backend in these config parts may run on a GPU: a ``device`` field naming cuda, or
-    ``auto`` where this process sees CUDA. Backends on a server (lama-cleaner, IOPaint) do not count:
-    their GPU is the server's."""
-    devices = [model.device.lower() for part in parts for model in iter_models(part)
-               if isinstance(getattr(model, "device", None), str)]
-    if any(d.startswith("cuda") for d in devices):
-        return True
-    return "auto" in devices and cuda_visible()
+    """Whether any backend in these config parts may run on a GPU of this process
+    (:meth:`ieiw.schemas.config.BackendConfig.uses_gpu`)."""
+    return any(model.uses_gpu() for part in parts for model in iter_models(part) if isinstance(model, BackendConfig))
 
 
 def gpu_stages(config: BuildConfig) -> dict[str, bool]:

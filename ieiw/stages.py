@@ -36,7 +36,9 @@ from ieiw.schemas.units import BuildContext, CandidateBuilder, WorkUnit
 from ieiw.backends.features.base import ImageFeatures, describe_backend
 from ieiw.filters.dedup import SIGNATURE_VERSION, pair_hashes
 from ieiw.filters.scoring import ScoreContext, Scorer, distinct_images, pair_views, score_pairs
+from ieiw.card import write_card
 from ieiw.filters.selection import (
+    BY_BUILDER,
     BY_SELECTION,
     QUOTA_REACHED,
     Calibration,
@@ -47,7 +49,26 @@ from ieiw.filters.selection import (
 )
 from ieiw.imageio import Orientation, decode
 from ieiw.schemas.config import BackendConfig, BuildConfig, config_from_data
-from ieiw.schemas.manifest import Manifest
+from ieiw.report import write_report
+from ieiw.schemas.layout import (
+    CALIBRATION,
+    CANDIDATES,
+    DERIVED_FAMILIES,
+    EXEMPLARS,
+    FEATURES,
+    IEIW_FAMILY,
+    MANIFEST,
+    PAIRS,
+    REJECTED,
+    SCORES,
+    STAGES,
+    STATS,
+    family_folder,
+    index_folder,
+    other_family_folders,
+    task_family,
+)
+from ieiw.schemas.manifest import Manifest, compact_all, load_manifest
 from ieiw.schemas import storage
 from ieiw.schemas.registry import REGISTRY
 from ieiw.schemas.rows import (
@@ -64,13 +85,10 @@ from ieiw.schemas.rows import (
 )
 from ieiw.schemas.shards import read_shard, write_shard
 from ieiw.schemas.storage import remove_stale_temp_files
+from ieiw.stats import compute_stats, write_stats
 
 log = logging.getLogger("ieiw")
 
-CANDIDATES, FEATURES, SCORES, PAIRS, REJECTED = "candidates", "features", "scores", "ieiw", "rejected"
-EXEMPLARS = "exemplars"  # per-unit index inputs of builders with an index stage (replacement: object crops)
-CALIBRATION = "calibration.json"
-STAGES = (EXEMPLARS, CANDIDATES, FEATURES, SCORES, PAIRS, REJECTED)
 CANDIDATE_COLUMNS = ["id", "task", "instruction", "source_image", "target_image", "mask", "scores"]
 
 
@@ -194,12 +212,6 @@ def _upstream(build: Build, stage: str, unit: str) -> dict[str, Any]:
     return entry
 
 
-def index_folder(build: Build, builder_name: str) -> Path:
-    """Where a builder's index lives (``<out>/index-<builder>/``; on object storage the builder writes a
-    local folder that is then uploaded, ``fingerprint.json`` last: :func:`storage.staged_folder`)."""
-    return build.out / f"index-{builder_name}"
-
-
 def make_index_unit(build: Build, builder_name: str, unit: WorkUnit) -> UnitOutcome:
     """Stage 0a (builders with an index): one unit's index inputs, e.g. object crops + embeddings."""
     builder = build.builders[builder_name]
@@ -219,7 +231,7 @@ def make_index(build: Build, builder_name: str, units: list[str]) -> dict[str, A
     builder = build.builders[builder_name]
     entries = [_upstream(build, EXEMPLARS, unit) for unit in sorted(units)]
     fingerprint = stable_hash("index", [e["sha256"] for e in entries], builder.index_fingerprint())
-    folder = index_folder(build, builder_name)
+    folder = index_folder(build.out, builder_name)
     if _index_stamp(folder) == fingerprint:
         return {"skipped": True, "fingerprint": fingerprint}
     with storage.staged_folder(folder, commit=INDEX_STAMP) as local:
@@ -244,7 +256,7 @@ def make_candidates(build: Build, builder_name: str, unit: WorkUnit) -> UnitOutc
     manifest = build.manifest(CANDIDATES)
     index = None
     if builder.uses_index:  # the candidates depend on the whole index, so on its fingerprint
-        index = _index_stamp(index_folder(build, builder_name))
+        index = _index_stamp(index_folder(build.out, builder_name))
     fingerprint = stable_hash(CANDIDATES, SCHEMA_VERSION, builder_name, build.builder_fingerprints[builder_name],
                               unit.payload, *([index] if builder.uses_index else []))
     if done := manifest.finished(unit.key, fingerprint):
@@ -374,85 +386,119 @@ def _quota_order(build: Build, units: list[str]) -> list[tuple[str, str]]:
     return order
 
 
+def joined(row: dict[str, Any], scores: dict[str, Any] | None, calibration: Calibration) -> dict[str, Any]:
+    """A candidate row's light columns with what selection decides on merged in: its ``scores`` and, for an
+    IEIW row, ``duplicate_of`` (its own, or the one calibration found); other families have no duplicates."""
+    row["scores"] = scores
+    if task_family(row["task"]) == IEIW_FAMILY:
+        row["duplicate_of"] = row.get("duplicate_of") or calibration.duplicates.get(row["id"])
+    else:
+        row["duplicate_of"] = None
+    return row
+
+
+def decide(row: dict[str, Any], calibration: Calibration, selection: Any) -> tuple[str | None, str | None]:
+    """Selection's verdict on one joined row (:func:`joined`), before quotas: ``(None, None)`` keeps it,
+    otherwise ``(reason, rejected_by)``.
+
+    IEIW rows meet the paper's rules (the builder's drop, duplicates, the aesthetic and GIQA thresholds of
+    their task); rows of other families (overlays, keypoints, enhancement, imported edits) keep every row
+    their builder did not drop. The quota pass counts the rows this keeps, so both agree by construction."""
+    if task_family(row["task"]) == IEIW_FAMILY:
+        return verdict(row, calibration.for_task(row["task"], selection))
+    return (str(row["drop_reason"]), BY_BUILDER) if row.get("drop_reason") else (None, None)
+
+
+def _scores_of(build: Build, unit: str) -> dict[str, dict[str, Any]]:
+    return {r["id"]: r for r in read_shard(build.out / SCORES / f"{unit}.parquet", columns=["id", "scores"]).to_pylist()}
+
+
 def _passing_ieiw_rows(build: Build, unit: str, calibration: Calibration) -> int:
-    """How many of the unit's IEIW-family rows pass selection's other rules (builder drop, duplicate,
-    quality): the same verdicts as :func:`select_unit`, from the light columns only."""
+    """How many of the unit's IEIW-family rows :func:`decide` keeps, from the light columns only."""
     path = build.out / CANDIDATES / f"{unit}.parquet"
     present = set(storage.read_schema(path).names)
     candidates = read_shard(path, columns=[n for n in ("id", "task", "drop_reason", "duplicate_of") if n in present])
-    scored = {r["id"]: r.get("scores") for r in read_shard(build.out / SCORES / f"{unit}.parquet",
-                                                            columns=["id", "scores"]).to_pylist()}
-    passing = 0
-    for row in candidates.to_pylist():
-        if task_family(row["task"]) != IEIW_FAMILY:
-            continue
-        row["duplicate_of"] = row.get("duplicate_of") or calibration.duplicates.get(row["id"])
-        row["scores"] = scored.get(row["id"])
-        passing += verdict(row, calibration.for_task(row["task"], build.config.selection))[0] is None
-    return passing
+    scored = _scores_of(build, unit)
+    return sum(decide(joined(row, (scored.get(row["id"]) or {}).get("scores"), calibration), calibration,
+                      build.config.selection)[0] is None
+               for row in candidates.to_pylist() if task_family(row["task"]) == IEIW_FAMILY)
+
+
+@dataclass
+class UnitSelection:
+    """Selection's decisions for one unit, in row order: what :func:`write_selection` writes."""
+
+    families: list[str] = field(default_factory=list)  # each row's task family
+    keep: list[bool] = field(default_factory=list)
+    columns: dict[str, list] = field(default_factory=lambda: {"scores": [], "split": [], "duplicate_of": []})
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # rows of rejected/, with reason and rejected_by
+    reasons: Counter = field(default_factory=Counter)
+    passing: int = 0  # IEIW rows that passed every rule but the quota
+
+
+def select_rows(rows: list[dict[str, Any]], scored: dict[str, dict[str, Any]], calibration: Calibration,
+                selection: Any, val_fraction: float, allowance: int | None) -> UnitSelection:
+    """Decide every row of one unit (:func:`decide`), then the quota: with an ``allowance``, the unit keeps
+    the first ``allowance`` IEIW rows that pass, in row order, and files the rest under ``quota_reached``."""
+    out = UnitSelection()
+    for row in rows:
+        row = joined(row, (scored.get(row["id"]) or {}).get("scores"), calibration)
+        family = task_family(row["task"])
+        origin = row["origin"]
+        row["split"] = assign_split(origin.get("dataset"), origin.get("image_id"), val_fraction)
+        for name, values in out.columns.items():
+            values.append(row[name])
+        reason, by = decide(row, calibration, selection)
+        if reason is None and family == IEIW_FAMILY:
+            out.passing += 1
+            if allowance is not None and out.passing > allowance:
+                reason, by = QUOTA_REACHED, BY_SELECTION
+        out.families.append(family)
+        out.keep.append(reason is None)
+        if reason is not None:
+            out.reasons[reason] += 1
+            out.rejected.append({k: row.get(k) for k in REJECTED_SCHEMA.names} | {"reason": reason, "rejected_by": by})
+    return out
 
 
 def select_unit(build: Build, unit: str) -> UnitOutcome:
-    """Stage 5: the one writer of ``ieiw/`` (kept rows, with scores and split) and ``rejected/``
-    (the builder's drops, duplicates and the rules' rejections, each with its reason).
+    """Stage 5: the one writer of ``ieiw/`` (kept rows, with scores and split), the other families' folders
+    and ``rejected/`` (the builder's drops, duplicates and the rules' rejections, each with its reason).
 
     Rows of other task families (segmentation overlays, keypoints, enhancement, imported edits) go to
-    folders of their own beside ``ieiw/`` (``segmentation/``, ...), so IEIW stays the paper's corpus;
-    IEIW's dedup, aesthetic and GIQA rules do not apply to them (only their builder's drops do), nor do
-    quotas: with ``selection.quotas``, the unit keeps the first ``allowance`` (calibration.json) of its IEIW
-    rows that pass every other rule, in row order, and files the rest under ``quota_reached``."""
+    folders of their own beside ``ieiw/`` (``segmentation/``, ...), so IEIW stays the paper's corpus
+    (:func:`decide`; quotas apply to IEIW rows only)."""
     config = build.config
-    manifest = build.manifest(PAIRS)
     upstream = _upstream(build, CANDIDATES, unit)
     calibration_path = build.out / CALIBRATION
     fingerprint = stable_hash(PAIRS, SCHEMA_VERSION, config.split.model_dump(), upstream["sha256"],
                               _upstream(build, SCORES, unit)["sha256"], storage.sha256(calibration_path))
-    if done := manifest.finished(unit, fingerprint):
+    if done := build.manifest(PAIRS).finished(unit, fingerprint):
         return UnitOutcome(PAIRS, unit, True, done["rows"])
     calibration = Calibration.from_json(storage.read_json(calibration_path))
-    # The join reads the small columns as Python rows; the image columns stay Arrow buffers, filtered
-    # into ieiw/ without a copy through Python objects.
+    # The light columns are joined as Python rows; the image columns stay Arrow buffers, filtered into the
+    # kept folders without a copy through Python objects.
     candidates = read_shard(build.out / CANDIDATES / f"{unit}.parquet")
     light = candidates.select([n for n in REJECTED_SCHEMA.names + ["drop_reason"] if n in candidates.column_names])
-    scored = {r["id"]: r for r in read_shard(build.out / SCORES / f"{unit}.parquet").to_pylist()}
-    keep, rejected, new_columns = [], [], {"scores": [], "split": [], "duplicate_of": []}
-    reasons: Counter = Counter()
-    families: list[str] = []
-    allowance = calibration.allowance(unit, _upstream(build, CANDIDATES, unit).get("stats", {}).get("builder"))
-    passing = 0  # IEIW rows that passed every other rule so far, in row order
-    for row in light.to_pylist():
-        score_row = scored.get(row["id"]) or {}
-        family = task_family(row["task"])
-        families.append(family)
-        row["scores"] = score_row.get("scores")
-        # IEIW's dedup and quality rules are the paper's for its own pairs; other families (overlays,
-        # keypoints, enhancement, imported edits) keep every row their builder did not drop.
-        duplicate = row.get("duplicate_of") or calibration.duplicates.get(row["id"])
-        row["duplicate_of"] = duplicate if family == IEIW_FAMILY else None
-        origin = row["origin"]
-        row["split"] = assign_split(origin.get("dataset"), origin.get("image_id"), config.split.val_fraction)
-        for name in new_columns:
-            new_columns[name].append(row[name])
-        if family == IEIW_FAMILY:
-            reason, by = verdict(row, calibration.for_task(row["task"], config.selection))
-            if reason is None:
-                passing += 1
-                if allowance is not None and passing > allowance:
-                    reason, by = QUOTA_REACHED, BY_SELECTION
-        else:
-            reason, by = (str(row["drop_reason"]), "builder") if row.get("drop_reason") else (None, None)
-        keep.append(reason is None)
-        if reason is not None:
-            reasons[reason] += 1
-            rejected.append({k: row.get(k) for k in REJECTED_SCHEMA.names} | {"reason": reason, "rejected_by": by})
+    allowance = calibration.allowance(unit, upstream.get("stats", {}).get("builder"))
+    decided = select_rows(light.to_pylist(), _scores_of(build, unit), calibration, config.selection,
+                          config.split.val_fraction, allowance)
+    return write_selection(build, unit, candidates, decided, calibration, upstream, fingerprint)
+
+
+def write_selection(build: Build, unit: str, candidates: pa.Table, decided: UnitSelection, calibration: Calibration,
+                    upstream: dict[str, Any], fingerprint: str) -> UnitOutcome:
+    """Write one unit's selection: ``rejected/``, each other family's folder, then ``ieiw/`` last (its
+    manifest entry is what marks the unit selected, so a kill before it redoes the unit)."""
+    config = build.config
     table = candidates
-    for name, values in new_columns.items():
+    for name, values in decided.columns.items():
         table = table.set_column(table.schema.get_field_index(name), table.schema.field(name),
                                  pa.array(values, type=PAIR_SCHEMA.field(name).type))
     metadata = with_metadata(PAIR_SCHEMA).metadata
     made = upstream["stats"]
     tasks = sorted({row["task"] for row in candidates.select(["task"]).to_pylist()})
-    present = sorted(set(families))
+    present = sorted(set(decided.families))
     # the unit's source statistics belong to the folder its rows go to (a converter's unit: its family's);
     # derived rows (adaptation captions written beside a converter's edit rows) never own them
     primary = [family for family in present if family not in DERIVED_FAMILIES] or present
@@ -465,55 +511,36 @@ def select_unit(build: Build, unit: str) -> UnitOutcome:
         "skipped": made.get("skipped", {}),
         "candidates": candidates.num_rows,
     }
-    rejected_shard = write_shard(rows_to_table(rejected, REJECTED_SCHEMA), build.out / REJECTED / f"{unit}.parquet")
-    build.manifest(REJECTED).record(unit, rejected_shard, fingerprint, {"rejected": dict(reasons)})
+    rejected_shard = write_shard(rows_to_table(decided.rejected, REJECTED_SCHEMA),
+                                 build.out / REJECTED / f"{unit}.parquet")
+    build.manifest(REJECTED).record(unit, rejected_shard, fingerprint, {"rejected": dict(decided.reasons)})
     outcome_stats: dict[str, Any] = {}
-    # ieiw/ last: its manifest entry is what marks the unit selected, so a kill before it redoes the unit
+    outcome_rows = 0
     for family in sorted((set(present) | _families_holding(build, unit)) - {IEIW_FAMILY}) + [IEIW_FAMILY]:
-        mask = pa.array([k and f == family for k, f in zip(keep, families, strict=True)], type=pa.bool_())
+        mask = pa.array([k and f == family for k, f in zip(decided.keep, decided.families, strict=True)],
+                        type=pa.bool_())
         kept = table.filter(mask).replace_schema_metadata(metadata)
         stats = {
             **(source_stats if family == home else {"builder": made.get("builder"), "records": 0, "candidates": 0}),
             "kept": kept.num_rows,
-            "rejected": dict(reasons) if family == home else {},
-            "splits": dict(Counter(s for s, k, f in zip(new_columns["split"], keep, families, strict=True)
-                                   if k and f == family)),
+            "rejected": dict(decided.reasons) if family == home else {},
+            "splits": dict(Counter(s for s, k, f in zip(decided.columns["split"], decided.keep, decided.families,
+                                                        strict=True) if k and f == family)),
             "thresholds": ({task: calibration.for_task(task, config.selection) for task in tasks
                             if task_family(task) == IEIW_FAMILY} if family == IEIW_FAMILY else {}),
         }
         if family == IEIW_FAMILY and calibration.quotas:  # what `ieiw stats` sums into its quota lines
             stats["quota"] = {"limits": calibration.quotas.get("limits", {}), "builder": made.get("builder"),
-                              "passed": passing, "kept": kept.num_rows}
+                              "passed": decided.passing, "kept": kept.num_rows}
         folder = family_folder(family)
         shard = write_shard(kept, build.out / folder / f"{unit}.parquet")
         family_manifest = build.manifest(folder)
-        if folder != PAIRS and family_manifest.entry(unit) is None and not storage.exists(build.out / folder / "manifest.json"):
+        if folder != PAIRS and family_manifest.entry(unit) is None and not storage.exists(build.out / folder / MANIFEST):
             family_manifest.prepare(build.config_hash, build.backends())
         family_manifest.record(unit, shard, fingerprint, stats)
         if family == IEIW_FAMILY:
             outcome_stats, outcome_rows = stats, shard.rows
     return UnitOutcome(PAIRS, unit, False, outcome_rows, outcome_stats)
-
-
-IEIW_FAMILY = "ieiw"
-DERIVED_FAMILIES = {"adaptation"}  # rows a converter writes beside its own (ieiw/builders/captions.py)
-
-
-def task_family(task: str) -> str:
-    """The registered family of a task value (``ieiw`` for remove/add/replace/web); unknown -> ``ieiw``."""
-    spec = REGISTRY.task(task)
-    return spec.family if spec is not None else IEIW_FAMILY
-
-
-def family_folder(family: str) -> str:
-    """Where a family's kept rows go: ``ieiw/`` for the paper's corpus, ``<family>/`` beside it otherwise."""
-    return PAIRS if family == IEIW_FAMILY else family
-
-
-def other_family_folders(out: Path) -> list[Path]:
-    """The folders of kept rows that are not IEIW (``segmentation/``, ``keypoints/``, ...) in a build."""
-    families = {spec.family for spec in REGISTRY.tasks.values()} - {IEIW_FAMILY}
-    return sorted((out / f for f in families if storage.exists(out / f / "manifest.json")), key=str)
 
 
 def _families_holding(build: Build, unit: str) -> set[str]:
@@ -525,12 +552,23 @@ def _families_holding(build: Build, unit: str) -> set[str]:
     return found
 
 
+def finish(build: Build, failed_units: list[str] | tuple[str, ...] = ()) -> tuple[dict[str, Any], Path]:
+    """The build's last steps, after selection (the flow's summary task and ``ieiw select`` both end here):
+    every folder's unit records folded into its ``manifest.json``, then ``stats.json``, the dataset card
+    (``README.md``) and ``report.html``, so all three always describe the current selection. Returns the
+    stats and the report's path."""
+    compact_all(build.out)
+    stats = compute_stats(build.out / PAIRS)
+    write_stats(stats, build.out / STATS)
+    write_card(build.out)
+    report = write_report(build.out, stats=stats)
+    return stats, report
+
+
 def finished_units(build: Build) -> list[str]:
     """Units with finished candidates and scores: what selection can run on (``ieiw select``)."""
-    from ieiw.schemas.manifest import load_manifest
-
     found = []
     for stage in (CANDIDATES, SCORES):
         path = build.out / stage
-        found.append(set(load_manifest(path)["units"]) if storage.exists(path / "manifest.json") else set())
+        found.append(set(load_manifest(path)["units"]) if storage.exists(path / MANIFEST) else set())
     return sorted(found[0] & found[1])

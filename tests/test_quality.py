@@ -217,6 +217,7 @@ def test_select_rewrites_only_the_selected_shards(make_config, tmp_path):
     out = tmp_path / "out"
     before = {stage: shard_digests(out / stage) for stage in ("candidates", "features", "scores", "ieiw")}
     selected = load_manifest(out / "ieiw")["units"]
+    before_summary = json.loads((out / "stats.json").read_text())
     proc = run_ieiw("select", "--config", config, "--set", "selection.min_target_aesthetic={quantile: 0.5}")
     assert "rewritten" in proc.stdout
     for stage in ("candidates", "features", "scores"):
@@ -226,6 +227,14 @@ def test_select_rewrites_only_the_selected_shards(make_config, tmp_path):
     assert shard_digests(out / "ieiw") != before["ieiw"]
     stats = json.loads(run_ieiw("stats", out / "ieiw", "--json").stdout)
     assert stats["rejected"].get("target_quality_low", 0) >= stats["candidates"] * 0.4
+    # the build's summary follows the new selection, as after a build: stats.json, the card and the report
+    assert json.loads((out / "stats.json").read_text())["rows"] == stats["rows"]
+    assert before_summary["rows"] != stats["rows"], "the stricter threshold keeps fewer pairs"
+    assert f"**{stats['rows']} pairs.**" in (out / "README.md").read_text()
+    report = (out / "report.html").read_text()
+    assert f"<span>{stats['rows']}</span>kept pairs" in report
+    assert f"<span>{stats['rejected_total']}</span>rejected" in report
+    assert f"<td>target_quality_low</td><td class='n'>{stats['rejected']['target_quality_low']}</td>" in report
     assert run_ieiw("verify", out / "ieiw").returncode == 0 and run_ieiw("verify", out / "rejected").returncode == 0
     again = run_ieiw("select", "--config", config, "--set", "selection.min_target_aesthetic={quantile: 0.5}")
     assert "0 rewritten" in again.stdout, "nothing changed: nothing rewritten"

@@ -27,12 +27,10 @@ from prefect.futures import PrefectFuture, as_completed
 from ieiw import runner, stages
 from ieiw.progress import bar as progress_bar
 from ieiw.schemas.units import WorkUnit
-from ieiw.card import write_card
 from ieiw.schemas.config import BuildConfig, absolute_paths, load_config, missing_models
 from ieiw.schemas import storage
-from ieiw.schemas.manifest import compact_all
-from ieiw.report import write_report
-from ieiw.stats import artifact_key, compute_stats, count_table, render_markdown, write_stats
+from ieiw.schemas.layout import PAIRS
+from ieiw.stats import artifact_key, count_table, render_markdown
 
 # Transient trouble (a full disk, an NFS hiccup, a GPU server restart) deserves a retry;
 # bad records never raise, they are counted as failures inside the unit.
@@ -102,14 +100,9 @@ def select_task(config: Config, unit: str) -> stages.UnitOutcome:
 
 @task(name="summarise", cache_policy=NO_CACHE)
 def summarise_task(config: Config, failed_units: list[str]) -> dict[str, Any]:
-    """The manifests compacted, stats.json, the dataset card, the HTML report, and the run's artifacts in
-    the Prefect UI."""
-    out = storage.location(config["out_dir"])  # a local folder or a bucket: storage.py writes either
-    compact_all(out)  # every unit's record folded into its folder's manifest.json (ieiw/schemas/manifest.py)
-    stats = compute_stats(out / stages.PAIRS)
-    write_stats(stats, out / "stats.json")
-    write_card(out)
-    report = write_report(out, stats=stats)
+    """The build's last steps (:func:`ieiw.stages.finish`: manifests compacted, stats.json, the dataset card,
+    the HTML report), and the run's artifacts in the Prefect UI."""
+    stats, report = stages.finish(stages.build_for(config), failed_units)
     key = artifact_key(config["name"])
     create_table_artifact(key=f"ieiw-counts-{key}", table=count_table(stats),
                           description=f"IEIW build {config['name']}: rows per task / source / split, reasons")
@@ -229,7 +222,7 @@ def run_stages(validated: BuildConfig) -> dict[str, Any]:
                         len(stage_outcomes) - skipped, skipped)
     failed_units = [f"{call[-1] if isinstance(call[-1], str) else call[-1].key}: {exc!r}" for call, exc in failed]
     stats = summarise_task(config, failed_units)
-    logger.info("kept %d pairs %s in %s", stats["rows"], stats["by_task"], storage.location(validated.out_dir) / stages.PAIRS)
+    logger.info("kept %d pairs %s in %s", stats["rows"], stats["by_task"], storage.location(validated.out_dir) / PAIRS)
     if failed:
         raise RuntimeError(f"{len(failed)} unit task(s) failed after retries (rerun to resume):\n"
                            + "\n".join(failed_units))

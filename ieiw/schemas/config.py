@@ -23,7 +23,10 @@ from __future__ import annotations
 import copy
 import functools
 import importlib
+import importlib.util
+import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -186,6 +189,26 @@ class BackendConfig(StrictModel):
     def create(self) -> Any:
         """The backend object (models load when it is first used, in the process that uses it)."""
         return REGISTRY.backend(self.kind, self.backend).create(self)
+
+    def uses_gpu(self) -> bool:
+        """Whether this backend may run on a GPU of this process: its ``device`` names CUDA, or is ``auto``
+        where this process sees CUDA. A backend without a ``device`` runs on the CPU or elsewhere (a
+        lama-cleaner or IOPaint server's GPU is the server's); one that differs overrides this."""
+        device = getattr(self, "device", None)
+        if not isinstance(device, str):
+            return False
+        device = device.lower()
+        return device.startswith("cuda") or (device == "auto" and cuda_visible())
+
+
+def cuda_visible() -> bool:
+    """Whether this process sees a CUDA device (torch's answer; False without torch, which is not imported
+    when it is not installed)."""
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def iter_models(value: Any) -> Iterator[BaseModel]:
@@ -379,8 +402,30 @@ def validate_build_config(data: dict[str, Any], source: str = "<config>") -> Bui
 
 
 def load_config(path: Path | str, overrides: dict[str, Any] | None = None) -> BuildConfig:
-    """Read a YAML build config, apply ``{"dotted.key": value}`` overrides, validate."""
-    return validate_build_config(apply_overrides(read_yaml(path), overrides or {}), str(path))
+    """Read a YAML build config, apply ``{"dotted.key": value}`` overrides, validate.
+
+    Once per process for one file (as it is on disk) and one set of overrides: ``ieiw build`` validates
+    before Prefect starts and the flow it runs asks again; configs are frozen, so both share one object."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+        version: tuple = (stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        version = ()  # read_yaml names the problem
+    key = (str(path.absolute()), version, json.dumps(overrides or {}, sort_keys=True, default=repr))
+    with _loaded_lock:
+        config = _loaded.get(key)
+    if config is None:
+        config = validate_build_config(apply_overrides(read_yaml(path), overrides or {}), str(path))
+        with _loaded_lock:
+            _loaded[key] = config
+            while len(_loaded) > 8:
+                _loaded.pop(next(iter(_loaded)))
+    return config
+
+
+_loaded: dict[tuple, BuildConfig] = {}
+_loaded_lock = threading.Lock()
 
 
 def absolute_paths(config: BuildConfig, root: Path | str) -> BuildConfig:
