@@ -9,7 +9,7 @@ PORT   ?= 4200
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: install install-dev build build-multitask test test-integration lama-cleaner iopaint serve bench bench-loader bench-giqa bench-stats bench-removal bench-lama bench-exemplar bench-manifest bench-stages bench-parallel bench-profile bench-scale train verify stats clean
+.PHONY: install install-dev build build-multitask test browser test-integration lama-cleaner iopaint serve bench bench-loader bench-giqa bench-stats bench-removal bench-lama bench-exemplar bench-manifest bench-stages bench-parallel bench-profile bench-scale train verify stats clean
 
 # One stamp per set of extras, so `make build` does not pull the training stack (torch) it does not need.
 $(BIN)/.stamp-%: pyproject.toml
@@ -29,8 +29,20 @@ build-multitask: install  ## demo removal + every converter and importer from sa
 	$(BIN)/ieiw build configs/multitask.yaml
 	@for folder in ieiw segmentation keypoints enhancement editing adaptation; do $(BIN)/ieiw stats out/multitask/$$folder | head -4; done
 
-test: install-dev  ## the whole test suite (CI runs this)
+test: install-dev browser  ## the whole test suite (CI runs this)
 	$(BIN)/python -m pytest -q
+
+# The HTML report's browser test drives Debian's Chromium (playwright cannot download a browser offline).
+# Installed here when this is root with apt; otherwise `make test` stops before any test and says how.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the report's browser test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "make test needs Chromium for the report's browser test: sudo apt-get install -y chromium (Debian/Ubuntu), then make test again" >&2; \
+	    exit 1; \
+	  fi; }
 
 # Inpainting servers in their own venvs, cached outside the checkout (${IEIW_SIDE_VENVS:-~/.cache/ieiw/venvs},
 # keyed by their pins; ~6 GB each): docs/removal.md, "Inpainting servers". Each prints its venv's path.
