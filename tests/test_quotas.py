@@ -86,8 +86,8 @@ def test_quota_keeps_the_first_passing_rows_in_plan_order_and_changing_it_reruns
     assert len(keys) >= 3 and keys[0].startswith("phrasecut-val") and keys != sorted(keys), "plan order != names"
     passing = [r["id"] for r in rows_in_plan_order(out, "ieiw", keys)]
     rejected = rows_in_plan_order(out, "rejected", keys, ("id", "reason"))
-    assert rejected and QUOTA_REACHED not in {r["reason"] for r in rejected}, "no quota: nothing cut (as before)"
-    assert not (build.out / "calibration.json").read_text().count('"quotas"'), "calibration.json as before"
+    assert rejected and QUOTA_REACHED not in {r["reason"] for r in rejected}, "no quota: nothing is cut"
+    assert not (build.out / "calibration.json").read_text().count('"quotas"'), "no quota: calibration.json has no quotas key"
     before = {s: load_manifest(out / s)["units"] for s in ("candidates", "features", "scores", "ieiw")}
 
     quota = len(passing) // 2 + (len(passing) // 2 + 1) % 2  # odd, so the cut may fall between twins

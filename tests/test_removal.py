@@ -8,11 +8,12 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ieiw.schemas.units import BuildContext
 from ieiw.imageio import decode_mask, decode_rgb
 from ieiw.builders.instructions import ADD_TEMPLATES, REMOVE_TEMPLATES, instruction_for
-from ieiw.builders.removal import RemovalBuilder
+from ieiw.builders.removal import RemovalBuilder, RemovalConfig
 from ieiw.builders.removal import PhraseCutSourceConfig, RemovalConfig
 
 
@@ -91,12 +92,12 @@ def test_bad_records_fail_with_file_and_task_id_and_the_unit_still_builds(sample
 
 
 def test_region_policy_skips_are_counted_by_reason_not_as_failures(sample_root, tmp_path):
-    builder = builder_for(sample_root, regions={"min_area": 0.9})
+    builder = builder_for(sample_root, regions={"min_area": 0.9, "max_area": 1.0})
     result = builder.build_unit(builder.plan()[0])
     assert not result.rows and not result.failures
     assert result.skipped == {"region_too_small": 8} and result.stats()["skipped"] == {"region_too_small": 8}
-    # v1 configs' key names still work and mean the same bound
-    old = builder_for(sample_root, max_mask_fraction=0.0001).build_unit(builder.plan()[0])
+    # v1 configs' key names are accepted and mean the same bound
+    old = builder_for(sample_root, min_mask_fraction=0.00001, max_mask_fraction=0.0001).build_unit(builder.plan()[0])
     assert old.skipped == {"region_too_large": 8}
 
     # A copy where record 0 touches the left border; the sample has two-instance phrases of its own.
@@ -125,7 +126,12 @@ def test_instruction_templates_are_many_and_deterministic():
     ids = [f"{i:08x}" + "0" * 24 for i in range(0, 2**32, 2**32 // 240)]
     chosen = Counter(instruction_for("remove", "red circle", rid) for rid in ids)
     assert len(chosen) == len(REMOVE_TEMPLATES), "ids spread over every template"
-    assert instruction_for("add", "the blue square", ids[3]) == instruction_for("add", "the blue square", ids[3])
+    # Pins which shipped template a row id picks: a change rewords the instructions of existing row ids.
+    assert [instruction_for("add", "the blue square", rid) for rid in ids[2:5]] == [
+        "Put a blue square into the scene.",
+        "Insert a blue square where it fits naturally.",
+        "Place a blue square in the picture while keeping everything else unchanged.",
+    ]
     assert "the the" not in " ".join(instruction_for("add", "the blue square", rid) for rid in ids)
 
 
@@ -158,3 +164,14 @@ def test_converted_and_exif_rotated_sources_line_up_with_mask_and_target_and_row
         assert np.abs(source.astype(int) - upright[image_id]).mean() < 8, "the source is shown upright (CMYK costs a few levels)"
         changed = np.abs(source.astype(int) - target).max(axis=2) > 40
         assert changed.any() and (changed <= mask).all(), "what changed lies inside the mask"
+
+
+def test_removal_refuses_a_region_policy_whose_bounds_cross():
+    """One region policy for removal and replacement: its bounds are checked for both."""
+    with pytest.raises(ValueError, match="min_area 0.9 is above max_area 0.5"):
+        RemovalConfig.model_validate({"source": {"root": "x"}, "regions": {"min_area": 0.9}})
+    with pytest.raises(ValueError, match="regions.max_per_image: replacement's keys"):
+        RemovalConfig.model_validate({"source": {"root": "x"}, "regions": {"max_per_image": 3}})
+    partial = RemovalConfig.model_validate({"source": {"root": "x"}, "regions": {"border": "skip"}})
+    assert (partial.regions.min_area, partial.regions.max_per_image) == (0.002, None), "removal's own defaults"
+

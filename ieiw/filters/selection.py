@@ -112,7 +112,8 @@ class SelectionConfig(StrictModel):
         return {name: int(limit) for name, limit in sorted((self.quotas or {}).items()) if limit is not None}
 
     def fingerprint(self) -> dict[str, Any]:
-        """What calibration depends on; a build without quotas fingerprints as before quotas existed."""
+        """What calibration depends on. ``quotas`` counts only while a quota is in force: without one the
+        fingerprint equals that of the same config with no ``quotas`` key, so its calibration is reused."""
         return self.model_dump(mode="json", exclude=set() if self.quota_limits() else {"quotas"})
 
     @field_validator("per_task")
@@ -179,7 +180,9 @@ class Calibration:
     def to_json(self) -> dict[str, Any]:
         out = {"thresholds": self.thresholds, "duplicates": dict(sorted(self.duplicates.items())),
                "candidates": self.candidates}
-        return out | ({"quotas": self.quotas} if self.quotas else {})  # no key without quotas: same bytes as before
+        # no "quotas" key without quotas: a build without them writes the same calibration.json whatever
+        # its selection.quotas section holds (none, {}, or only nulls)
+        return out | ({"quotas": self.quotas} if self.quotas else {})
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Calibration:

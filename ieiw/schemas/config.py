@@ -297,7 +297,7 @@ class RunnerConfig(StrictModel):
         return self
 
 
-# ``out_dir``: a local folder (kept as a Path, as before) or an object-storage URL such as
+# ``out_dir``: a local folder (kept as a Path) or an object-storage URL such as
 # ``s3://bucket/prefix`` (kept as its string: a Path would fold ``//``). docs/scale.md, "Object storage".
 OutDir = Annotated[Path | str, BeforeValidator(storage.config_value)]
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ieiw.schemas import storage
-from ieiw.schemas.manifest import load_manifest
 from ieiw.schemas.registry import REGISTRY
 
 EXEMPLARS = "exemplars"  # per-unit index inputs of builders with an index stage (replacement: object crops)
@@ -83,7 +82,7 @@ def pairs_folder(path: Path | str) -> Path:
     if storage.exists(path / PAIRS / MANIFEST):
         return path / PAIRS
     if storage.exists(path / MANIFEST):
-        stage = load_manifest(path).get("stage")
+        stage = storage.read_json(path / MANIFEST).get("stage")  # a snapshot's stage never changes
         if stage != PAIRS:
             raise NotABuildError(f"{path}: a {stage!r} stage folder; give the build's out folder or its {PAIRS}/")
         return path

@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from ieiw.schemas import storage
+from ieiw.schemas.layout import MANIFEST
 from ieiw.schemas.rows import SCHEMA_VERSION
 from ieiw.schemas.shards import ShardFile
 
-MANIFEST_NAME = "manifest.json"
 UNITS_DIR = "units"
 BUILDS_DIR = "builds"
 FORMAT = "ieiw-manifest/1"
@@ -50,7 +50,7 @@ class ManifestError(RuntimeError):
 
 
 def manifest_path(folder: Path) -> Path:
-    return storage.location(folder) / MANIFEST_NAME
+    return storage.location(folder) / MANIFEST
 
 
 def _record_name(key: str) -> str:
@@ -233,7 +233,7 @@ def compact_all(out: Path) -> dict[str, int]:
     """:func:`compact` every stage folder of a build's out folder; records folded, by folder. Folders
     whose ``manifest.json`` is another kind (the exemplar index's, ``index-<builder>/``) are no stage
     folders and are left alone."""
-    return {p.parent.name: n for p in storage.glob(out, f"*/{MANIFEST_NAME}")
+    return {p.parent.name: n for p in storage.glob(out, f"*/{MANIFEST}")
             if _is_stage_manifest(p) and (n := compact(p.parent))}
 
 

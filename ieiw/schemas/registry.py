@@ -164,12 +164,6 @@ class Registry:
                         "Is the package that provides it (and its extras) installed?"
                     ) from exc
 
-    def load_all(self) -> None:
-        """Import every registered module of every group (for listings and docs)."""
-        for kind in GROUPS:
-            for name in self.entry_points(kind):
-                self._load(kind, name)
-
     # -- lookups --------------------------------------------------------------------------------
     def builder(self, section: str) -> BuilderSpec | None:
         if section not in self.builders:

@@ -2,11 +2,11 @@
 
 Every read and write under a build's ``out_dir`` goes through these helpers, so the stages, manifests,
 stats, verify and the trainer's reader do not care which it is. A location is a :class:`pathlib.Path`
-for a local folder (and for a ``file://`` URL, which becomes its local path), unchanged from before,
-or a :class:`upath.UPath` for a URL. UPath (universal_pathlib) rather than bare fsspec calls because the
-build composes paths with ``/``, ``.name``, ``.stem`` and ``.parent`` everywhere: a UPath keeps that
-code identical for a bucket, and underneath it is fsspec's filesystem (``location.fs``), which the
-helpers here use for what must differ:
+for a local folder (and for a ``file://`` URL, which becomes its local path), so a local build runs
+on plain paths, or a :class:`upath.UPath` for a URL. UPath (universal_pathlib) rather than bare fsspec
+calls because the build composes paths with ``/``, ``.name``, ``.stem`` and ``.parent`` everywhere: a
+UPath keeps that code identical for a bucket, and underneath it is fsspec's filesystem
+(``location.fs``), which the helpers here use for what must differ:
 
 - Writes are atomic both ways. Local: temp file + fsync + rename (:func:`atomic_file`). Object storage has no rename, but one PUT of a finished object is atomic: an
   object appears whole or not at all. So the bytes are made in memory first and sent with one
@@ -111,7 +111,8 @@ def is_remote(path: Any) -> bool:
 
 
 def config_value(value: Any) -> Any:
-    """How a config keeps an output location: a local path as ``Path`` (as before), a URL as its string."""
+    """How a config keeps an output location: a local path as ``Path``, a URL as its string (a ``Path``
+    would fold the ``//`` of ``s3://``)."""
     if isinstance(value, str):
         where = location(value)
         return str(where) if is_remote(where) else where
@@ -202,14 +203,6 @@ def sha256(path: Path) -> str:
         while block := handle.read(CHUNK):
             digest.update(block)
     return digest.hexdigest()
-
-
-def open_read(path: Path) -> IO[bytes]:
-    """A binary file object; on object storage, every read is one ranged GET (no read-ahead cache)."""
-    path = location(path)
-    if is_remote(path):
-        return path.fs.open(path.path, "rb", cache_type="none")
-    return open(path, "rb")
 
 
 # -- Parquet ------------------------------------------------------------------------------------------

@@ -52,9 +52,10 @@ def test_two_ranks_two_workers_cover_every_row_once_per_epoch(stage_folder):
 
 
 def test_loader_workers_forked_after_a_flow_in_this_process_exit_cleanly(stage_folder):
-    """A flow run in this process starts Prefect's log shipper; DataLoader workers forked afterwards
-    used to fail an assert in its inherited exit hook and exit with code 1 (a notebook that builds, then
-    streams). Each worker must finish with code 0 and every row must arrive."""
+    """A flow run in this process starts Prefect's log shipper; a DataLoader worker forked afterwards
+    inherits its thread-exit hook, whose assert fails in the child and makes it exit with code 1 unless
+    ieiw.training.data drops that hook after a fork (a notebook that builds, then streams). Each worker
+    must finish with code 0 and every row must arrive."""
     from prefect import flow, get_run_logger
 
     @flow
