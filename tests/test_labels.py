@@ -38,7 +38,7 @@ def test_label_sources_are_the_documented_three():
 
 # -- vocabularies -----------------------------------------------------------------------------------
 def test_the_default_vocabulary_ships_with_the_package_and_reads_well():
-    assert resources.files("ieiw.builders").joinpath("vocab/objects.txt").is_file()
+    assert resources.files("ieiw.backends").joinpath("vocab/objects.txt").is_file()
     names = default_vocabulary()
     assert 200 <= len(names) <= 400
     assert len({n.lower() for n in names}) == len(names)
@@ -149,9 +149,9 @@ def test_zero_shot_labels_through_a_tiny_clip(tiny_clip):
 
     # several prompts: the normalised mean of their text embeddings
     both = ZeroShotLabeler(clip, vocabulary, ["a photo of {a_phrase}", "{The_phrase} in a photo."])
-    single = [ZeroShotLabeler(clip, vocabulary, p).text_embeddings() for p in both.prompts]
+    single = [ZeroShotLabeler(clip, vocabulary, p).text_embeddings for p in both.prompts]
     mean = single[0] + single[1]  # both rows unit-norm: the mean's direction
-    np.testing.assert_allclose(both.text_embeddings(), mean / np.linalg.norm(mean, axis=1, keepdims=True), atol=1e-5)
+    np.testing.assert_allclose(both.text_embeddings, mean / np.linalg.norm(mean, axis=1, keepdims=True), atol=1e-5)
 
 
 class PlantedFeatures:

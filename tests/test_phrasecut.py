@@ -386,10 +386,3 @@ def test_bad_image_ids_and_unlisted_images_fail_per_record(tmp_path):
             load_image(record)
         reasons.append(err.value.failure.reason)
     assert reasons == ["bad_image_id", "no_image_info", "no_phrase"]
-
-
-def test_load_image_unpacks_like_the_old_tuple(tmp_path):
-    data = saved(Image.fromarray(upright_scene()), "JPEG")
-    image, _ = one_image(tmp_path, data)
-    raw, pixels = image
-    assert raw is image.data and pixels is image.pixels

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from ieiw_testing import run_ieiw
 
-from ieiw.schemas import shards
+from ieiw.schemas import shards, storage
 from ieiw.schemas.manifest import LayoutChanged, Manifest, ManifestError, load_manifest, verify_folder
 from ieiw.schemas.rows import SCHEMA_VERSION, SCHEMA_VERSION_KEY, image_cell, row_id, rows_to_table
 
@@ -60,7 +60,7 @@ def test_rows_to_table_rejects_unknown_task_and_missing_required_field():
 def test_write_shard_is_atomic_and_records_hash(tmp_path, monkeypatch):
     table = rows_to_table([pair_row(i) for i in range(5)])
     info = shards.write_shard(table, tmp_path / "a.parquet")
-    assert info.rows == 5 and info.sha256 == shards.sha256_file(tmp_path / "a.parquet")
+    assert info.rows == 5 and info.sha256 == storage.sha256_file(tmp_path / "a.parquet")
     meta = pq.read_schema(tmp_path / "a.parquet").metadata
     assert int(meta[SCHEMA_VERSION_KEY]) == SCHEMA_VERSION and b"huggingface" in meta
 
@@ -69,7 +69,7 @@ def test_write_shard_is_atomic_and_records_hash(tmp_path, monkeypatch):
         assert Path(src).stat().st_size == info.bytes, "the temp file was fully written"
         raise OSError("disk full")
 
-    monkeypatch.setattr(shards.os, "replace", dying_replace)
+    monkeypatch.setattr(storage.os, "replace", dying_replace)
     with pytest.raises(OSError, match="disk full"):
         shards.write_shard(table, tmp_path / "b.parquet")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.parquet"]
@@ -148,10 +148,10 @@ def test_temp_cleanup_removes_only_files_no_live_build_owns(tmp_path):
     of another host) stays; an old one of another host, or an unnamed old one, goes."""
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    host = shards.HOST
+    host = storage.HOST
     names = {
         "killed": f".tmp-{host}-{dead.pid}-x1.parquet",
-        "live": f"{shards.temp_prefix()}x2.parquet",                 # this process: a live writer
+        "live": f"{storage.temp_prefix()}x2.parquet",                 # this process: a live writer
         "other_recent": ".tmp-otherhost-123-x3.parquet",
         "other_old": ".tmp-otherhost-456-x4.parquet",
         "unnamed_old": ".tmp-abc.parquet",                           # a writer of an older ieiw
@@ -161,19 +161,19 @@ def test_temp_cleanup_removes_only_files_no_live_build_owns(tmp_path):
         (tmp_path / name).write_bytes(b"half")
     (tmp_path / "units").mkdir()
     (tmp_path / "units" / names["killed"].replace(".parquet", ".json")).write_bytes(b"{")
-    old = time.time() - shards.STALE_AFTER_S - 60
+    old = time.time() - storage.STALE_AFTER_S - 60
     for key in ("other_old", "unnamed_old"):
         os.utime(tmp_path / names[key], (old, old))
     (tmp_path / "keep.parquet").write_bytes(b"whole")
-    removed = {p.relative_to(tmp_path).as_posix() for p in shards.remove_stale_temp_files(tmp_path)}
+    removed = {p.relative_to(tmp_path).as_posix() for p in storage.remove_stale_temp_files(tmp_path)}
     assert removed == {names["killed"], names["other_old"], names["unnamed_old"],
                        "units/" + names["killed"].replace(".parquet", ".json")}
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(
         ["keep.parquet", names["live"], names["other_recent"], names["unnamed_recent"]])
     # atomic writes name their writer, so a concurrent build's cleanup leaves them alone
-    fd, tmp = __import__("tempfile").mkstemp(prefix=shards.temp_prefix(), dir=tmp_path)
+    fd, tmp = __import__("tempfile").mkstemp(prefix=storage.temp_prefix(), dir=tmp_path)
     os.close(fd)
-    assert not shards.temp_owner_gone(Path(tmp))
+    assert not storage.temp_owner_gone(Path(tmp))
 
 
 def test_recording_a_unit_is_one_small_file_and_compaction_folds_records_in(tmp_path):

@@ -18,7 +18,7 @@ ViT-L/14; only comparable within one model).
 
 **Vocabularies** (:func:`read_vocabulary`):
 
-- the default, ``ieiw/builders/vocab/objects.txt``, shipped with ieiw: a hand-written list of ~340 common
+- the default, ``ieiw/backends/vocab/objects.txt``, shipped with ieiw: a hand-written list of ~340 common
   object names, one per line, ``#`` comments (Open Images' class list cannot be downloaded here);
 - Open Images' class-description CSV (``LabelName,DisplayName`` rows such as ``/m/0bt9lr,Dog``, with or
   without that header line, as in ``class-descriptions-boxable.csv`` and ``oidv7-class-descriptions.csv``):
@@ -46,6 +46,7 @@ from pydantic import Field, field_validator
 
 from ieiw.schemas.config import ModelPath, StrictModel
 from ieiw.schemas.filehash import path_digest
+from ieiw.schemas.lazy import locked_cached_property
 
 OPEN_IMAGES = "open-images"
 CLIP_ZERO_SHOT = "clip-zero-shot"
@@ -146,7 +147,6 @@ class ZeroShotLabeler:
                 check_template(template)
             except ValueError as exc:
                 raise ValueError(f"zero-shot prompt {template!r}: {exc}") from None
-        self._text: np.ndarray | None = None
 
     def texts(self) -> list[list[str]]:
         """The prompts each vocabulary name is embedded with (names made phrases by ``label_phrase``)."""
@@ -154,20 +154,19 @@ class ZeroShotLabeler:
 
         return [[render(template, label_phrase(name)) for template in self.prompts] for name in self.vocabulary]
 
+    @locked_cached_property
     def text_embeddings(self) -> np.ndarray:
         """(vocabulary, dim) float32, L2-normalised; computed once."""
-        if self._text is None:
-            texts = self.texts()
-            flat = self.features.text_features([text for group in texts for text in group])
-            mean = flat.reshape(len(texts), len(self.prompts), -1).mean(axis=1)
-            self._text = (mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-        return self._text
+        texts = self.texts()
+        flat = self.features.text_features([text for group in texts for text in group])
+        mean = flat.reshape(len(texts), len(self.prompts), -1).mean(axis=1)
+        return (mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
     def similarities(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """(crops, vocabulary) cosine similarities of RGB uint8 crops to every name."""
         if not len(crops):
             return np.zeros((0, len(self.vocabulary)), np.float32)
-        return self.features.image_features(list(crops)) @ self.text_embeddings().T
+        return self.features.image_features(list(crops)) @ self.text_embeddings.T
 
     def label(self, crops: Sequence[np.ndarray]) -> list[Label]:
         scores = self.similarities(crops)
@@ -179,7 +178,7 @@ class ZeroShotLabelsConfig(StrictModel):
     """``labels:`` of a replacement config: where unlabelled regions' names come from."""
 
     vocabulary: ModelPath = Field(None, description="a names file or Open Images' class-description CSV; "
-                                                    "default: the shipped ieiw/builders/vocab/objects.txt")
+                                                    "default: the shipped ieiw/backends/vocab/objects.txt")
     prompt: str | list[str] = Field(DEFAULT_PROMPT, description="CLIP prompt(s) with a phrase placeholder")
 
     @field_validator("prompt")
