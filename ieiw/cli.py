@@ -262,7 +262,8 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write the kept pairs for InstructDiffusion, diffusers or WebDataset")
     p.add_argument("path", help="the build's out folder (or its ieiw/ folder)")
-    p.add_argument("--format", required=True, choices=["instructdiffusion", "hf-instructpix2pix", "webdataset"])
+    p.add_argument("--format", required=True, choices=["instructdiffusion", "hf-instructpix2pix", "webdataset"],
+                   help="the layout to write (docs/commands.md, 'Exports')")
     p.add_argument("--out", required=True, help="the export folder (new, empty, or an earlier export: replaced whole)")
     p.add_argument("--takedown", action="append", default=[], metavar="FILE",
                    help="leave out rows whose id, record id, URL or edit URL is in FILE (one a line, # comments)")

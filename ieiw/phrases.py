@@ -407,10 +407,9 @@ class TemplateError(ValueError):
     """A paraphrase file or template ieiw cannot use; the one-line message names the file and template."""
 
 
-def check_template(template: str, task: str = "remove") -> None:
-    """Raise ``ValueError`` saying what is wrong with one template of ``task`` (see the module docstring)."""
-    replace = task == "replace"
-    allowed_names = REPLACE_PLACEHOLDERS if replace else PLACEHOLDERS
+def template_placeholders(template: str) -> list[str]:
+    """The placeholder names of a one-line template, in order. ``ValueError`` for an empty or multi-line
+    template, an unmatched brace, or a placeholder with a format spec or conversion (``{name:>9}``, ``{name!r}``)."""
     if not template.strip():
         raise ValueError("empty template")
     if "\n" in template or "\r" in template:
@@ -419,18 +418,28 @@ def check_template(template: str, task: str = "remove") -> None:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
         raise ValueError(f"{exc} (write a literal brace as {{{{ or }}}})") from None
-    names = set()
+    names = []
     for _, name, spec, conversion in parsed:
         if name is None:
             continue
+        if spec or conversion:
+            raise ValueError(f"placeholder {{{name}}} has a format spec or conversion; write just {{{name}}}")
+        names.append(name)
+    return names
+
+
+def check_template(template: str, task: str = "remove") -> None:
+    """Raise ``ValueError`` saying what is wrong with one template of ``task`` (see the module docstring)."""
+    replace = task == "replace"
+    allowed_names = REPLACE_PLACEHOLDERS if replace else PLACEHOLDERS
+    names = set()
+    for name in template_placeholders(template):
         if name == "":
             raise ValueError("empty placeholder {}: name it, e.g. {the_phrase}")
         if name not in allowed_names:
             allowed = ", ".join("{" + p + "}" for p in sorted(p for p in allowed_names if p.islower()))
             example = "{The_source}" if replace else "{The_phrase}"
             raise ValueError(f"unknown placeholder {{{name}}}; allowed: {allowed} (capitalised: {example})")
-        if spec or conversion:
-            raise ValueError(f"placeholder {{{name}}} has a format spec or conversion; write just {{{name}}}")
         names.add(name.lower())
     if replace:
         if not names & SOURCE_PLACEHOLDERS:

@@ -266,7 +266,7 @@ def test_scoring_config_runs_clip_then_the_improved_head(tiny_clip, improved_hea
 
     [scorer] = [s.create() for s in scoring.scorers]
     calls = []
-    scorer._head().register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
+    scorer.head.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
     scores = score_pairs(pairs, [scorer], context)
     assert calls == [3], "the three distinct images go through the head in one batch"
     by_hand = improved_by_hand(state, np.stack([stored[i.key] for i in images]))

@@ -543,7 +543,7 @@ def test_sam_preflight_names_the_checkpoint(tmp_path):
     (line,) = SamRegionsConfig(checkpoint=wrong, model_type="vit_h").preflight()
     assert "set model_type" in line
     with pytest.raises(FileNotFoundError, match="checkpoint is not set"):
-        SamRegionProposer(SamRegionsConfig()).generator()
+        SamRegionProposer(SamRegionsConfig()).generator
     folder = ImageFolderSourceConfig.model_validate({"root": str(tmp_path), "regions": {"backend": "sam"}})
     assert any("checkpoint is not set" in line for line in folder.preflight())
     assert SamRegionsConfig(device="cuda").row_params() == SamRegionsConfig(device="cpu").row_params()
@@ -556,11 +556,11 @@ def test_embedded_proposals_find_the_planted_objects(replace_sample):
     by_id = {e.image_id: e for e in source.read(0, source.count())}
     images = tmp = ImageFolderSource(replace_sample / "open-images" / "images", EmbeddedRegionsConfig(),
                                      dataset="folder")
-    assert isinstance(tmp.proposer(), EmbeddedRegionProposer)
+    assert isinstance(tmp.proposer, EmbeddedRegionProposer)
     found = total = kept_found = 0
     for item in truth:
-        entry = images.read(images.files().index(images.root / f"{item['image_id']}.jpg"),
-                            images.files().index(images.root / f"{item['image_id']}.jpg") + 1)[0]
+        entry = images.read(images.files.index(images.root / f"{item['image_id']}.jpg"),
+                            images.files.index(images.root / f"{item['image_id']}.jpg") + 1)[0]
         assert all(r.predicted_iou is None and r.stability_score is None for r in entry.regions)
         kept, _ = choose(entry.regions, RegionPolicy())
         for planted in by_id[item["image_id"]].regions:

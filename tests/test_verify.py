@@ -47,14 +47,14 @@ def test_embedded_check_passes_real_removals_and_drops_both_pairs_of_a_region_le
     assert all(r["scores"]["verification_backend"] == "embedded-context-v1" for r in removed)
 
     left = builder(sample_root)
-    left._inpainter = Unchanged()
+    left.inpainter = Unchanged()
     kept_in_place = rows_of(left)
     assert len(kept_in_place) == 48 and {r["task"] for r in kept_in_place} == {"remove", "add"}
     assert all(r["drop_reason"] == DROP_REASON for r in kept_in_place), "remove AND its flipped add"
     assert max(r["scores"]["verification"] for r in kept_in_place) < 0.05
 
     unverified = builder(sample_root, verify=None)
-    unverified._inpainter = Unchanged()
+    unverified.inpainter = Unchanged()
     assert all(r["drop_reason"] is None and r["scores"] is None for r in rows_of(unverified))
 
 
@@ -78,7 +78,7 @@ def test_clip_check_runs_through_transformers(sample_root, tmp_path):
     assert all(isinstance(s, float) for s in scores) and len(set(scores)) > 1
     assert {r["scores"]["verification_backend"] for r in made} == {"clip-drop:clip"}
     left = builder(sample_root, verify=verify)
-    left._inpainter = Unchanged()
+    left.inpainter = Unchanged()
     same = rows_of(left)
     assert all(abs(r["scores"]["verification"]) < 1e-6 and r["drop_reason"] == DROP_REASON for r in same)
 

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
+from ieiw.schemas.lazy import locked_cached_property
 from ieiw.sources.regions import BadRle, Region, rle_mask
 from ieiw.schemas.config import BackendConfig, ModelPath
 from ieiw.schemas.registry import register_backend
@@ -108,8 +109,8 @@ class SamRegionProposer:
 
     def __init__(self, config: SamRegionsConfig, model: Any = None):
         self.config = config
-        self._model = model
-        self._generator = None
+        if model is not None:
+            self.model = model
 
     @classmethod
     def from_model(cls, config: SamRegionsConfig, model: Any) -> SamRegionProposer:
@@ -129,20 +130,20 @@ class SamRegionProposer:
         model = sam_model_registry[self.config.model_type](checkpoint=str(self.config.checkpoint))
         return model.to(torch_device(self.config.device)).eval()
 
-    def generator(self) -> Any:
-        if self._generator is None:
-            from segment_anything import SamAutomaticMaskGenerator
+    @locked_cached_property
+    def model(self) -> Any:
+        return self.load_model()
 
-            if self._model is None:
-                self._model = self.load_model()
-            self._generator = SamAutomaticMaskGenerator(self._model, output_mode="coco_rle",
-                                                        **self.config.generator_params())
-        return self._generator
+    @locked_cached_property
+    def generator(self) -> Any:
+        from segment_anything import SamAutomaticMaskGenerator
+
+        return SamAutomaticMaskGenerator(self.model, output_mode="coco_rle", **self.config.generator_params())
 
     def propose(self, pixels: np.ndarray, *, dataset: str, image_id: str, image_path: Path,
                 source_file: str | None = None) -> list[Region]:
         height, width = pixels.shape[:2]
-        outputs = self.generator().generate(np.ascontiguousarray(pixels, dtype=np.uint8))
+        outputs = self.generator.generate(np.ascontiguousarray(pixels, dtype=np.uint8))
         regions = []
         for index, item in enumerate(outputs):
             try:

@@ -43,9 +43,9 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import Field
 
 from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
-from ieiw.phrases import TemplateError
 from ieiw.schemas.source_image import SourceImage
 from ieiw.builders.captions import OVERLAY_TASK, add_caption_rows, captions_fingerprint, captions_preflight
+from ieiw.builders.template_files import template_file_problems
 from ieiw.builders.overlay import (
     ALPHA,
     mask_png,
@@ -59,7 +59,7 @@ from ieiw.samples.segmentation import SampleSpec, ensure_cocostuff_sample
 from ieiw.imageio import encode, extension
 from ieiw.schemas.config import BuilderConfig
 from ieiw.schemas.registry import register_builder
-from ieiw.schemas.rows import canonical_json, image_cell, row_id, stable_hash
+from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id, stable_hash
 
 DATASET = "cocostuff"
 TASK = "segment"
@@ -90,12 +90,7 @@ class CocoStuffConfig(BuilderConfig):
     def preflight(self) -> list[str]:
         if not self.enabled:
             return []
-        lines = []
-        if self.templates is not None:
-            try:
-                templates_for(self.templates)
-            except TemplateError as exc:
-                lines.append(f"cocostuff.templates: {exc}")
+        lines = template_file_problems("cocostuff.templates", self.templates, templates_for)
         root = Path(self.root)
         if not (root / "labels.txt").exists() and self.samples is not None:
             return lines
@@ -323,28 +318,13 @@ class CocoStuffBuilder(CandidateBuilder):
             "mask": mask,
             "width": width,
             "height": height,
-            "origin": {
-                "dataset": DATASET,
-                "split": c.split,
-                "record_id": f"{stem}:{label_id if label_id is not None else 'none'}",
-                "image_id": stem,
-                "phrase": name,
-                "url": None,
-                "license": LICENSE,
-                "authors": None,
-                "edit_url": None,
-                "created_utc": None,
-            },
+            "origin": origin_cell(dataset=DATASET, split=c.split,
+                                  record_id=f"{stem}:{label_id if label_id is not None else 'none'}", image_id=stem,
+                                  phrase=name, license=LICENSE),
             "exemplar": None,
             "scores": None,
-            "builder": {
-                "name": self.name,
-                "backend": "overlay",
-                "embedded": False,
-                "model": None,
-                "seed": c.seed,
-                "params": canonical_json({**self.params(), **extra, "source_image": image.provenance()}),
-            },
+            "builder": builder_cell(name=self.name, backend="overlay", embedded=False, seed=c.seed,
+                                    params={**self.params(), **extra, "source_image": image.provenance()}),
             "drop_reason": None,
         }
 

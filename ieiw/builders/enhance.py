@@ -47,26 +47,23 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import string
-import threading
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import cv2
 import numpy as np
 import PIL
-import yaml
 from pydantic import Field, field_validator
 
+from ieiw.builders.template_files import load_packaged_template_file, load_template_file, template_file_problems
 from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
-from ieiw.phrases import TemplateError
 from ieiw.schemas.source_image import SourceImage
 from ieiw.imageio import ImageDecodeError, Orientation, decode, encode, extension
 from ieiw.schemas.config import BuilderConfig, StrictModel
 from ieiw.schemas.registry import register_builder
-from ieiw.schemas.rows import canonical_json, image_cell, row_id, stable_hash
+from ieiw.schemas.lazy import locked_cached_property
+from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id, stable_hash
 from ieiw.sources.degradations import DATASET_DEGRADATION, DEGRADATIONS, degrade, image_seed
 
 NAME = "enhance"
@@ -98,27 +95,10 @@ class TaskTemplates:
         return hashlib.sha256(repr(self.sentences).encode()).hexdigest()[:16]
 
 
-def parse_task_templates(data: Any, task: str, source: str) -> TaskTemplates:
-    """``{task: [sentence, ...]}``; a sentence is one line with no placeholder."""
-    if not isinstance(data, dict) or set(data) != {task}:
-        raise TemplateError(f"{source}: a {task} template file is a mapping with one key, {task}:, holding a "
-                            "list of instructions")
-    items = data[task]
-    if not isinstance(items, list) or not items:
-        raise TemplateError(f"{source}: {task}: must be a non-empty list of instructions")
-    for index, text in enumerate(items):
-        where = f"{source}: {task}[{index}] {text!r}"
-        if not isinstance(text, str) or not text.strip() or "\n" in text:
-            raise TemplateError(f"{where}: an instruction is one non-empty line")
-        try:
-            fields = [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
-        except ValueError as exc:
-            raise TemplateError(f"{where}: {exc}") from None
-        if fields:
-            raise TemplateError(f"{where}: {task} instructions take no placeholder")
-    if len(set(items)) != len(items):
-        raise TemplateError(f"{source}: {task}: the same instruction twice")
-    return TaskTemplates(task, tuple(" ".join(t.split()) for t in items), source)
+def _task_templates(task: str, lists: dict[str, tuple[str, ...]], source: str) -> TaskTemplates:
+    """A task's file holds one list, ``{task}:``, of sentences without placeholders; runs of white space
+    in a sentence become one space."""
+    return TaskTemplates(task, tuple(" ".join(t.split()) for t in lists[task]), source)
 
 
 def load_task_templates(task: str, path: str | Path | None = None) -> TaskTemplates:
@@ -127,21 +107,13 @@ def load_task_templates(task: str, path: str | Path | None = None) -> TaskTempla
         raise ValueError(f"no templates for {task!r}; tasks: {', '.join(TEMPLATE_TASKS)}")
     if path is None:
         return _default_task_templates(task)
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise TemplateError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise TemplateError(f"{path}: not YAML: {str(exc).splitlines()[0]}") from None
-    return parse_task_templates(data, task, str(path))
+    return _task_templates(task, load_template_file(path, {task: ()}), str(Path(path)))
 
 
 @functools.lru_cache(maxsize=None)
 def _default_task_templates(task: str) -> TaskTemplates:
     name = f"templates/{task}.yaml"
-    text = resources.files("ieiw.builders").joinpath(name).read_text(encoding="utf-8")
-    return parse_task_templates(yaml.safe_load(text), task, name)
+    return _task_templates(task, load_packaged_template_file(name, {task: ()}), name)
 
 
 # -- config --------------------------------------------------------------------------------------
@@ -185,12 +157,9 @@ class EnhanceConfig(BuilderConfig):
     def preflight(self) -> list[str]:
         if not self.enabled:
             return []
-        lines = []
-        for task, path in self.templates.items():
-            try:
-                load_task_templates(task, path)
-            except TemplateError as exc:
-                lines.append(f"enhance.templates.{task}: {exc}")
+        lines = [line for task, path in self.templates.items()
+                 for line in template_file_problems(f"enhance.templates.{task}", path,
+                                                    functools.partial(load_task_templates, task))]
         if not Path(self.root).exists():
             if self.samples is None:
                 lines.append(f"enhance: {self.root}: not found; get {self.dataset} (docs/multitask.md, Enhancement) "
@@ -389,15 +358,10 @@ class EnhanceBuilder(CandidateBuilder):
     def __init__(self, config: EnhanceConfig, context: BuildContext):
         self.config = config
         self.unit_size = context.unit_size
-        self._lock = threading.Lock()
-        self._listing: Listing | None = None
 
-    @property
+    @locked_cached_property
     def listing(self) -> Listing:
-        with self._lock:
-            if self._listing is None:
-                self._listing = listing(self.config)
-            return self._listing
+        return listing(self.config)
 
     @functools.cached_property
     def templates(self) -> dict[str, TaskTemplates]:
@@ -522,27 +486,12 @@ class EnhanceBuilder(CandidateBuilder):
             "mask": image_cell(encode(mask * 255, "png"), f"{stem}_mask.png") if mask is not None else None,
             "width": width,
             "height": height,
-            "origin": {
-                "dataset": c.dataset,
-                "split": c.split if not self.synthetic else None,
-                "record_id": record.key,
-                "image_id": image_id,
-                "phrase": None,
-                "url": None,
-                "license": LICENSES[c.dataset],
-                "authors": None,
-                "edit_url": None,
-                "created_utc": None,
-            },
+            "origin": origin_cell(dataset=c.dataset, split=c.split if not self.synthetic else None,
+                                  record_id=record.key, image_id=image_id, license=LICENSES[c.dataset]),
             "exemplar": None,
             "scores": None,
-            "builder": {
-                "name": NAME,
-                "backend": "synthetic-degradation" if self.synthetic else "paired-folders",
-                "embedded": embedded,
-                "model": None,
-                "seed": c.seed if self.synthetic else None,
-                "params": canonical_json({**params, **extra}),
-            },
+            "builder": builder_cell(name=NAME, backend="synthetic-degradation" if self.synthetic else "paired-folders",
+                                    embedded=embedded, seed=c.seed if self.synthetic else None,
+                                    params={**params, **extra}),
             "drop_reason": None,
         }

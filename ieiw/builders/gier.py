@@ -34,7 +34,6 @@ Failures name the JSON file and the pair's index: ``bad_record`` (not an object,
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -44,6 +43,7 @@ from pydantic import Field
 from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
 from ieiw.builders.importers import ImportFormatError, check_same_size, edit_row, read_image
 from ieiw.schemas.config import BuilderConfig, StrictModel
+from ieiw.schemas.lazy import locked_cached_property
 from ieiw.schemas.registry import register_builder
 from ieiw.schemas.rows import stable_hash
 
@@ -156,37 +156,32 @@ class GierBuilder(CandidateBuilder):
     def __init__(self, config: GierConfig, context: BuildContext):
         self.config = config
         self.unit_size = context.unit_size
-        self._lock = threading.Lock()
-        self._source: GierSource | None = None
 
-    @property
+    @locked_cached_property
     def source(self) -> GierSource:
-        with self._lock:
-            if self._source is None:
-                path = self.config.annotations_path()
-                pairs = load_pairs(path)
-                if self.config.limit:
-                    pairs = pairs[: self.config.limit]
-                urls_file = Path(self.config.root) / "url_dict.json"
+        path = self.config.annotations_path()
+        pairs = load_pairs(path)
+        if self.config.limit:
+            pairs = pairs[: self.config.limit]
+        urls_file = Path(self.config.root) / "url_dict.json"
+        urls = {}
+        if urls_file.is_file():
+            try:
+                loaded = json.loads(urls_file.read_text(encoding="utf-8"))
+                if isinstance(loaded, dict):
+                    urls = {k: v for k, v in loaded.items() if isinstance(v, str)}
+            except (UnicodeDecodeError, json.JSONDecodeError):
                 urls = {}
-                if urls_file.is_file():
-                    try:
-                        loaded = json.loads(urls_file.read_text(encoding="utf-8"))
-                        if isinstance(loaded, dict):
-                            urls = {k: v for k, v in loaded.items() if isinstance(v, str)}
-                    except (UnicodeDecodeError, json.JSONDecodeError):
-                        urls = {}
-                seen: dict[str, int] = {}
-                repeats: dict[int, int] = {}
-                for index, pair in enumerate(pairs):
-                    if isinstance(pair, dict) and isinstance(pair.get("output"), str):
-                        key = _stem(pair["output"])
-                        if key in seen:
-                            repeats[index] = seen[key]
-                        else:
-                            seen[key] = index
-                self._source = GierSource(path, pairs, urls, repeats)
-            return self._source
+        seen: dict[str, int] = {}
+        repeats: dict[int, int] = {}
+        for index, pair in enumerate(pairs):
+            if isinstance(pair, dict) and isinstance(pair.get("output"), str):
+                key = _stem(pair["output"])
+                if key in seen:
+                    repeats[index] = seen[key]
+                else:
+                    seen[key] = index
+        return GierSource(path, pairs, urls, repeats)
 
     def prepare(self) -> None:
         spec = self.config.samples

@@ -26,7 +26,6 @@ promises equal sizes).
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,8 @@ from ieiw.schemas.units import CandidateBuilder, SourceRecordError, UnitResult, 
 from ieiw.schemas.source_image import SourceImage
 from ieiw.imageio import ImageDecodeError, Orientation, decode, extension
 from ieiw.schemas.config import BuilderConfig
-from ieiw.schemas.rows import canonical_json, image_cell, row_id
+from ieiw.schemas.lazy import locked_cached_property
+from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id
 
 TASK = "edit"
 PARQUET_PATTERNS = ("data/{split}-*.parquet", "data/{split}/*.parquet", "{split}/*.parquet", "{split}-*.parquet")
@@ -220,8 +220,8 @@ def read_cell_image(value: Any, folder: Path | None, record_id: str, file: str, 
     return read_image(data, record_id, file, where)
 
 
-def clean_instruction(text: Any, record_id: str, file: str, where: str) -> str:
-    """The instruction on one line (runs of whitespace become one space); ``empty_instruction`` when nothing
+def read_cell_instruction(text: Any, record_id: str, file: str, where: str) -> str:
+    """An instruction cell's text on one line (runs of whitespace become one space); ``empty_instruction`` when nothing
     is left or it is no string."""
     if not isinstance(text, str) or not text.strip():
         raise SourceRecordError("empty_instruction", record_id, file, f"{where}: instruction is {text!r}")
@@ -258,29 +258,13 @@ def edit_row(*, builder: str, dataset: str, split: str | None, record_id: str, i
         "mask": image_cell(mask, f"{stem}_mask.png") if mask is not None else None,
         "width": source.width,
         "height": source.height,
-        "origin": {
-            "dataset": dataset,
-            "split": split,
-            "record_id": record_id,
-            "image_id": image_id,
-            "phrase": None,
-            "url": url,
-            "license": license,
-            "authors": None,
-            "edit_url": edit_url,
-            "created_utc": None,
-        },
+        "origin": origin_cell(dataset=dataset, split=split, record_id=record_id, image_id=image_id, url=url,
+                              license=license, edit_url=edit_url),
         "exemplar": None,
         "scores": None,
-        "builder": {
-            "name": builder,
-            "backend": backend,
-            "embedded": False,
-            "model": None,
-            "seed": seed,
-            "params": canonical_json({**params, **extra, "source_image": source.provenance(),
-                                      "target_image": target.provenance()}),
-        },
+        "builder": builder_cell(name=builder, backend=backend, embedded=False, seed=seed,
+                                params={**params, **extra, "source_image": source.provenance(),
+                                        "target_image": target.provenance()}),
         "drop_reason": None,
     }
 
@@ -330,15 +314,10 @@ class ParquetImporter:
     def __init__(self, config: ParquetImportConfig, unit_size: int):
         self.config = config
         self.unit_rows = config.unit_rows or unit_size
-        self._lock = threading.Lock()
-        self._parts: list[ParquetPart] | None = None
 
-    @property
+    @locked_cached_property
     def parts(self) -> list[ParquetPart]:
-        with self._lock:
-            if self._parts is None:
-                self._parts = self.config.parts()
-            return self._parts
+        return self.config.parts()
 
     def overrides(self) -> dict[str, str]:
         return dict(getattr(self.config, "columns", {}) or {})

@@ -95,18 +95,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Sequence
-from importlib import resources
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, PrivateAttr, field_validator
 
-from ieiw.phrases import TemplateError, check_template, label_phrase, render, render_replace
+from ieiw.builders.template_files import check_templates, load_packaged_template_file, load_template_file
+from ieiw.phrases import check_template, label_phrase, render, render_replace
 
 TASKS = ("remove", "add", "replace")
 DEFAULT_TEMPLATES_FILE = "templates/default.yaml"  # inside the ieiw.builders package
+OPTIONAL_TASKS = ("replace",)  # a file without replace: loads; asking it for a replace template is an error
+# each task's templates follow the phrase grammar of ieiw.phrases.check_template
+RULES = {task: functools.partial(check_template, task=task) for task in TASKS}
 
 # --- templates -----------------------------------------------------------------------------------
 
@@ -125,20 +126,9 @@ class Templates(BaseModel):
     @field_validator("remove", "add", "replace")
     @classmethod
     def _valid(cls, templates: tuple[str, ...] | None, info) -> tuple[str, ...] | None:
-        if templates is None and info.field_name == "replace":
+        if templates is None and info.field_name in OPTIONAL_TASKS:
             return None
-        if not templates:
-            raise ValueError("empty list; give at least one template")
-        seen: set[str] = set()
-        for index, template in enumerate(templates):
-            try:
-                check_template(template, info.field_name)
-            except ValueError as exc:
-                raise ValueError(f"[{index}] {template!r}: {exc}") from None
-            if template in seen:
-                raise ValueError(f"[{index}] {template!r}: listed twice")
-            seen.add(template)
-        return templates
+        return check_templates(templates, RULES[info.field_name])
 
     @property
     def source(self) -> str:
@@ -148,7 +138,8 @@ class Templates(BaseModel):
     @property
     def digest(self) -> str:
         """Identity of the template set (changes whenever a template does), e.g. for a build fingerprint.
-        A set without replace templates keeps the digest it had before replace existed."""
+        Absent tasks are left out, so a set without replace templates has the digest of its remove and
+        add lists alone."""
         return self.digest_for(TASKS)
 
     def digest_for(self, tasks: Sequence[str]) -> str:
@@ -177,55 +168,22 @@ class Templates(BaseModel):
         return templates[key % len(templates)]
 
 
-def _where(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "file"
+def _templates(lists: Mapping[str, tuple[str, ...]], source: str) -> Templates:
+    templates = Templates(**lists)
+    templates._source = source
+    return templates
 
 
 def load_templates(path: str | Path) -> Templates:
     """Read and check a paraphrase file (module docstring); :class:`TemplateError` names what is wrong."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TemplateError(f"{path}: template file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TemplateError(f"{path}: cannot read: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise TemplateError(f"{path}: not valid YAML{where}: {problem}") from None
-    if not isinstance(data, dict):
-        raise TemplateError(f"{path}: expected a mapping with remove: and add: lists (and optionally replace:), "
-                            f"found {type(data).__name__}")
-    try:
-        templates = Templates.model_validate(data)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key; a template file has only remove:, add: and (optionally) replace: lists"
-        elif error["type"] == "missing":
-            message = "missing; a template file has a remove: and an add: list"
-        more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
-        where = _where(tuple(error["loc"]))
-        where += message if message.startswith("[") else f": {message}"  # "remove[1] 'Zap {x}.': ..."
-        raise TemplateError(f"{path}: {where}{more}") from None
-    templates._source = str(path)
-    return templates
+    return _templates(load_template_file(path, RULES, OPTIONAL_TASKS), str(Path(path)))
 
 
 @functools.lru_cache(maxsize=1)
 def default_templates() -> Templates:
     """The templates shipped with ieiw (``ieiw/builders/templates/default.yaml``)."""
-    resource = resources.files("ieiw.builders").joinpath(DEFAULT_TEMPLATES_FILE)
-    with resources.as_file(resource) as path:
-        return load_templates(path)
+    return _templates(load_packaged_template_file(DEFAULT_TEMPLATES_FILE, RULES, OPTIONAL_TASKS),
+                      DEFAULT_TEMPLATES_FILE)
 
 
 REMOVE_TEMPLATES = default_templates().remove

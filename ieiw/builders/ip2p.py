@@ -31,9 +31,9 @@ from ieiw.builders.importers import (
     ParquetImportConfig,
     ParquetImporter,
     check_same_size,
-    clean_instruction,
     edit_row,
     read_cell_image,
+    read_cell_instruction,
 )
 from ieiw.schemas.config import StrictModel
 from ieiw.schemas.registry import register_builder
@@ -112,8 +112,8 @@ class InstructPix2PixBuilder(ParquetImportBuilder):
         record_id = f"{part.name}:{index}"
         file = str(part.path)
         where = f"row {index} (row group {group})"
-        instruction = clean_instruction(values[columns["instruction"]], record_id, file,
-                                        f"{where}: column {columns['instruction']}")
+        instruction = read_cell_instruction(values[columns["instruction"]], record_id, file,
+                                            f"{where}: column {columns['instruction']}")
         source = read_cell_image(values[columns["source"]], part.path.parent, record_id, file,
                                  f"{where}: column {columns['source']}")
         target = read_cell_image(values[columns["target"]], part.path.parent, record_id, file,

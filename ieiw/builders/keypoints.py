@@ -61,25 +61,22 @@ from __future__ import annotations
 import functools
 import json
 import math
-import string
-import threading
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import Field, field_validator
 
 from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
-from ieiw.phrases import TemplateError
 from ieiw.schemas.source_image import SourceImage
+from ieiw.builders.template_files import load_packaged_template_file, load_template_file, template_file_problems
 from ieiw.builders.captions import KEYPOINTS_TASK, add_caption_rows, captions_fingerprint, captions_preflight
 from ieiw.imageio import ImageDecodeError, Orientation, SizeMismatch, decode, encode, extension
 from ieiw.schemas.config import BuilderConfig, StrictModel
 from ieiw.schemas.registry import register_builder
-from ieiw.schemas.rows import canonical_json, image_cell, row_id, stable_hash
+from ieiw.schemas.lazy import locked_cached_property
+from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id, stable_hash
 from ieiw.sources.keypoints import JOINTS, LICENSES, WORDS, Person, PoseSource, default_split
 
 NAME = "keypoints"
@@ -101,6 +98,7 @@ RADIUS_AT_256 = 10
 REFERENCE_SIDE = 256
 
 DEFAULT_TEMPLATES = "templates/keypoints.yaml"
+TEMPLATE_KINDS = {NAME: {"color", "joint"}}  # one list of pieces; each piece uses {color} and {joint}
 
 
 def joint_words(dataset: str, mode: str = "words") -> tuple[str, ...]:
@@ -151,49 +149,16 @@ class PoseTemplates:
         return ", ".join(parts) + "."
 
 
-def parse_pose_templates(data: Any, source: str) -> PoseTemplates:
-    """``{"keypoints": [piece, ...]}``; each piece uses ``{color}`` and ``{joint}`` and nothing else."""
-    if not isinstance(data, dict) or set(data) != {NAME}:
-        raise TemplateError(f"{source}: a keypoint template file is a mapping with one key, keypoints:, "
-                            "holding a list of pieces")
-    items = data[NAME]
-    if not isinstance(items, list) or not items:
-        raise TemplateError(f"{source}: keypoints: must be a non-empty list of template pieces")
-    for index, piece in enumerate(items):
-        where = f"{source}: keypoints[{index}] {piece!r}"
-        if not isinstance(piece, str) or not piece.strip() or "\n" in piece:
-            raise TemplateError(f"{where}: a piece is one non-empty line")
-        try:
-            names = {name for _, name, spec, conv in string.Formatter().parse(piece) if name is not None}
-            specs = [spec or conv for _, name, spec, conv in string.Formatter().parse(piece) if name is not None]
-        except ValueError as exc:
-            raise TemplateError(f"{where}: {exc} (a literal brace is {{{{ or }}}})") from None
-        if names != {"color", "joint"} or any(specs):
-            raise TemplateError(f"{where}: a piece uses exactly {{color}} and {{joint}} (no other placeholder, "
-                                "no format spec)")
-    if len(set(items)) != len(items):
-        raise TemplateError(f"{source}: keypoints: the same piece twice")
-    return PoseTemplates(tuple(items), source)
-
-
 def load_pose_templates(path: str | Path | None = None) -> PoseTemplates:
     """The shipped pieces (``path`` None) or a file of the same form; :class:`TemplateError` names the file."""
     if path is None:
         return _default_templates()
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise TemplateError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise TemplateError(f"{path}: not YAML: {str(exc).splitlines()[0]}") from None
-    return parse_pose_templates(data, str(path))
+    return PoseTemplates(load_template_file(path, TEMPLATE_KINDS)[NAME], str(Path(path)))
 
 
 @functools.lru_cache(maxsize=1)
 def _default_templates() -> PoseTemplates:
-    text = resources.files("ieiw.builders").joinpath(DEFAULT_TEMPLATES).read_text(encoding="utf-8")
-    return parse_pose_templates(yaml.safe_load(text), DEFAULT_TEMPLATES)
+    return PoseTemplates(load_packaged_template_file(DEFAULT_TEMPLATES, TEMPLATE_KINDS)[NAME], DEFAULT_TEMPLATES)
 
 
 # -- config --------------------------------------------------------------------------------------
@@ -267,12 +232,7 @@ class KeypointsConfig(BuilderConfig):
     def preflight(self) -> list[str]:
         if not self.enabled:
             return []
-        lines = []
-        if self.templates is not None:
-            try:
-                load_pose_templates(self.templates)
-            except TemplateError as exc:
-                lines.append(f"keypoints.templates: {exc}")
+        lines = template_file_problems("keypoints.templates", self.templates, load_pose_templates)
         if not Path(self.root).exists() and self.samples is not None:
             return lines  # the sample is written by prepare()
         ann, images = self.annotation_path(), self.image_folder()
@@ -437,16 +397,11 @@ class KeypointsBuilder(CandidateBuilder):
     def __init__(self, config: KeypointsConfig, context: BuildContext):
         self.config = config
         self.unit_size = context.unit_size
-        self._lock = threading.Lock()
-        self._source: PoseSource | None = None
 
-    @property
+    @locked_cached_property
     def source(self) -> PoseSource:
-        with self._lock:
-            if self._source is None:
-                self._source = PoseSource.load(self.config.dataset, self.config.annotation_path(), self.config.image_folder(),
-                                                self.config.limit)
-            return self._source
+        return PoseSource.load(self.config.dataset, self.config.annotation_path(), self.config.image_folder(),
+                               self.config.limit)
 
     @functools.cached_property
     def templates(self) -> PoseTemplates:
@@ -563,28 +518,13 @@ class KeypointsBuilder(CandidateBuilder):
             "mask": image_cell(encode(union * 255, "png"), f"{stem}_{person.tag}_mask.png"),
             "width": width,
             "height": height,
-            "origin": {
-                "dataset": c.dataset,
-                "split": c.split_name,
-                "record_id": person.record_id,
-                "image_id": person.image_id,
-                "phrase": ", ".join(d["joint"] for d in drawn),
-                "url": person.url,
-                "license": person.license if c.dataset == "coco" else LICENSES[c.dataset],
-                "authors": None,
-                "edit_url": None,
-                "created_utc": None,
-            },
+            "origin": origin_cell(dataset=c.dataset, split=c.split_name, record_id=person.record_id,
+                                  image_id=person.image_id, phrase=", ".join(d["joint"] for d in drawn), url=person.url,
+                                  license=person.license if c.dataset == "coco" else LICENSES[c.dataset]),
             "exemplar": None,
             "scores": None,
-            "builder": {
-                "name": NAME,
-                "backend": "discs",
-                "embedded": False,
-                "model": None,
-                "seed": c.seed,
-                "params": canonical_json({**params, "radius": radius, "marks": drawn, "person": box,
-                                          "source_image": image.provenance()}),
-            },
+            "builder": builder_cell(name=NAME, backend="discs", embedded=False, seed=c.seed,
+                                    params={**params, "radius": radius, "marks": drawn, "person": box,
+                                            "source_image": image.provenance()}),
             "drop_reason": None,
         }

@@ -22,7 +22,6 @@ Failures name the file and the row: ``unreadable_image``, ``missing_image``, ``e
 
 from __future__ import annotations
 
-import threading
 import warnings
 from io import BytesIO
 from pathlib import Path
@@ -40,13 +39,14 @@ from ieiw.builders.importers import (
     ParquetImporter,
     cell_bytes,
     check_same_size,
-    clean_instruction,
     edit_row,
     iter_rows,
     read_cell_image,
+    read_cell_instruction,
 )
 from ieiw.imageio import encode
 from ieiw.schemas.config import StrictModel
+from ieiw.schemas.lazy import locked_cached_property
 from ieiw.schemas.registry import register_builder
 
 NAME = "magicbrush"
@@ -135,8 +135,6 @@ class MagicBrushBuilder(ParquetImportBuilder):
     def __init__(self, config: MagicBrushConfig, context: BuildContext):
         self.config = config
         self.files = MagicBrushFiles(config, context.unit_size)
-        self._lock = threading.Lock()
-        self._repeats: dict[tuple[str, int], tuple[str, int]] | None = None
 
     def prepare(self) -> None:
         spec = self.config.samples
@@ -145,14 +143,11 @@ class MagicBrushBuilder(ParquetImportBuilder):
 
             ensure_magicbrush_sample(Path(self.config.root), **spec.model_dump())
 
-    @property
+    @locked_cached_property
     def _first_seen(self) -> dict[tuple[str, int], tuple[str, int]]:
         """(file, row) of the first row with the same ``{img_id}:{turn_index}``, keyed by (file, row) of each
         repeat: the two small key columns of every file, read once per process."""
-        with self._lock:
-            if self._repeats is None:
-                self._repeats = self._scan_keys()
-            return self._repeats
+        return self._scan_keys()
 
     def _scan_keys(self) -> dict[tuple[str, int], tuple[str, int]]:
         first: dict[str, tuple[str, int]] = {}
@@ -193,8 +188,8 @@ class MagicBrushBuilder(ParquetImportBuilder):
         if earlier is not None:
             raise SourceRecordError("duplicate_record", record_id, file,
                                     f"{where}: img_id {img_id} turn {turn} is also row {earlier[1]} of {earlier[0]}")
-        instruction = clean_instruction(values[columns["instruction"]], record_id, file,
-                                        f"{where}: column {columns['instruction']}")
+        instruction = read_cell_instruction(values[columns["instruction"]], record_id, file,
+                                            f"{where}: column {columns['instruction']}")
         source = read_cell_image(values[columns["source"]], part.path.parent, record_id, file,
                                  f"{where}: column {columns['source']}")
         target = read_cell_image(values[columns["target"]], part.path.parent, record_id, file,

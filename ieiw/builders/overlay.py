@@ -19,17 +19,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-import string
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from ieiw.builders.template_files import load_packaged_template_file, load_template_file
 from ieiw.schemas.units import SourceRecordError
-from ieiw.phrases import TemplateError
 from ieiw.schemas.source_image import SourceImage
 from ieiw.imageio import ImageDecodeError, Orientation, SizeMismatch, decode, encode
 from ieiw.schemas.rows import stable_hash
@@ -96,7 +93,7 @@ def mask_png(mask: np.ndarray) -> bytes:
 
 # -- templates -----------------------------------------------------------------------------------
 DOUBLE_ARTICLE = re.compile(r"\bthe (the|a|an) ")
-TEMPLATE_KINDS = {"segment": {"object", "color"}, "nothing": set()}  # kind -> placeholders it must use
+TEMPLATE_KINDS = {"segment": {"object", "color"}, "nothing": set()}  # kind -> the placeholders it uses
 DEFAULT_TEMPLATES = "templates/segmentation.yaml"  # inside this package
 
 
@@ -125,66 +122,16 @@ class SegTemplates:
         return self.pick("nothing", row_id).format()
 
 
-def _check_template(source: str, kind: str, index: int, template: Any) -> str:
-    where = f"{source}: {kind}[{index}] {template!r}"
-    if not isinstance(template, str) or not template.strip():
-        raise TemplateError(f"{where}: a template is a non-empty string")
-    if "\n" in template:
-        raise TemplateError(f"{where}: a template is one line")
-    try:
-        fields = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise TemplateError(f"{where}: {exc} (a literal brace is {{{{ or }}}})") from None
-    used = set()
-    for _, name, spec, conversion in fields:
-        if name is None:
-            continue
-        if name not in TEMPLATE_KINDS["segment"] or spec or conversion:
-            allowed = ", ".join("{" + p + "}" for p in sorted(TEMPLATE_KINDS["segment"]))
-            raise TemplateError(f"{where}: unknown placeholder {{{name}}}; allowed: {allowed}")
-        used.add(name)
-    need = TEMPLATE_KINDS[kind]
-    if used != need:
-        wanted = ", ".join("{" + p + "}" for p in sorted(need)) or "no placeholder"
-        raise TemplateError(f"{where}: a {kind} template uses {wanted}")
-    return template
-
-
-def parse_templates(data: Any, source: str) -> SegTemplates:
-    if not isinstance(data, dict):
-        raise TemplateError(f"{source}: a template file is a mapping with segment: and nothing: lists")
-    unknown = set(data) - set(TEMPLATE_KINDS)
-    if unknown:
-        raise TemplateError(f"{source}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
-                            f"allowed: {', '.join(TEMPLATE_KINDS)}")
-    lists = {}
-    for kind in TEMPLATE_KINDS:
-        items = data.get(kind)
-        if not isinstance(items, list) or not items:
-            raise TemplateError(f"{source}: {kind}: must be a non-empty list of templates")
-        checked = [_check_template(source, kind, i, t) for i, t in enumerate(items)]
-        if len(set(checked)) != len(checked):
-            raise TemplateError(f"{source}: {kind}: the same template twice")
-        lists[kind] = tuple(checked)
-    return SegTemplates(segment=lists["segment"], nothing=lists["nothing"], source=source)
-
-
 def load_seg_templates(path: str | Path) -> SegTemplates:
-    """A template file of the shipped form; :class:`TemplateError` with one line naming the file."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise TemplateError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise TemplateError(f"{path}: not YAML: {str(exc).splitlines()[0]}") from None
-    return parse_templates(data, str(path))
+    """A template file of the shipped form; :class:`~ieiw.phrases.TemplateError` with one line naming the file."""
+    lists = load_template_file(path, TEMPLATE_KINDS)
+    return SegTemplates(segment=lists["segment"], nothing=lists["nothing"], source=str(Path(path)))
 
 
 @functools.lru_cache(maxsize=1)
 def default_seg_templates() -> SegTemplates:
-    text = resources.files("ieiw.builders").joinpath(DEFAULT_TEMPLATES).read_text()
-    return parse_templates(yaml.safe_load(text), DEFAULT_TEMPLATES)
+    lists = load_packaged_template_file(DEFAULT_TEMPLATES, TEMPLATE_KINDS)
+    return SegTemplates(segment=lists["segment"], nothing=lists["nothing"], source=DEFAULT_TEMPLATES)
 
 
 def templates_for(path: Path | None) -> SegTemplates:

@@ -47,7 +47,6 @@ import functools
 import io
 import json
 import pickle
-import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,9 +56,9 @@ import numpy as np
 from pydantic import Field
 
 from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
-from ieiw.phrases import TemplateError
 from ieiw.schemas.source_image import SourceImage
 from ieiw.builders.captions import OVERLAY_TASK, add_caption_rows, captions_fingerprint, captions_preflight, coco_id
+from ieiw.builders.template_files import template_file_problems
 from ieiw.builders.overlay import (
     ALPHA,
     mask_png,
@@ -74,7 +73,8 @@ from ieiw.samples.segmentation import GREFCOCO_MARKER, SampleSpec, ensure_refcoc
 from ieiw.imageio import encode, extension
 from ieiw.schemas.config import BuilderConfig
 from ieiw.schemas.registry import register_builder
-from ieiw.schemas.rows import canonical_json, image_cell, row_id
+from ieiw.schemas.lazy import locked_cached_property
+from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id
 
 TASK = "refer-segment"
 LICENSES = {
@@ -130,12 +130,7 @@ class RefCocoConfig(BuilderConfig):
     def preflight(self) -> list[str]:
         if not self.enabled:
             return []
-        lines = []
-        if self.templates is not None:
-            try:
-                templates_for(self.templates)
-            except TemplateError as exc:
-                lines.append(f"{self.variant}.templates: {exc}")
+        lines = template_file_problems(f"{self.variant}.templates", self.templates, templates_for)
         if self.samples is not None and not (Path(self.root) / GREFCOCO_MARKER).exists():
             return lines  # the sample is made by the build's prepare step
         try:
@@ -223,14 +218,13 @@ class RefSource:
                  limit: int | None = None):
         self.variant, self.refs_path, self.instances_path = variant, Path(refs_path), Path(instances_path)
         self.images_dir, self.split, self.limit = Path(images_dir), split, limit
-        self._lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: RefCocoConfig) -> RefSource:
         return cls(config.variant, config.refs_path(), config.instances_path(), config.images_dir(), config.split,
                    config.limit)
 
-    @functools.cached_property
+    @locked_cached_property
     def _loaded(self) -> dict[str, Any]:
         refs = load_refs_file(self.refs_path)
         instances = load_instances(self.instances_path)
@@ -258,8 +252,7 @@ class RefSource:
                 "categories_in_image": categories_in_image, "by_category": dict(by_category)}
 
     def check(self) -> None:
-        with self._lock:
-            _ = self._loaded
+        _ = self._loaded
 
     @property
     def refs(self) -> list[Ref]:
@@ -540,28 +533,13 @@ class RefCocoBuilder(CandidateBuilder):
             "mask": mask,
             "width": image.width,
             "height": image.height,
-            "origin": {
-                "dataset": self.dataset,
-                "split": ref.split,
-                "record_id": record,
-                "image_id": str(image_id),
-                "phrase": phrase,
-                "url": url if isinstance(url, str) else None,
-                "license": LICENSES[self.dataset],
-                "authors": None,
-                "edit_url": None,
-                "created_utc": None,
-            },
+            "origin": origin_cell(dataset=self.dataset, split=ref.split, record_id=record, image_id=str(image_id),
+                                  phrase=phrase, url=url if isinstance(url, str) else None,
+                                  license=LICENSES[self.dataset]),
             "exemplar": None,
             "scores": None,
-            "builder": {
-                "name": self.name,
-                "backend": "overlay",
-                "embedded": False,
-                "model": None,
-                "seed": self.config.seed,
-                "params": canonical_json({**self.params(), **extra, "source_image": image.provenance()}),
-            },
+            "builder": builder_cell(name=self.name, backend="overlay", embedded=False, seed=self.config.seed,
+                                    params={**self.params(), **extra, "source_image": image.provenance()}),
             "drop_reason": None,
         }
 

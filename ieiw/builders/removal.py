@@ -11,7 +11,6 @@ that fails verification still yields both rows, with ``drop_reason``, so ``rejec
 from __future__ import annotations
 
 import functools
-import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +22,7 @@ from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError
 from ieiw.backends.inpaint.base import Inpainter
 from ieiw.backends.inpaint.opencv import OpenCVInpaintConfig
 from ieiw.builders.instructions import Templates, default_templates, instruction_for, load_templates
+from ieiw.builders.template_files import template_file_problems
 from ieiw.sources.phrasecut import PhraseCutRecord, PhraseCutSource, load_image, record_mask
 from ieiw.schemas.source_image import SourceImage
 from ieiw.samples.phrasecut import ensure_phrasecut_sample
@@ -31,7 +31,8 @@ from ieiw.imageio import encode, extension
 from ieiw.builders.region_policy import REMOVAL_DEFAULTS, RegionPolicy, removal_policy, with_defaults
 from ieiw.schemas.config import BuilderConfig, StrictModel, backend_field
 from ieiw.schemas.registry import register_builder
-from ieiw.schemas.rows import canonical_json, image_cell, row_id
+from ieiw.schemas.lazy import locked_cached_property
+from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id
 
 DATASET = "phrasecut"
 LICENSE = "CC BY 4.0 (Visual Genome)"
@@ -84,8 +85,8 @@ class RemovalConfig(BuilderConfig):
     @model_validator(mode="before")
     @classmethod
     def _old_area_keys(cls, data: Any) -> Any:
-        """v1 configs had ``min_mask_fraction`` / ``max_mask_fraction``; they are ``regions.min_area`` /
-        ``max_area`` now (measured on the region itself, before dilation)."""
+        """A v1 config's ``min_mask_fraction`` / ``max_mask_fraction`` are read as ``regions.min_area`` /
+        ``max_area`` (measured on the region itself, before dilation), so v1 configs load unchanged."""
         if isinstance(data, dict) and ({"min_mask_fraction", "max_mask_fraction"} & data.keys()):
             data = dict(data)
             regions = dict(data.get("regions") or {})
@@ -102,12 +103,7 @@ class RemovalConfig(BuilderConfig):
         starts) and the paraphrase file."""
         if not self.enabled:
             return []
-        lines = []
-        if self.templates is not None:
-            try:
-                load_templates(self.templates)
-            except ValueError as exc:
-                lines.append(f"removal.templates: {exc}")
+        lines = template_file_problems("removal.templates", self.templates, load_templates)
         root = Path(self.source.root)
         if not (root / "image_data_split.json").exists():
             if self.source.samples is None:
@@ -143,33 +139,24 @@ class RemovalBuilder(CandidateBuilder):
     def __init__(self, config: RemovalConfig, context: BuildContext):
         self.config = config
         self.unit_size = context.unit_size
-        self._lock = threading.Lock()
-        self._inpainter: Inpainter | None = None
-        self._verifier: RemovalVerifier | None = None
 
     @functools.cached_property
     def source(self) -> PhraseCutSource:
         src = self.config.source
         return PhraseCutSource(src.root, src.splits, src.limit)
 
-    @property
+    @locked_cached_property
     def inpainter(self) -> Inpainter:
         """Constructed (and its model loaded) on first use, once per process."""
-        with self._lock:
-            if self._inpainter is None:
-                self._inpainter = self.config.inpaint.create()
-            return self._inpainter
+        return self.config.inpaint.create()
 
     @functools.cached_property
     def templates(self) -> Templates:
         return load_templates(self.config.templates) if self.config.templates else default_templates()
 
-    @property
+    @locked_cached_property
     def verifier(self) -> RemovalVerifier | None:
-        with self._lock:
-            if self._verifier is None and self.config.verify is not None:
-                self._verifier = self.config.verify.create()
-            return self._verifier
+        return self.config.verify.create() if self.config.verify is not None else None
 
     def prepare(self) -> None:
         spec = self.config.source.samples
@@ -276,29 +263,14 @@ class RemovalBuilder(CandidateBuilder):
         inpainted = image_cell(inpainted_bytes, f"{record.image_id}_inpainted.{extension(inpainted_bytes)}")
         mask_cell = image_cell(encode(mask * 255, "png"), f"{record.image_id}_mask.png")
         height, width = pixels.shape[:2]
-        origin = {
-            "dataset": DATASET,
-            "split": record.split,
-            "record_id": record.task_id,
-            "image_id": str(record.image_id),
-            "phrase": record.phrase,
-            "url": record.url,
-            "license": LICENSE,
-            "authors": None,
-            "edit_url": None,
-            "created_utc": None,
-        }
+        origin = origin_cell(dataset=DATASET, split=record.split, record_id=record.task_id,
+                             image_id=str(record.image_id), phrase=record.phrase, url=record.url, license=LICENSE)
         inpaint = self.config.inpaint
-        builder = {
-            "name": self.name,
-            "backend": inpaint.label(),
-            "embedded": inpaint.embedded,
-            "model": inpaint.model_id(),
-            "seed": c.seed,
-            # the id's parameters, plus how the source image was read (converted, EXIF-transposed:
-            # then re-encoded so source and target agree in every viewer)
-            "params": canonical_json({**params, "source_image": image.provenance()}),
-        }
+        # params: the id's parameters, plus how the source image was read (converted, EXIF-transposed:
+        # then re-encoded so source and target agree in every viewer)
+        builder = builder_cell(name=self.name, backend=inpaint.label(), embedded=inpaint.embedded,
+                               model=inpaint.model_id(), seed=c.seed,
+                               params={**params, "source_image": image.provenance()})
         verify = self.config.verify
         scores = {"verification": score, "verification_backend": verify.label()} if verify is not None else None
         pairs = [("remove", original, inpainted)]

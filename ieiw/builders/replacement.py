@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import json
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from pydantic import Field
 
 from ieiw.schemas.units import BuildContext, CandidateBuilder, Failure, SourceRecordError, UnitResult, WorkUnit
 from ieiw.builders.instructions import Templates, default_templates, load_templates, replace_instruction
+from ieiw.builders.template_files import template_file_problems
 from ieiw.backends.labels import CLIP_ZERO_SHOT, EMBEDDED_NEAREST, ZeroShotLabelsConfig, nearest_labelled_many
 from ieiw.sources.regions import ImageRegions, load_source_image
 from ieiw.builders.region_policy import RegionPolicy, choose, replacement_policy
@@ -44,9 +44,11 @@ from ieiw.builders.exemplars import ExemplarIndex, ExemplarIndexConfig
 from ieiw.backends.features.embedded import EmbeddedFeaturesConfig
 from ieiw.imageio import decode_rgb, encode, extension
 from ieiw.schemas.config import BuilderConfig, backend_field
+from ieiw.schemas.layout import index_folder
 from ieiw.schemas.manifest import load_manifest
 from ieiw.schemas.registry import register_builder
-from ieiw.schemas.rows import canonical_json, image_cell, row_id, stable_hash
+from ieiw.schemas.lazy import OncePerKey, locked_cached_property
+from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id, stable_hash
 from ieiw.schemas import storage
 from ieiw.schemas.storage import atomic_write_bytes
 from ieiw.schemas.shards import read_shard
@@ -92,13 +94,8 @@ class ReplacementConfig(BuilderConfig):
     seed: int = 0
 
     def preflight(self) -> list[str]:
-        lines = []
-        if self.templates is not None:
-            try:
-                load_templates(self.templates).for_task("replace")
-            except ValueError as exc:
-                lines.append(f"replacement.templates: {exc}")
-        return lines
+        return template_file_problems("replacement.templates", self.templates,
+                                      lambda path: load_templates(path).for_task("replace"))
 
 
 def object_crop(pixels: np.ndarray, mask: np.ndarray, bbox: tuple[int, int, int, int]) -> np.ndarray:
@@ -124,26 +121,23 @@ class ReplacementBuilder(CandidateBuilder):
         self.config = config
         self.context = context
         self.unit_size = context.unit_size
-        self._lock = threading.RLock()  # re-entrant: making the labeler asks for the features
-        self._made: dict[str, Any] = {}
+        self._made = OncePerKey()  # per source, index fingerprint and exemplar unit
 
     # -- lazily made parts --------------------------------------------------------------------------
-    def _get(self, key: str, make) -> Any:
-        with self._lock:
-            if key not in self._made:
-                self._made[key] = make()
-            return self._made[key]
-
     def reader(self, index: int) -> Any:
-        return self._get(f"source-{index}", lambda: self.config.sources[index].open(self.context.root))
+        return self._made.get(f"source-{index}", lambda: self.config.sources[index].open(self.context.root))
 
-    @property
+    @locked_cached_property
     def features(self) -> Any:
-        return self._get("features", self.config.features.create)
+        return self.config.features.create()
 
-    @property
+    @locked_cached_property
     def repainter(self) -> Any:
-        return self._get("repaint", self.config.repaint.create)
+        return self.config.repaint.create()
+
+    @locked_cached_property
+    def labeler(self) -> Any:
+        return self.config.labels.labeler(self.features)
 
     @functools.cached_property
     def templates(self) -> Templates:
@@ -151,7 +145,7 @@ class ReplacementBuilder(CandidateBuilder):
 
     @property
     def index_path(self) -> Path:
-        return self.context.out_dir / f"index-{self.name}"
+        return index_folder(self.context.out_dir, self.name)
 
     def index(self) -> tuple[ExemplarIndex, pa.Table]:
         """The persisted index and its region table, loaded once per process (per index fingerprint).
@@ -163,7 +157,7 @@ class ReplacementBuilder(CandidateBuilder):
             folder = storage.local_copy(self.index_path, stamp)
             return ExemplarIndex.load(folder, self.config.index), read_shard(folder / "regions.parquet")
 
-        return self._get(f"index-{stamp}", load)
+        return self._made.get(f"index-{stamp}", load)
 
     # -- the builder interface ----------------------------------------------------------------------
     def prepare(self) -> None:
@@ -245,8 +239,7 @@ class ReplacementBuilder(CandidateBuilder):
         vectors = self.features.image_features(crops) if crops else np.zeros((0, 1), np.float32)
         unlabelled = [i for i, row in enumerate(rows) if row["label"] is None]
         if unlabelled and getattr(self.features, "has_text", False):
-            labeler = self._get("labeler", lambda: self.config.labels.labeler(self.features))
-            for i, found in zip(unlabelled, labeler.label([crops[i] for i in unlabelled]), strict=True):
+            for i, found in zip(unlabelled, self.labeler.label([crops[i] for i in unlabelled]), strict=True):
                 rows[i].update(label=found.label, label_source=CLIP_ZERO_SHOT, label_score=found.score)
         for row, vector in zip(rows, vectors, strict=True):
             row["vector"] = vector.astype(np.float32).tolist()
@@ -299,8 +292,8 @@ class ReplacementBuilder(CandidateBuilder):
         return (manifest["units"].get(unit.key) or {}).get("stats", {})
 
     def _crop(self, unit: str, position: int) -> np.ndarray:
-        table = self._get(f"crops-{unit}", lambda: read_shard(self.context.out_dir / "exemplars" / f"{unit}.parquet",
-                                                              columns=["crop"]))
+        shard = self.context.out_dir / "exemplars" / f"{unit}.parquet"
+        table = self._made.get(f"crops-{unit}", lambda: read_shard(shard, columns=["crop"]))
         return np.array(decode_rgb(table["crop"][position].as_py()))  # writable: torch warns on read-only arrays
 
     def build_unit(self, unit: WorkUnit) -> UnitResult:
@@ -371,20 +364,14 @@ class ReplacementBuilder(CandidateBuilder):
             "mask": image_cell(encode(mask * 255, "png"), f"{row['image_id']}_{rid[:8]}_mask.png"),
             "width": int(row["width"]),
             "height": int(row["height"]),
-            "origin": {
-                "dataset": row["dataset"], "split": None, "record_id": row["record_id"], "image_id": row["image_id"],
-                "phrase": label, "url": None, "license": LICENSES.get(row["dataset"]), "authors": None,
-                "edit_url": None, "created_utc": None,
-            },
+            "origin": origin_cell(dataset=row["dataset"], record_id=row["record_id"], image_id=row["image_id"],
+                                  phrase=label, license=LICENSES.get(row["dataset"])),
             "exemplar": {"dataset": exemplar_dataset, "record_id": match.record_id, "label": match.label,
                          "similarity": float(match.similarity), "label_source": exemplar_label_source,
                          "source_label_source": label_source},
             "scores": None,
-            "builder": {
-                "name": self.name, "backend": repaint.label(), "embedded": bool(repaint.embedded),
-                "model": repaint.model_id(), "seed": seed,
-                "params": canonical_json({**params, "exemplar": match.record_id,
-                                          "source_image": image.provenance()}),
-            },
+            "builder": builder_cell(name=self.name, backend=repaint.label(), embedded=bool(repaint.embedded),
+                                    model=repaint.model_id(), seed=seed,
+                                    params={**params, "exemplar": match.record_id, "source_image": image.provenance()}),
             "drop_reason": None,
         }

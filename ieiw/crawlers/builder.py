@@ -31,6 +31,7 @@ from ieiw.crawlers.http import FetchError, PoliteSession
 from ieiw.crawlers.pairs import ALIGN_BACKEND, PairMaker
 from ieiw.crawlers.posts import Thread, thread_from_reddit
 from ieiw.crawlers.reddit_api import RedditApi
+from ieiw.schemas.lazy import locked_cached_property
 from ieiw.schemas.takedown import Takedown
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,6 @@ class WebCrawlBuilder(CandidateBuilder):
 
     def _init_state(self) -> None:
         self._lock = threading.Lock()  # the flow may run units of one builder in threads
-        self._session: PoliteSession | None = None
-        self._reddit: RedditApi | None = None
         self._indexes: dict[int, IndexResult] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -72,26 +71,19 @@ class WebCrawlBuilder(CandidateBuilder):
         self._init_state()
 
     # -- shared plumbing ------------------------------------------------------------------------
-    @property
+    @locked_cached_property
     def session(self) -> PoliteSession:
-        with self._lock:
-            if self._session is None:
-                http = self.config.http
-                cache = ResponseCache(resolve(self.root, http.cache_dir), readonly=http.replay_only)
-                self._session = PoliteSession(http, cache)
-            return self._session
+        http = self.config.http
+        return PoliteSession(http, ResponseCache(resolve(self.root, http.cache_dir), readonly=http.replay_only))
 
     def _maker(self, backend: str) -> PairMaker:
         return PairMaker(self.config, self.session, self.takedown, backend)
 
-    def _api(self) -> RedditApi:
+    @locked_cached_property
+    def reddit(self) -> RedditApi:
         """One client per builder, so the OAuth token is requested once and reused."""
         assert self.config.reddit_api is not None
-        session = self.session
-        with self._lock:
-            if self._reddit is None:
-                self._reddit = RedditApi(session, self.config.reddit_api, os.environ)
-            return self._reddit
+        return RedditApi(self.session, self.config.reddit_api, os.environ)
 
     # -- CandidateBuilder -----------------------------------------------------------------------
     def prepare(self) -> None:
@@ -115,7 +107,7 @@ class WebCrawlBuilder(CandidateBuilder):
                     )
                 )
         if self.config.reddit_api is not None:
-            ids = self._api().post_ids()
+            ids = self.reddit.post_ids()
             for k, start in enumerate(range(0, len(ids), n)):
                 units.append(
                     WorkUnit(
@@ -246,7 +238,7 @@ class WebCrawlBuilder(CandidateBuilder):
             maker.process(thread, result)
 
     def _build_api(self, payload: dict[str, Any], result: UnitResult) -> None:
-        api = self._api()
+        api = self.reddit
         maker = self._maker("reddit-api")
         for pid in payload["post_ids"]:
             try:

@@ -7,7 +7,8 @@ chunks. A line is parsed only when a cheap byte test lets it through:
 - it contains ``"subreddit": "<configured name>"`` (name case-insensitive; one compiled regex over
   the chunk, whose literal key prefix sre scans for in C), or
 - it has no ``"subreddit"`` key at all (a broken or foreign line: it is parsed so that it is reported
-  as ``bad_line``/``bad_record`` like before, or kept when it has no subreddit).
+  as ``bad_line``/``bad_record`` exactly as a parse of every line would report it, or kept when it has no
+  subreddit).
 
 Every other line is counted as ``other_subreddit`` without being parsed. Output, in ``out_folder``:
 

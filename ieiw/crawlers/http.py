@@ -30,6 +30,7 @@ from urllib3.util.retry import Retry
 
 from ieiw.crawlers.cache import ResponseCache
 from ieiw.crawlers.config import HttpConfig
+from ieiw.schemas.lazy import locked_cached_property
 from ieiw.crawlers.safety import PEER_REFUSED, FetchError, SafeAdapter, check_url, parse_target
 
 Kind = Literal["image", "json", "html", "any"]
@@ -97,37 +98,35 @@ class PoliteSession:
         self._robots: dict[str, robotparser.RobotFileParser] = {}
         self._last: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._session: requests.Session | None = None
         self.network_requests = 0  # requests actually sent (robots.txt included)
 
     # -- plumbing -------------------------------------------------------------------------------
+    @locked_cached_property
     def _http(self) -> requests.Session:
         """Created on first use so replay-only runs never even build a connection pool."""
-        if self._session is None:
-            c = self.config
-            retry = _retry(
-                total=c.retries,
-                connect=c.retries,
-                read=c.retries,
-                status=c.retries,
-                backoff_factor=c.backoff_factor,
-                status_forcelist=c.retry_statuses,
-                allowed_methods=frozenset({"GET", "HEAD"}),
-                respect_retry_after_header=True,
-                retry_after_max=c.retry_after_max_s,
-                raise_on_status=False,  # the last response comes back and becomes "http_<status>"
-                raise_on_redirect=False,
-            )
-            session = requests.Session()
-            session.trust_env = (
-                False  # no proxies or netrc from the environment: the safety check must see the real peer
-            )
-            adapter = SafeAdapter(self.allow, max_retries=retry)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            session.headers["User-Agent"] = self.user_agent
-            self._session = session
-        return self._session
+        c = self.config
+        retry = _retry(
+            total=c.retries,
+            connect=c.retries,
+            read=c.retries,
+            status=c.retries,
+            backoff_factor=c.backoff_factor,
+            status_forcelist=c.retry_statuses,
+            allowed_methods=frozenset({"GET", "HEAD"}),
+            respect_retry_after_header=True,
+            retry_after_max=c.retry_after_max_s,
+            raise_on_status=False,  # the last response comes back and becomes "http_<status>"
+            raise_on_redirect=False,
+        )
+        session = requests.Session()
+        session.trust_env = (
+            False  # no proxies or netrc from the environment: the safety check must see the real peer
+        )
+        adapter = SafeAdapter(self.allow, max_retries=retry)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.headers["User-Agent"] = self.user_agent
+        return session
 
     def _wait_turn(self, hostport: str) -> None:
         """Per-host rate limit: sleep until ``min_interval_s`` has passed since the last request."""
@@ -226,7 +225,7 @@ class PoliteSession:
         c = self.config
         self.network_requests += 1
         try:
-            return self._http().get(
+            return self._http.get(
                 url,
                 headers=headers,
                 stream=True,
@@ -314,7 +313,7 @@ class PoliteSession:
         self.network_requests += 1
         c = self.config
         try:
-            resp = self._http().post(
+            resp = self._http.post(
                 url,
                 data=dict(data),
                 auth=auth,

@@ -14,13 +14,13 @@ import cv2
 
 from ieiw.schemas.units import Failure, UnitResult
 from ieiw.imageio import decode_rgb, encode, extension_for_format, orientation_of
-from ieiw.schemas.rows import canonical_json, image_cell, row_id
+from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id
 
 from ieiw.crawlers.align import validate_edit
 from ieiw.crawlers.config import CrawlConfig
 from ieiw.crawlers.http import FetchError, PoliteSession
 from ieiw.crawlers.images import fetch_image
-from ieiw.crawlers.instructions import clean_instruction, instruction_from_comment
+from ieiw.crawlers.titles import instruction_from_comment, instruction_from_post
 from ieiw.crawlers.posts import Thread, rank_edits, skip_reason
 from ieiw.schemas.takedown import Takedown
 
@@ -60,7 +60,7 @@ class PairMaker:
         if skip:
             fail(*skip)
             return
-        instruction = clean_instruction(thread.title, thread.body, self.config.pairs.max_instruction_chars)
+        instruction = instruction_from_post(thread.title, thread.body, self.config.pairs.max_instruction_chars)
         if not instruction:
             fail("no_instruction", f"nothing left of the request after cleaning: {thread.title!r}")
             return
@@ -170,18 +170,11 @@ class PairMaker:
             "mask": None,
             "width": int(width),
             "height": int(height),
-            "origin": {
-                "dataset": thread.dataset,
-                "split": None,
-                "record_id": erid,  # the edit's record: what its row id hashes
-                "image_id": thread.id,  # the original's: the split is drawn from it, all edits share it
-                "phrase": None,
-                "url": thread.permalink,
-                "license": thread.license,
-                "authors": [a for a in (thread.author, c.author) if a] or None,  # poster, editor
-                "edit_url": cand.url,
-                "created_utc": thread.created_utc,
-            },
+            # record_id: the edit's record (what its row id hashes); image_id: the original's (the split is
+            # drawn from it, all edits share it); authors: poster, then editor
+            "origin": origin_cell(dataset=thread.dataset, record_id=erid, image_id=thread.id, url=thread.permalink,
+                                  license=thread.license, authors=[a for a in (thread.author, c.author) if a] or None,
+                                  edit_url=cand.url, created_utc=thread.created_utc),
             "exemplar": None,
             "scores": {
                 "backend": ALIGN_BACKEND,
@@ -192,13 +185,7 @@ class PairMaker:
                 "target_giqa": None,
                 "edit_consistency": float(similarity) if similarity is not None else None,
             },
-            "builder": {
-                "name": "crawl",
-                "backend": f"{self.source_backend}+{ALIGN_BACKEND}",
-                "embedded": False,
-                "model": None,
-                "seed": None,
-                "params": canonical_json(details),
-            },
+            "builder": builder_cell(name="crawl", backend=f"{self.source_backend}+{ALIGN_BACKEND}", embedded=False,
+                                    params=details),
             "drop_reason": drop_reason,
         }

@@ -25,6 +25,7 @@ import numpy as np
 
 from ieiw.filters.scoring import ImageRef, ImageScorer, PairView, ScoreContext, distinct_images
 from ieiw.schemas.config import BackendConfig, ModelPath
+from ieiw.schemas.lazy import locked_cached_property
 from ieiw.schemas.registry import register_backend
 
 # Layers of the improved head that hold weights (the others are Dropout), in order.
@@ -102,22 +103,18 @@ class LaionAestheticScorer(ImageScorer):
 
     family = "aesthetic"
 
-    def __init__(self, config: LaionHeadConfig):
-        super().__init__(config)
-        self.head: Any = None  # loaded on first score
-
-    def _head(self) -> Any:
-        if self.head is None:
-            if self.config.weights is None:
-                raise HeadLoadError(f"LAION {self.config.head} head: no `weights:` file given")
-            self.head = load_head(self.config.head, Path(self.config.weights))
-        return self.head
+    @locked_cached_property
+    def head(self) -> Any:
+        """The head, loaded on first score."""
+        if self.config.weights is None:
+            raise HeadLoadError(f"LAION {self.config.head} head: no `weights:` file given")
+        return load_head(self.config.head, Path(self.config.weights))
 
     def score_vectors(self, vectors: np.ndarray) -> np.ndarray:
         """(N, dim) embeddings -> (N,) scores; rows are L2-normalised here in float32."""
         import torch
 
-        head = self._head()
+        head = self.head
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2:
             raise ValueError(f"expected (N, dim) embeddings, got shape {vectors.shape}")

@@ -213,6 +213,24 @@ def image_cell(data: bytes, name: str) -> dict[str, Any]:
     return {"bytes": data, "path": name}
 
 
+def origin_cell(*, dataset: str | None = None, split: str | None = None, record_id: str | None = None,
+                image_id: str | None = None, phrase: str | None = None, url: str | None = None,
+                license: str | None = None, authors: list[str] | None = None, edit_url: str | None = None,
+                created_utc: float | None = None) -> dict[str, Any]:
+    """An ``origin`` column value: every :data:`ORIGIN` field, in its order, null where not given."""
+    return {"dataset": dataset, "split": split, "record_id": record_id, "image_id": image_id, "phrase": phrase,
+            "url": url, "license": license, "authors": authors, "edit_url": edit_url, "created_utc": created_utc}
+
+
+def builder_cell(*, name: str | None = None, backend: str | None = None, embedded: bool | None = None,
+                 model: str | None = None, seed: int | None = None,
+                 params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A ``builder`` column value: every :data:`BUILDER` field, in its order, null where not given;
+    ``params`` (the parameters that shaped the row) stored as their :func:`canonical_json`."""
+    return {"name": name, "backend": backend, "embedded": embedded, "model": model, "seed": seed,
+            "params": canonical_json(params) if params is not None else None}
+
+
 def rows_to_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema = PAIR_SCHEMA) -> pa.Table:
     """Validate rows against ``schema`` (pyarrow raises on a wrong type or a missing required field)."""
     rows = list(rows)

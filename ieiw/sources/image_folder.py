@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ieiw.schemas.lazy import locked_cached_property
 from ieiw.sources.regions import ImageRegions, failure, load_source_image
 
 
@@ -27,29 +28,27 @@ class ImageFolderSource:
         self.dataset = dataset
         self.extensions = {e.lower().lstrip(".") for e in extensions}
         self.limit = limit
-        self._proposer = proposer
-        self._files: list[Path] | None = None
+        if proposer is not None:
+            self.proposer = proposer
 
+    @locked_cached_property
     def files(self) -> list[Path]:
-        if self._files is None:
-            found = sorted((p for p in self.root.rglob("*")
-                            if p.is_file() and p.suffix.lower().lstrip(".") in self.extensions),
-                           key=lambda p: p.relative_to(self.root).as_posix())
-            self._files = found[: self.limit] if self.limit else found
-        return self._files
+        found = sorted((p for p in self.root.rglob("*")
+                        if p.is_file() and p.suffix.lower().lstrip(".") in self.extensions),
+                       key=lambda p: p.relative_to(self.root).as_posix())
+        return found[: self.limit] if self.limit else found
 
+    @locked_cached_property
     def proposer(self) -> Any:
-        if self._proposer is None:
-            self._proposer = self.regions.create()
-        return self._proposer
+        return self.regions.create()
 
     def problems(self) -> list[str]:
-        if not self.files():
+        if not self.files:
             return [f"{self.root}: no images ({', '.join(sorted(self.extensions))}) in it or below it"]
         return []
 
     def count(self) -> int:
-        return len(self.files())
+        return len(self.files)
 
     def image_id(self, path: Path) -> str:
         return path.relative_to(self.root).with_suffix("").as_posix()
@@ -58,7 +57,7 @@ class ImageFolderSource:
         from ieiw.imageio import ImageDecodeError, Orientation, decode
 
         out = []
-        for path in self.files()[start:stop]:
+        for path in self.files[start:stop]:
             image_id = self.image_id(path)
             entry = dict(dataset=self.dataset, image_id=image_id, image_path=path, source_file=str(path),
                          orientation="apply")
@@ -69,8 +68,8 @@ class ImageFolderSource:
                                         failures=(failure("unreadable_image", image_id, path, str(exc)),)))
                 continue
             height, width = pixels.shape[:2]
-            regions = self.proposer().propose(pixels, dataset=self.dataset, image_id=image_id, image_path=path,
-                                              source_file=str(path))
+            regions = self.proposer.propose(pixels, dataset=self.dataset, image_id=image_id, image_path=path,
+                                            source_file=str(path))
             out.append(ImageRegions(**entry, width=width, height=height, regions=tuple(regions), pixels=pixels))
         return out
 

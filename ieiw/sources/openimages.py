@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import csv
 import io
-import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ieiw.schemas.lazy import OncePerKey, locked_cached_property
 from ieiw.sources.regions import ArrayMask, ImageRegions, Region, failure, load_source_image, mask_box
 
 DATASET = "open-images"
@@ -113,47 +113,42 @@ class OpenImagesSource:
         self.image_ext = image_ext.lstrip(".")
         self.masks = self.root / masks
         self.limit = limit
-        self._images: list[tuple[str, list[_Row]]] | None = None
-        self._classes: dict[str, str] | None = None
-        self._zips: dict[str, list[zipfile.ZipFile]] = {}
-        self._zip_lock = threading.Lock()
+        self._zips = OncePerKey()  # the mask archives of each first character of an image id, opened once
 
     # -- files ------------------------------------------------------------------------------------
+    @locked_cached_property
     def classes(self) -> dict[str, str]:
-        if self._classes is None:
-            self._classes = read_class_descriptions(self.classes_path)
-        return self._classes
+        return read_class_descriptions(self.classes_path)
 
+    @locked_cached_property
     def _grouped(self) -> list[tuple[str, list[_Row]]]:
-        if self._images is None:
-            groups: dict[str, list[_Row]] = {}
-            with _open_text(self.annotations) as handle:
-                reader = csv.reader(handle)
-                header = next(reader, None)
-                if header is None or "ImageID" not in header or "MaskPath" not in header:
-                    raise OpenImagesFormatError(
-                        f"{self.annotations}: line 1 is not the mask CSV header ({','.join(COLUMNS)}); found "
-                        f"{','.join(header or [])[:100]!r}")
-                missing = [c for c in COLUMNS[:4] if c not in header]
-                if missing:
-                    raise OpenImagesFormatError(f"{self.annotations}: header lacks {', '.join(missing)}")
-                for line, values in enumerate(reader, start=2):
-                    if not values:
-                        continue
-                    fields = dict(zip(header, values, strict=False))
-                    image_id = fields.get("ImageID", "").strip()
-                    # A row without an ImageID is its own entry, so its failure is reported once, in order.
-                    key = image_id if image_id and len(values) == len(header) else f"<line {line}>"
-                    groups.setdefault(key, []).append(_Row(line, fields))
-            ordered = sorted(groups.items())
-            self._images = ordered[: self.limit] if self.limit else ordered
-        return self._images
+        groups: dict[str, list[_Row]] = {}
+        with _open_text(self.annotations) as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None or "ImageID" not in header or "MaskPath" not in header:
+                raise OpenImagesFormatError(
+                    f"{self.annotations}: line 1 is not the mask CSV header ({','.join(COLUMNS)}); found "
+                    f"{','.join(header or [])[:100]!r}")
+            missing = [c for c in COLUMNS[:4] if c not in header]
+            if missing:
+                raise OpenImagesFormatError(f"{self.annotations}: header lacks {', '.join(missing)}")
+            for line, values in enumerate(reader, start=2):
+                if not values:
+                    continue
+                fields = dict(zip(header, values, strict=False))
+                image_id = fields.get("ImageID", "").strip()
+                # A row without an ImageID is its own entry, so its failure is reported once, in order.
+                key = image_id if image_id and len(values) == len(header) else f"<line {line}>"
+                groups.setdefault(key, []).append(_Row(line, fields))
+        ordered = sorted(groups.items())
+        return ordered[: self.limit] if self.limit else ordered
 
     def problems(self) -> list[str]:
         found = []
-        for check in (self.classes, self._grouped):
+        for member in ("classes", "_grouped"):
             try:
-                check()
+                getattr(self, member)
             except (OpenImagesFormatError, FileNotFoundError, UnicodeDecodeError, csv.Error) as exc:
                 found.append(str(exc))
         if not self.images.is_dir():
@@ -163,11 +158,11 @@ class OpenImagesSource:
         return found
 
     def count(self) -> int:
-        return len(self._grouped())
+        return len(self._grouped)
 
     def read(self, start: int, stop: int) -> list[ImageRegions]:
-        classes = self.classes()
-        return [self._image(key, rows, classes) for key, rows in self._grouped()[start:stop]]
+        classes = self.classes
+        return [self._image(key, rows, classes) for key, rows in self._grouped[start:stop]]
 
     # -- one image --------------------------------------------------------------------------------
     def _image(self, key: str, rows: list[_Row], classes: dict[str, str]) -> ImageRegions:
@@ -244,11 +239,11 @@ class OpenImagesSource:
         raise FileNotFoundError(name)
 
     def _archives(self, char: str) -> list[zipfile.ZipFile]:
-        with self._zip_lock:
-            if char not in self._zips:
-                paths = sorted(self.masks.glob(f"*-masks-{char}.zip")) if self.masks.is_dir() else []
-                self._zips[char] = [zipfile.ZipFile(p) for p in paths]
-            return self._zips[char]
+        def open_archives() -> list[zipfile.ZipFile]:
+            paths = sorted(self.masks.glob(f"*-masks-{char}.zip")) if self.masks.is_dir() else []
+            return [zipfile.ZipFile(p) for p in paths]
+
+        return self._zips.get(char, open_archives)
 
     def load_image(self, entry: ImageRegions, fmt: str | None = None, quality: int | None = None):
         """The image as ``SourceImage``, as stored (see :func:`ieiw.sources.regions.load_source_image`)."""

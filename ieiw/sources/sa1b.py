@@ -33,6 +33,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ieiw.schemas.lazy import locked_cached_property
 from ieiw.sources.regions import BadRle, ImageRegions, Region, failure, load_source_image, rle_mask
 
 DATASET = "sa-1b"
@@ -66,25 +67,23 @@ class SA1BSource:
                                     "into it, or set its samples")
         self.limit = limit
         self.pattern = pattern
-        self._files: list[Path] | None = None
 
+    @locked_cached_property
     def files(self) -> list[Path]:
-        if self._files is None:
-            found = sorted(self.root.rglob(self.pattern), key=lambda p: p.relative_to(self.root).as_posix())
-            self._files = found[: self.limit] if self.limit else found
-        return self._files
+        found = sorted(self.root.rglob(self.pattern), key=lambda p: p.relative_to(self.root).as_posix())
+        return found[: self.limit] if self.limit else found
 
     def problems(self) -> list[str]:
-        if not self.files():
+        if not self.files:
             return [f"{self.root}: no {self.pattern} files (SA-1B annotations) in it or below it"]
         return []
 
     def count(self) -> int:
-        return len(self.files())
+        return len(self.files)
 
     def read(self, start: int, stop: int) -> list[ImageRegions]:
         """Images ``[start, stop)``, each with its regions and failures (never raises for bad content)."""
-        return [self.read_file(path) for path in self.files()[start:stop]]
+        return [self.read_file(path) for path in self.files[start:stop]]
 
     def read_file(self, path: Path) -> ImageRegions:
         key = path.stem

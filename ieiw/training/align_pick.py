@@ -53,7 +53,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ieiw.schemas.manifest import Manifest, forget, load_manifest, manifest_path
-from ieiw.schemas.rows import canonical_json, image_cell, image_key, row_id, rows_to_table
+from ieiw.schemas.rows import builder_cell, canonical_json, image_cell, image_key, origin_cell, row_id, rows_to_table
 from ieiw.schemas.storage import atomic_write_bytes
 from ieiw.schemas.shards import write_shard
 
@@ -342,14 +342,14 @@ class PickStore:
                     "mask": None,
                     "width": width,
                     "height": height,
-                    "origin": {"dataset": DATASET, "split": "train", "record_id": prompt["record_id"],
-                               "image_id": image_key(source), "url": None},
+                    "origin": origin_cell(dataset=DATASET, split="train", record_id=prompt["record_id"],
+                                          image_id=image_key(source)),
                     "exemplar": None,
                     "scores": None,
-                    "builder": {"name": BUILDER,
-                                "backend": f"ieiw-edit-{cand['sampler']}" if gen["kind"] == "pipeline" else "candidates-from",
-                                "embedded": False, "model": gen.get("model"), "seed": cand.get("seed"),
-                                "params": canonical_json(params)},
+                    "builder": builder_cell(
+                        name=BUILDER,
+                        backend=f"ieiw-edit-{cand['sampler']}" if gen["kind"] == "pipeline" else "candidates-from",
+                        embedded=False, model=gen.get("model"), seed=cand.get("seed"), params=params),
                     "split": "train",
                     "drop_reason": None,
                     "duplicate_of": None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ieiw.crawlers.instructions import clean_instruction
+from ieiw.crawlers.titles import instruction_from_post
 from ieiw.crawlers.posts import comment_image_urls, post_image_urls, rank_edits, skip_reason, thread_from_reddit
 
 
@@ -120,11 +120,11 @@ def test_edits_exclude_the_poster_and_deleted_and_rank_by_score():
     ],
 )
 def test_instruction_cleaning_keeps_the_request(title, body, expected):
-    assert clean_instruction(title, body) == expected
+    assert instruction_from_post(title, body) == expected
 
 
 def test_instruction_is_length_capped_at_a_sentence():
     body = " ".join(f"Also fix detail number {i}." for i in range(50))
-    out = clean_instruction("Remove the bin", body, max_chars=80)
+    out = instruction_from_post("Remove the bin", body, max_chars=80)
     # several requests become one sentence, cut at a whole request
     assert len(out) <= 80 and out == "Remove the bin, fix detail number 0 and fix detail number 1."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ieiw.crawlers.instructions import clean_instruction, instruction_from_comment
+from ieiw.crawlers.titles import instruction_from_comment, instruction_from_post
 
 CASES = [
     # bounties in front, middle and end
@@ -70,8 +70,8 @@ CASES = [
 
 
 @pytest.mark.parametrize("title,body,expected", CASES)
-def test_clean_instruction(title, body, expected):
-    assert clean_instruction(title, body) == expected
+def test_instruction_from_post(title, body, expected):
+    assert instruction_from_post(title, body) == expected
 
 
 def test_table_is_large_enough():
@@ -80,17 +80,17 @@ def test_table_is_large_enough():
 
 def test_output_shape():
     for title, body, expected in CASES:
-        out = clean_instruction(title, body)
+        out = instruction_from_post(title, body)
         if out:
             assert out[0].isupper() and out.endswith(".") and out.count(".") == 1 + out.count("..")
 
 
 def test_length_cap_keeps_whole_requests():
-    out = clean_instruction("Remove the bin", "Also fix the lamp. Also add a cat. Also brighten the wall.", max_chars=40)
+    out = instruction_from_post("Remove the bin", "Also fix the lamp. Also add a cat. Also brighten the wall.", max_chars=40)
     assert out == "Remove the bin and fix the lamp."
-    cut = clean_instruction("Remove the very long and winding road", "", max_chars=20)
+    cut = instruction_from_post("Remove the very long and winding road", "", max_chars=20)
     assert len(cut) <= 20 and cut.startswith("Remove the") and cut.endswith(".")
-    assert clean_instruction("Remove the bin", "", max_chars=1) == ""
+    assert instruction_from_post("Remove the bin", "", max_chars=1) == ""
 
 
 COMMENTS = [

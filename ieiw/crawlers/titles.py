@@ -1,7 +1,7 @@
-"""Turn a request's title and body (or an editor's comment) into an imperative edit instruction.
+"""Turn a request post's title and body (or an editor's comment) into an imperative edit instruction.
 
 Requests are written for people, not models: they carry flair tags ("[Paid]"), bounties ("$10 to
-whoever..."), greetings, emoji, "can someone..." openings, backstory and thanks. ``clean_instruction``
+whoever..."), greetings, emoji, "can someone..." openings, backstory and thanks. ``instruction_from_post``
 runs them through a small pipeline of named steps and keeps only the edit, as one grammatical
 imperative sentence: "Brighten this photo and add a blue balloon top left."
 
@@ -652,7 +652,7 @@ def request_items(sentences: list[str]) -> list[tuple[str, str]]:
     return items
 
 
-def clean_instruction(title: str, body: str, max_chars: int = 400) -> str:
+def instruction_from_post(title: str, body: str, max_chars: int = 400) -> str:
     """The request as one imperative sentence: tags, bounties, padding, emoji and backstory removed.
 
     ``''`` when nothing editable is left.
