@@ -20,11 +20,11 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from ieiw.schemas.takedown import Takedown
 from ieiw.exports import Selection, iter_batches
-from ieiw.schemas.layout import CARD, PAIRS, REJECTED, WORK_FOLDERS, pairs_folder
 from ieiw.schemas import storage
+from ieiw.schemas.layout import CARD, PAIRS, REJECTED, WORK_FOLDERS, pairs_folder
 from ieiw.schemas.manifest import load_manifest
+from ieiw.schemas.takedown import Takedown
 
 COLUMNS = ["id", "task", "origin", "exemplar", "scores", "builder", "split"]
 SIZE_CATEGORIES = [

@@ -86,10 +86,11 @@ def cmd_select(args: argparse.Namespace) -> int:
 
 def cmd_giqa_index(args: argparse.Namespace) -> int:
     """Build a KNN-GIQA reference folder from an image folder or from Parquet image shards."""
+    from pydantic import BaseModel
+
     from ieiw.filters.giqa import build_reference_from_images
     from ieiw.filters.reference_images import iter_folder_images, iter_shard_images
     from ieiw.schemas.config import ConfigError, backend_field, validate_model
-    from pydantic import BaseModel
 
     class Features(BaseModel):
         features: backend_field("features")  # type: ignore[valid-type]

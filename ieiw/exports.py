@@ -43,13 +43,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ieiw.schemas.takedown import Takedown
 from ieiw.imageio import extension, extension_for_format
 from ieiw.schemas import storage
 from ieiw.schemas.layout import MANIFEST, pairs_folder
 from ieiw.schemas.manifest import load_manifest
 from ieiw.schemas.rows import IMAGE, SCHEMA_VERSION, _hf_feature
 from ieiw.schemas.storage import TMP_PREFIX, atomic_file, fsync_dir
+from ieiw.schemas.takedown import Takedown
 
 FORMATS = ("instructdiffusion", "hf-instructpix2pix", "webdataset")
 MARKER = "ieiw-export.json"

@@ -17,7 +17,6 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-
 ARTICLES = {"a", "an", "the"}
 POSSESSIVE_DETERMINERS = {"my", "your", "his", "her", "its", "our", "their", "whose"}
 SINGULAR_DETERMINERS = {"this", "that", "each", "every", "another", "either", "neither", "one"}

@@ -25,13 +25,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ieiw.schemas.takedown import Takedown
 from ieiw.filters.selection import BY_SELECTION, RULES, measure
 from ieiw.imageio import ImageDecodeError, Orientation, decode, downscale, encode
 from ieiw.schemas import storage
 from ieiw.schemas.layout import CALIBRATION, CANDIDATES, PAIRS, REJECTED, REPORT
 from ieiw.schemas.manifest import load_manifest, manifest_path
 from ieiw.schemas.shards import concat_compact
+from ieiw.schemas.takedown import Takedown
 from ieiw.stats import compute_stats
 
 log = logging.getLogger("ieiw")

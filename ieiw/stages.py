@@ -32,11 +32,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ieiw.schemas.units import BuildContext, CandidateBuilder, WorkUnit
 from ieiw.backends.features.base import ImageFeatures, describe_backend
+from ieiw.card import write_card
 from ieiw.filters.dedup import SIGNATURE_VERSION, pair_hashes
 from ieiw.filters.scoring import ScoreContext, Scorer, distinct_images, pair_views, score_pairs
-from ieiw.card import write_card
 from ieiw.filters.selection import (
     BY_BUILDER,
     BY_SELECTION,
@@ -48,8 +47,9 @@ from ieiw.filters.selection import (
     verdict,
 )
 from ieiw.imageio import Orientation, decode
-from ieiw.schemas.config import BackendConfig, BuildConfig, config_from_data
 from ieiw.report import write_report
+from ieiw.schemas import storage
+from ieiw.schemas.config import BackendConfig, BuildConfig, config_from_data
 from ieiw.schemas.layout import (
     CALIBRATION,
     CANDIDATES,
@@ -69,7 +69,6 @@ from ieiw.schemas.layout import (
     task_family,
 )
 from ieiw.schemas.manifest import Manifest, compact_all, load_manifest
-from ieiw.schemas import storage
 from ieiw.schemas.registry import REGISTRY
 from ieiw.schemas.rows import (
     FEATURE_SCHEMA,
@@ -85,6 +84,7 @@ from ieiw.schemas.rows import (
 )
 from ieiw.schemas.shards import read_shard, write_shard
 from ieiw.schemas.storage import remove_stale_temp_files
+from ieiw.schemas.units import BuildContext, CandidateBuilder, WorkUnit
 from ieiw.stats import compute_stats, write_stats
 
 log = logging.getLogger("ieiw")

@@ -10,6 +10,8 @@ test: a new top-level module or package is placed in the table on purpose.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from itertools import pairwise
@@ -262,3 +264,10 @@ def test_the_checks_see_what_they_forbid(tmp_path):
         "package cycle toy.left -> toy.right -> toy.left:\n"
         "  toy/left/x.py:1: toy.left.x imports toy.right.y\n"
         "  toy/right/y.py:1: toy.right.y imports toy.left.z")]
+
+
+def test_every_import_is_written_one_way():
+    """Absolute imports only, sorted, ieiw's own last (pyproject's [tool.ruff]); ruff comes with the dev extra."""
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--select", "I,TID252",
+                           "--output-format", "concise", "ieiw"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, f"imports written another way (fix: ruff check --select I,TID252 --fix ieiw):\n{proc.stdout}{proc.stderr}"

@@ -25,10 +25,10 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from ieiw.schemas.lazy import locked_cached_property
-from ieiw.sources.regions import BadRle, Region, rle_mask
 from ieiw.schemas.config import BackendConfig, ModelPath
+from ieiw.schemas.lazy import locked_cached_property
 from ieiw.schemas.registry import register_backend
+from ieiw.sources.regions import BadRle, Region, rle_mask
 
 CHECKPOINTS = {"vit_h": "sam_vit_h_4b8939.pth", "vit_l": "sam_vit_l_0b3195.pth", "vit_b": "sam_vit_b_01ec64.pth"}
 

@@ -352,8 +352,7 @@ class PaintByExampleRepainter(Repainter):
         super().__init__(config)
         import torch
 
-        from ieiw.backends.models import ModelNotFoundError
-        from ieiw.backends.models import torch_device
+        from ieiw.backends.models import ModelNotFoundError, torch_device
 
         self.config: PaintByExampleConfig = config
         self.torch = torch

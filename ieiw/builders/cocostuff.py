@@ -42,10 +42,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pydantic import Field
 
-from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
-from ieiw.schemas.source_image import SourceImage
 from ieiw.builders.captions import OVERLAY_TASK, add_caption_rows, captions_fingerprint, captions_preflight
-from ieiw.builders.template_files import template_file_problems
 from ieiw.builders.overlay import (
     ALPHA,
     mask_png,
@@ -55,11 +52,14 @@ from ieiw.builders.overlay import (
     templates_for,
     unit_interval,
 )
-from ieiw.samples.segmentation import SampleSpec, ensure_cocostuff_sample
+from ieiw.builders.template_files import template_file_problems
 from ieiw.imageio import encode, extension
+from ieiw.samples.segmentation import SampleSpec, ensure_cocostuff_sample
 from ieiw.schemas.config import BuilderConfig
 from ieiw.schemas.registry import register_builder
 from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id, stable_hash
+from ieiw.schemas.source_image import SourceImage
+from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
 
 DATASET = "cocostuff"
 TASK = "segment"

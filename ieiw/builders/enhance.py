@@ -57,13 +57,13 @@ import PIL
 from pydantic import Field, field_validator
 
 from ieiw.builders.template_files import load_packaged_template_file, load_template_file, template_file_problems
-from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
-from ieiw.schemas.source_image import SourceImage
 from ieiw.imageio import ImageDecodeError, Orientation, decode, encode, extension
 from ieiw.schemas.config import BuilderConfig, StrictModel
-from ieiw.schemas.registry import register_builder
 from ieiw.schemas.lazy import locked_cached_property
+from ieiw.schemas.registry import register_builder
 from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id, stable_hash
+from ieiw.schemas.source_image import SourceImage
+from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
 from ieiw.sources.degradations import DATASET_DEGRADATION, DEGRADATIONS, degrade, image_seed
 
 NAME = "enhance"

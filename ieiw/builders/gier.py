@@ -40,12 +40,12 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
 from ieiw.builders.importers import ImportFormatError, check_same_size, edit_row, read_image
 from ieiw.schemas.config import BuilderConfig, StrictModel
 from ieiw.schemas.lazy import locked_cached_property
 from ieiw.schemas.registry import register_builder
 from ieiw.schemas.rows import stable_hash
+from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
 
 NAME = "gier"
 DATASET = "gier"

@@ -35,12 +35,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from ieiw.schemas.units import CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
-from ieiw.schemas.source_image import SourceImage
 from ieiw.imageio import ImageDecodeError, Orientation, decode, extension
 from ieiw.schemas.config import BuilderConfig
 from ieiw.schemas.lazy import locked_cached_property
 from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id
+from ieiw.schemas.source_image import SourceImage
+from ieiw.schemas.units import CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
 
 TASK = "edit"
 PARQUET_PATTERNS = ("data/{split}-*.parquet", "data/{split}/*.parquet", "{split}/*.parquet", "{split}-*.parquet")

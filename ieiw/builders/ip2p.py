@@ -25,7 +25,6 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from ieiw.schemas.units import BuildContext
 from ieiw.builders.importers import (
     ParquetImportBuilder,
     ParquetImportConfig,
@@ -38,6 +37,7 @@ from ieiw.builders.importers import (
 from ieiw.schemas.config import StrictModel
 from ieiw.schemas.registry import register_builder
 from ieiw.schemas.rows import image_key, stable_hash
+from ieiw.schemas.units import BuildContext
 
 NAME = "instructpix2pix"
 DATASET = "instructpix2pix"

@@ -32,7 +32,6 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pydantic import Field
 
-from ieiw.schemas.units import BuildContext, SourceRecordError
 from ieiw.builders.importers import (
     ParquetImportBuilder,
     ParquetImportConfig,
@@ -48,6 +47,7 @@ from ieiw.imageio import encode
 from ieiw.schemas.config import StrictModel
 from ieiw.schemas.lazy import locked_cached_property
 from ieiw.schemas.registry import register_builder
+from ieiw.schemas.units import BuildContext, SourceRecordError
 
 NAME = "magicbrush"
 DATASET = "magicbrush"

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 
 from ieiw.builders.template_files import load_packaged_template_file, load_template_file
-from ieiw.schemas.units import SourceRecordError
-from ieiw.schemas.source_image import SourceImage
 from ieiw.imageio import ImageDecodeError, Orientation, SizeMismatch, decode, encode
 from ieiw.schemas.rows import stable_hash
+from ieiw.schemas.source_image import SourceImage
+from ieiw.schemas.units import SourceRecordError
 
 ALPHA = 0.5  # InstructDiffusion's ``transparency``: the share of the source pixel kept inside the mask
 

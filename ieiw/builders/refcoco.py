@@ -55,10 +55,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
-from ieiw.schemas.source_image import SourceImage
 from ieiw.builders.captions import OVERLAY_TASK, add_caption_rows, captions_fingerprint, captions_preflight, coco_id
-from ieiw.builders.template_files import template_file_problems
 from ieiw.builders.overlay import (
     ALPHA,
     mask_png,
@@ -69,12 +66,15 @@ from ieiw.builders.overlay import (
     templates_for,
     unit_interval,
 )
-from ieiw.samples.segmentation import GREFCOCO_MARKER, SampleSpec, ensure_refcoco_sample
+from ieiw.builders.template_files import template_file_problems
 from ieiw.imageio import encode, extension
+from ieiw.samples.segmentation import GREFCOCO_MARKER, SampleSpec, ensure_refcoco_sample
 from ieiw.schemas.config import BuilderConfig
-from ieiw.schemas.registry import register_builder
 from ieiw.schemas.lazy import locked_cached_property
+from ieiw.schemas.registry import register_builder
 from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id
+from ieiw.schemas.source_image import SourceImage
+from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
 
 TASK = "refer-segment"
 LICENSES = {

@@ -18,21 +18,21 @@ import cv2
 import numpy as np
 from pydantic import Field, model_validator
 
-from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
 from ieiw.backends.inpaint.base import Inpainter
 from ieiw.backends.inpaint.opencv import OpenCVInpaintConfig
-from ieiw.builders.instructions import Templates, default_templates, instruction_for, load_templates
-from ieiw.builders.template_files import template_file_problems
-from ieiw.sources.phrasecut import PhraseCutRecord, PhraseCutSource, load_image, record_mask
-from ieiw.schemas.source_image import SourceImage
-from ieiw.samples.phrasecut import ensure_phrasecut_sample
 from ieiw.backends.verify import DROP_REASON, EmbeddedVerifyConfig, RemovalVerifier
-from ieiw.imageio import encode, extension
+from ieiw.builders.instructions import Templates, default_templates, instruction_for, load_templates
 from ieiw.builders.region_policy import REMOVAL_DEFAULTS, RegionPolicy, removal_policy, with_defaults
+from ieiw.builders.template_files import template_file_problems
+from ieiw.imageio import encode, extension
+from ieiw.samples.phrasecut import ensure_phrasecut_sample
 from ieiw.schemas.config import BuilderConfig, StrictModel, backend_field
-from ieiw.schemas.registry import register_builder
 from ieiw.schemas.lazy import locked_cached_property
+from ieiw.schemas.registry import register_builder
 from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id
+from ieiw.schemas.source_image import SourceImage
+from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
+from ieiw.sources.phrasecut import PhraseCutRecord, PhraseCutSource, load_image, record_mask
 
 DATASET = "phrasecut"
 LICENSE = "CC BY 4.0 (Visual Genome)"

@@ -32,26 +32,26 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from ieiw.schemas.units import BuildContext, CandidateBuilder, Failure, SourceRecordError, UnitResult, WorkUnit
-from ieiw.builders.instructions import Templates, default_templates, load_templates, replace_instruction
-from ieiw.builders.template_files import template_file_problems
+from ieiw.backends.features.embedded import EmbeddedFeaturesConfig
 from ieiw.backends.labels import CLIP_ZERO_SHOT, EMBEDDED_NEAREST, ZeroShotLabelsConfig, nearest_labelled_many
-from ieiw.sources.regions import ImageRegions, load_source_image
-from ieiw.builders.region_policy import RegionPolicy, choose, replacement_policy
-from ieiw.builders.region_sources import RegionSourceConfig
 from ieiw.backends.repaint import EmbeddedRepaintConfig
 from ieiw.builders.exemplars import ExemplarIndex, ExemplarIndexConfig
-from ieiw.backends.features.embedded import EmbeddedFeaturesConfig
+from ieiw.builders.instructions import Templates, default_templates, load_templates, replace_instruction
+from ieiw.builders.region_policy import RegionPolicy, choose, replacement_policy
+from ieiw.builders.region_sources import RegionSourceConfig
+from ieiw.builders.template_files import template_file_problems
 from ieiw.imageio import decode_rgb, encode, extension
+from ieiw.schemas import storage
 from ieiw.schemas.config import BuilderConfig, backend_field
 from ieiw.schemas.layout import index_folder
+from ieiw.schemas.lazy import OncePerKey, locked_cached_property
 from ieiw.schemas.manifest import load_manifest
 from ieiw.schemas.registry import register_builder
-from ieiw.schemas.lazy import OncePerKey, locked_cached_property
 from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id, stable_hash
-from ieiw.schemas import storage
-from ieiw.schemas.storage import atomic_write_bytes
 from ieiw.schemas.shards import read_shard
+from ieiw.schemas.storage import atomic_write_bytes
+from ieiw.schemas.units import BuildContext, CandidateBuilder, Failure, SourceRecordError, UnitResult, WorkUnit
+from ieiw.sources.regions import ImageRegions, load_source_image
 
 LICENSES = {
     "sa-1b": "SA-1B Dataset Research License",

@@ -18,21 +18,28 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ieiw.schemas.units import BuildContext, CandidateBuilder, Failure, UnitResult, WorkUnit
-from ieiw.schemas import storage
-
 from ieiw.crawlers.cache import ResponseCache
 from ieiw.crawlers.config import CrawlConfig, DumpSourceConfig, resolve
-from ieiw.crawlers.dump_index import COMMENT_KEYS, IndexResult, fingerprint_digest, index_dump, index_fingerprint, load_index
-from ieiw.crawlers.dump_index import read_comments, read_posts
+from ieiw.crawlers.dump_index import (
+    COMMENT_KEYS,
+    IndexResult,
+    fingerprint_digest,
+    index_dump,
+    index_fingerprint,
+    load_index,
+    read_comments,
+    read_posts,
+)
 from ieiw.crawlers.dumps import post_id
 from ieiw.crawlers.html_source import HtmlSource
 from ieiw.crawlers.http import FetchError, PoliteSession
 from ieiw.crawlers.pairs import ALIGN_BACKEND, PairMaker
 from ieiw.crawlers.posts import Thread, thread_from_reddit
 from ieiw.crawlers.reddit_api import RedditApi
+from ieiw.schemas import storage
 from ieiw.schemas.lazy import locked_cached_property
 from ieiw.schemas.takedown import Takedown
+from ieiw.schemas.units import BuildContext, CandidateBuilder, Failure, UnitResult, WorkUnit
 
 log = logging.getLogger(__name__)
 __all__ = ["COMMENT_KEYS", "WebCrawlBuilder"]

@@ -34,8 +34,8 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import mmap
+import os
 import re
 import struct
 import subprocess
@@ -52,10 +52,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import zstandard
 
-from ieiw.schemas.storage import atomic_write_bytes
-
 from ieiw.crawlers.dumps import MAX_WINDOW, link_post_id, post_id
 from ieiw.crawlers.posts import comment_image_urls
+from ieiw.schemas.storage import atomic_write_bytes
 
 FORMAT = 1
 CHUNK = 4 << 20  # bytes of decompressed input scanned at a time

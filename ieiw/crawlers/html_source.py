@@ -15,11 +15,10 @@ from urllib.parse import urljoin
 
 from bs4 import BeautifulSoup, Tag
 
-from ieiw.schemas.rows import stable_hash
-
 from ieiw.crawlers.config import HtmlSiteConfig
 from ieiw.crawlers.http import PoliteSession
 from ieiw.crawlers.posts import Comment, Thread, is_image_url, is_video_url
+from ieiw.schemas.rows import stable_hash
 
 INT_RE = re.compile(r"-?\d[\d,]*")
 

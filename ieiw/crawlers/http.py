@@ -30,8 +30,8 @@ from urllib3.util.retry import Retry
 
 from ieiw.crawlers.cache import ResponseCache
 from ieiw.crawlers.config import HttpConfig
-from ieiw.schemas.lazy import locked_cached_property
 from ieiw.crawlers.safety import PEER_REFUSED, FetchError, SafeAdapter, check_url, parse_target
+from ieiw.schemas.lazy import locked_cached_property
 
 Kind = Literal["image", "json", "html", "any"]
 

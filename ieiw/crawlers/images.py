@@ -14,9 +14,8 @@ import warnings
 
 from PIL import Image
 
-from ieiw.imageio import sniff
-
 from ieiw.crawlers.http import FetchError, PoliteSession
+from ieiw.imageio import sniff
 
 
 def check_image(body: bytes, url: str, max_pixels: int) -> tuple[str, int, int]:

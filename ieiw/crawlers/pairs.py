@@ -12,17 +12,16 @@ from typing import Any
 
 import cv2
 
-from ieiw.schemas.units import Failure, UnitResult
-from ieiw.imageio import decode_rgb, encode, extension_for_format, orientation_of
-from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id
-
 from ieiw.crawlers.align import validate_edit
 from ieiw.crawlers.config import CrawlConfig
 from ieiw.crawlers.http import FetchError, PoliteSession
 from ieiw.crawlers.images import fetch_image
-from ieiw.crawlers.titles import instruction_from_comment, instruction_from_post
 from ieiw.crawlers.posts import Thread, rank_edits, skip_reason
+from ieiw.crawlers.titles import instruction_from_comment, instruction_from_post
+from ieiw.imageio import decode_rgb, encode, extension_for_format, orientation_of
+from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id
 from ieiw.schemas.takedown import Takedown
+from ieiw.schemas.units import Failure, UnitResult
 
 ALIGN_BACKEND = "opencv-orb-ransac"
 

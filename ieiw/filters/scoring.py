@@ -29,8 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
-from ieiw.backends.features.embedded import EmbeddedFeaturesConfig
 from ieiw.backends.features.base import ImageFeatures
+from ieiw.backends.features.embedded import EmbeddedFeaturesConfig
 from ieiw.imageio import Orientation, decode
 from ieiw.schemas.config import BackendConfig, StrictModel, backend_field
 from ieiw.schemas.registry import REGISTRY, register_section

@@ -26,10 +26,10 @@ from prefect.futures import PrefectFuture, as_completed
 
 from ieiw import runner, stages
 from ieiw.progress import bar as progress_bar
-from ieiw.schemas.units import WorkUnit
-from ieiw.schemas.config import BuildConfig, absolute_paths, load_config, missing_models
 from ieiw.schemas import storage
+from ieiw.schemas.config import BuildConfig, absolute_paths, load_config, missing_models
 from ieiw.schemas.layout import PAIRS
+from ieiw.schemas.units import WorkUnit
 from ieiw.stats import artifact_key, count_table, render_markdown
 
 # Transient trouble (a full disk, an NFS hiccup, a GPU server restart) deserves a retry;

@@ -17,7 +17,6 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-
 COLOURS = {
     "red": (210, 40, 40),
     "green": (40, 170, 60),

@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 
 from ieiw.samples.base import COLOURS, SIZE_WORDS, Shape, ensure_sample, place_shapes, smooth_background
 
+
 def _relation(a: Shape, b: Shape) -> str:
     dx, dy = b.cx - a.cx, b.cy - a.cy
     if abs(dx) > abs(dy):

@@ -31,8 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ieiw.samples.base import ensure_sample, smooth_background
-from ieiw.samples.base import write_sample_captions
+from ieiw.samples.base import ensure_sample, smooth_background, write_sample_captions
 from ieiw.sources.keypoints import JOINTS, default_split
 
 MARKER = "SAMPLE.json"

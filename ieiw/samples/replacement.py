@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ieiw.sources.openimages import write_class_descriptions
-from ieiw.samples.base import COLOURS, SHAPES, Shape, ensure_sample, place_shapes, smooth_background
 from ieiw.imageio import encode
+from ieiw.samples.base import COLOURS, SHAPES, Shape, ensure_sample, place_shapes, smooth_background
+from ieiw.sources.openimages import write_class_descriptions
 
 MARKER = "samples.json"
 SA1B_DIR = "sa1b"

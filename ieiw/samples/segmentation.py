@@ -35,8 +35,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pydantic import Field
 
-from ieiw.samples.base import COLOURS, Shape, ensure_sample, place_shapes, smooth_background
-from ieiw.samples.base import write_sample_captions
+from ieiw.samples.base import COLOURS, Shape, ensure_sample, place_shapes, smooth_background, write_sample_captions
 from ieiw.schemas.config import StrictModel
 
 COCO_THINGS = (

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from ieiw.schemas import storage
 from ieiw.schemas.rows import READABLE_VERSIONS, SCHEMA_VERSION, SCHEMA_VERSION_KEY
 
+
 @dataclass(frozen=True)
 class ShardFile:
     """What the manifest records about one written shard."""

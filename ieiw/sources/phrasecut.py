@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ieiw.imageio import JPEG_QUALITY, ImageDecodeError, Orientation, SizeMismatch, decode
 from ieiw.schemas.source_image import SourceImage
 from ieiw.schemas.units import SourceRecordError
-from ieiw.imageio import JPEG_QUALITY, ImageDecodeError, Orientation, SizeMismatch, decode
 
 INFO_FILE = "image_data_split.json"
 OFFICIAL_SPLITS = ("train", "val", "test", "miniv")

@@ -33,6 +33,7 @@ import numpy as np
 
 from ieiw.schemas.units import Failure, SourceRecordError
 
+
 # -- masks ----------------------------------------------------------------------------------------
 class MaskSource(Protocol):
     def load(self) -> np.ndarray:

@@ -54,8 +54,8 @@ from urllib.parse import unquote, urlsplit
 
 from ieiw.schemas.manifest import Manifest, forget, load_manifest, manifest_path
 from ieiw.schemas.rows import builder_cell, canonical_json, image_cell, image_key, origin_cell, row_id, rows_to_table
-from ieiw.schemas.storage import atomic_write_bytes
 from ieiw.schemas.shards import write_shard
+from ieiw.schemas.storage import atomic_write_bytes
 
 FORMAT = "ieiw-align-work/1"
 DATASET = "align-picks"

@@ -23,7 +23,11 @@ def export_pipeline(
     stage: str = "edit",
 ) -> Path:
     """Write the pipeline; ``unet`` is copied so the caller's training weights stay untouched."""
-    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline, StableDiffusionPipeline
+    from diffusers import (
+        EulerAncestralDiscreteScheduler,
+        StableDiffusionInstructPix2PixPipeline,
+        StableDiffusionPipeline,
+    )
 
     unet = copy.deepcopy(unet).to("cpu")
     if ema is not None:

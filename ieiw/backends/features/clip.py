@@ -26,8 +26,7 @@ import numpy as np
 from pydantic import Field
 
 from ieiw.backends.features.base import ImageFeatures
-from ieiw.backends.models import torch_device
-from ieiw.backends.models import HubModelFields, ModelNotFoundError, cached_commit, looks_like_path
+from ieiw.backends.models import HubModelFields, ModelNotFoundError, cached_commit, looks_like_path, torch_device
 from ieiw.schemas.config import BackendConfig
 from ieiw.schemas.registry import register_backend
 
