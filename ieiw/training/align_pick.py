@@ -390,6 +390,15 @@ class PickStore:
 class Handler(BaseHTTPRequestHandler):
     server_version = "ieiw-align-pick"
     store: PickStore  # set on the subclass made by make_server
+    hosts: frozenset[str]  # the Host values this server answers to (make_server)
+
+    def _host_allowed(self) -> bool:
+        """Only requests addressed to this server by name: a DNS-rebinding page (evil.example resolving to
+        127.0.0.1) sends its own name as Host, and would otherwise read the benchmark and change picks."""
+        if (self.headers.get("Host") or "").strip().lower() in self.hosts:
+            return True
+        self._error(HTTPStatus.MISDIRECTED_REQUEST, "unknown Host; open the page by the address it printed")
+        return False
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: the terminal belongs to the person picking
         pass
@@ -426,6 +435,8 @@ class Handler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.OK, path.read_bytes(), CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream"))
 
     def do_GET(self) -> None:
+        if not self._host_allowed():
+            return None
         route = urlsplit(self.path).path
         if route in ("/", "/index.html"):
             return self._send(HTTPStatus.OK, PAGE.encode(), "text/html; charset=utf-8")
@@ -444,6 +455,8 @@ class Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def do_POST(self) -> None:
+        if not self._host_allowed():
+            return None
         route = urlsplit(self.path).path
         if route not in ("/api/pick", "/api/write-shards"):
             return self._error(HTTPStatus.NOT_FOUND, "no such endpoint")
@@ -453,6 +466,8 @@ class Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length", "0"))
         except ValueError:
             return self._error(HTTPStatus.BAD_REQUEST, "bad Content-Length")
+        if length < 0:  # read(-1) would read to the end of the stream: past the cap below
+            return self._error(HTTPStatus.BAD_REQUEST, "bad Content-Length")
         if length > MAX_BODY:
             return self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body too large")
         try:
@@ -461,10 +476,11 @@ class Handler(BaseHTTPRequestHandler):
             return self._error(HTTPStatus.BAD_REQUEST, "body is not JSON")
         if route == "/api/write-shards":
             return self._json(HTTPStatus.OK, self.store.write_shards())
-        if not isinstance(body, dict):
-            return self._error(HTTPStatus.BAD_REQUEST, "expected {prompt, candidate, keep}")
+        if not (isinstance(body, dict) and isinstance(body.get("prompt"), str) and isinstance(body.get("keep"), bool)
+                and isinstance(body.get("candidate"), int) and not isinstance(body.get("candidate"), bool)):
+            return self._error(HTTPStatus.BAD_REQUEST, "expected {prompt: string, candidate: integer, keep: true|false}")
         try:
-            kept = self.store.toggle(body.get("prompt"), body.get("candidate"), bool(body.get("keep")))
+            kept = self.store.toggle(body["prompt"], body["candidate"], body["keep"])
         except KeyError as exc:
             return self._error(HTTPStatus.NOT_FOUND, str(exc.args[0]))
         except PermissionError as exc:
@@ -482,8 +498,12 @@ class Handler(BaseHTTPRequestHandler):
 def make_server(work: str | Path, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
     """The picking server over ``work`` (port 0: a free one; see ``server.server_address``)."""
     store = PickStore(work)
-    handler = type("AlignHandler", (Handler,), {"store": store})
+    handler = type("AlignHandler", (Handler,), {"store": store, "hosts": frozenset()})
     server = ThreadingHTTPServer((host, port), handler)
+    bound = server.server_address[1]
+    names = {host, "localhost", "127.0.0.1", "[::1]"} if host in ("127.0.0.1", "localhost", "::1") else {host}
+    handler.hosts = frozenset(f"{(f'[{n}]' if ':' in n and not n.startswith('[') else n).lower()}:{bound}"
+                              for n in names)
     server.daemon_threads = True
     server.store = store  # type: ignore[attr-defined]
     return server

@@ -240,7 +240,8 @@ def test_third_pick_refused_and_picks_written_atomically(work: Path, server):
     assert json.loads((work / "picks.json").read_text()) == {"p0000": [0, 1]}
     assert pick("p0000", 1, keep=False)[1]["picks"] == [0]
     assert pick("p0000", 2)[1]["picks"] == [0, 2]
-    assert pick("p0000", 9)[0] == 404 and pick("p0099", 0)[0] == 404 and pick("p0000", True)[0] == 404
+    assert pick("p0000", 9)[0] == 404 and pick("p0099", 0)[0] == 404
+    assert pick("p0000", True)[0] == 400, "a boolean is no candidate number: a malformed request"
     assert raw(server, "POST", "/api/pick", b"{", )[0] == 400
     assert raw(server, "POST", "/api/pick", b"prompt=p0000", "application/x-www-form-urlencoded")[0] == 415
     assert not list(work.glob(".tmp-*"))
@@ -297,3 +298,55 @@ def test_ieiw_command_delegates_align_pick(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["align-pick", "--help"])
     assert exit_.value.code == 0 and "--candidates-from" in capsys.readouterr().out
+
+
+def request(server, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None):
+    """One request with exactly these headers (no Host unless given)."""
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    try:
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for name, value in (headers or {}).items():
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def local_headers(server, body: bytes = b"") -> dict[str, str]:
+    return {"Host": f"127.0.0.1:{server.server_address[1]}", "Content-Type": "application/json",
+            "Content-Length": str(len(body))}
+
+
+def picks_now(server) -> dict:
+    return json.loads(request(server, "GET", "/api/state", headers=local_headers(server))[1])["picks"]
+
+
+def test_a_rebinding_page_is_refused(server):
+    """A page whose own name resolves to 127.0.0.1 is same-origin with the picker but sends its name as Host."""
+    port = server.server_address[1]
+    pick = json.dumps({"prompt": "p0000", "candidate": 0, "keep": True}).encode()
+    for host in ("evil.example", f"evil.example:{port}", "127.0.0.1:1", ""):
+        assert request(server, "GET", "/api/state", headers={"Host": host})[0] == 421, host
+        assert request(server, "GET", "/files/prompts.json", headers={"Host": host})[0] == 421, host
+        assert request(server, "POST", "/api/pick", pick, {**local_headers(server, pick), "Host": host})[0] == 421, host
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}"):
+        assert request(server, "GET", "/api/state", headers={"Host": host})[0] == 200, host
+    assert picks_now(server) == {}
+
+
+def test_a_negative_content_length_does_not_skip_the_body_cap(server):
+    big = b'{"prompt": "p0000", "candidate": 0, "keep": true, "pad": "' + b"x" * 70_000 + b'"}'
+    status, _ = request(server, "POST", "/api/pick", big, {**local_headers(server, big), "Content-Length": "-1"})
+    assert status == 400 and picks_now(server) == {}
+
+
+def test_a_list_prompt_is_answered_and_a_string_keep_is_no_keep(server):
+    for body in ({"prompt": ["p0000"], "candidate": 0, "keep": True}, {"prompt": "p0000", "candidate": 0, "keep": "false"},
+                 {"prompt": "p0000", "candidate": "0", "keep": True}):
+        data = json.dumps(body).encode()
+        status, answer = request(server, "POST", "/api/pick", data, local_headers(server, data))
+        assert status == 400 and b"expected" in answer, body
+    assert picks_now(server) == {}, "no refused request picked anything"
+
