@@ -32,7 +32,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if missing:
         print(f"{args.config}: cannot build:\n  " + "\n  ".join(missing), file=sys.stderr)
         return 2
-    from ieiw.flows.build import build_ieiw
+    from ieiw.flows.build import build_ieiw, is_local_only, local_overrides
     from ieiw.runner import keep_parent_threads, make_task_runner
 
     try:
@@ -40,9 +40,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         print(f"{args.config}: {exc}", file=sys.stderr)
         return 2
-    with keep_parent_threads():
+    local = {key: value for key, value in overrides.items() if is_local_only(key)}  # never a run parameter
+    with keep_parent_threads(), local_overrides(local):
         state = build_ieiw.with_options(task_runner=task_runner)(
-            config_path=str(args.config), out_dir=args.out, overrides=overrides, return_state=True)
+            config_path=str(args.config), out_dir=args.out, overrides={k: v for k, v in overrides.items() if k not in local},
+            return_state=True)
     if state.is_failed():
         print(f"build failed: {state.message}", file=sys.stderr)
         return 1

@@ -181,3 +181,38 @@ def test_every_row_of_one_source_image_shares_its_split(built):
         by_image.setdefault(row["origin"]["image_id"], set()).add(row["split"])
     assert all(len(splits) == 1 for splits in by_image.values())
     assert {s for splits in by_image.values() for s in splits} <= {"train", "val"}
+
+
+# -- a flow run's parameters cannot import code -----------------------------------------------------
+def marker_plugin(folder: Path) -> tuple[Path, Path]:
+    """A module whose import leaves a file behind: proof that something imported it."""
+    marker = folder / "imported"
+    (folder / "plug").mkdir()
+    (folder / "plug" / "ieiw_marker_plugin.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    return folder / "plug", marker
+
+
+@pytest.mark.slow
+def test_a_flow_run_whose_parameters_name_plugins_is_refused_before_any_import(sample_root, tmp_path, monkeypatch):
+    """`plugins:` imports modules; a deployment run's parameters (anyone who reaches the Prefect API) may not
+    set it. The run fails before any import, naming the key."""
+    from ieiw.flows.build import build_ieiw
+
+    path, marker = marker_plugin(tmp_path)
+    monkeypatch.syspath_prepend(str(path))
+    config = write_config(tmp_path / "build.yaml", sample_root, tmp_path / "out")
+    for overrides in ({"plugins": ["ieiw_marker_plugin"]}, {"plugins.0": "ieiw_marker_plugin"}):
+        state = build_ieiw(str(config), overrides=overrides, return_state=True)
+        assert state.is_failed() and "cannot name modules to import" in state.message, state.message
+    assert not marker.exists() and "ieiw_marker_plugin" not in sys.modules
+    assert not (tmp_path / "out").exists(), "refused before any work"
+
+
+@pytest.mark.slow
+def test_plugins_from_the_local_command_line_still_load(sample_root, tmp_path):
+    path, marker = marker_plugin(tmp_path)
+    config = write_config(tmp_path / "build.yaml", sample_root, tmp_path / "out")
+    env = ieiw_env()
+    env["PYTHONPATH"] = f"{path}{os.pathsep}{env['PYTHONPATH']}"
+    run_ieiw("build", config, "--set", "plugins=[ieiw_marker_plugin]", env=env)
+    assert marker.exists() and load_manifest(tmp_path / "out" / "ieiw")["units"]

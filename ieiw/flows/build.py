@@ -14,7 +14,8 @@ skipped through the manifests).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,26 @@ def run_bounded(submit: Callable[..., PrefectFuture], calls: Iterable[tuple], li
     return results, failures
 
 
+# Keys that import code (``plugins:``) come from a config file or from `ieiw build --set` on this machine,
+# never from a flow run's parameters: anyone who can reach the Prefect API can start a deployment run.
+LOCAL_ONLY_KEYS = ("plugins",)
+_local_overrides: ContextVar[Mapping[str, Any]] = ContextVar("ieiw_local_overrides", default={})
+
+
+@contextlib.contextmanager
+def local_overrides(values: Mapping[str, Any]) -> Iterator[None]:
+    """Overrides of :data:`LOCAL_ONLY_KEYS` given on this machine's command line, for the flow called inside."""
+    token = _local_overrides.set(dict(values))
+    try:
+        yield
+    finally:
+        _local_overrides.reset(token)
+
+
+def is_local_only(key: str) -> bool:
+    return any(key == name or key.startswith(name + ".") for name in LOCAL_ONLY_KEYS)
+
+
 @flow(name="build-ieiw", log_prints=True)
 def build_ieiw(
     config_path: str = "configs/demo.yaml",
@@ -149,8 +170,12 @@ def build_ieiw(
 ) -> dict[str, Any]:
     """Build IEIW pairs from the sources in ``config_path`` into ``<out_dir>/ieiw``, on the task runner
     the config's ``runner:`` names."""
+    refused = sorted(key for key in overrides or {} if is_local_only(key))
+    if refused:  # before anything is imported
+        raise PermissionError(f"overrides {', '.join(refused)}: a flow run's parameters cannot name modules to "
+                              "import; put plugins in the config file, or pass --set on the machine that runs ieiw build")
     logger = get_run_logger()
-    overrides = dict(overrides or {})
+    overrides = {**(overrides or {}), **_local_overrides.get()}
     if out_dir is not None:
         overrides["out_dir"] = out_dir
     validated = load_config(config_path, overrides)
@@ -163,7 +188,7 @@ def build_ieiw(
         logger.info("runner.kind %s: running the build as a subflow on that task runner", validated.runner.kind)
         with runner.keep_parent_threads():
             return build_ieiw.with_options(task_runner=runner.make_task_runner(validated))(
-                config_path, out_dir, overrides or None)
+                config_path, out_dir, {k: v for k, v in overrides.items() if not is_local_only(k)} or None)
     if runner.is_dask(validated):  # a worker's working directory may be elsewhere: ship absolute paths
         validated = absolute_paths(validated, Path.cwd())
     logger.info("config %s (hash %s), output %s, runner %s", config_path, validated.digest(), validated.out_dir,
