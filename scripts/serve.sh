@@ -14,6 +14,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=${PREFECT_SERVER_ANALYTICS_ENABLED:-fals
 
 server=""
 worker=""
+auth_file=""
 
 # Wait up to $2 seconds (in tenths) for process $1 to exit; true if it did.
 exited_within() {
@@ -47,6 +48,21 @@ if [ -n "${PREFECT_API_URL:-}" ]; then
   echo "ieiw serve: using the Prefect server at $PREFECT_API_URL"
 else
   export PREFECT_API_URL="http://$HOST:$PORT/api"
+  # Prefect's defaults are for a laptop alone: no auth, any origin, no CSRF token; then any web page open in
+  # a browser here, or any local user, could start flow runs that the worker executes. So the server asks for
+  # an auth string (made once, kept 0600 under PREFECT_HOME, read by the worker and the CLI), answers its
+  # own origin only, and wants Prefect's CSRF token on every change (Prefect's client fetches it).
+  auth_file="${PREFECT_HOME:-$HOME/.prefect}/serve-auth"
+  if [ ! -s "$auth_file" ]; then
+    mkdir -p "$(dirname "$auth_file")"
+    (umask 077; "$BIN/python" -c "import secrets; print('ieiw:' + secrets.token_hex(24))" > "$auth_file")
+    echo "ieiw serve: made an auth string for this server in $auth_file (mode 0600)"
+  fi
+  chmod 600 "$auth_file"
+  auth=$(cat "$auth_file")
+  export PREFECT_SERVER_API_AUTH_STRING="$auth" PREFECT_API_AUTH_STRING="$auth"
+  export PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS="http://$HOST:$PORT"
+  export PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED=true
   # Its own session: the terminal's Ctrl-C reaches the worker first; stop_all stops the server after it.
   setsid "$BIN/prefect" server start --host "$HOST" --port "$PORT" &
   server=$!
@@ -59,11 +75,17 @@ fi
 "$BIN/prefect" work-pool inspect "$IEIW_WORK_POOL" >/dev/null 2>&1 \
   || "$BIN/prefect" work-pool create "$IEIW_WORK_POOL" --type process
 "$BIN/prefect" --no-prompt deploy --all
+auth_line="" auth_export=""
+if [ -n "$auth_file" ]; then
+  auth_line="The server asks for the auth string in $auth_file (the UI's login too)."
+  auth_export=" PREFECT_API_AUTH_STRING=\$(cat $auth_file)"
+fi
 cat <<MSG
 
 Prefect UI: ${PREFECT_API_URL%/api}   work pool: $IEIW_WORK_POOL   (Ctrl-C stops everything)
+$auth_line
 In another shell:
-  export PREFECT_API_URL=$PREFECT_API_URL
+  export PREFECT_API_URL=$PREFECT_API_URL$auth_export
   $BIN/prefect deployment run 'build-ieiw/demo' --watch
 MSG
 "$BIN/prefect" worker start --pool "$IEIW_WORK_POOL" &

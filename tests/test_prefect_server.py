@@ -3,12 +3,15 @@ worker, `prefect deployment run 'build-ieiw/demo'` reaching Completed, and Ctrl-
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -117,6 +120,30 @@ def healthy(api: str) -> bool:
         return False
 
 
+def status_of(request: urllib.request.Request) -> int:
+    try:
+        return urllib.request.urlopen(request, timeout=10).status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def assert_server_is_guarded(api: str, auth: str) -> None:
+    """`make serve`'s server: no answer without the auth string, no CORS for another origin, and a change
+    needs Prefect's CSRF token, so a web page open in a browser on this machine cannot start runs."""
+    body = json.dumps({}).encode()
+    post = {"Content-Type": "application/json"}
+    basic = {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()}
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"ieiw:guess").decode()}
+    assert status_of(urllib.request.Request(f"{api}/csrf-token?client=probe")) == 401, "no auth string"
+    assert status_of(urllib.request.Request(f"{api}/csrf-token?client=probe", headers=wrong)) == 401
+    assert status_of(urllib.request.Request(f"{api}/csrf-token?client=probe", headers=basic)) == 200
+    assert status_of(urllib.request.Request(f"{api}/deployments/filter", body, post)) in (401, 403)
+    assert status_of(urllib.request.Request(f"{api}/deployments/filter", body, post | basic)) == 403, "no CSRF token"
+    preflight = urllib.request.Request(f"{api}/deployments/filter", method="OPTIONS", headers={
+        "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+    assert status_of(preflight) == 400, "another origin's preflight is refused"
+
+
 def test_serve_deploy_run_demo_and_ctrl_c(tmp_path, sample_root):
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
@@ -129,6 +156,10 @@ def test_serve_deploy_run_demo_and_ctrl_c(tmp_path, sample_root):
 
     try:
         wait_for(lambda: healthy(api), 90, "the Prefect server")
+        auth_file = tmp_path / "prefect" / "serve-auth"
+        assert stat.S_IMODE(auth_file.stat().st_mode) == 0o600
+        client_env["PREFECT_API_AUTH_STRING"] = auth_file.read_text().strip()
+        assert_server_is_guarded(api, client_env["PREFECT_API_AUTH_STRING"])
         wait_for(lambda: prefect("deployment", "inspect", "build-ieiw/demo").returncode == 0, 120,
                  "the demo deployment")
         wait_for(lambda: "Worker" in (tmp_path / "serve.log").read_text(), 60, "the worker")
