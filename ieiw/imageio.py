@@ -20,6 +20,7 @@ import enum
 import warnings
 from dataclasses import dataclass
 from io import BytesIO
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -77,6 +78,30 @@ def sniff(data: bytes) -> str | None:
         return next((f for f in ALLOWED_FORMATS if f in Image.OPEN and Image.OPEN[f][1](data[:32])), None)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return None
+
+
+def pixel_limit() -> int | None:
+    """The most pixels :func:`decode` accepts (Pillow's ``MAX_IMAGE_PIXELS``; None when unlimited): a larger
+    image is a decompression bomb here, refused whatever the caller (Pillow itself only warns up to twice it)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return int(limit) if limit else None
+
+
+def header_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of the image file at ``path`` from its header alone (no pixel decode).
+
+    Raises :class:`ImageDecodeError` for a file that is no allowed image and, starting ``"decompression
+    bomb:"`` as :func:`decode` does, for a header declaring more than :func:`pixel_limit` pixels (so an image
+    that :func:`decode` would refuse is refused here already, before any of its pixels are read)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=ALLOWED_FORMATS) as image:
+                return image.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"decompression bomb: {exc}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"not an image: {exc}") from None
 
 
 def extension(data: bytes) -> str:

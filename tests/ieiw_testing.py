@@ -141,3 +141,35 @@ def verified_stats_like_local(folder: str, local: Path, env: dict[str, str]) -> 
         assert remote[key] == expected[key], key
     assert remote["rows"] > 0
     return remote
+
+
+# -- names that lead out of a dataset's root (docs/formats.md, "Names that become paths") ----------------
+PLANTED = "planted-outside-root"
+
+
+def plant_outside(folder: Path, size: tuple[int, int] = (64, 48), name: str = f"{PLANTED}.png") -> tuple[Path, bytes]:
+    """A real image outside a dataset's root, where a crafted name (``../``, an absolute path, a symlink) points:
+    the reader would read it if it did not check names. A plain RGB PNG (kept as stored by every reader) of
+    ``size`` (width, height), magenta. Returns (its path, its bytes)."""
+    import numpy as np
+
+    from ieiw.imageio import encode
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pixels = np.zeros((size[1], size[0], 3), np.uint8)
+    pixels[..., 0] = pixels[..., 2] = 255
+    data = encode(pixels, "png")
+    path = folder / name
+    path.write_bytes(data)
+    return path, data
+
+
+def assert_not_carried(rows: list[dict[str, Any]], planted: Path, data: bytes) -> None:
+    """No row holds the planted image's bytes or names it (its path or its file name)."""
+    import pickle
+
+    for row in rows:
+        blob = pickle.dumps(row)
+        assert data not in blob, f"row {row.get('id')} carries the planted image's bytes"
+        assert PLANTED.encode() not in blob and str(planted).encode() not in blob, \
+            f"row {row.get('id')} names the planted image"

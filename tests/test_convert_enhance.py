@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from ieiw_testing import run_ieiw
+from ieiw_testing import assert_not_carried, plant_outside, run_ieiw
 from PIL import Image
 
 from ieiw.schemas.units import BuildContext
@@ -187,6 +187,29 @@ def test_synthetic_degradations_can_be_chosen(tmp_path):
     assert len(rows) == 2 and {json.loads(r["builder"]["params"])["degradation"] for r in rows} == {"noise"}
     with pytest.raises(ValueError, match="listed twice"):
         EnhanceConfig(dataset="synthetic", root=root, degradations=["blur", "blur"])
+
+
+def test_files_symlinked_out_of_the_root_are_failures(tmp_path):
+    """The enhancement listings read folders, so no dataset-supplied name becomes a path; a file (or folder)
+    symlinked out of ``root`` is the only way out, and it is a ``path_outside_root`` failure naming the link
+    (docs/formats.md, "Names that become paths")."""
+    planted, data = plant_outside(tmp_path / "elsewhere", (160, 120))
+    root = make_enhance_sample(tmp_path / "gopro", "gopro", pairs=4)
+    target = sorted((root / "train" / "target").iterdir())[0]
+    target.unlink()
+    target.symlink_to(planted)
+    rows, failures = build(EnhanceConfig(dataset="gopro", root=root))
+    assert [(f.reason, f.record_id, f.file) for f in failures] == [("path_outside_root", target.stem, str(target))]
+    assert len(rows) == 3
+    assert_not_carried(rows, planted, data)
+    clean = make_enhance_sample(tmp_path / "clean", "synthetic", pairs=2)
+    (clean / "linked.png").symlink_to(planted)
+    (clean / "linkdir").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    rows, failures = build(EnhanceConfig(dataset="synthetic", root=clean, degradations=["noise"]))
+    assert len(rows) == 2 and failures and {f.reason for f in failures} == {"path_outside_root"}
+    assert ("linked.png#noise", str(clean / "linked.png")) in {(f.record_id, f.file) for f in failures}
+    assert all(Path(f.file).resolve() == planted.resolve() for f in failures)
+    assert_not_carried(rows, planted, data)
 
 
 def test_templates_and_preflight(tmp_path):

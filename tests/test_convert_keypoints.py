@@ -5,6 +5,7 @@ crowd and unlabelled people skipped with reasons, bad records named, and a run t
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from ieiw_testing import run_ieiw
+from ieiw_testing import assert_not_carried, plant_outside, run_ieiw
 
 from ieiw.schemas.units import BuildContext
 from ieiw.phrases import TemplateError
@@ -229,6 +230,43 @@ def test_bad_records_are_named_failures(tmp_path):
     assert reasons["bad_keypoints"].record_id == str(people[0]["id"])
     assert "expected 51 keypoint numbers" in reasons["bad_keypoints"].message
     assert reasons["missing_image"].file == str(gone)
+
+
+@pytest.mark.parametrize("dataset", ["mpii", "aic"])
+def test_image_names_outside_the_image_folder_are_failures(tmp_path, dataset):
+    """MPII's ``image`` and a COCO-style ``file_name`` of ../x, /x, or a name symlinked out of the image
+    folder: each such person is a ``path_outside_root`` failure naming the annotation file, and no row carries
+    the file outside (docs/formats.md, "Names that become paths")."""
+    root = make_pose_sample(tmp_path / dataset, dataset, images=6)
+    config = KeypointsConfig(dataset=dataset, root=root)
+    baseline, _, _ = build(config)
+    planted, data = plant_outside(tmp_path / "elsewhere", (320, 240))
+    folder = config.image_folder()
+    (folder / "linked.jpg").symlink_to(planted)
+    crafted = [os.path.relpath(planted, folder), str(planted), "linked.jpg"]
+    path = config.annotation_path()
+    annotations = json.loads(path.read_text())
+    if dataset == "mpii":  # one person each; the record id is "<index>:<image>"
+        before = {f"{i}:{annotations[i]['image']}": f"{i}:{name}" for i, name in enumerate(crafted)}
+        for entry, name in zip(annotations, crafted):
+            entry["image"] = name
+    else:  # every person of three images (not image 1, whose first person is skipped as unlabelled)
+        chosen = [annotations["images"][i] for i in (0, 2, 3)]
+        ids = {str(e["id"]) for e in chosen}
+        before = {r["origin"]["record_id"]: r["origin"]["record_id"] for r in baseline
+                  if r["origin"]["image_id"] in ids}
+        for entry, name in zip(chosen, crafted):
+            entry["file_name"] = name
+    path.write_text(json.dumps(annotations))
+    affected = {before[r["origin"]["record_id"]] for r in baseline if r["origin"]["record_id"] in before}
+    assert len(affected) >= 3
+    rows, failures, _ = build(config)
+    refused = {f.record_id: f for f in failures if f.reason == "path_outside_root"}
+    assert set(refused) == affected and {f.file for f in refused.values()} == {str(path)}
+    assert all(str(folder) in f.message for f in refused.values())
+    kept = {r["origin"]["record_id"] for r in baseline} - set(before)
+    assert kept and {r["origin"]["record_id"] for r in rows} == kept  # everything else still builds
+    assert_not_carried(rows, planted, data)
 
 
 def test_templates_are_checked(tmp_path):

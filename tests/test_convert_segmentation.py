@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 import shutil
 from collections import Counter, defaultdict
@@ -14,7 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from ieiw_testing import run_ieiw
+from ieiw_testing import assert_not_carried, plant_outside, run_ieiw
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -234,6 +235,29 @@ def test_cocostuff_bad_records_are_named_and_the_unit_still_builds(stuff_root, t
     assert {r["origin"]["image_id"] for r in rows} == set(stems) - {stems[i] for i in (0, 1, 2, 3, 4, 7)}
 
 
+def test_cocostuff_files_symlinked_out_of_the_root_are_failures(stuff_root, tmp_path):
+    """COCO-Stuff's names come from listing images/{split}, so a symlink is the only way out: an image or a
+    label map that leads out of its folder is a ``path_outside_root`` failure (docs/formats.md, "Names that
+    become paths")."""
+    root = tmp_path / "coco-stuff"
+    shutil.copytree(stuff_root, root)
+    labels_dir, images_dir = root / "annotations" / "train2017", root / "images" / "train2017"
+    stems = sorted(p.stem for p in images_dir.glob("*.jpg"))
+    planted, data = plant_outside(tmp_path / "elsewhere", (160, 120))
+    (images_dir / f"{stems[0]}.jpg").unlink()
+    (images_dir / f"{stems[0]}.jpg").symlink_to(planted)
+    outside_map = tmp_path / "elsewhere" / "map.png"
+    shutil.move(labels_dir / f"{stems[1]}.png", outside_map)
+    (labels_dir / f"{stems[1]}.png").symlink_to(outside_map)
+    rows, failures = stuff_rows(root)
+    assert {f.record_id: (f.reason, f.file) for f in failures} == {
+        stems[0]: ("path_outside_root", str(images_dir / f"{stems[0]}.jpg")),
+        stems[1]: ("path_outside_root", str(labels_dir / f"{stems[1]}.png")),
+    }
+    assert {r["origin"]["image_id"] for r in rows} == set(stems[2:])
+    assert_not_carried(rows, planted, data)
+
+
 def test_cocostuff_file_level_problems_are_one_line(stuff_root, tmp_path):
     root = tmp_path / "coco-stuff"
     shutil.copytree(stuff_root, root)
@@ -428,6 +452,35 @@ def test_refcoco_bad_records_are_named_and_the_unit_still_builds(ref_root, tmp_p
     assert str(chosen[0]["ann_id"]) in str(failures[str(chosen[0]["ref_id"])])
     built = {r["origin"]["record_id"] for r in rows}
     assert built == {str(r["ref_id"]) for r in train} - set(expect)
+
+
+@pytest.mark.parametrize("variant", ["refcoco", "grefcoco"])
+def test_refcoco_file_names_outside_the_images_folder_are_failures(ref_root, tmp_path, variant):
+    """A ``file_name`` in instances.json of ../x, /x, or one symlinked out of images/train2014: every ref of
+    that image is a ``path_outside_root`` failure naming instances.json; the rest builds."""
+    root = tmp_path / "coco_2014"
+    shutil.copytree(ref_root, root)
+    images_dir = root / "images" / "train2014"
+    instances_path = root / variant / "instances.json"
+    data = json.loads(instances_path.read_text())
+    planted, planted_bytes = plant_outside(tmp_path / "elsewhere", (160, 120))
+    (images_dir / "linked.jpg").symlink_to(planted)
+    crafted = {image["id"]: name for image, name in
+               zip(data["images"], [os.path.relpath(planted, images_dir), str(planted), "linked.jpg"])}
+    for image in data["images"]:
+        image["file_name"] = crafted.get(image["id"], image["file_name"])
+    instances_path.write_text(json.dumps(data))
+    rows, results = ref_rows(root, variant, absent_share=0.0)
+    builder = ref_builder(root, variant)
+    train = {ref.ref_id: ref for ref in builder.source.refs}
+    hit = {ref_id for ref_id, ref in train.items() if ref.raw.get("image_id") in crafted}
+    assert hit
+    failures = {f.record_id: f for r in results for f in r.failures}
+    assert {k: (f.reason, f.file) for k, f in failures.items() if k in hit} == {
+        k: ("path_outside_root", str(instances_path)) for k in hit}
+    assert all(str(images_dir) in failures[k].message for k in hit)
+    assert not {r["origin"]["record_id"] for r in rows} & hit and rows
+    assert_not_carried(rows, planted, planted_bytes)
 
 
 def test_refcoco_file_level_problems_are_one_line(ref_root, tmp_path):

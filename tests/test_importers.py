@@ -6,6 +6,7 @@ the trainer's dataset; a run through the real flow."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -15,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from ieiw_testing import run_ieiw
+from ieiw_testing import PLANTED, assert_not_carried, plant_outside, run_ieiw
 from PIL import Image
 
 from ieiw.schemas.units import BuildContext
@@ -32,7 +33,7 @@ from ieiw.samples.editing import (
     make_ip2p_sample,
     make_magicbrush_sample,
 )
-from ieiw.imageio import decode, decode_mask
+from ieiw.imageio import decode, decode_mask, encode
 from ieiw.schemas.manifest import Manifest, load_manifest
 from ieiw.schemas.registry import REGISTRY
 from ieiw.schemas.rows import rows_to_table
@@ -368,6 +369,84 @@ def test_gier_instruction_choice_and_prompts_variant(gier, tmp_path):
     assert "no pairs file (looked for GIER.json, GIER_new.json, IER2.json)" in lines[0]
     (tmp_path / "nothing" / "GIER.json").write_text('{"input": "a"}')
     assert "a GIER pairs file is a JSON list" in GierConfig(root=tmp_path / "nothing").preflight()[0]
+
+
+# -- names that lead out of the dataset (docs/formats.md, "Names that become paths") ------------------
+def test_ip2p_image_cell_paths_outside_the_parquet_folder_are_failures(tmp_path):
+    """An image cell with null bytes is read from its ``path`` under the Parquet file's folder; a path of ../x,
+    /x, or one symlinked out of the folder is a ``path_outside_root`` failure naming the file and row."""
+    folder = tmp_path / "custom" / "data"
+    folder.mkdir(parents=True)
+    planted, data = plant_outside(tmp_path / "elsewhere", (50, 40))
+    scene = np.zeros((40, 50, 3), np.uint8)
+    scene[10:20, 10:30] = (200, 30, 30)
+    Image.fromarray(scene).save(folder / "a.png")
+    Image.fromarray(255 - scene).save(folder / "b.png")
+    (folder / "linked.png").symlink_to(planted)
+    names = ["b.png", os.path.relpath(planted, folder), str(planted), "linked.png"]
+    table = pa.table({"before": [(folder / "a.png").read_bytes()] * 4, "prompt": ["invert it"] * 4,
+                      "after": [{"bytes": None, "path": name} for name in names]})
+    parquet = folder / "train-00000-of-00001.parquet"
+    pq.write_table(table, parquet)
+    config = InstructPix2PixConfig(root=tmp_path / "custom", columns={"source": "before", "instruction": "prompt",
+                                                                       "target": "after"})
+    rows, failures, _, records = build(InstructPix2PixBuilder, config)
+    assert records == 4 and len(rows) == 1 and rows[0]["target_image"]["bytes"] == (folder / "b.png").read_bytes()
+    assert [(f.reason, f.record_id, f.file) for f in failures] == [
+        ("path_outside_root", f"data/{parquet.stem}:{i}", str(parquet)) for i in (1, 2, 3)]
+    assert all(f"row {i} " in f.message and "column after" in f.message for i, f in zip((1, 2, 3), failures))
+    assert_not_carried(rows, planted, data)
+
+
+def test_magicbrush_mask_cell_paths_outside_the_parquet_folder_are_failures(tmp_path):
+    folder = tmp_path / "MagicBrush" / "data"
+    folder.mkdir(parents=True)
+    scene = np.zeros((40, 50, 3), np.uint8)
+    scene[10:20, 10:30] = (200, 30, 30)
+    mask = np.zeros((40, 50), np.uint8)
+    mask[10:20, 10:30] = 255
+    Image.fromarray(mask, "L").save(folder / "m.png")
+    (tmp_path / "elsewhere").mkdir()
+    outside = tmp_path / "elsewhere" / "mask.png"
+    Image.fromarray(mask, "L").save(outside)
+    (folder / "linked.png").symlink_to(outside)
+    names = ["m.png", os.path.relpath(outside, folder), str(outside), "linked.png"]
+    image = {"bytes": encode(scene, "png"), "path": None}
+    table = pa.table({"img_id": [1, 2, 3, 4], "turn_index": [1] * 4, "source_img": [image] * 4,
+                      "mask_img": [{"bytes": None, "path": name} for name in names],
+                      "instruction": ["make it blue"] * 4,
+                      "target_img": [{"bytes": encode(255 - scene, "png"), "path": None}] * 4})
+    parquet = folder / "train-00000-of-00001.parquet"
+    pq.write_table(table, parquet)
+    rows, failures, counters, _ = build(MagicBrushBuilder, MagicBrushConfig(root=tmp_path / "MagicBrush"))
+    assert [r["origin"]["record_id"] for r in rows] == ["1:1"] and counters["mask_white"] == 1
+    assert [(f.reason, f.record_id, f.file) for f in failures] == [
+        ("path_outside_root", f"{i}:1", str(parquet)) for i in (2, 3, 4)]
+    assert all("column mask_img" in f.message for f in failures)
+
+
+def test_gier_names_outside_the_image_folders_are_failures(tmp_path):
+    """GIER keeps its own reason, ``bad_record``, for a name that is no path under the image folders: ../x,
+    /x (besides test_gier_instruction_choice_and_prompts_variant's ../../GIER.json) and a symlink out."""
+    root = tmp_path / "GIER_editing_data"
+    (root / "images").mkdir(parents=True)
+    planted, data = plant_outside(tmp_path / "elsewhere", (64, 48))
+    rng = np.random.default_rng(0)
+    for name in ("p_p.jpg", "p_e1.jpg", "p_e2.jpg", "p_e3.jpg"):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(root / "images" / name)
+    (root / "images" / "linked.jpg").symlink_to(planted)
+    pairs = [{"input": "p_p.jpg", "output": "p_e1.jpg", "request": "brighten it"},
+             {"input": str(planted), "output": "p_e2.jpg", "request": "brighten it"},
+             {"input": "linked.jpg", "output": "p_e3.jpg", "request": "brighten it"},
+             {"input": "p_p.jpg", "output": os.path.relpath(planted, root / "images"), "request": "brighten it"}]
+    (root / "GIER.json").write_text(json.dumps(pairs))
+    rows, failures, _, _ = build(GierBuilder, GierConfig(root=root))
+    assert [r["origin"]["record_id"] for r in rows] == ["p_e1"]
+    assert [(f.reason, f.record_id, f.file) for f in failures] == [
+        ("bad_record", "p_e2", str(root / "GIER.json")), ("bad_record", "p_e3", str(root / "GIER.json")),
+        ("bad_record", PLANTED, str(root / "GIER.json"))]
+    assert all("is not a name under warped, images" in f.message for f in failures)
+    assert_not_carried(rows, planted, data)
 
 
 # -- all three --------------------------------------------------------------------------------------

@@ -131,6 +131,34 @@ def test_a_staged_folder_uploads_its_commit_file_last(s3, monkeypatch, tmp_path)
     assert isinstance(copy, Path) and (copy / "index.faiss").read_text() == "new index.faiss"
 
 
+def test_local_copy_refuses_keys_that_lead_out_of_the_cache(tmp_path, monkeypatch):
+    """An object key with ../ or an absolute part under a remote folder (a store is written by others) raises,
+    and nothing is written outside the cache folder (docs/formats.md, "Names that become paths"). fsspec's
+    memory store, its listing extended with the crafted keys: no server needed."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("IEIW_CACHE_DIR", str(cache))
+    folder = storage.location("memory://ieiw-paths-test/index-x")
+    storage.write_bytes_atomic(folder / "index.faiss", b"index")
+    base = folder.path.rstrip("/")
+    fs = folder.fs
+    listed, read = fs.find(base), fs.cat_file
+    assert listed and all(key.startswith(base + "/") for key in listed)
+    # the copy is made in a temp folder beside its target: this many ../ climb from there to tmp_path
+    up = len(storage.local_folder(folder).parent.relative_to(tmp_path).parts) + 1
+    for rel in ("../" * up + "escaped-up.bin", str(tmp_path / "escaped-abs.bin")):  # base/../.., base//tmp/...
+        monkeypatch.setattr(fs, "find", lambda path, *a, rel=rel, **k: [*listed, f"{base}/{rel}"])
+        monkeypatch.setattr(fs, "cat_file", lambda path, *a, **k: b"planted" if "escaped" in path else read(path))
+        with pytest.raises(storage.StorageError, match="outside the local copy"):
+            storage.local_copy(folder, "v1")
+        escaped = [p for p in tmp_path.rglob("*") if "escaped" in p.name]
+        assert not escaped, f"written outside the cache: {escaped}"
+        assert not [p for p in cache.rglob("*") if p.name.startswith(".partial-")], "the partial copy is removed"
+    monkeypatch.setattr(fs, "find", lambda path, *a, **k: listed)
+    copy = storage.local_copy(folder, "v1")
+    assert copy.is_relative_to(cache) and (copy / "index.faiss").read_bytes() == b"index"
+    fs.rm(base, recursive=True)
+
+
 def test_local_out_dir_keeps_paths_and_file_urls_are_local(tmp_path):
     from ieiw.schemas.config import validate_build_config
 

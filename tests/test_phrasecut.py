@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import filecmp
 import json
+import zlib
 from io import BytesIO
 
 import numpy as np
@@ -289,6 +290,49 @@ def test_polygons_outside_or_infinite_fail_the_record(tmp_path):
             reasons.append(err.failure.reason)
     # the third: one polygon partly outside (clipped to x 60..63, y 40..47) plus the blob
     assert reasons == ["empty_mask", "bad_polygons", 16 * 16 + 4 * 8]
+
+
+def test_points_far_outside_the_image_fail_bad_polygons(tmp_path):
+    """Issue 24 item 9: a vertex at 1e12 overflows Pillow's rasteriser (here 331 pixels of the 1001 a vertex at
+    1e9 gives); points more than 2 image
+    sizes beyond an edge (x outside [-2w, 3w], y likewise) now fail bad_polygons, closer ones are clipped."""
+    data = saved(Image.fromarray(upright_scene()), "JPEG")
+    shapes = {
+        "far": [[[[10.0, 10.0], [1e12, 10.0], [20.0, 30.0]]]],
+        "just_beyond": [[[[10.0, 10.0], [3 * WIDTH + 1.0, 10.0], [20.0, 30.0]]]],
+        "far_negative_y": [[[[10.0, 10.0], [20.0, -2 * HEIGHT - 1.0], [20.0, 30.0]]]],
+        "nan": [[[[10.0, 10.0], [float("nan"), 10.0], [20.0, 30.0]]]],
+        "within": [[[[10.0, 10.0], [3 * WIDTH, 10.0], [20.0, -2 * HEIGHT], [20.0, 30.0]]]],  # clipped
+        "far_in_skipped_polygon": [[[[1e12, 1e12]], SQUARE]],  # one point: not drawn (official rule)
+    }
+    records = [refer_record(1, polygons, ann_id=i) for i, polygons in enumerate(shapes.values(), start=1)]
+    root = write_root(tmp_path, {1: data}, [info_entry(1)], {"train": records})
+    results = {}
+    for name, record in zip(shapes, PhraseCutSource(root, ["train"]).read("train", 0, len(records)), strict=True):
+        try:
+            results[name] = int(record_mask(record, WIDTH, HEIGHT).sum())
+        except SourceRecordError as err:
+            results[name] = (err.failure.reason, err.failure.message)
+    for name in ("far", "just_beyond", "far_negative_y", "nan"):
+        assert isinstance(results[name], tuple) and results[name][0] == "bad_polygons", (name, results[name])
+    assert "1e+12" in results["far"][1] and "2 image sizes" in results["far"][1]
+    assert "not finite" in results["nan"][1]
+    assert results["within"] > 100 and results["far_in_skipped_polygon"] == 16 * 16
+
+
+def test_decompression_bomb_is_an_unreadable_image(tmp_path):
+    """The hole Open Images had (issue 24 item 7a) is not here: decode refuses the header, the record fails."""
+    bomb = Image.new("L", (1, 1))
+    buffer = BytesIO()
+    bomb.save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    data[16:24] = (20_000).to_bytes(4, "big") * 2  # IHDR's width and height, then its CRC
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    root = write_root(tmp_path, {1: bytes(data)}, [info_entry(1, 20_000, 20_000)], {"train": [refer_record(1)]})
+    [record] = PhraseCutSource(root, ["train"]).read("train", 0, 1)
+    with pytest.raises(SourceRecordError) as err:
+        load_image(record)
+    assert err.value.failure.reason == "unreadable_image" and "decompression bomb" in err.value.failure.message
 
 
 def test_relations_and_relation_descriptions_give_one_field(tmp_path):

@@ -8,7 +8,9 @@ import hashlib
 import json
 import multiprocessing
 import pickle
+import struct
 import zipfile
+import zlib
 from collections import Counter
 from functools import partial
 from pathlib import Path
@@ -16,10 +18,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from ieiw_testing import PLANTED, plant_outside
 from PIL import Image
 from pycocotools import mask as mask_utils
 
 from ieiw.schemas.units import SourceRecordError
+from ieiw.sources import openimages
 from ieiw.sources.openimages import (
     OpenImagesFormatError,
     OpenImagesSource,
@@ -348,6 +352,242 @@ def test_open_images_bad_records_have_named_reasons(tmp_path):
     assert any("not the mask CSV header" in line for line in OpenImagesSource(tmp_path).problems())
 
 
+def test_open_images_names_outside_the_root_are_failures(tmp_path):
+    """An ImageID of ../x or /x, an image or a mask symlinked out of its folder: a named failure each, nothing
+    of the file outside is read, the other images still read (docs/formats.md, "Names that become paths")."""
+    root = tmp_path / "oi"
+    write_open_images(root, header=True)
+    planted, _ = plant_outside(tmp_path / "elsewhere", (80, 60), f"{PLANTED}.jpg")
+    outside_mask = tmp_path / "elsewhere" / "mask.png"
+    mask = np.zeros((60, 80), np.uint8)
+    mask[10:40, 10:50] = 255
+    outside_mask.write_bytes(encode(mask, "png"))
+    (root / "masks" / "evil.png").write_bytes(encode(mask, "png"))  # a good mask: only the image is wrong
+    (root / "images" / "linked.jpg").symlink_to(planted)
+    (root / "masks" / "linkmask.png").symlink_to(outside_mask)
+    csv_path = root / "train-annotations-object-segmentation.csv"
+    crafted = {"../../elsewhere/" + PLANTED: 5, str(tmp_path / "elsewhere" / PLANTED): 6, "linked": 7}
+    lines = csv_path.read_text().splitlines()
+    lines += [f"evil.png,{image_id},/m/011k07,1,0.1,0.2,0.1,0.2,0.5," for image_id in crafted]
+    lines.append("linkmask.png,0f00000000000001,/m/011k07,9,0.1,0.2,0.1,0.2,0.5,")  # line 8
+    csv_path.write_text("\n".join(lines) + "\n")
+    source = OpenImagesSource(root)
+    entries = {e.image_id: e for e in source.read(0, source.count())}
+    for image_id, line in crafted.items():
+        entry = entries[image_id]
+        assert not entry.regions, f"{image_id}: regions from a file outside images/"
+        assert [(f.reason, f.record_id, f.file) for f in entry.failures] == [
+            ("path_outside_root", image_id, f"{csv_path}:{line}")]
+        assert image_id in entry.failures[0].message and str(root / "images") in entry.failures[0].message
+        assert Path(entry.image_path).resolve() != planted.resolve()
+    good = entries["0f00000000000001"]
+    assert [r.label for r in good.regions] == ["Airplane"]  # its own mask still reads
+    assert [(f.reason, f.record_id, f.file) for f in good.failures] == [
+        ("path_outside_root", "linkmask", f"{csv_path}:8")]
+    assert len(entries["0a1b2c3d4e5f6071"].regions) == 2
+    for region in (r for e in entries.values() for r in e.regions):
+        assert Path(region.image_path).resolve() != planted.resolve() and region.extra["mask_path"] != "linkmask.png"
+
+
+def test_sa1b_names_outside_the_root_are_failures(tmp_path):
+    """A file_name of ../x or /x, or an image beside the JSON that is a symlink out of its folder."""
+    root = tmp_path / "sa1b"
+    root.mkdir()
+    rng = np.random.default_rng(4)
+    pixels = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    planted, _ = plant_outside(tmp_path / "elsewhere", (64, 48))
+    write_sa1b_image(root, 1, pixels, random_masks(rng, 48, 64, 2), rng)  # good
+    names = {2: f"../elsewhere/{planted.name}", 3: str(planted), 4: "sa_4.jpg"}
+    for number, name in names.items():
+        doc = write_sa1b_image(root, number, pixels, random_masks(rng, 48, 64, 2), rng)
+        (root / f"sa_{number}.jpg").unlink()
+        doc["image"]["file_name"] = name
+        (root / f"sa_{number}.json").write_text(json.dumps(doc))
+    (root / "sa_4.jpg").symlink_to(planted)  # the name is fine, the file leads out
+    source = SA1BSource(root)
+    entries = {e.image_id: e for e in source.read(0, source.count())}
+    assert len(entries["1"].regions) == 2 and not entries["1"].failures
+    for number, name in names.items():
+        entry = entries[str(number)]
+        assert not entry.regions
+        assert [(f.reason, f.record_id, f.file) for f in entry.failures] == [
+            ("path_outside_root", str(number), str(root / f"sa_{number}.json"))]
+        assert repr(name) in entry.failures[0].message
+        assert Path(entry.image_path).resolve() != planted.resolve()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG declaring ``width`` x ``height`` with no real pixel data: all Pillow's header parse reads."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("side", [20_000, 10_000], ids=["bomb-error", "bomb-warning"])
+def test_open_images_decompression_bomb_fails_only_its_image(tmp_path, side):
+    """Issue 24 item 7a: a header above Pillow's limit (twice it raises, once it warns) used to raise out of
+    read() and fail the whole unit (or pass, to fail at load time); now it is that image's unreadable_image."""
+    write_open_images(tmp_path, header=True)
+    bomb = "0c00000000000002"
+    (tmp_path / "images" / f"{bomb}.jpg").write_bytes(png_header(side, side))
+    with (tmp_path / "train-annotations-object-segmentation.csv").open("a") as handle:
+        handle.write(f"{bomb}_m011k07_1.png,{bomb},/m/011k07,1,0.1,0.2,0.1,0.2,0.5,\n")
+    entries = {e.image_id: e for e in OpenImagesSource(tmp_path).read(0, 3)}
+    (failed,) = entries[bomb].failures
+    assert failed.reason == "unreadable_image" and failed.file == str(tmp_path / "images" / f"{bomb}.jpg")
+    assert "decompression bomb" in failed.message and not entries[bomb].regions
+    others = [entries["0a1b2c3d4e5f6071"], entries["0f00000000000001"]]
+    assert [len(e.regions) for e in others] == [2, 1] and not [f for e in others for f in e.failures]
+
+
+def rewrite_zip_member(path: Path, name: str, data: bytes) -> None:
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    members[name] = data
+    with zipfile.ZipFile(path, "w") as archive:  # stored, as write_open_images writes it
+        for member, content in members.items():
+            archive.writestr(member, content)
+
+
+@pytest.mark.parametrize("zipped", [False, True], ids=["loose", "zip"])
+def test_open_images_mask_over_the_size_cap_fails_alone(tmp_path, monkeypatch, zipped):
+    """Issue 24 item 7b: a mask file or zip member is read only up to MAX_MASK_BYTES (declared and read)."""
+    truth = write_open_images(tmp_path, header=True, zipped=zipped)
+    name = min(truth)
+    big = encode(np.random.default_rng(0).integers(0, 256, (60, 80), dtype=np.uint8), "png")  # noise: ~5 KB
+    assert len(big) > 4000 and all(len(encode(stored, "png")) < 1000 for stored, _ in truth.values())
+    if zipped:
+        rewrite_zip_member(tmp_path / "masks" / "train-masks-0.zip", name, big)
+    else:
+        (tmp_path / "masks" / name).write_bytes(big)
+    entries = OpenImagesSource(tmp_path).read(0, 2)
+    assert sum(len(e.regions) for e in entries) == 3 and not [f for e in entries for f in e.failures]  # 32 MiB
+    monkeypatch.setattr(openimages, "MAX_MASK_BYTES", 2000)
+    entries = OpenImagesSource(tmp_path).read(0, 2)
+    failures = [f for e in entries for f in e.failures]
+    assert [(f.record_id, f.reason, f.file) for f in failures] == [
+        (name[:-4], "mask_too_large", str(tmp_path / "masks" / name))]
+    assert f"{len(big)} bytes" in failures[0].message and "2000-byte cap" in failures[0].message
+    assert ("train-masks-0.zip" in failures[0].message) == zipped
+    assert sum(len(e.regions) for e in entries) == 2
+
+
+def test_open_images_corrupt_zip_member_is_an_unreadable_mask(tmp_path):
+    """A member whose bytes fail their CRC used to raise out of read(); now it is that mask's failure."""
+    truth = write_open_images(tmp_path, header=True, zipped=True)
+    path = tmp_path / "masks" / "train-masks-0.zip"
+    name = min(truth)
+    raw = bytearray(path.read_bytes())
+    start = bytes(raw).index(encode(truth[name][0], "png"))  # stored: the member's bytes are the PNG's
+    raw[start + 40] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    entries = OpenImagesSource(tmp_path).read(0, 2)
+    failures = [f for e in entries for f in e.failures]
+    assert [(f.record_id, f.reason) for f in failures] == [(name[:-4], "unreadable_mask")]
+    assert "train-masks-0.zip" in failures[0].message and "CRC" in failures[0].message
+    assert sum(len(e.regions) for e in entries) == 2
+
+
+def test_open_images_mask_of_another_shape_is_refused_not_stretched(tmp_path):
+    """Issue 24 item 7c: a mask whose aspect ratio is not its image's (beyond 1 px of rounding per side)
+    fails mask_aspect_mismatch instead of being resized into a stretched mask."""
+    truth = write_open_images(tmp_path, header=True)
+    name = min(truth)
+    squashed = cv2.resize(truth[name][0], (80, 30), interpolation=cv2.INTER_NEAREST)
+    (tmp_path / "masks" / name).write_bytes(encode(squashed, "png"))
+    entries = OpenImagesSource(tmp_path).read(0, 2)
+    failures = [f for e in entries for f in e.failures]
+    assert [(f.record_id, f.reason, f.file) for f in failures] == [
+        (name[:-4], "mask_aspect_mismatch", str(tmp_path / "masks" / name))]
+    assert "80x30" in failures[0].message and "80x60" in failures[0].message
+    assert sum(len(e.regions) for e in entries) == 2
+    # the tolerance: 40x31 for 80x60 is half size with one side 1 px off (resized); 40x33 and 40x32 are not
+    mask, stored = decode_oi_mask(encode(np.full((31, 40), 255, np.uint8), "png"), 80, 60)
+    assert stored == (40, 31) and mask.shape == (60, 80) and mask.all()
+    for rows in (32, 33):
+        with pytest.raises(openimages.MaskAspectMismatch, match=f"40x{rows}"):
+            decode_oi_mask(encode(np.full((rows, 40), 255, np.uint8), "png"), 80, 60)
+
+
+def test_open_images_non_finite_and_absurd_numbers_are_bad_rows(tmp_path):
+    """Issue 24 item 9: float() takes nan, inf and 1e999; box values and PredictedIoU must be finite and in
+    range (boxes [0, 1] give or take 0.01, IoU [0, 1]), else the row fails bad_row naming the column."""
+    truth = write_open_images(tmp_path, header=True)
+    csv_path = tmp_path / "train-annotations-object-segmentation.csv"
+    image, masks = "0a1b2c3d4e5f6071", tmp_path / "masks"
+    good = next(n for n in sorted(truth) if n.startswith(image))
+    bad = {"iou_nan": ("0.1,0.2,0.1,0.2,nan", "PredictedIoU 'nan'"),
+           "iou_inf": ("0.1,0.2,0.1,0.2,inf", "PredictedIoU 'inf'"),
+           "iou_overflow": ("0.1,0.2,0.1,0.2,1e999", "PredictedIoU '1e999'"),
+           "iou_above": ("0.1,0.2,0.1,0.2,1.5", "PredictedIoU '1.5'"),
+           "iou_negative": ("0.1,0.2,0.1,0.2,-0.2", "PredictedIoU '-0.2'"),
+           "box_nan": ("NaN,0.2,0.1,0.2,0.5", "BoxXMin 'NaN'"),
+           "box_inf": ("0.1,-inf,0.1,0.2,0.5", "BoxXMax '-inf'"),
+           "box_far": ("0.1,0.2,1e12,0.2,0.5", "BoxYMin '1e12'"),
+           "box_negative": ("0.1,0.2,0.1,-3,0.5", "BoxYMax '-3'")}
+    lines = csv_path.read_text().splitlines()
+    first_new = len(lines) + 1
+    for number, (name, (values, _)) in enumerate(bad.items()):
+        lines.append(f"{image}_{name}.png,{image},/m/011k07,{number},{values},")
+    for name in ("empty_numbers", "slack"):  # accepted: copies of a good mask
+        (masks / f"{image}_{name}.png").write_bytes((masks / good).read_bytes())
+    lines.append(f"{image}_empty_numbers.png,{image},/m/011k07,10,,,,,,")
+    lines.append(f"{image}_slack.png,{image},/m/011k07,11,-0.005,1.005,0,1,1.0,")
+    csv_path.write_text("\n".join(lines) + "\n")
+    entry = next(e for e in OpenImagesSource(tmp_path).read(0, 2) if e.image_id == image)
+    failures = {f.record_id: f for f in entry.failures}
+    assert set(failures) == {f"{image}_{name}" for name in bad}
+    for line, (name, (_, named)) in enumerate(bad.items(), start=first_new):
+        found = failures[f"{image}_{name}"]
+        assert (found.reason, found.file) == ("bad_row", f"{csv_path}:{line}") and named in found.message
+        assert "finite number in" in found.message
+    regions = {r.record_id: r for r in entry.regions}
+    assert len(regions) == 4
+    empty = regions[f"{image}_empty_numbers"]
+    assert empty.predicted_iou is None and empty.extra["box"] == [None] * 4  # empty cells: None, as stored
+    slack = regions[f"{image}_slack"]
+    assert slack.predicted_iou == 1.0 and slack.extra["box"] == [-0.005, 1.005, 0.0, 1.0]
+
+
+def test_sa1b_non_finite_and_absurd_values_fail_their_annotation(tmp_path):
+    """Issue 24 item 9: JSON's NaN / Infinity (Python's parser takes them), text, and out-of-range scores or
+    stored geometry fail their annotation (bad_score, bad_geometry); null scores are None; an image stating
+    more pixels than any decode accepts fails bad_image_info."""
+    rng = np.random.default_rng(4)
+    pixels = rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    doc = write_sa1b_image(tmp_path, 1, pixels, random_masks(rng, 40, 50, 1), rng)
+    good = doc["annotations"][0]
+    nan, inf = float("nan"), float("inf")
+    scores = {31: {"predicted_iou": nan}, 32: {"stability_score": inf}, 33: {"stability_score": 1.5},
+              34: {"predicted_iou": "0.9"}, 35: {"predicted_iou": -inf}, 36: {"predicted_iou": True}}
+    geometry = {41: {"bbox": [nan, 0.0, 5.0, 5.0]}, 42: {"bbox": [0.0, 0.0, 1e12, 5.0]}, 43: {"area": nan},
+                44: {"area": -1}, 45: {"point_coords": [[1e12, 3.0]]}, 46: {"crop_box": [0, 0, inf, 40]},
+                47: {"bbox": [0, 0, -5, 5]}, 48: {"area": 1e30}, 49: {"bbox": [1, 2, 3]}}
+    fine = {51: {"predicted_iou": None, "stability_score": None},  # null: unscored, as the format allows
+            52: {"predicted_iou": 1.02}}  # SAM's IoU head has no sigmoid: a little above 1 is genuine
+    anns = [good] + [{**good, "id": key, **fields} for key, fields in {**scores, **geometry, **fine}.items()]
+    (tmp_path / "sa_1.json").write_text(json.dumps(dict(doc, annotations=anns)))
+    assert "NaN" in (tmp_path / "sa_1.json").read_text() and "Infinity" in (tmp_path / "sa_1.json").read_text()
+    huge = {"image_id": 2, "width": 100_000, "height": 100_000, "file_name": "sa_1.jpg"}
+    (tmp_path / "sa_2.json").write_text(json.dumps({"image": huge, "annotations": [good]}))
+    entries = {e.image_id: e for e in SA1BSource(tmp_path).read(0, 2)}
+    one = entries["1"]
+    reasons = {f.record_id: f.reason for f in one.failures}
+    assert reasons == {**{f"1:{k}": "bad_score" for k in scores}, **{f"1:{k}": "bad_geometry" for k in geometry}}
+    messages = {f.record_id: f.message for f in one.failures}
+    assert "predicted_iou nan is not a finite number" in messages["1:31"]
+    assert "bbox" in messages["1:42"] and "2 image sizes" in messages["1:42"] and "area" in messages["1:43"]
+    kept = {r.record_id: r for r in one.regions}
+    assert list(kept) == [f"1:{good['id']}", "1:51", "1:52"]
+    assert kept["1:51"].predicted_iou is None and kept["1:51"].stability_score is None
+    assert kept["1:52"].predicted_iou == 1.02
+    (too_large,) = entries["2"].failures
+    assert too_large.reason == "bad_image_info" and "100000x100000" in too_large.message
+    assert not entries["2"].regions
+
+
 # -- the policy -----------------------------------------------------------------------------------
 class Untouchable:
     """A mask source that fails if choose() ever decodes it."""
@@ -404,6 +644,30 @@ def test_policy_rank_by_score_and_defaults():
     edge = region((0, 0, 30, 30))
     assert choose([edge], RegionPolicy())[0] == [edge]  # border: keep by default
     assert choose([edge], RegionPolicy(border="skip"))[1] == Counter(touches_border=1)
+
+
+def test_policy_is_nan_safe():
+    """Issue 24 item 9: a comparison with NaN is False, so a NaN score passed every threshold and a NaN share
+    every area bound; now a NaN or infinite score fails its threshold, a NaN share is too small, and a NaN score
+    ranks as no score (a NaN sort key left the order to chance)."""
+    nan, inf = float("nan"), float("inf")
+    policy = RegionPolicy(min_area=0.01, max_area=0.5, min_predicted_iou=0.5, min_stability_score=0.5,
+                          max_per_image=None)
+    regions = [region((20, 20, 20, 20), iou=nan), region((20, 20, 20, 20), iou=0.9, stability=nan),
+               region((20, 20, 20, 20), iou=inf), region((20, 20, 20, 20), iou=0.9, stability=0.9),
+               region((20, 20, 20, 20))]  # unscored: thresholds do not apply
+    kept, skipped = choose(regions, policy)
+    assert skipped == Counter(low_predicted_iou=2, low_stability=1) and kept == regions[3:]
+
+    def never(margin: int) -> bool:
+        return False
+
+    assert policy.skip_reason(nan, never) == "region_too_small"
+    assert RegionPolicy(min_area=0).skip_reason(nan, never) == "region_too_small"
+    assert RegionPolicy(min_area=0).skip_reason(0.2, never) is None
+    ranked = [region((10, 10, 30, 30), iou=nan), region((10, 10, 20, 20), iou=0.8), region((10, 10, 25, 25), iou=0.9)]
+    kept, skipped = choose(ranked, RegionPolicy(max_per_image=2, rank="score"))
+    assert kept == ranked[1:] and skipped == Counter(over_per_image_limit=1)
 
 
 def test_policy_rejects_mixed_images_and_bad_bounds():

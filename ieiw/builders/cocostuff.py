@@ -24,7 +24,8 @@ absent and empty rows).
 Record-level problems never stop a unit; each is a failure naming the file and the image
 (``missing_label_map``, ``unreadable_label_map``, ``bad_label_map`` for a map that is not one 8-bit
 channel, ``unknown_label`` for a value that ``labels.txt`` does not name, ``missing_image``,
-``unreadable_image``, ``image_size_mismatch`` when image and map differ in size). File-level problems
+``unreadable_image``, ``image_size_mismatch`` when image and map differ in size, ``path_outside_root`` when
+the image or its map is a symlink out of its folder). File-level problems
 (no ``labels.txt``, a line that is not ``N: name``, no images) raise :class:`CocoStuffFormatError`
 before any unit is built, and a config's preflight names them.
 """
@@ -56,6 +57,7 @@ from ieiw.builders.template_files import template_file_problems
 from ieiw.imageio import encode, extension
 from ieiw.samples.segmentation import SampleSpec, ensure_cocostuff_sample
 from ieiw.schemas.config import BuilderConfig
+from ieiw.schemas.paths import PATH_OUTSIDE_ROOT, PathOutsideRoot, path_under
 from ieiw.schemas.registry import register_builder
 from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id, stable_hash
 from ieiw.schemas.source_image import SourceImage
@@ -163,6 +165,15 @@ class CocoStuffSource:
     def label_path(self, stem: str) -> Path:
         return self.root / "annotations" / self.split / f"{stem}.png"
 
+    def check_paths(self, stem: str) -> None:
+        """``path_outside_root`` when the image or its label map leads out of its folder. The names come from
+        listing ``images/{split}``, so only a symlink can (:mod:`ieiw.schemas.paths`)."""
+        for path in (self.image_path(stem), self.label_path(stem)):
+            try:
+                path_under(path.parent, path.name)
+            except PathOutsideRoot as exc:
+                raise SourceRecordError(PATH_OUTSIDE_ROOT, stem, str(path), str(exc)) from None
+
     def label_map(self, stem: str) -> np.ndarray:
         """The image's label map (H x W uint8 values), or a :class:`SourceRecordError`.
 
@@ -238,6 +249,7 @@ class CocoStuffBuilder(CandidateBuilder):
         result = UnitResult(records=len(stems))
         for stem in stems:
             try:
+                self.source.check_paths(stem)
                 label = self.source.label_map(stem)
                 self._check_values(stem, label)
                 image = read_source(self.source.image_path(stem), (label.shape[1], label.shape[0]), stem,

@@ -11,8 +11,9 @@ row id; ``origin.dataset`` is the dataset's name and ``builder.params`` names th
 i-th of the other, so one missing file shifts every pair after it. Here each file gets a key from its dataset's
 naming rule and files pair by key; a file whose partner is missing is a failure ``no_partner`` naming the file
 and the partner path expected, two files with one key are ``duplicate_name``, partners of different sizes are
-``size_mismatch``, an undecodable one ``unreadable_image``. Layouts (``root`` is the dataset's folder,
-``split`` defaults to ``train``; ``layout: auto`` takes whichever is there):
+``size_mismatch``, an undecodable one ``unreadable_image``, a file symlinked out of ``root``
+``path_outside_root`` (names come from listing the folders, so a symlink is the only way out). Layouts
+(``root`` is the dataset's folder, ``split`` defaults to ``train``; ``layout: auto`` takes whichever is there):
 
 | dataset | ``training`` layout (docs/formats.md, the official loaders) | ``release`` layout (as downloaded) | key |
 |---|---|---|---|
@@ -60,6 +61,7 @@ from ieiw.builders.template_files import load_packaged_template_file, load_templ
 from ieiw.imageio import ImageDecodeError, Orientation, decode, encode, extension
 from ieiw.schemas.config import BuilderConfig, StrictModel
 from ieiw.schemas.lazy import locked_cached_property
+from ieiw.schemas.paths import PATH_OUTSIDE_ROOT, PathOutsideRoot, path_under
 from ieiw.schemas.registry import register_builder
 from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id, stable_hash
 from ieiw.schemas.source_image import SourceImage
@@ -441,8 +443,8 @@ class EnhanceBuilder(CandidateBuilder):
             side = "clean" if record.clean is None else "degraded"
             raise SourceRecordError("no_partner", record.key, str(present),
                                     f"no {side} partner: expected {record.expected} ({rule})")
-        degraded = read_stored(record.degraded, record.key, Orientation.IGNORE)
-        clean = read_stored(record.clean, record.key, Orientation.IGNORE)
+        degraded = read_stored(self._inside(record.degraded, record.key), record.key, Orientation.IGNORE)
+        clean = read_stored(self._inside(record.clean, record.key), record.key, Orientation.IGNORE)
         if degraded.pixels.shape != clean.pixels.shape:
             (dh, dw), (ch, cw) = degraded.pixels.shape[:2], clean.pixels.shape[:2]
             raise SourceRecordError("size_mismatch", record.key, str(record.degraded),
@@ -451,6 +453,15 @@ class EnhanceBuilder(CandidateBuilder):
                  "clean_file": self._relative(record.clean), "source_image": degraded.provenance(),
                  "target_image": clean.provenance()}
         return self._row(record, record.key, degraded.data, clean.data, clean.pixels, None, extra, embedded=False)
+
+    def _inside(self, path: Path, key: str) -> Path:
+        """``path`` (from listing ``root``) when it stays under ``root``; ``path_outside_root`` for a file or folder
+        symlinked out of it, the only way a listed name can lead out (:mod:`ieiw.schemas.paths`)."""
+        root = Path(self.config.root)
+        try:
+            return path_under(root, path.relative_to(root).as_posix())
+        except PathOutsideRoot as exc:
+            raise SourceRecordError(PATH_OUTSIDE_ROOT, key, str(path), str(exc)) from None
 
     def _relative(self, path: Path) -> str:
         try:
@@ -462,7 +473,7 @@ class EnhanceBuilder(CandidateBuilder):
     def _synthetic_row(self, record: Record) -> dict[str, Any]:
         assert record.clean is not None
         relative = self._relative(record.clean)
-        clean = read_stored(record.clean, record.key, Orientation.APPLY)
+        clean = read_stored(self._inside(record.clean, record.key), record.key, Orientation.APPLY)
         seed = image_seed(self.config.seed, relative, record.degradation)
         made = degrade(clean.pixels, record.degradation, seed)
         extra = {"image_seed": seed, **made.details, "clean_file": relative, "target_image": clean.provenance()}

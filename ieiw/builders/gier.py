@@ -26,7 +26,8 @@ An image name is looked up in each of ``image_dirs`` in turn (``warped`` then ``
 the size (a crop, a border): partners of different sizes are kept (the trainer fits the target to the source)
 and counted ``size_differs``; ``require_same_size: true`` makes them ``size_mismatch`` failures.
 
-Failures name the JSON file and the pair's index: ``bad_record`` (not an object, no input/output name),
+Failures name the JSON file and the pair's index: ``bad_record`` (not an object, no input/output name, a name
+that is no path under the image folders: absolute, ``..``, symlinked out; :mod:`ieiw.schemas.paths`),
 ``missing_image`` (naming every path looked at), ``unreadable_image``, ``empty_instruction``,
 ``duplicate_record`` (an output named by an earlier pair). A file that is not a JSON list stops the build.
 """
@@ -43,6 +44,7 @@ from pydantic import Field
 from ieiw.builders.importers import ImportFormatError, check_same_size, edit_row, read_image
 from ieiw.schemas.config import BuilderConfig, StrictModel
 from ieiw.schemas.lazy import locked_cached_property
+from ieiw.schemas.paths import PathOutsideRoot, path_under
 from ieiw.schemas.registry import register_builder
 from ieiw.schemas.rows import stable_hash
 from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
@@ -222,14 +224,15 @@ class GierBuilder(CandidateBuilder):
     def find(self, name: str, record_id: str, where: str) -> tuple[Path, str]:
         """The image file of ``name`` and the folder it was found in; ``missing_image`` naming every path tried."""
         root = Path(self.config.root)
-        parts = PurePosixPath(name.replace("\\", "/"))
-        if parts.is_absolute() or ".." in parts.parts:
-            raise SourceRecordError("bad_record", record_id, str(self.source.path),
-                                    f"{where}: {name!r} is not a name under {', '.join(self.config.image_dirs)}")
         tried = []
         for folder in self.config.image_dirs:
             for candidate in dict.fromkeys((name, name.replace("/", "_"))):
-                path = root / folder / candidate
+                try:
+                    path = path_under(root / folder, candidate)
+                except PathOutsideRoot as exc:  # ../x, /x, symlinked out: nothing outside the image folders is read
+                    raise SourceRecordError("bad_record", record_id, str(self.source.path),
+                                            f"{where}: {name!r} is not a name under "
+                                            f"{', '.join(self.config.image_dirs)}: {exc.why}") from None
                 if path.is_file():
                     return path, folder
                 tried.append(str(path))

@@ -14,7 +14,9 @@ whose footer cannot be read, or which lacks a column the importer needs, stops t
 (:class:`ImportFormatError`, naming the file, the missing role, the names looked for and the columns there).
 
 **Images** (:func:`read_cell_image`): an image cell is a ``{bytes, path}`` struct (Hugging Face ``datasets``'
-``Image`` feature), plain binary, or a struct with only a ``path`` (read relative to the Parquet file's folder).
+``Image`` feature), plain binary, or a struct with only a ``path`` (read relative to the Parquet file's folder;
+a path that is absolute, has a ``..`` or leads out of that folder through a symlink is not read:
+``path_outside_root``, :mod:`ieiw.schemas.paths`).
 The bytes are kept as stored when they decode (any format :mod:`ieiw.imageio` allows) to RGB with no EXIF
 orientation to apply; otherwise they are re-encoded as lossless PNG of what a viewer shows (EXIF applied), so
 the trainer, which applies no EXIF step, sees the picture the instruction was written for. Record-level trouble
@@ -38,6 +40,7 @@ from pydantic import Field
 from ieiw.imageio import ImageDecodeError, Orientation, decode, extension
 from ieiw.schemas.config import BuilderConfig
 from ieiw.schemas.lazy import locked_cached_property
+from ieiw.schemas.paths import PATH_OUTSIDE_ROOT, PathOutsideRoot, path_under
 from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id
 from ieiw.schemas.source_image import SourceImage
 from ieiw.schemas.units import CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
@@ -178,7 +181,8 @@ def iter_rows(path: Path, start: int, stop: int, columns: Sequence[str]) -> Iter
 # -- images and text ----------------------------------------------------------------------------------
 def cell_bytes(value: Any, folder: Path | None) -> tuple[bytes | None, str | None]:
     """(bytes, the cell's path) of an image cell: a ``{bytes, path}`` struct, plain bytes, or a struct with
-    only a path (read relative to ``folder`` when it is there). ``(None, path)`` when there are no bytes."""
+    only a path (read under ``folder``; never read without one). ``(None, path)`` when there are no bytes.
+    A path that is no path under ``folder`` (absolute, ``..``, symlinked out) raises :class:`PathOutsideRoot`."""
     if value is None:
         return None, None
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -188,7 +192,9 @@ def cell_bytes(value: Any, folder: Path | None) -> tuple[bytes | None, str | Non
         if data is not None:
             return bytes(data), path
         if path:
-            candidate = Path(path) if Path(path).is_absolute() or folder is None else folder / path
+            if folder is None:
+                return None, path
+            candidate = path_under(folder, path)
             try:
                 return candidate.read_bytes(), path
             except OSError:
@@ -212,6 +218,8 @@ def read_cell_image(value: Any, folder: Path | None, record_id: str, file: str, 
     """An image cell read as :func:`read_image`; a null cell or a missing path is ``missing_image``."""
     try:
         data, path = cell_bytes(value, folder)
+    except PathOutsideRoot as exc:
+        raise SourceRecordError(PATH_OUTSIDE_ROOT, record_id, file, f"{where}: {exc}") from None
     except TypeError as exc:
         raise SourceRecordError("unreadable_image", record_id, file, f"{where}: {exc}") from None
     if data is None:

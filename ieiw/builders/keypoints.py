@@ -25,6 +25,8 @@ is unlabelled whatever ``joints_vis`` says).
 ``crowd`` (``iscrowd`` set), ``zero_area`` (COCO/AIC ``area`` <= 0; CrowdPose, whose records carry no area,
 uses the box's ``w*h``; MPII ``scale`` <= 0), ``not_person`` (a category without keypoints),
 ``no_labelled_joints`` (every v is 0), ``no_joint_in_image`` (no labelled joint lies inside the image).
+A person whose image name (MPII's ``image``, a ``file_name``) is no path under the image folder (``..``,
+absolute, symlinked out) fails ``path_outside_root`` and nothing is read (:mod:`ieiw.schemas.paths`).
 
 **Drawing**: the radius is ``r = round(10 * short_side / 256)`` px (at least 1): InstructDiffusion's 10 px on
 its 256 px crops, scaled to the stored image, since the trainer's crop of a person spans about its short side.
@@ -73,6 +75,7 @@ from ieiw.builders.template_files import load_packaged_template_file, load_templ
 from ieiw.imageio import ImageDecodeError, Orientation, SizeMismatch, decode, encode, extension
 from ieiw.schemas.config import BuilderConfig, StrictModel
 from ieiw.schemas.lazy import locked_cached_property
+from ieiw.schemas.paths import PATH_OUTSIDE_ROOT
 from ieiw.schemas.registry import register_builder
 from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id, stable_hash
 from ieiw.schemas.source_image import SourceImage
@@ -466,6 +469,8 @@ class KeypointsBuilder(CandidateBuilder):
                 if c.dataset != "mpii" and not person.has_image:
                     raise SourceRecordError("no_image_info", person.record_id, ann_file,
                                             f"image_id {person.image_id} is not in the file's images list")
+                if person.path_error is not None:
+                    raise SourceRecordError(PATH_OUTSIDE_ROOT, person.record_id, ann_file, person.path_error)
                 if person.image_path not in images:
                     try:
                         images[person.image_path] = read_image(person, ann_file)

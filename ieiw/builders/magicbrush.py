@@ -17,7 +17,8 @@ an undecodable one is a failure ``unreadable_mask``. ``masks: false`` leaves the
 
 Failures name the file and the row: ``unreadable_image``, ``missing_image``, ``empty_instruction``,
 ``size_mismatch`` (MagicBrush's source and target have one size), ``duplicate_record`` (an ``img_id`` and
-``turn_index`` seen before: the message names where).
+``turn_index`` seen before: the message names where), ``path_outside_root`` (an image or mask cell with no
+bytes whose ``path`` is absolute, has a ``..`` or is symlinked out of the Parquet file's folder).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from ieiw.builders.importers import (
 from ieiw.imageio import encode
 from ieiw.schemas.config import StrictModel
 from ieiw.schemas.lazy import locked_cached_property
+from ieiw.schemas.paths import PATH_OUTSIDE_ROOT, PathOutsideRoot
 from ieiw.schemas.registry import register_builder
 from ieiw.schemas.units import BuildContext, SourceRecordError
 
@@ -208,7 +210,11 @@ class MagicBrushBuilder(ParquetImportBuilder):
     def _mask(self, value: Any, part, source, record_id: str, where: str, column: str | None):
         if not self.config.masks:
             return None, {"mask": "off"}
-        data, _ = cell_bytes(value, part.path.parent) if value is not None else (None, None)
+        try:
+            data, _ = cell_bytes(value, part.path.parent) if value is not None else (None, None)
+        except PathOutsideRoot as exc:
+            raise SourceRecordError(PATH_OUTSIDE_ROOT, record_id, str(part.path),
+                                    f"{where}: column {column}: {exc}") from None
         if data is None:
             return None, {"mask": "absent"}
         try:

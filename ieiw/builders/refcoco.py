@@ -37,7 +37,8 @@ object), about ``absent_share`` of all rows, as in InstructDiffusion's training 
 Record-level problems never stop a unit; each is a failure naming the file and the ref (``bad_ref``,
 ``no_sentence``, ``no_image_info``, ``missing_annotation``, ``annotation_image_mismatch``,
 ``bad_segmentation``, ``degenerate_polygons``, ``rle_size_mismatch``, ``empty_mask``, ``missing_image``,
-``unreadable_image``, ``image_size_mismatch``). File-level problems (a missing or unreadable refs or
+``unreadable_image``, ``image_size_mismatch``, ``path_outside_root`` for a ``file_name`` that is no path under
+the images folder: ``..``, absolute, symlinked out; :mod:`ieiw.schemas.paths`). File-level problems (a missing or unreadable refs or
 instances file, a split no ref has) raise :class:`RefFormatError` or ``FileNotFoundError`` before any unit.
 """
 
@@ -71,6 +72,7 @@ from ieiw.imageio import encode, extension
 from ieiw.samples.segmentation import GREFCOCO_MARKER, SampleSpec, ensure_refcoco_sample
 from ieiw.schemas.config import BuilderConfig
 from ieiw.schemas.lazy import locked_cached_property
+from ieiw.schemas.paths import PATH_OUTSIDE_ROOT, PathOutsideRoot, path_under
 from ieiw.schemas.registry import register_builder
 from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id
 from ieiw.schemas.source_image import SourceImage
@@ -451,8 +453,13 @@ class RefCocoBuilder(CandidateBuilder):
         return image_id, info, sentences
 
     def _image(self, ref: Ref, image_id: int, info: dict[str, Any]) -> SourceImage:
-        return read_source(self.source.images_dir / str(info["file_name"]), (_id(info["width"]), _id(info["height"])),
-                           ref.ref_id, f"{self.source.instances_path} image {image_id}")
+        try:
+            path = path_under(self.source.images_dir, str(info["file_name"]))
+        except PathOutsideRoot as exc:  # a file_name of ../x or /x, or symlinked out: nothing is read
+            raise SourceRecordError(PATH_OUTSIDE_ROOT, ref.ref_id, str(self.source.instances_path),
+                                    f"image {image_id}: file_name: {exc}") from None
+        return read_source(path, (_id(info["width"]), _id(info["height"])), ref.ref_id,
+                           f"{self.source.instances_path} image {image_id}")
 
     def _target(self, ref: Ref, image_id: int, height: int, width: int) -> Target:
         file = str(self.source.refs_path)

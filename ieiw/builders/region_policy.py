@@ -8,6 +8,7 @@ its own defaults (:data:`REMOVAL_DEFAULTS`), so one class documents every key.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
@@ -33,7 +34,8 @@ class RegionPolicy(StrictModel):
     """Which regions become candidates; each skip is counted under its reason in the stats.
 
     Checks run in the order of :data:`REASONS`. Score thresholds apply only to regions that have the score
-    (SA-1B, SAM; Open Images' PredictedIoU where filled); a region without it passes. ``max_per_image`` then
+    (SA-1B, SAM; Open Images' PredictedIoU where filled); a region without it passes, one whose score is NaN or
+    infinite fails (the readers refuse such scores; this guards other sources). ``max_per_image`` then
     keeps the first N of an image's survivors ranked by ``rank``."""
 
     min_area: float = Field(0.005, ge=0, le=1, description="skip regions covering less of the image "
@@ -68,17 +70,20 @@ class RegionPolicy(StrictModel):
         """The first rule a region fails (a reason of :data:`REASONS`), or None when it passes.
 
         ``share`` is the region's part of the image; ``touches_border(margin)`` says whether it comes within
-        ``margin`` px of the edge (asked only when ``border`` is ``skip``)."""
+        ``margin`` px of the edge (asked only when ``border`` is ``skip``). NaN-safe: every test is written as
+        "passes only if the comparison holds", so a NaN share fails ``region_too_small`` and a NaN or infinite
+        score fails its threshold (a comparison with NaN is False, which would otherwise let it through)."""
         if instances > 1 and self.multi_instance == "skip":
             return "multi_instance"
-        if share < self.min_area:
+        if not share >= self.min_area:
             return "region_too_small"
-        if share > self.max_area:
+        if not share <= self.max_area:
             return "region_too_large"
-        if self.min_predicted_iou is not None and predicted_iou is not None and predicted_iou < self.min_predicted_iou:
+        if self.min_predicted_iou is not None and predicted_iou is not None and not _at_least(
+                predicted_iou, self.min_predicted_iou):
             return "low_predicted_iou"
-        if (self.min_stability_score is not None and stability_score is not None
-                and stability_score < self.min_stability_score):
+        if self.min_stability_score is not None and stability_score is not None and not _at_least(
+                stability_score, self.min_stability_score):
             return "low_stability"
         if self.border == "skip" and touches_border(self.border_margin):
             return "touches_border"
@@ -115,10 +120,20 @@ def region_touches_border(region: Region, margin: int = 1) -> bool:
     return x < margin or y < margin or x + w > region.width - margin or y + h > region.height - margin
 
 
+def _at_least(score: float, threshold: float) -> bool:
+    """``score >= threshold`` for a finite score; NaN and the infinities never pass (an absurd score)."""
+    return math.isfinite(score) and score >= threshold
+
+
+def _finite_or_none(score: float | None) -> float | None:
+    return score if score is not None and math.isfinite(score) else None
+
+
 def _rank_key(policy: RegionPolicy, index: int, region: Region) -> tuple:
-    if policy.rank == "score":
-        scored = region.predicted_iou is not None or region.stability_score is not None
-        return (not scored, -(region.predicted_iou or 0.0), -(region.stability_score or 0.0), -region.area, index)
+    if policy.rank == "score":  # a NaN or infinite score ranks as no score (NaN would break the sort's order)
+        iou, stability = _finite_or_none(region.predicted_iou), _finite_or_none(region.stability_score)
+        scored = iou is not None or stability is not None
+        return (not scored, -(iou or 0.0), -(stability or 0.0), -region.area, index)
     return (-region.area, index)
 
 

@@ -46,6 +46,8 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ieiw.schemas.paths import PathOutsideRoot, path_under
+
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 LOCAL_PROTOCOLS = {"file", "local"}
 CHUNK = 8 << 20  # bytes per ranged read when hashing an object
@@ -63,7 +65,8 @@ def _upath_type() -> type | None:
 
 
 class StorageError(ValueError):
-    """An out_dir URL this installation cannot open (unknown protocol, missing package)."""
+    """An out_dir URL this installation cannot open (unknown protocol, missing package), or an object key that
+    would lead out of its folder (:func:`local_copy`)."""
 
 
 def is_location(value: Any) -> bool:
@@ -476,7 +479,9 @@ def staged_folder(folder: Path, commit: str) -> Iterator[Path]:
 def local_copy(folder: Path, version: str) -> Path:
     """``folder``'s files in a local folder: the folder itself when local; for a remote one, a copy in
     the cache, downloaded once per ``version`` (e.g. the index's fingerprint) into a temp folder and
-    renamed into place, so a reader never sees half a copy."""
+    renamed into place, so a reader never sees half a copy. An object whose key would lead out of the copy
+    (``../``, an absolute part: :func:`ieiw.schemas.paths.path_under`) raises :class:`StorageError` before
+    anything of it is written; the partial copy is removed."""
     folder = location(folder)
     if not is_remote(folder):
         return folder
@@ -488,7 +493,13 @@ def local_copy(folder: Path, version: str) -> Path:
     try:
         base = folder.path.rstrip("/")
         for remote in folder.fs.find(base):
-            local = partial / remote[len(base) + 1:]
+            if not remote.startswith(base + "/"):
+                raise StorageError(f"{folder}: the store listed {remote!r}, which is not under {base}")
+            try:  # a key with ../ or an absolute part would write outside the cache folder
+                local = path_under(partial, remote[len(base) + 1:])
+            except PathOutsideRoot as exc:
+                raise StorageError(f"{folder}: object {remote!r} would be written outside the local copy "
+                                   f"{target} ({exc.why}); refused") from None
             local.parent.mkdir(parents=True, exist_ok=True)
             local.write_bytes(folder.fs.cat_file(remote))
         try:

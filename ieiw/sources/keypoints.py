@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ieiw.schemas.paths import PathOutsideRoot, path_under
+
 DATASETS = ("coco", "crowdpose", "mpii", "aic")
 
 # Joint names as the official code writes them (docs/formats.md "Keypoint datasets").
@@ -60,6 +62,8 @@ class Person:
     url: str | None = None
     license: str | None = None
     has_image: bool = True  # False: a COCO-style image_id missing from the file's images list
+    path_error: str | None = None  # the image name is no path under the image folder (then image_path is the
+    # folder): the builder fails the record ``path_outside_root`` and reads nothing
 
     @property
     def tag(self) -> str:
@@ -98,7 +102,8 @@ class PoseSource:
             if not isinstance(entry, dict):
                 raise PoseFormatError(f"{self.ann_path}: entry {index} is a {type(entry).__name__}, not an object")
             image = str(entry.get("image", ""))
-            self.people.append(Person(f"{index}:{image}", image, self.image_folder / image, 0, 0, entry))
+            path, error = self._image_path(image)
+            self.people.append(Person(f"{index}:{image}", image, path, 0, 0, entry, path_error=error))
 
     def _load_coco(self, data: Any) -> None:
         if not isinstance(data, dict) or not isinstance(data.get("annotations"), list) \
@@ -114,17 +119,27 @@ class PoseSource:
                 raise PoseFormatError(f"{self.ann_path}: annotation {index} is a {type(ann).__name__}, not an object")
             image_id = ann.get("image_id")
             info = images.get(image_id, {})
+            path, error = self._image_path(self._file_name(image_id, info))
             self.people.append(Person(
                 record_id=str(ann.get("id", f"#{index}")),
                 image_id=str(image_id),
-                image_path=self.image_folder / self._file_name(image_id, info),
+                image_path=path,
                 width=_int(info.get("width")),
                 height=_int(info.get("height")),
                 raw=ann,
                 url=info.get("coco_url") or info.get("flickr_url") or info.get("url"),
                 license=licenses.get(info.get("license")) if self.dataset == "coco" else LICENSES[self.dataset],
                 has_image=bool(info),
+                path_error=error,
             ))
+
+    def _image_path(self, name: str) -> tuple[Path, str | None]:
+        """The image file of ``name`` under the image folder, or (the folder, why not): an MPII ``image`` or
+        a ``file_name`` of ``../x`` or ``/x``, or one symlinked out of the folder, reads nothing."""
+        try:
+            return path_under(self.image_folder, name), None
+        except PathOutsideRoot as exc:
+            return self.image_folder, str(exc)
 
     def _file_name(self, image_id: Any, info: dict[str, Any]) -> str:
         """As the official loader names the file: COCO ``%012d.jpg``, CrowdPose ``{id}.jpg``, AIC file_name."""

@@ -13,7 +13,11 @@ Files under ``root`` (each name configurable):
 - ``images/{ImageID}.jpg``.
 
 Masks: foreground is grey value > 122; a mask whose size differs from its image's is resized to it with
-nearest-neighbour interpolation (``extra["mask_size"]`` keeps the stored size). Masks are decoded when an
+nearest-neighbour interpolation (``extra["mask_size"]`` keeps the stored size) when it has the image's shape,
+i.e. it is the image scaled by one factor with each side rounded by at most 1 px
+(``|mask_w * height - mask_h * width| <= width + height``); another shape would be stretched, so it fails
+``mask_aspect_mismatch``. A mask file (loose or a zip member) is read only up to :data:`MAX_MASK_BYTES`
+uncompressed, by its declared size and by what is read; a bigger one fails ``mask_too_large``. Masks are decoded when an
 image is read (an image has a few), so ``bbox``/``area`` are the mask's own, not the CSV's box (kept in
 ``extra["box"]``, normalised as stored). Images are used as stored (no EXIF transpose): whether Open
 Images' masks follow a file's EXIF orientation is not confirmed; the masks are fitted to the stored size.
@@ -24,8 +28,15 @@ PredictedIoU (None when empty); no stability score. Images are ordered by ImageI
 file order.
 
 Failure reasons (each names the CSV with its line, or the mask file): ``bad_row`` (missing ImageID or
-MaskPath, a box value that is not a number), ``unknown_label`` (a LabelName the class file lacks),
-``missing_image``, ``unreadable_image``, ``missing_mask``, ``unreadable_mask``, ``empty_mask``. File-level
+MaskPath; a box value that is not a finite number within [0, 1] give or take :data:`BOX_SLACK`; a
+PredictedIoU that is not a finite number in [0, 1]; an empty box value or PredictedIoU is None, as the
+format allows), ``unknown_label`` (a LabelName the class file lacks), ``missing_image``,
+``unreadable_image`` (also an image whose header declares more pixels than :func:`ieiw.imageio.decode`
+accepts, a decompression bomb: that image alone fails, the unit goes on), ``missing_mask``,
+``unreadable_mask`` (also a zip member that does not inflate), ``mask_too_large``, ``mask_aspect_mismatch``,
+``empty_mask``,
+``path_outside_root`` (an ImageID or MaskPath that is no path under ``images/`` or ``masks/``: ``..``, absolute,
+or symlinked out; :mod:`ieiw.schemas.paths`). File-level
 problems (no CSV, no header, a class file that is not two columns) raise :class:`OpenImagesFormatError`
 with one line naming the file.
 """
@@ -34,7 +45,9 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +56,7 @@ import cv2
 import numpy as np
 
 from ieiw.schemas.lazy import OncePerKey, locked_cached_property
+from ieiw.schemas.paths import PATH_OUTSIDE_ROOT, PathOutsideRoot, path_under
 from ieiw.sources.regions import ArrayMask, ImageRegions, Region, failure, load_source_image, mask_box
 
 DATASET = "open-images"
@@ -50,6 +64,19 @@ LABEL_SOURCE = "open-images"
 COLUMNS = ("MaskPath", "ImageID", "LabelName", "BoxID", "BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax",
            "PredictedIoU", "Clicks")
 THRESHOLD = 122  # foreground: value > 122
+BOX_COLUMNS = ("BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax")
+BOX_SLACK = 0.01  # a normalised box value may stray this far outside [0, 1] (rounding); farther is bad_row
+# The most bytes one mask PNG may hold uncompressed (a loose file's size, a zip member's file_size and what
+# is read): real masks are tens of KB; an 8-bit 4096x4096 mask stored with no compression at all is 16 MiB.
+MAX_MASK_BYTES = 32 * 1024 * 1024
+
+
+class MaskTooLarge(Exception):
+    """A mask file or zip member over :data:`MAX_MASK_BYTES` (``mask_too_large``)."""
+
+
+class MaskAspectMismatch(ValueError):
+    """A mask whose shape is not its image's at any scale (``mask_aspect_mismatch``)."""
 
 
 class OpenImagesFormatError(ValueError):
@@ -88,11 +115,19 @@ class _Row:
     fields: dict[str, str]
 
 
-def _float(text: str) -> float | None:
-    text = text.strip()
+def _number(fields: dict[str, str], column: str, low: float, high: float) -> float | None:
+    """A CSV cell as a float in [low, high], None when empty; ``ValueError`` naming the column for text that is
+    no number, NaN, an infinity or a value outside the range (``float`` itself takes "nan" and "inf")."""
+    text = (fields.get(column) or "").strip()
     if not text:
         return None
-    return float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{column} {text!r} is not a number") from None
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ValueError(f"{column} {text!r} is not a finite number in [{low:g}, {high:g}]")
+    return value
 
 
 class OpenImagesSource:
@@ -173,6 +208,11 @@ class OpenImagesSource:
             row = rows[0]
             return ImageRegions(**entry, failures=(failure(
                 "bad_row", key, f"{csv_file}:{row.line}", "no ImageID, or not as many fields as the header"),))
+        try:
+            path_under(self.images, f"{key}.{self.image_ext}")
+        except PathOutsideRoot as exc:  # an ImageID such as ../../x or /x: nothing outside images/ is read
+            return ImageRegions(**dict(entry, image_path=self.images), failures=(failure(
+                PATH_OUTSIDE_ROOT, key, f"{csv_file}:{rows[0].line}", f"ImageID: {exc}"),))
         if not image_path.is_file():
             return ImageRegions(**entry, failures=(failure(
                 "missing_image", key, image_path, f"image not found (rows from {csv_file} line {rows[0].line})"),))
@@ -190,10 +230,15 @@ class OpenImagesSource:
                 failures.append(failure("bad_row", record_id, where, f"MaskPath {mask_name!r} is not a file name"))
                 continue
             try:
-                box = [_float(row.fields.get(c, "")) for c in ("BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax")]
-                predicted_iou = _float(row.fields.get("PredictedIoU", ""))
+                path_under(self.masks, mask_name)  # a ".." or a mask symlinked out of masks/
+            except PathOutsideRoot as exc:
+                failures.append(failure(PATH_OUTSIDE_ROOT, record_id, where, f"MaskPath: {exc}"))
+                continue
+            try:
+                box = [_number(row.fields, c, -BOX_SLACK, 1 + BOX_SLACK) for c in BOX_COLUMNS]
+                predicted_iou = _number(row.fields, "PredictedIoU", 0.0, 1.0)
             except ValueError as exc:
-                failures.append(failure("bad_row", record_id, where, f"not a number: {exc}"))
+                failures.append(failure("bad_row", record_id, where, str(exc)))
                 continue
             mid = row.fields.get("LabelName", "").strip()
             if mid not in classes:
@@ -206,8 +251,17 @@ class OpenImagesSource:
                 failures.append(failure("missing_mask", record_id, self.masks / mask_name,
                                         f"mask not found (nor in a *-masks-{key[:1]}.zip), row at {where}"))
                 continue
+            except MaskTooLarge as exc:
+                failures.append(failure("mask_too_large", record_id, self.masks / mask_name, str(exc)))
+                continue
+            except (OSError, ValueError) as exc:  # a zip member that does not inflate, a file that cannot be read
+                failures.append(failure("unreadable_mask", record_id, self.masks / mask_name, str(exc)))
+                continue
             try:
                 mask, stored = decode_oi_mask(data, width, height)
+            except MaskAspectMismatch as exc:
+                failures.append(failure("mask_aspect_mismatch", record_id, self.masks / mask_name, str(exc)))
+                continue
             except ValueError as exc:
                 failures.append(failure("unreadable_mask", record_id, self.masks / mask_name, str(exc)))
                 continue
@@ -228,14 +282,24 @@ class OpenImagesSource:
         return ImageRegions(**entry, regions=tuple(regions), failures=tuple(failures), orientation="match")
 
     def _mask_bytes(self, name: str, image_id: str) -> bytes:
+        """The mask's bytes from ``masks/`` or the image's zips, at most :data:`MAX_MASK_BYTES`. Raises
+        ``FileNotFoundError`` (in neither), :class:`MaskTooLarge`, ``OSError`` / ``ValueError`` (unreadable)."""
         path = self.masks / name
         if path.is_file():
-            return path.read_bytes()
+            with path.open("rb") as handle:
+                return _read_capped(handle, path.stat().st_size, str(path))
         for archive in self._archives(image_id[:1].lower()):
             try:
-                return archive.read(name)
+                info = archive.getinfo(name)
             except KeyError:
                 continue
+            where = f"{archive.filename}: member {name}"
+            try:
+                with archive.open(info) as handle:
+                    return _read_capped(handle, info.file_size, where)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+                # bad CRC, truncated or corrupt data, an unsupported compression method, an encrypted member
+                raise ValueError(f"{where}: {exc}") from None
         raise FileNotFoundError(name)
 
     def _archives(self, char: str) -> list[zipfile.ZipFile]:
@@ -251,21 +315,35 @@ class OpenImagesSource:
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) as stored, from the header (no decode)."""
-    from PIL import Image, UnidentifiedImageError
-
-    from ieiw.imageio import ALLOWED_FORMATS
+    """(width, height) as stored, from the header (no decode). ``OSError`` for a file that is no image, or one
+    declaring more pixels than :func:`ieiw.imageio.decode` accepts (a decompression bomb: Pillow's own error
+    would otherwise escape ``read`` and fail the whole unit)."""
+    from ieiw.imageio import ImageDecodeError, header_size
 
     try:
-        with Image.open(path, formats=ALLOWED_FORMATS) as image:
-            return image.size
-    except (UnidentifiedImageError, SyntaxError, ValueError) as exc:
-        raise OSError(f"not an image: {exc}") from None
+        return header_size(path)
+    except ImageDecodeError as exc:
+        raise OSError(str(exc)) from None
+
+
+def _read_capped(handle: Any, declared: int, where: str) -> bytes:
+    """At most :data:`MAX_MASK_BYTES` from ``handle``: :class:`MaskTooLarge` when the declared size (a file's
+    size, a zip member's ``file_size``) or the bytes actually read are more."""
+    cap = MAX_MASK_BYTES
+    if declared > cap:
+        raise MaskTooLarge(f"{where}: {declared} bytes uncompressed, over the {cap}-byte cap on a mask PNG")
+    data = handle.read(cap + 1)
+    if len(data) > cap:
+        raise MaskTooLarge(f"{where}: more than {cap} bytes uncompressed (declared {declared}), over the cap "
+                           "on a mask PNG")
+    return data
 
 
 def decode_oi_mask(data: bytes, width: int, height: int) -> tuple[np.ndarray, tuple[int, int]]:
     """A mask PNG as ``bool`` (height, width): grey > 122, resized nearest-neighbour to the image when its
-    stored size differs. Returns the mask and the stored (width, height). Raises ``ValueError``."""
+    stored size differs but its shape is the image's (each side within 1 px of the image scaled by one
+    factor). Returns the mask and the stored (width, height). Raises :class:`MaskAspectMismatch` for another
+    shape (it would be stretched), ``ValueError`` for bytes that are no image."""
     from ieiw.imageio import ImageDecodeError, Orientation, decode
 
     try:
@@ -275,6 +353,12 @@ def decode_oi_mask(data: bytes, width: int, height: int) -> tuple[np.ndarray, tu
     grey = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
     stored = (int(grey.shape[1]), int(grey.shape[0]))
     if stored != (width, height):
+        # mask side = s * image side + e, |e| <= 1 px, gives |mask_w * height - mask_h * width| <= width + height
+        if abs(stored[0] * height - stored[1] * width) > width + height:
+            raise MaskAspectMismatch(
+                f"mask is {stored[0]}x{stored[1]} (aspect {stored[0] / stored[1]:.4f}), its image "
+                f"{width}x{height} (aspect {width / height:.4f}): not the image's shape at any scale, even "
+                "allowing 1 px of rounding per side; resizing would stretch it")
         grey = cv2.resize(grey, (width, height), interpolation=cv2.INTER_NEAREST)
     return grey > THRESHOLD, stored
 

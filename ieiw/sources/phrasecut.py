@@ -32,6 +32,7 @@ format (the file is named ``.jpg`` whatever it holds) becomes RGB through :mod:`
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ INFO_FILE = "image_data_split.json"
 OFFICIAL_SPLITS = ("train", "val", "test", "miniv")
 # Keys only the full refer files have: a file whose records have none of them is a refer_input file.
 ANNOTATION_KEYS = ("Polygons", "instance_boxes", "ann_ids")
+# Polygon points may lie this many image sizes beyond each edge (clipped); farther is bad_polygons.
+FAR = 2
 
 
 class PhraseCutFormatError(ValueError):
@@ -342,10 +345,31 @@ def polygons_to_mask(polygons: list, width: int, height: int) -> np.ndarray:
     return np.asarray(canvas, dtype=np.uint8)
 
 
+def _far_point(polygons: list, width: int, height: int) -> str | None:
+    """Why a point of the (drawn) polygons is unusable: not a finite number, or more than :data:`FAR` image
+    sizes beyond an edge (Pillow's rasteriser overflows on such coordinates: on a 64x48 canvas a triangle with a
+    vertex at 1e12 draws 331 of its 1001 pixels, a square at +-1e12 none); None when every point is fine.
+    Malformed points are left to the rasteriser's checks."""
+    low_x, high_x, low_y, high_y = -FAR * width, (FAR + 1) * width, -FAR * height, (FAR + 1) * height
+    for polygon in polygons:
+        for point in polygon:
+            try:
+                x, y = (float(v) for v in point)
+            except (TypeError, ValueError, OverflowError):
+                continue  # not a pair of numbers: polygons_to_mask fails it as malformed
+            if not (math.isfinite(x) and math.isfinite(y)):
+                return f"point [{x!r}, {y!r}] is not finite"
+            if not (low_x <= x <= high_x and low_y <= y <= high_y):
+                return (f"point [{x:g}, {y:g}] lies more than {FAR} image sizes outside the {width}x{height} "
+                        "image: not a real outline")
+    return None
+
+
 def record_mask(record: PhraseCutRecord, width: int, height: int) -> np.ndarray:
     """The record's region as a 0/1 mask, or a :class:`SourceRecordError` saying what is wrong.
 
-    Polygons partly outside the image are clipped to it; wholly outside, the record fails ``empty_mask``.
+    Polygons partly outside the image are clipped to it; wholly outside, the record fails ``empty_mask``; a
+    point that is not finite or lies more than :data:`FAR` image sizes beyond an edge fails ``bad_polygons``.
     """
     check_record(record)
     polygons = record.raw.get("Polygons")
@@ -359,6 +383,9 @@ def record_mask(record: PhraseCutRecord, width: int, height: int) -> np.ndarray:
         raise SourceRecordError(
             "degenerate_polygons", record.task_id, record.refer_file, "no polygon has 2 or more points"
         )
+    far = _far_point(usable, width, height)
+    if far is not None:
+        raise SourceRecordError("bad_polygons", record.task_id, record.refer_file, far)
     try:
         mask = polygons_to_mask(polygons, width, height)
     except (TypeError, ValueError, OverflowError) as exc:

@@ -12,17 +12,23 @@ recursively, so one folder per shard works. Images are ordered by the JSON files
 ``root`` (sorted), so units are ranges of images.
 
 Regions: ``record_id`` is ``"<image_id>:<annotation id>"``; ``predicted_iou`` and ``stability_score`` as
-stored; no label (``label_source`` None); the stored ``bbox``, ``area``, ``crop_box`` and
-``point_coords`` stay in ``extra``, while ``bbox``/``area`` are computed exactly from the RLE.
+stored (None when absent or null: unscored; present, they must be finite and in :data:`SCORE_RANGES`); no
+label (``label_source`` None); the stored ``bbox``, ``area``, ``crop_box`` and ``point_coords`` stay in
+``extra``, while ``bbox``/``area`` are computed exactly from the RLE.
 
 Failure reasons (each names the JSON file and the record):
 
 - whole image: ``bad_json`` (not JSON; with line, column and character), ``bad_layout`` (no ``image``
-  object or ``annotations`` list), ``bad_image_info`` (width/height not positive integers, a
-  ``file_name`` with a folder in it), ``missing_image`` (no image file beside the JSON);
+  object or ``annotations`` list), ``bad_image_info`` (width/height not positive integers, or more pixels
+  than any image decodes (Pillow's ``MAX_IMAGE_PIXELS``), a ``file_name`` with a folder in it),
+  ``path_outside_root`` (a ``file_name`` that is no path under the JSON's folder: ``..``, absolute, or
+  symlinked out; :mod:`ieiw.schemas.paths`), ``missing_image`` (no image file beside the JSON);
 - one annotation: ``bad_annotation`` (not an object), ``bad_segmentation`` (no ``segmentation`` with
   ``size`` and ``counts``), ``rle_size_mismatch`` (``size`` is not the image's ``[height, width]``),
-  ``bad_rle`` (counts that are no well-formed RLE of that size), ``empty_mask``.
+  ``bad_rle`` (counts that are no well-formed RLE of that size), ``empty_mask``, ``bad_score`` (a
+  ``predicted_iou`` or ``stability_score`` that is NaN, infinite, not a number or outside
+  :data:`SCORE_RANGES`), ``bad_geometry`` (a stored ``bbox``/``crop_box``/``area``/``point_coords`` that is not
+  finite, has a negative side, or lies more than :data:`FAR` image sizes outside the image).
 
 :meth:`SA1BSource.load_image` adds ``unreadable_image`` and ``image_size_mismatch``.
 """
@@ -30,13 +36,20 @@ Failure reasons (each names the JSON file and the record):
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from ieiw.schemas.lazy import locked_cached_property
+from ieiw.schemas.paths import PATH_OUTSIDE_ROOT, PathOutsideRoot, path_under
 from ieiw.sources.regions import BadRle, ImageRegions, Region, failure, load_source_image, rle_mask
 
 DATASET = "sa-1b"
+# The range a present score must lie in (else bad_score). SAM's IoU head is an unbounded regression (no
+# sigmoid), so a predicted IoU a little outside [0, 1] is genuine output; a stability score is a ratio of mask
+# areas, so it cannot leave [0, 1].
+SCORE_RANGES = {"predicted_iou": (-0.5, 1.5), "stability_score": (0.0, 1.0)}
+FAR = 2  # stored boxes and points may reach this many image sizes beyond each edge; farther is bad_geometry
 
 
 def _positive_int(value: Any) -> int | None:
@@ -49,10 +62,63 @@ def _positive_int(value: Any) -> int | None:
     return None
 
 
-def _score(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _score(value: Any, low: float, high: float) -> float | None:
+    """A stored score as a float, None when absent or null (unscored: the policy's thresholds do not apply);
+    ``ValueError`` for anything else that is not a finite number in [low, high] (JSON's NaN, Infinity, text)."""
+    if value is None:
         return None
+    if not (_finite(value) and low <= value <= high):
+        raise ValueError(f"{value!r} is not a finite number in [{low:g}, {high:g}]")
     return float(value)
+
+
+def _too_large(width: int, height: int) -> str | None:
+    """Why an image of this stated size can never be used (more pixels than :func:`ieiw.imageio.decode`
+    accepts), or None."""
+    from ieiw.imageio import pixel_limit
+
+    limit = pixel_limit()
+    if limit is not None and width * height > limit:
+        return (f"image {width}x{height} is {width * height} pixels, more than any image decodes ({limit}, "
+                "Pillow's MAX_IMAGE_PIXELS): a wrong size or a decompression bomb")
+    return None
+
+
+def _geometry_problem(ann: dict[str, Any], width: int, height: int) -> str | None:
+    """What is absurd in an annotation's stored ``bbox``, ``crop_box``, ``area`` and ``point_coords`` (kept in
+    ``extra`` as stored, so they must be finite, JSON-safe numbers), or None. Each is optional; present, a box is
+    ``[x, y, w, h]`` with ``w, h >= 0``, and boxes and points lie within :data:`FAR` image sizes of the image
+    (generous: SA-1B's own values lie in it), the area within that extent's."""
+    low_x, high_x, low_y, high_y = -FAR * width, (FAR + 1) * width, -FAR * height, (FAR + 1) * height
+    extent = f"more than {FAR} image sizes outside the {width}x{height} image"
+    for key in ("bbox", "crop_box"):
+        if key not in ann:
+            continue
+        box = ann[key]
+        if not (isinstance(box, list) and len(box) == 4 and all(_finite(v) for v in box)):
+            return f"{key} {box!r} is not [x, y, w, h] of finite numbers"
+        x, y, w, h = box
+        if w < 0 or h < 0:
+            return f"{key} {box!r} has a negative side"
+        if x < low_x or y < low_y or x + w > high_x or y + h > high_y:
+            return f"{key} {box!r} reaches {extent}"
+    if "area" in ann:
+        area, most = ann["area"], (2 * FAR + 1) ** 2 * width * height
+        if not (_finite(area) and 0 <= area <= most):
+            return f"area {area!r} is not a finite number in [0, {most}]"
+    if "point_coords" in ann:
+        points = ann["point_coords"]
+        if not (isinstance(points, list) and all(isinstance(p, list) and len(p) == 2 and all(_finite(v) for v in p)
+                                                 for p in points)):
+            return f"point_coords {points!r} is not a list of [x, y] finite numbers"
+        for x, y in points:
+            if not (low_x <= x <= high_x and low_y <= y <= high_y):
+                return f"point_coords [{x!r}, {y!r}] lies {extent}"
+    return None
 
 
 class SA1BSource:
@@ -113,10 +179,20 @@ class SA1BSource:
             return ImageRegions(**empty, failures=(failure(
                 "bad_image_info", image_id, path,
                 f"image width {info.get('width')!r} / height {info.get('height')!r} are not positive integers"),))
-        if not isinstance(file_name, str) or not file_name or Path(file_name).name != file_name:
+        too_large = _too_large(width, height)
+        if too_large:
+            return ImageRegions(**empty, failures=(failure("bad_image_info", image_id, path, too_large),))
+        if not isinstance(file_name, str) or not file_name:
             return ImageRegions(**empty, failures=(failure(
                 "bad_image_info", image_id, path, f"image file_name {file_name!r} is not a bare file name"),))
-        image_path = path.parent / file_name
+        try:
+            image_path = path_under(path.parent, file_name)
+        except PathOutsideRoot as exc:  # ../x, /x, or symlinked out: nothing outside the JSON's folder is read
+            return ImageRegions(**dict(empty, image_path=path.parent), failures=(failure(
+                PATH_OUTSIDE_ROOT, image_id, path, f"image file_name: {exc}"),))
+        if Path(file_name).name != file_name:
+            return ImageRegions(**empty, failures=(failure(
+                "bad_image_info", image_id, path, f"image file_name {file_name!r} is not a bare file name"),))
         entry = dict(empty, image_path=image_path, width=width, height=height)
         if not image_path.is_file():
             return ImageRegions(**entry, failures=(failure(
@@ -149,10 +225,19 @@ class SA1BSource:
             raise _Bad("bad_rle", record_id, f"annotation {index}: {exc}") from None
         if area == 0:
             raise _Bad("empty_mask", record_id, f"annotation {index}: the mask covers no pixel")
+        scores = {}
+        for key, (low, high) in SCORE_RANGES.items():
+            try:
+                scores[key] = _score(ann.get(key), low, high)
+            except ValueError as exc:
+                raise _Bad("bad_score", record_id, f"annotation {index}: {key} {exc}") from None
+        problem = _geometry_problem(ann, width, height)
+        if problem:
+            raise _Bad("bad_geometry", record_id, f"annotation {index}: {problem}")
         return Region(
             dataset=DATASET, record_id=record_id, image_id=image_id, image_path=image_path, width=width,
             height=height, mask_source=mask, bbox=bbox, area=area, label=None, label_source=None,
-            predicted_iou=_score(ann.get("predicted_iou")), stability_score=_score(ann.get("stability_score")),
+            predicted_iou=scores["predicted_iou"], stability_score=scores["stability_score"],
             source_file=str(path),
             extra={k: ann[k] for k in ("id", "bbox", "area", "crop_box", "point_coords") if k in ann},
         )
