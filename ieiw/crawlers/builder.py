@@ -34,7 +34,7 @@ from ieiw.crawlers.dumps import post_id
 from ieiw.crawlers.html_source import HtmlSource
 from ieiw.crawlers.http import FetchError, PoliteSession
 from ieiw.crawlers.pairs import ALIGN_BACKEND, PairMaker
-from ieiw.crawlers.posts import Thread, thread_from_reddit
+from ieiw.crawlers.posts import BadRecord, Thread, thread_from_reddit
 from ieiw.crawlers.reddit_api import RedditApi
 from ieiw.schemas import storage
 from ieiw.schemas.lazy import locked_cached_property
@@ -217,6 +217,8 @@ class WebCrawlBuilder(CandidateBuilder):
             comments_file = str(resolve(self.root, dump.comments))
             for line, message in index.comment_bad_lines:
                 result.failures.append(Failure("bad_line", f"line {line}", comments_file, message))
+            for _line, record_id, message in index.comment_bad_records:
+                result.failures.append(Failure("bad_record", record_id, comments_file, message))
             if index.counts.get("other_subreddit"):
                 result.counters["other_subreddit"] += index.counts["other_subreddit"]
         posts = read_posts(index, payload["start"], payload["stop"])
@@ -238,7 +240,11 @@ class WebCrawlBuilder(CandidateBuilder):
                 thread = thread_from_reddit(
                     obj, comments.get(payload["start"] + offset, []), dump.dataset, str(path)
                 )
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            except BadRecord as exc:  # a field of the wrong type, a number that is not finite
+                result.records += 1
+                result.failures.append(Failure("bad_record", pid, str(path), f"line {line_no}: {exc}"))
+                continue
+            except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
                 result.records += 1
                 result.failures.append(Failure("bad_record", pid, str(path), f"line {line_no}: {exc!r}"))
                 continue
@@ -254,9 +260,14 @@ class WebCrawlBuilder(CandidateBuilder):
                 result.records += 1
                 result.failures.append(Failure(exc.reason, pid, exc.url, exc.message))
                 continue
-            except (KeyError, TypeError, ValueError, AttributeError, json.JSONDecodeError) as exc:
+            except BadRecord as exc:  # the answer has no post, or a field of the wrong type
                 result.records += 1
-                result.failures.append(Failure("bad_record", pid, None, f"unexpected API answer: {exc!r}"))
+                result.failures.append(Failure("bad_record", pid, exc.source or api.thread_url(pid), str(exc)))
+                continue
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
+                result.records += 1
+                message = f"unexpected API answer: {exc!r}"
+                result.failures.append(Failure("bad_record", pid, api.thread_url(pid), message))
                 continue
             maker.process(thread, result)
 
@@ -270,6 +281,10 @@ class WebCrawlBuilder(CandidateBuilder):
             except FetchError as exc:
                 result.records += 1
                 result.failures.append(Failure(exc.reason, url, exc.url, exc.message))
+                continue
+            except BadRecord as exc:  # a value the page gives that cannot be used (a time that is not finite)
+                result.records += 1
+                result.failures.append(Failure("bad_record", url, url, str(exc)))
                 continue
             except ValueError as exc:
                 result.records += 1

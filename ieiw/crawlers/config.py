@@ -25,7 +25,8 @@ class HttpConfig(StrictModel):
     user_agent: str = "ieiw-crawler/0.1 (+https://github.com/ieiw/ieiw; research dataset builder)"
     contact: str = "ieiw-maintainers@example.org"  # appended to the User-Agent; set your own
     connect_timeout_s: float = 5.0
-    read_timeout_s: float = 20.0
+    read_timeout_s: float = 20.0  # per socket read: a server sending a byte at a time never reaches it
+    fetch_timeout_s: float = 120.0  # one fetch in all: hops, retries and their waits, headers and body
     retries: int = 3  # total retries per request (status, read and connect errors together)
     backoff_factor: float = 0.5
     retry_after_max_s: int = 120  # a server asking for a longer wait is capped to this

@@ -17,10 +17,18 @@ Every other line is counted as ``other_subreddit`` without being parsed. Output,
   ``rows_per_group`` rows: one work unit per row group.
 - ``comments.parquet``: the image-bearing comments of those posts, trimmed to ``COMMENT_KEYS``
   (``json``), with ``post_row`` (the row of their post in ``posts.parquet``), sorted by ``post_row`` so a
-  unit reads its comments through the row-group statistics.
+  unit reads its comments through the row-group statistics. Each is checked here as the units will
+  read it (:func:`~ieiw.crawlers.posts.comment_from_reddit`): one with a field of the wrong type or a
+  number that is not finite (``"body": 123``, ``"score": 1e999``) is left out and recorded as a bad record.
 - ``index.json``: written last: fingerprint (paths, sizes, mtimes, subreddit, format), counts, the
-  comment file's bad lines. A rerun with the same fingerprint skips; anything else (a changed dump, an
-  interrupted run, which leaves no ``index.json``) indexes again from scratch, to the same bytes.
+  comment file's bad lines and bad records. A rerun with the same fingerprint skips; anything else (a
+  changed dump, an interrupted run, which leaves no ``index.json``) indexes again from scratch, to the
+  same bytes.
+
+A ``.zst`` file is checked whole before it is read (:func:`zst_problem`: the frames' block headers,
+without decompressing): a truncated download raises :class:`TruncatedDump` naming the file, and no
+index is written. (The decompressor itself would just stop where the bytes stop, and the index would
+look complete.)
 
 Memory: ``SLOTS`` shared ``CHUNK`` slots (scanned in place), ``GROUPS_PER_WRITE`` row groups of posts,
 the id -> row map of kept posts and the image-bearing comments of the subreddit (a small share of 1% of
@@ -53,13 +61,13 @@ import pyarrow.parquet as pq
 import zstandard
 
 from ieiw.crawlers.dumps import MAX_WINDOW, link_post_id, post_id
-from ieiw.crawlers.posts import comment_image_urls
+from ieiw.crawlers.posts import BadRecord, comment_from_reddit, comment_image_urls
 from ieiw.schemas.storage import atomic_write_bytes
 
-FORMAT = 1
+FORMAT = 2  # 2: comment bad records; .zst files checked for truncation (a format-1 index may be of half a file)
 CHUNK = 4 << 20  # bytes of decompressed input scanned at a time
 COMMENT_KEYS = ("id", "name", "author", "score", "body", "created_utc", "permalink", "media_metadata", "link_id")
-MAX_BAD_COMMENT_LINES = 10_000  # recorded in index.json; the rest are only counted
+MAX_BAD_COMMENT_LINES = 10_000  # recorded in index.json (bad lines, and bad records); the rest are only counted
 KEY = b'"subreddit"'
 GROUPS_PER_WRITE = 16  # row groups of posts buffered per Parquet write
 
@@ -79,6 +87,7 @@ class IndexResult:
     fingerprint: dict[str, Any]
     counts: dict[str, int] = field(default_factory=dict)
     comment_bad_lines: list[tuple[int, str]] = field(default_factory=list)
+    comment_bad_records: list[tuple[int, str, str]] = field(default_factory=list)  # (line, record id, message)
     reused: bool = False
 
     @property
@@ -126,8 +135,71 @@ def load_index(folder: Path, fp: dict[str, Any] | None = None) -> IndexResult | 
         meta["fingerprint"],
         meta.get("counts", {}),
         [tuple(x) for x in meta.get("comment_bad_lines", [])],
+        [tuple(x) for x in meta.get("comment_bad_records", [])],
         reused=True,
     )
+
+
+class TruncatedDump(OSError):
+    """A ``.zst`` dump that ends inside a frame: an incomplete download. Nothing is indexed from it."""
+
+
+ZSTD_MAGIC = 0xFD2FB528
+SKIPPABLE_MAGIC = 0x184D2A50  # the low 4 bits vary
+_DICT_ID_BYTES = (0, 1, 2, 4)
+_CONTENT_SIZE_BYTES = (0, 2, 4, 8)
+
+
+def zst_problem(path: Path) -> str | None:
+    """What makes a ``.zst`` file incomplete or not zstd at all, or None when every frame is whole.
+
+    Walks the frames' headers and block headers (RFC 8878), not their content: one small read per
+    block (blocks hold up to 128 KiB of output), so a few seconds for a 100 GB archive. The
+    decompressor alone cannot tell: at the end of the input it returns what it has, and a file cut in
+    the middle of its frame reads as a shorter, complete one.
+    """
+    size = path.stat().st_size
+    pos = 0
+    with open(path, "rb") as fh:
+        fd = fh.fileno()
+
+        def read(n: int, at: int, what: str) -> bytes:
+            data = os.pread(fd, n, at)
+            if len(data) < n:
+                raise EOFError(f"the file ends at byte {size} inside {what} at byte {at}")
+            return data
+
+        try:
+            while pos < size:
+                magic = int.from_bytes(read(4, pos, "a frame header"), "little")
+                if magic & 0xFFFFFFF0 == SKIPPABLE_MAGIC:
+                    pos += 8 + int.from_bytes(read(4, pos + 4, "a skippable frame"), "little")
+                    if pos > size:
+                        raise EOFError(f"the file ends at byte {size} inside a skippable frame")
+                    continue
+                if magic != ZSTD_MAGIC:
+                    return f"no zstd frame at byte {pos} (magic {magic:#010x})"
+                descriptor = read(1, pos + 4, "a frame header")[0]
+                single_segment = (descriptor >> 5) & 1
+                content_size = _CONTENT_SIZE_BYTES[descriptor >> 6] or single_segment
+                pos += 5 + (1 - single_segment) + _DICT_ID_BYTES[descriptor & 3] + content_size
+                frame_start = pos
+                while True:
+                    header = int.from_bytes(read(3, pos, f"the frame that starts at byte {frame_start}"), "little")
+                    block_type = (header >> 1) & 3
+                    if block_type == 3:
+                        return f"a reserved block type at byte {pos}: not a valid zstd file"
+                    pos += 3 + (1 if block_type == 1 else header >> 3)
+                    if pos > size:
+                        raise EOFError(f"the file ends at byte {size} inside a block that needs {pos - size} more")
+                    if header & 1:  # the frame's last block
+                        break
+                pos += 4 * ((descriptor >> 2) & 1)  # the content checksum
+                if pos > size:
+                    raise EOFError(f"the file ends at byte {size} inside the checksum of its last frame")
+        except EOFError as exc:
+            return str(exc)
+    return None
 
 
 # -- reading ------------------------------------------------------------------------------------------
@@ -188,6 +260,11 @@ os.write(1, struct.pack("QQQ", 0, 0, 0))
 
 
 def _zst_regions(path: Path, size: int) -> Iterator[tuple[memoryview, int, int, int | None]]:
+    problem = zst_problem(path)
+    if problem is not None:
+        raise TruncatedDump(
+            f"{path} is truncated or damaged ({problem}): download it again; nothing was indexed from it"
+        )
     shm_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
     with tempfile.TemporaryFile(dir=shm_dir) as shm:
         stride = size + 1
@@ -437,6 +514,8 @@ def _index_locked(
         # comments: image-bearing ones of kept posts, spilled in file order, then sorted by post row
         bad: list[tuple[int, str]] = []
         n_bad = 0
+        bad_records: list[tuple[int, str, str]] = []
+        n_bad_records = 0
         cbuf: dict[str, list[Any]] = {name: [] for name in COMMENTS_SCHEMA.names}
         com_counts: dict[str, int] = {}
         kept = 0
@@ -449,7 +528,19 @@ def _index_locked(
                     bad.append((line_no, error or "bad line"))
                 continue
             pid = link_post_id(obj)
-            if not pid or pid not in rows_by_post or not comment_image_urls(obj):
+            if not pid or pid not in rows_by_post:
+                continue
+            try:
+                if not comment_image_urls(obj):
+                    continue
+                comment_from_reddit(obj)  # what the unit will read, checked once here
+            except (ValueError, TypeError, AttributeError, ArithmeticError) as exc:  # BadRecord: a named field
+                n_bad_records += 1
+                if len(bad_records) < MAX_BAD_COMMENT_LINES:
+                    cid = obj.get("id") or obj.get("name")
+                    record = f"{pid}/{cid}" if isinstance(cid, str) and cid else f"line {line_no}"
+                    why = str(exc) if isinstance(exc, BadRecord) else repr(exc)
+                    bad_records.append((line_no, record, f"line {line_no}: {why}"))
                 continue
             text = json.dumps({k: obj.get(k) for k in COMMENT_KEYS}, separators=(",", ":"), ensure_ascii=False)
             for post_row in rows_by_post[pid]:
@@ -469,15 +560,16 @@ def _index_locked(
         counts["comment_rows"] = kept
         counts["comment_lines"] = com_counts.get("lines", 0)
         counts["comment_bad_lines"] = n_bad
+        counts["comment_bad_records"] = n_bad_records
         posts.commit()
         comments_out.commit()
     except BaseException:
         posts.abort()
         comments_out.abort()
         raise
-    meta = {"fingerprint": fp, "counts": counts, "comment_bad_lines": bad}
+    meta = {"fingerprint": fp, "counts": counts, "comment_bad_lines": bad, "comment_bad_records": bad_records}
     atomic_write_bytes(out / "index.json", json.dumps(meta, sort_keys=True, indent=1).encode())
-    return IndexResult(out, out / "posts.parquet", out / "comments.parquet", fp, counts, bad)
+    return IndexResult(out, out / "posts.parquet", out / "comments.parquet", fp, counts, bad, bad_records)
 
 
 def read_posts(result: IndexResult, start: int, stop: int) -> pa.Table:

@@ -8,6 +8,7 @@ not code.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,7 @@ from bs4 import BeautifulSoup, Tag
 
 from ieiw.crawlers.config import HtmlSiteConfig
 from ieiw.crawlers.http import PoliteSession
-from ieiw.crawlers.posts import Comment, Thread, is_image_url, is_video_url
+from ieiw.crawlers.posts import BadRecord, Comment, Thread, is_image_url, is_video_url
 from ieiw.schemas.rows import stable_hash
 
 INT_RE = re.compile(r"-?\d[\d,]*")
@@ -43,13 +44,18 @@ def _score(el: Tag | None) -> int:
 
 
 def _time(el: Tag | None) -> float | None:
+    """An epoch or ISO time; None when there is none; BadRecord for a number that is not finite ("NaN")."""
     if el is None:
         return None
     raw = str(el.get("datetime") or _text(el)).strip()
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(value):
+            raise BadRecord(f"the created time is {raw!r}, not a finite number")
+        return value
     try:
         return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
     except ValueError:

@@ -3,6 +3,10 @@
 - retries with backoff and ``Retry-After`` honoured: urllib3 ``Retry`` mounted on a requests adapter;
 - one request per ``min_interval_s`` per host, connect/read timeouts, a maximum body size, and a
   content-type check for what the caller expects;
+- a deadline per fetch (``fetch_timeout_s``): redirects, retries, their waits, the headers and the whole
+  body together. Read timeouts bound each socket read, not the body: a server sending a byte every
+  second would hold a worker as long as it likes. A timer marks the fetch expired and gives the sockets
+  it uses a near-zero timeout, so the next read fails (``timeout``) instead of waiting for more bytes;
 - robots.txt (``urllib.robotparser``), fetched once per host and kept for the session;
 - a User-Agent that carries a contact address;
 - every URL and every redirect hop is checked by :mod:`safety` before a connection is made
@@ -18,7 +22,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib import robotparser
@@ -30,7 +35,14 @@ from urllib3.util.retry import Retry
 
 from ieiw.crawlers.cache import ResponseCache
 from ieiw.crawlers.config import HttpConfig
-from ieiw.crawlers.safety import PEER_REFUSED, FetchError, SafeAdapter, check_url, parse_target
+from ieiw.crawlers.safety import (
+    PEER_REFUSED,
+    FetchError,
+    SafeAdapter,
+    check_url,
+    parse_target,
+    set_request_hook,
+)
 from ieiw.schemas.lazy import locked_cached_property
 
 Kind = Literal["image", "json", "html", "any"]
@@ -59,19 +71,132 @@ PERMANENT = {
 ROBOTS_MAX_BYTES = 512_000
 
 
-def _retry(**kw: Any) -> Retry:
-    """urllib3 ``Retry``; ``retry_after_max`` (the cap on a server's Retry-After) is a newer argument,
-    so on an older urllib3 the cap is applied by a small subclass instead."""
+STOPPED_S = 0.01  # the socket timeout of a fetch past its deadline: its next read fails at once
+_DEADLINE_LOCK = threading.Lock()  # between a fetch's timer and the connections it (or another) uses
+_CURRENT = threading.local()  # the deadline of the fetch this thread is running
+
+
+class Deadline:
+    """The deadline of one fetch: the sockets its requests went out on, and whether it has passed.
+
+    ``expire`` runs on a timer thread: it gives every socket still serving this fetch a timeout of
+    ``STOPPED_S``. A read already waiting finishes (at the next byte, or at the read timeout), the next
+    one fails with a read timeout. The socket is kept, not just its connection: http.client detaches it
+    from the connection for a body that ends when the connection closes. A connection counts as this
+    fetch's from the request it sends for it until another fetch sends one on it, so a pooled
+    connection is never stopped for someone else.
+    """
+
+    def __init__(self, url: str, seconds: float):
+        self.url = url
+        self.seconds = seconds
+        self.at: float | None = None  # set by ``arm``, at the first request (not in the rate limit's queue)
+        self.expired = False
+        self.sockets: list[tuple[Any, Any]] = []  # (connection, the socket its request went out on)
+        self._timer: threading.Timer | None = None
+
+    def arm(self) -> None:
+        """Start the clock (once): the timer expires the fetch ``seconds`` from now."""
+        if self._timer is None:
+            self.at = time.monotonic() + self.seconds
+            self._timer = threading.Timer(self.seconds, self.expire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def remaining(self) -> float:
+        if self.expired:
+            return 0.0
+        return self.seconds if self.at is None else self.at - time.monotonic()
+
+    def passed(self) -> bool:
+        return self.remaining() <= 0
+
+    def error(self, url: str | None = None, status: int | None = None) -> FetchError:
+        message = f"fetch took longer than fetch_timeout_s={self.seconds:g}"
+        return FetchError("timeout", url or self.url, message, status)
+
+    def expire(self) -> None:
+        with _DEADLINE_LOCK:
+            self.expired = True
+            for conn, sock in self.sockets:
+                if getattr(conn, "ieiw_deadline", None) is self:
+                    _stop(sock)
+
+    def on_request(self, conn: Any, sent: bool) -> None:
+        """The connection hook (:func:`ieiw.crawlers.safety.set_request_hook`): before a request the
+        connection becomes this fetch's (or the request is refused, past the deadline); after it, its
+        socket is watched."""
+        with _DEADLINE_LOCK:
+            conn.ieiw_deadline = self
+            sock = getattr(conn, "sock", None)
+            if sent and sock is not None:
+                self.sockets.append((conn, sock))
+            if self.passed():
+                if not sent:
+                    raise self.error()
+                _stop(sock)
+
+    def release(self) -> None:
+        """The fetch (or one hop of it) is over: its connections, back in the pool, are no longer watched."""
+        with _DEADLINE_LOCK:
+            for conn, _sock in self.sockets:
+                if getattr(conn, "ieiw_deadline", None) is self:
+                    conn.ieiw_deadline = None
+            self.sockets.clear()
+
+
+def _stop(sock: Any) -> None:
+    if sock is not None:
+        try:
+            sock.settimeout(STOPPED_S)
+        except OSError:
+            pass  # already closed
+
+
+@contextmanager
+def fetch_deadline(url: str, seconds: float) -> Iterator[Deadline]:
+    """Run one fetch under a deadline (started by ``Deadline.arm``): a timer expires it, the connections
+    of this thread report their requests to it."""
+    deadline = Deadline(url, seconds)
+    previous = getattr(_CURRENT, "deadline", None)
+    _CURRENT.deadline = deadline
+    set_request_hook(deadline.on_request)
     try:
-        return Retry(**kw)
+        yield deadline
+    finally:
+        if deadline._timer is not None:
+            deadline._timer.cancel()
+        deadline.release()
+        _CURRENT.deadline = previous
+        set_request_hook(previous.on_request if previous is not None else None)
+
+
+def _retry(**kw: Any) -> Retry:
+    """urllib3 ``Retry`` whose waits (backoff, Retry-After) end the fetch with ``timeout`` when they would
+    outlast its deadline. ``retry_after_max`` (the cap on a server's Retry-After) is a newer argument,
+    so on an older urllib3 the cap is applied by the subclass instead."""
+    cap: list[float] = []
+
+    class DeadlineRetry(Retry):
+        def parse_retry_after(self, retry_after: str) -> float:
+            seconds = super().parse_retry_after(retry_after)
+            return min(cap[0], seconds) if cap else seconds
+
+        def sleep(self, response: Any = None) -> None:
+            deadline: Deadline | None = getattr(_CURRENT, "deadline", None)
+            if deadline is not None:
+                wait = self.get_retry_after(response) if response is not None else None
+                if wait is None or not self.respect_retry_after_header:
+                    wait = self.get_backoff_time()
+                if wait >= deadline.remaining():
+                    raise deadline.error()
+            super().sleep(response)
+
+    try:
+        return DeadlineRetry(**kw)
     except TypeError:
-        cap = kw.pop("retry_after_max")
-
-        class CappedRetry(Retry):
-            def parse_retry_after(self, retry_after: str) -> float:
-                return min(float(cap), super().parse_retry_after(retry_after))
-
-        return CappedRetry(**kw)
+        cap.append(float(kw.pop("retry_after_max")))
+        return DeadlineRetry(**kw)
 
 
 @dataclass(frozen=True)
@@ -182,8 +307,15 @@ class PoliteSession:
         """GET with redirects followed by hand; each hop is safety-checked before connecting.
 
         An error status or an unexpected content type is answered before the body is read, so a
-        20 MB HTML page served instead of an image costs only its headers.
+        20 MB HTML page served instead of an image costs only its headers. All hops together, with
+        their retries and bodies, have ``fetch_timeout_s``.
         """
+        with fetch_deadline(url, self.config.fetch_timeout_s) as deadline:
+            return self._send_hops(url, headers, max_bytes, robots, kind, deadline)
+
+    def _send_hops(
+        self, url: str, headers: Mapping[str, str], max_bytes: int, robots: bool, kind: Kind, deadline: Deadline
+    ) -> Fetched:
         current = url
         start_host = urlsplit(url).netloc
         for _hop in range(self.config.max_redirects + 1):
@@ -194,7 +326,10 @@ class PoliteSession:
             if urlsplit(current).netloc != start_host:
                 hop_headers.pop("Authorization", None)  # never leak credentials to another host
             self._wait_turn(parse_target(current).hostport)
-            resp = self._get(current, hop_headers)
+            deadline.arm()  # from the first request on: the rate limit's queue is not the server's doing
+            if deadline.passed():
+                raise deadline.error(current)
+            resp = self._get(current, hop_headers, deadline)
             try:
                 if resp.is_redirect:
                     location = resp.headers.get("Location", "")
@@ -209,7 +344,7 @@ class PoliteSession:
                         raise FetchError(
                             "bad_content_type", url, f"expected {kind}, got {main_type or 'none'!r}", resp.status_code
                         )
-                    body = self._read(resp, current, max_bytes)
+                    body = self._read(resp, current, max_bytes, deadline)
                 return Fetched(
                     url=url,
                     status=resp.status_code,
@@ -218,10 +353,11 @@ class PoliteSession:
                     headers=dict(resp.headers),
                 )
             finally:
+                deadline.release()  # before the connection goes back to the pool
                 resp.close()
         raise FetchError("too_many_redirects", url, f"more than {self.config.max_redirects} redirects")
 
-    def _get(self, url: str, headers: Mapping[str, str]) -> requests.Response:
+    def _get(self, url: str, headers: Mapping[str, str], deadline: Deadline) -> requests.Response:
         c = self.config
         self.network_requests += 1
         try:
@@ -232,20 +368,28 @@ class PoliteSession:
                 allow_redirects=False,
                 timeout=(c.connect_timeout_s, c.read_timeout_s),
             )
-        except requests.exceptions.Timeout as exc:
-            raise FetchError("timeout", url, f"timed out after {c.retries} retries: {exc}") from exc
-        except requests.exceptions.ConnectionError as exc:
+        except requests.exceptions.RequestException as exc:
+            if deadline.passed():
+                raise deadline.error(url) from exc
+            raise self._fetch_error(exc, url) from exc
+
+    def _fetch_error(self, exc: requests.exceptions.RequestException, url: str) -> FetchError:
+        """The FetchError of a request that failed (after its retries)."""
+        retries = self.config.retries
+        if isinstance(exc, requests.exceptions.Timeout):
+            return FetchError("timeout", url, f"timed out after {retries} retries: {exc}")
+        if isinstance(exc, requests.exceptions.ConnectionError):
             cause = exc.args[0] if exc.args else None
             if isinstance(getattr(cause, "reason", None), ReadTimeoutError):
-                raise FetchError("timeout", url, f"timed out after {c.retries} retries: {cause}") from exc
+                return FetchError("timeout", url, f"timed out after {retries} retries: {cause}")
             if PEER_REFUSED in str(exc):
-                raise FetchError("private_address", url, f"refused after connecting: {cause}") from exc
-            raise FetchError("connection_error", url, f"after {c.retries} retries: {exc}") from exc
-        except requests.exceptions.RequestException as exc:
-            raise FetchError("request_error", url, str(exc)) from exc
+                return FetchError("private_address", url, f"refused after connecting: {cause}")
+            return FetchError("connection_error", url, f"after {retries} retries: {exc}")
+        return FetchError("request_error", url, str(exc))
 
-    def _read(self, resp: requests.Response, url: str, max_bytes: int) -> bytes:
-        """Read the body, refusing it as soon as it is known to exceed ``max_bytes``."""
+    def _read(self, resp: requests.Response, url: str, max_bytes: int, deadline: Deadline) -> bytes:
+        """Read the body, refusing it as soon as it is known to exceed ``max_bytes`` or the fetch's deadline
+        has passed (checked after every chunk; the deadline's timer also cuts a read short)."""
         declared = resp.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > max_bytes:
             raise FetchError("too_large", url, f"Content-Length {declared} > cap {max_bytes}", resp.status_code)
@@ -256,10 +400,20 @@ class PoliteSession:
                 size += len(chunk)
                 if size > max_bytes:
                     raise FetchError("too_large", url, f"body exceeds cap {max_bytes} bytes", resp.status_code)
+                if deadline.passed():
+                    raise deadline.error(url, resp.status_code)
                 chunks.append(chunk)
         except requests.exceptions.RequestException as exc:
-            reason = "timeout" if isinstance(exc, requests.exceptions.Timeout) else "connection_error"
+            # requests reports a read timeout while streaming as a ConnectionError around urllib3's
+            # ReadTimeoutError: both are timeouts
+            cause = exc.args[0] if exc.args else None
+            if deadline.passed():
+                raise deadline.error(url, resp.status_code) from exc
+            timed_out = isinstance(exc, requests.exceptions.Timeout) or isinstance(cause, ReadTimeoutError)
+            reason = "timeout" if timed_out else "connection_error"
             raise FetchError(reason, url, f"while reading the body: {exc}", resp.status_code) from exc
+        if deadline.passed():  # the body may have ended early because the fetch was stopped
+            raise deadline.error(url, resp.status_code)
         return b"".join(chunks)
 
     def get(
@@ -312,24 +466,29 @@ class PoliteSession:
         self._wait_turn(parse_target(url).hostport)
         self.network_requests += 1
         c = self.config
-        try:
-            resp = self._http.post(
-                url,
-                data=dict(data),
-                auth=auth,
-                headers=dict(headers or {}),
-                allow_redirects=False,
-                timeout=(c.connect_timeout_s, c.read_timeout_s),
-                stream=True,
-            )
-        except requests.exceptions.Timeout as exc:
-            raise FetchError("timeout", url, str(exc)) from exc
-        except requests.exceptions.RequestException as exc:
-            raise FetchError("connection_error", url, str(exc)) from exc
-        try:
-            body = self._read(resp, url, ROBOTS_MAX_BYTES)
-        finally:
-            resp.close()
+        with fetch_deadline(url, c.fetch_timeout_s) as deadline:
+            deadline.arm()
+            try:
+                resp = self._http.post(
+                    url,
+                    data=dict(data),
+                    auth=auth,
+                    headers=dict(headers or {}),
+                    allow_redirects=False,
+                    timeout=(c.connect_timeout_s, c.read_timeout_s),
+                    stream=True,
+                )
+            except requests.exceptions.Timeout as exc:
+                raise FetchError("timeout", url, str(exc)) from exc
+            except requests.exceptions.RequestException as exc:
+                if deadline.passed():
+                    raise deadline.error(url) from exc
+                raise FetchError("connection_error", url, str(exc)) from exc
+            try:
+                body = self._read(resp, url, ROBOTS_MAX_BYTES, deadline)
+            finally:
+                deadline.release()
+                resp.close()
         if resp.status_code >= 400:
             raise FetchError(f"http_{resp.status_code}", url, "token request refused", resp.status_code)
         return Fetched(url, resp.status_code, resp.headers.get("Content-Type", ""), body, dict(resp.headers))

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 from ieiw.crawlers.config import RedditApiConfig
 from ieiw.crawlers.http import FetchError, PoliteSession
-from ieiw.crawlers.posts import Thread, thread_from_reddit
+from ieiw.crawlers.posts import BadRecord, Thread, thread_from_reddit
 
 MORE_BATCH = 100  # /api/morechildren takes at most 100 ids per call
 
@@ -111,14 +111,29 @@ class RedditApi:
                 break
         return ids[: c.max_posts]
 
+    def thread_url(self, pid: str) -> str:
+        """The API URL of a thread (without its query), as failures name it."""
+        return f"{self.config.api_base.rstrip('/')}/r/{self.config.subreddit}/comments/{pid}"
+
     def thread(self, pid: str) -> Thread:
-        """The post and its whole comment tree (``more`` stubs expanded up to ``max_more_calls``)."""
+        """The post and its whole comment tree (``more`` stubs expanded up to ``max_more_calls``).
+
+        BadRecord (naming the thread's URL) when the answer is not a post listing and a comment listing,
+        the post listing is empty, or a field has the wrong type."""
         c = self.config
+        url = self.thread_url(pid)
         data = self.get_json(f"/r/{c.subreddit}/comments/{pid}", {"raw_json": 1, "limit": 500})
-        post = data[0]["data"]["children"][0]["data"]
+        try:
+            children = data[0]["data"]["children"]
+            if not children:
+                raise BadRecord(f"the API answer for {pid} has no post (its post listing is empty)", url)
+            post = children[0]["data"]
+            comment_listing = data[1]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise BadRecord(f"the API answer for {pid} is not a post and a comment listing: {exc!r}", url) from None
         comments: list[dict[str, Any]] = []
         pending: list[str] = []
-        _walk(data[1], comments, pending)
+        _walk(comment_listing, comments, pending)
         calls = 0
         while pending and calls < c.max_more_calls:
             batch, pending = pending[:MORE_BATCH], pending[MORE_BATCH:]
@@ -129,8 +144,14 @@ class RedditApi:
             calls += 1
             things = more.get("json", {}).get("data", {}).get("things", [])
             _walk({"kind": "Listing", "data": {"children": things}}, comments, pending)
-        permalink = post.get("permalink") or f"/r/{c.subreddit}/comments/{pid}/"
-        return thread_from_reddit(post, comments, "reddit", source_file=_absolute(permalink))
+        permalink = post.get("permalink") if isinstance(post, dict) else None
+        if not isinstance(permalink, str) or not permalink:
+            permalink = f"/r/{c.subreddit}/comments/{pid}/"
+        try:
+            return thread_from_reddit(post, comments, "reddit", source_file=_absolute(permalink))
+        except BadRecord as exc:
+            exc.source = exc.source or url
+            raise
 
 
 def _absolute(permalink: str) -> str:
@@ -141,7 +162,11 @@ def _walk(node: Any, out: list[dict[str, Any]], pending: list[str]) -> None:
     """Flatten a comment Listing: t1 comments to ``out``, ids of ``more`` stubs to ``pending``."""
     if not isinstance(node, dict):
         return  # ``replies`` is "" when a comment has none
-    for child in node.get("data", {}).get("children", []):
+    listing = node.get("data")
+    children = listing.get("children") if isinstance(listing, dict) else None
+    for child in children if isinstance(children, list) else ():
+        if not isinstance(child, dict) or not isinstance(child.get("data", {}), dict):
+            raise BadRecord(f"a comment listing holds {type(child).__name__} {str(child)[:40]!r}, expected a thing")
         kind, data = child.get("kind"), child.get("data", {})
         if kind == "t1":
             out.append(data)

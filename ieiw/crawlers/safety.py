@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -117,6 +119,14 @@ def check_url(url: str, allow_private_hosts: tuple[str, ...] | frozenset[str]) -
 
 
 PEER_REFUSED = "peer address is not public"
+_REQUEST_HOOK = threading.local()
+
+
+def set_request_hook(hook: Callable[[HTTPConnection, bool], None] | None) -> None:
+    """For this thread: ``hook(connection, sent)`` is called by a :class:`SafeAdapter` connection before
+    each request it sends (``sent`` False; it may raise to refuse) and after (``sent`` True, the socket
+    connected). The HTTP client uses it to enforce a fetch's deadline (:mod:`ieiw.crawlers.http`)."""
+    _REQUEST_HOOK.hook = hook
 
 
 def _checked_connection(base: type[HTTPConnection], allow: frozenset[str]) -> type[HTTPConnection]:
@@ -128,6 +138,14 @@ def _checked_connection(base: type[HTTPConnection], allow: frozenset[str]) -> ty
                 sock.close()
                 raise NewConnectionError(self, f"{PEER_REFUSED}: {self.host} connected to {peer}")
             return sock
+
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            hook = getattr(_REQUEST_HOOK, "hook", None)
+            if hook is not None:
+                hook(self, False)
+            super().request(*args, **kwargs)
+            if hook is not None:
+                hook(self, True)
 
     return CheckedConnection
 

@@ -143,28 +143,58 @@ EMOTICON_RE = re.compile(
 LAUGH_RE = re.compile(r"\b(?:lol+|lmf?ao+|rofl|haha(?:ha)*|hehe(?:he)*|xd+|jk|smh|omg)\b", re.IGNORECASE)
 DECOR_RE = re.compile(r"(?:[*~_=#]{2,}|(?<!\w)[*~#](?!\w)|\^+)")
 KEEP_SYMBOLS = set("°©®™")
+LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # where str.splitlines cuts
+SPACES_RE = re.compile(f"[^\\S{LINE_BREAKS}]+")
+SPACE_RUN_RE = re.compile(r"\s{2,}")
+
+
+def _one_space(run: re.Match[str]) -> str:
+    text = run.group()
+    return "\n" if "\n" in text else next((c for c in text if c in LINE_BREAKS), " ")
+
+
+def collapse_spaces(text: str) -> str:
+    """Every run of whitespace as one character: a line break if it holds one ("\\n" first), else a space.
+
+    The steps below read a run like one character (``\\s+``, ``\\n+``, ``str.splitlines``), so what they
+    find is the same, and none of them meets a long run of spaces to backtrack over. (Unicode spaces,
+    "\\u2003", become plain ones: clause ends are stripped of them now, and a flair tag padded with a long
+    run of spaces may now fit its 30 characters.)
+    """
+    return SPACE_RUN_RE.sub(_one_space, SPACES_RE.sub(" ", text))
+
+
+class _SymbolMap(dict):
+    """``str.translate`` table: quotes unified, emoji, pictographs and other symbols to a space, the rest
+    kept; each character is classified once and remembered (up to ``MAX`` characters)."""
+
+    MAX = 65536
+
+    def __missing__(self, code: int) -> int | str:
+        ch = chr(code)
+        cat = unicodedata.category(ch)
+        symbol = ch not in KEEP_SYMBOLS and (
+            cat in ("So", "Cs", "Co") or "\ufe00" <= ch <= "\ufe0f" or ch in "\u200d\u20e3" or (
+                cat == "Sk" and code > 0xFFFF
+            )
+        )
+        out: int | str = " " if symbol else code
+        if len(self) < self.MAX:
+            self[code] = out
+        return out
+
+
+SYMBOLS = _SymbolMap(QUOTES)
 
 
 def normalise_text(text: str) -> str:
-    """Unify quotes and spaces; remove emoji, pictographs, decorative runs ("~~", "**"), emoticons and "lol"."""
-    text = (text or "").translate(QUOTES)
-    out = []
-    for ch in text:
-        cat = unicodedata.category(ch)
-        if ch in KEEP_SYMBOLS:
-            out.append(ch)
-        elif cat in ("So", "Cs", "Co") or "\ufe00" <= ch <= "\ufe0f" or ch in "\u200d\u20e3" or (
-            cat == "Sk" and ord(ch) > 0xFFFF
-        ):
-            out.append(" ")
-        else:
-            out.append(ch)
-    text = "".join(out)
+    """Unify quotes and spaces (each run of whitespace one character); remove emoji, pictographs, decorative
+    runs ("~~", "**"), emoticons and "lol"."""
+    text = collapse_spaces((text or "").translate(SYMBOLS))
     text = EMOTICON_RE.sub(" ", text)
     text = LAUGH_RE.sub(" ", text)
     text = DECOR_RE.sub(" ", text)
-    text = re.sub(r"[ \t]+", " ", text)
-    return text.strip()
+    return collapse_spaces(text).strip()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -172,7 +202,7 @@ def normalise_text(text: str) -> str:
 
 MONEY = (
     r"(?:[$€£]\s*\d+(?:[.,]\d+)?(?:\s*(?:usd|eur|gbp|cad|aud))?|"
-    r"\d+(?:[.,]\d+)?\s*(?:[$€£]|usd|eur|gbp|dollars?|bucks|euros?|quid)(?![\w]))"
+    r"(?<!\d)\d+(?:[.,]\d+)?\s*(?:[$€£]|usd|eur|gbp|dollars?|bucks|euros?|quid)(?![\w]))"
 )
 FLAIR_WORDS = (
     r"paid|free|unpaid|specific|serious|urgent|request|requests|sfw|tip(?:ping)?|tipped|easy|quick|help|"
@@ -183,7 +213,7 @@ TAG_RE = re.compile(
     re.IGNORECASE,
 )
 LEAD_TAG_RE = re.compile(
-    r"^\s*(?:(?:paid|free|unpaid|easy|quick|urgent|serious|specific)\s*(?:request)?|request)\s*(?:[:\-|–—]+|\s(?=\w))\s*",
+    r"^\s*(?:(?:paid|free|unpaid|easy|quick|urgent|serious|specific)\s*(?:request\s*)?|request\s*)(?:[:\-|–—]+|\s(?=\w))\s*",
     re.IGNORECASE,
 )
 EMPTY_BRACKETS_RE = re.compile(r"[\[\(\{]\s*[\]\)\}]")
@@ -236,14 +266,14 @@ def sentence_case(sentence: str) -> str:
 PAY_VERB = r"(?:tip|pay|venmo|paypal|cashapp|send|give|offer)"
 BOUNTY_LEAD_RE = re.compile(
     r"^\s*(?:(?:i\s*(?:'ll|will)|will|can|happy\s+to|willing\s+to|gonna|going\s+to)\s+" + PAY_VERB + r"\s*|"
-    r"(?:tipping|paying|offering)\s*|(?:tip|reward|bounty)\s*[:=]?\s*)?"
-    r"(?:" + MONEY + r")\s*(?:tip|reward|bounty)?\s*(?:via\s+\w+\s*)?"
-    r"(?:to|for)\s+(?:(?:the\s+)?(?:first|best)\s+(?:one|person|edit|editor)?\s*(?:to|who|that)\s+(?:can\s+)?|"
+    r"(?:tipping|paying|offering)\s*|(?:tip|reward|bounty)\s*(?:[:=]\s*)?)?"
+    r"(?:" + MONEY + r")\s*(?:(?:tip|reward|bounty)\s*)?(?:via\s+\w+\s*)?"
+    r"(?:to|for)\s+(?:(?:the\s+)?(?:first|best)\s+(?:(?:one|person|edit|editor)\s*)?(?:to|who|that)\s+(?:can\s+)?|"
     r"(?:whoever|anyone|someone|somebody|the\s+person|anybody)\s+(?:who\s+|that\s+)?(?:can|could|will|does)?\s*)?",
     re.IGNORECASE,
 )
 AMOUNT_RE = re.compile(
-    r"\s*(?:\b(?:for|at|of)\s+)?(?:(?:a\s+)?(?:tip|reward|bounty)\s*(?:of|:)?\s*)?"
+    r"(?:(?<!\s)\s+)?(?:\b(?:for|at|of)\s+)?(?:(?:a\s+)?(?:tip|reward|bounty)\s*(?:(?:of|:)\s*)?)?"
     + MONEY
     + r"(?:\s*(?:tip|reward|bounty|via\s+\w+))?",
     re.IGNORECASE,
@@ -271,9 +301,11 @@ def strip_bounties(sentence: str) -> str:
 # --------------------------------------------------------------------------------------------------
 # 6. split_clauses
 
+# A leading run of spaces is only taken whole, from its first character ("(?<!\s)"): a pattern that may
+# start anywhere inside a run rescans the rest of it from each position (quadratic on a long run).
 CLAUSE_SPLIT_RE = re.compile(
-    r"(\s*[,;]\s*(?:and\s+|but\s+|so\s+|then\s+|also\s+|plus\s+)?|:\s+|\s+[-–—]+\s+|\s+&\s+|"
-    r"\s+(?:and|but|so|then|because|cause|cuz|since|plus|as\s+well\s+as)\s+)",
+    r"((?:(?<!\s)\s+)?[,;]\s*(?:and\s+|but\s+|so\s+|then\s+|also\s+|plus\s+)?|:\s+|(?<!\s)\s+[-–—]+\s+|"
+    r"(?<!\s)\s+&\s+|(?<!\s)\s+(?:and|but|so|then|because|cause|cuz|since|plus|as\s+well\s+as)\s+)",
     re.IGNORECASE,
 )
 
@@ -332,14 +364,116 @@ OPENER_RE = re.compile(
     r")\s*[,!.:\-]*\s*",
     re.IGNORECASE,
 )
-TRAILER_RE = re.compile(
-    r"(?:\s*[,\-]?\s*\b(?:please|pls|plz|for\s+me|for\s+us|thanks?(?:\s+(?:so\s+much|a\s+lot|in\s+advance))?|"
-    r"thank\s+you(?:\s+(?:so\s+much|in\s+advance))?|thx|ty|tia|asap|if\s+possible|if\s+you\s+can|"
-    r"if\s+(?:anyone|someone|somebody)\s+(?:can|could)|if\s+(?:that's|that\s+is|it's|it\s+is)\s+possible|"
-    r"(?:for\s+)?(?:a\s+)?(?:friend|mate)?|anyone|someone|somebody|real\s+quick|quickly|though)\s*[?!.]*\s*)+$",
-    re.IGNORECASE,
-)
-FILLER_RE = re.compile(r"\s*\b(?:please|pls|plz|kindly)\b\s*", re.IGNORECASE)
+# Closing politeness ("..., please", "thanks in advance!", "for a friend", "if possible asap"): a run of these
+# phrases that reaches the end of the clause, with spaces, a "?!." run and one "," or "-" between two of them.
+# A regex anchored at ``$`` retries from every position and rescans the rest of the clause each time
+# (quadratic: "a a a ... a" took seconds at 4 KB), so the run is found by one backward pass over the tokens
+# instead (:func:`trailer_start`); it matches what that pattern matched (a test compares them).
+TRAILER_PHRASES = (
+    "please|pls|plz|thx|ty|tia|asap|anyone|someone|somebody|quickly|though|real quick|for me|for us|"
+    "thank|thanks|thank so much|thanks so much|thank a lot|thanks a lot|thank in advance|thanks in advance|"
+    "thank you|thank you so much|thank you in advance|if possible|if you can|"
+    "if anyone can|if anyone could|if someone can|if someone could|if somebody can|if somebody could|"
+    "if that's possible|if that is possible|if it's possible|if it is possible|"
+    "friend|mate|for friend|for mate|a friend|a mate|for a friend|for a mate|"
+    "for _|a _|for a _"  # "for", "a", "for a" only with a space after them ("_": the space is part of the phrase)
+).split("|")
+_TOKEN_RE = re.compile(r"(\s+)|(\w+)|([?!.]+)|(.)", re.DOTALL)
+_SP, _WORD, _PUNCT, _OTHER, _COMMA = 1, 2, 3, 4, 5  # _COMMA: one "," or "-"
+_BETWEEN = (_SP, _PUNCT, _SP, _COMMA, _SP)  # between two phrases: each part optional, in this order
+_FINAL = (_SP, _PUNCT, _SP)  # after the last phrase
+_BEFORE = (_SP, _COMMA, _SP)  # before the first phrase
+
+
+def _phrase_index() -> dict[str, list[tuple[str, ...]]]:
+    """First word -> the phrases that start with it, as token tuples (``" "`` stands for any whitespace)."""
+    out: dict[str, list[tuple[str, ...]]] = {}
+    for phrase in TRAILER_PHRASES:
+        toks = tuple(" " if t == "_" else t for t in (m.group() for m in _TOKEN_RE.finditer(phrase)))
+        toks = tuple(t for i, t in enumerate(toks) if not (t == " " and i and toks[i - 1] == " "))
+        out.setdefault(toks[0], []).append(toks)
+    return out
+
+
+_PHRASES = _phrase_index()
+_LOOKAHEAD = max(len(p) for ps in _PHRASES.values() for p in ps) + len(_BETWEEN) + 1
+
+
+def _reaches(kinds: list[int], q: int, pattern: tuple[int, ...], flags: list[bool]) -> bool:
+    """Whether the tokens after boundary ``q``, read forward, can be ``pattern`` (each element optional,
+    in order) up to a boundary ``j`` with ``flags[j]``. Tokens and boundaries count from the end of the
+    text: boundary ``q`` has the ``q`` last tokens after it, read as ``kinds[q - 1], ..., kinds[0]``."""
+    if flags[q]:
+        return True
+    state = 0
+    for r in range(q - 1, -1, -1):
+        try:
+            state = pattern.index(kinds[r], state) + 1
+        except ValueError:
+            return False
+        if flags[r]:
+            return True
+    return False
+
+
+def _to_the_end(kinds: list[int], q: int, pattern: tuple[int, ...]) -> bool:
+    """Whether all the tokens after boundary ``q`` are ``pattern`` (each element optional, in order)."""
+    if q > len(pattern):
+        return False
+    state = 0
+    for r in range(q - 1, -1, -1):
+        try:
+            state = pattern.index(kinds[r], state) + 1
+        except ValueError:
+            return False
+    return True
+
+
+def trailer_start(text: str) -> int:
+    """Where the run of closing politeness phrases at the end of ``text`` starts; ``len(text)`` if none.
+
+    The tokens are read from the end. For each boundary ``q`` (``q`` tokens after it): ``tail[q]``, the
+    tokens after it are separators and phrases up to the end (what may follow a phrase); ``phrase[q]``, a
+    phrase starts there and a tail follows it. The run starts at the leftmost boundary that has separators
+    and then a phrase after it (or that follows a word and has a tail after it). Every value looks at most
+    ``_LOOKAHEAD`` tokens ahead, so the pass stops after that many boundaries without a tail or a phrase:
+    linear in the text, and only as long as the run itself on ordinary text.
+    """
+    toks: list[str] = []  # from the end: toks[0] is the last token (lower case)
+    kinds: list[int] = []
+    tail, phrase = [True], [False]
+    ends = [len(text)]  # ends[q]: the character offset of boundary q
+    start, quiet = len(text), 0
+    for m in _TOKEN_RE.finditer(text[::-1]):
+        kind = m.lastindex or _OTHER
+        tok = m.group()[::-1]
+        if kind == _OTHER and tok in ",-":
+            kind = _COMMA
+        q = len(toks)
+        if kind == _WORD and q and tail[q]:
+            start = ends[q]  # the run may start right after this word
+        toks.append(" " if kind == _SP else tok.lower())
+        kinds.append(kind)
+        ends.append(ends[q] - len(tok))
+        q += 1
+        found = False
+        if kind == _WORD:
+            for p in _PHRASES.get(toks[q - 1], ()):
+                n = len(p)
+                if n <= q and tail[q - n] and all(toks[q - 1 - i] == t for i, t in enumerate(p)):
+                    found = True
+                    break
+        phrase.append(found)
+        tail.append(_reaches(kinds, q, _BETWEEN, phrase) or _to_the_end(kinds, q, _FINAL))
+        if _reaches(kinds, q, _BEFORE, phrase):
+            start = ends[q]
+        quiet = 0 if (tail[q] or found) else quiet + 1
+        if quiet > _LOOKAHEAD:
+            break
+    return start
+
+
+FILLER_RE = re.compile(r"(?:(?<!\s)\s+)?\b(?:please|pls|plz|kindly)\b\s*", re.IGNORECASE)
 
 
 def strip_padding(clause: Clause) -> Clause:
@@ -351,7 +485,7 @@ def strip_padding(clause: Clause) -> Clause:
             break
         clause.opened = True
         text = new
-    text = TRAILER_RE.sub("", text)
+    text = text[: trailer_start(text)]
     text = FILLER_RE.sub(" ", text)
     clause.text = re.sub(r"\s+", " ", text).strip(" ,;:-?!.")
     return clause
@@ -480,7 +614,7 @@ NARRATIVE_VERB_RE = re.compile(
     r"turned|came|went|became|'s|'re|'ve|can't|didn't|don't|doesn't|won't)\b",
     re.IGNORECASE,
 )
-PAY_TAIL_RE = re.compile(r"\s*\b(?:will\s+tip|venmo|paypal|cash\s?app|zelle|paying|thanks?|thank\s+you|tia)\b.*$", re.I)
+PAY_TAIL_RE = re.compile(r"(?:(?<!\s)\s+)?\b(?:will\s+tip|venmo|paypal|cash\s?app|zelle|paying|thanks?|thank\s+you|tia)\b.*$", re.I)
 NEGATIVE_IMPERATIVE_RE = re.compile(r"^(?:don't|do\s+not|dont|never)\s+(\w+)", re.IGNORECASE)
 DETERMINERS = frozenset("the a an this that these those my our his her their its it me him them us some any".split())
 
@@ -590,34 +724,45 @@ def _join(items: list[tuple[str, str]]) -> str:
     return out
 
 
+MAX_REQUESTS = 64  # request items deduplicated per post; a real request has a handful
+
+
 def join_requests(items: list[tuple[str, str]], max_chars: int) -> str:
-    """Deduplicate the request items, join them as one sentence ending in a period, within ``max_chars``."""
-    kept: list[tuple[str, str]] = []
-    for text, conn in items:
+    """Deduplicate the request items, join them as one sentence ending in a period, within ``max_chars``.
+
+    Only the first ``MAX_REQUESTS`` items count: deduplication compares every pair, and a post listing
+    thousands of requests is not one edit.
+    """
+    kept: list[tuple[str, str, set[str]]] = []
+    for text, conn in items[:MAX_REQUESTS]:
         text = _tidy(text)
         if not text:
             continue
         toks = _tokens(text)
         dup = False
-        for i, (other, oconn) in enumerate(kept):
-            otoks = _tokens(other)
+        for i, (_other, oconn, otoks) in enumerate(kept):
             if toks <= otoks:
                 dup = True
                 break
             if otoks <= toks:
-                kept[i] = (text, oconn)
+                kept[i] = (text, oconn, toks)
                 dup = True
                 break
         if not dup:
-            kept.append((text, conn))
+            kept.append((text, conn, toks))
     if not kept or max_chars < 2:
         return ""
-    out = ""
-    for n in range(len(kept), 0, -1):
-        candidate = _join(kept[:n]) + "."
-        if len(candidate) <= max_chars:
-            return candidate
-        out = candidate
+    pairs = [(text, conn) for text, conn, _ in kept]
+    # the longest prefix of the requests that fits (each request makes the sentence longer)
+    best = ""
+    for n in range(1, len(pairs) + 1):
+        candidate = _join(pairs[:n]) + "."
+        if len(candidate) > max_chars:
+            break
+        best = candidate
+    if best:
+        return best
+    out = _join(pairs[:1]) + "."
     cut = out[: max_chars - 1]
     if " " in cut and not out[max_chars - 1 : max_chars].isspace():
         cut = cut.rsplit(" ", 1)[0]
@@ -629,10 +774,13 @@ def join_requests(items: list[tuple[str, str]], max_chars: int) -> str:
 # pipeline
 
 
-def request_items(sentences: list[str]) -> list[tuple[str, str]]:
-    """Steps 4-9 over sentences: the request clauses (with their continuations) as (text, connector) items."""
+def request_items(sentences: list[str], limit: int | None = None) -> list[tuple[str, str]]:
+    """Steps 4-9 over sentences: the request clauses (with their continuations) as (text, connector) items;
+    the sentences after the one that brings the count to ``limit`` are not read."""
     items: list[tuple[str, str]] = []
     for raw in sentences:
+        if limit is not None and len(items) >= limit:
+            break
         s = strip_bounties(sentence_case(raw))
         clauses = [rewrite_imperative(strip_padding(c)) for c in split_clauses(s)]
         current: list[str] | None = None
@@ -660,13 +808,13 @@ def instruction_from_post(title: str, body: str, max_chars: int = 400) -> str:
     title = strip_tags(normalise_text(title))
     body = normalise_text(body)
     body = "\n".join(strip_tags(line) for line in body.splitlines())
-    return join_requests(request_items(split_sentences(title, body)), max_chars)
+    return join_requests(request_items(split_sentences(title, body), MAX_REQUESTS), max_chars)
 
 
 # --------------------------------------------------------------------------------------------------
 # editor comments
 
-URL_RE = re.compile(r"!?\[([^\]]*)\]\([^)]*\)|https?://\S+|www\.\S+")
+URL_RE = re.compile(r"!?\[([^\[\]]*)\]\([^)\]]*\)|https?://\S+|www\.\S+")
 COMMENT_OPENER_RE = re.compile(
     r"^(?:here\s+you\s+go|here\s+ya\s+go|here\s+it\s+is|here's\s+(?:my\s+)?(?:attempt|try|version|edit|one|mine)|"
     r"here|hope\s+(?:this|that|it)\s+helps|hope\s+you\s+like\s+it|done|voila|ta-?da|ok|okay|so|well|hey|hi|"
@@ -737,6 +885,8 @@ def instruction_from_comment(comment_body: str) -> str | None:
     text = normalise_text(text)
     items: list[tuple[str, str]] = []
     for sentence in split_sentences(text, ""):
+        if len(items) >= MAX_REQUESTS:  # join_requests reads no more
+            break
         sentence = sentence_case(sentence)
         current: list[str] | None = None
         conn = ""

@@ -147,3 +147,33 @@ def reset(h: Handler, q: dict) -> None:
 
 def redirect(location: str, status: int = 302) -> Route:
     return lambda h, q: send(h, status, b"", "text/plain", {"Location": location})
+
+
+def trickle(body: bytes, ctype: str, every: float, headers: bool = False, length: bool = True,
+            stall_after: int | None = None, stall: float = 0.0) -> Route:
+    """Answer one byte at a time, ``every`` seconds apart: the body (after the headers at once), or the
+    headers too. ``length`` False: no Content-Length, the body ends when the connection closes.
+    ``stall_after``: after that many body bytes at once, wait ``stall`` seconds, then trickle the rest."""
+
+    def route(h: Handler, q: dict) -> None:
+        h.close_connection = True
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\n"
+        head += f"Content-Length: {len(body)}\r\n" if length else "Connection: close\r\n"
+        head_bytes = (head + "\r\n").encode()
+        try:
+            slow = head_bytes + body if headers else body
+            if not headers:
+                h.wfile.write(head_bytes)
+            if stall_after is not None:
+                h.wfile.write(slow[:stall_after])
+                h.wfile.flush()
+                time.sleep(stall)
+                slow = slow[stall_after:]
+            for i in range(len(slow)):
+                h.wfile.write(slow[i : i + 1])
+                h.wfile.flush()
+                time.sleep(every)
+        except OSError:
+            pass  # the client gave up
+
+    return route

@@ -212,3 +212,61 @@ def test_exif_rotated_edit_is_stored_reencoded_upright(tmp_path):
     seen = decode_rgb(rotated)  # what the crawler aligned: the EXIF rotation applied
     assert seen.shape == upright.shape
     assert np.abs(as_stored.astype(int) - seen.astype(int)).mean() < 2  # one q95 re-encode apart
+
+
+def _dump_build(tmp_path: Path, posts: list[str], comments: list[str]):
+    tmp_path.mkdir()
+    (tmp_path / "s.ndjson").write_text("".join(line + "\n" for line in posts))
+    (tmp_path / "c.ndjson").write_text("".join(line + "\n" for line in comments))
+    cfg = CrawlConfig(
+        dumps=(DumpSourceConfig(submissions="s.ndjson", comments="c.ndjson"),),
+        http=HttpConfig(cache_dir=str(SAMPLE / "cache"), replay_only=True),
+        takedown=TakedownConfig(),
+    )
+    builder = WebCrawlBuilder(cfg, tmp_path)
+    units = builder.plan()
+    assert len(units) == 1  # one unit of up to 64 posts: whatever a record holds, it must not sink the unit
+    result = builder.build_unit(units[0])
+    return result.rows, result.failures
+
+
+def test_a_bad_field_fails_its_record_not_the_unit(tmp_path, connects):
+    """A list title, an author that is not a string, a non-finite created_utc (NaN, Infinity, 1e999) in a post,
+    and a score of 1e999 or a body that is a number in a comment: each is that record's bad_record, named with
+    the file and the record id; the other rows of the unit are the rows without them."""
+    b = sample_threads(lambda host, name: f"https://{host}/{name}")
+    posts = [json.dumps(p) for p in b.posts]
+    comments = [json.dumps(c) for c in b.comments]
+    base_rows, base_failures = _dump_build(tmp_path / "base", posts, comments)
+
+    template = b.posts[0]  # a post that builds rows: only the field at fault stops these
+    bad_posts = {
+        "bt1": (dict(template, id="bt1", name="t3_bt1", title=["Remove", "the bin"]), "title is list"),
+        "bt2": (dict(template, id="bt2", name="t3_bt2", author=17), "author is int"),
+        "bt3": (dict(template, id="bt3", name="t3_bt3", created_utc=float("nan")), "created_utc is float nan"),
+        "bt4": (dict(template, id="bt4", name="t3_bt4", created_utc="__BIG__"), "not a finite number"),
+    }
+    lines = [json.dumps(p).replace('"__BIG__"', "1e999") for p, _ in bad_posts.values()]
+    mixed_posts = posts[:3] + lines[:2] + posts[3:] + lines[2:]
+    edit = next(c for c in b.comments if c["link_id"] == "t3_sp0001")
+    bad_comments = {
+        "sp0001/cb1": json.dumps(dict(edit, id="cb1", name="t1_cb1", score="__BIG__")).replace('"__BIG__"', "1e999"),
+        "sp0001/cb2": json.dumps(dict(edit, id="cb2", name="t1_cb2", created_utc=float("inf"))),
+        "sp0001/cb3": json.dumps(dict(edit, id="cb3", name="t1_cb3", body=123)),
+        "sp0001/cb4": json.dumps(dict(edit, id="cb4", name="t1_cb4", body="![img](m1)", media_metadata=[1])),
+    }
+    mixed_comments = comments[:2] + list(bad_comments.values()) + comments[2:]
+    rows, failures = _dump_build(tmp_path / "mixed", mixed_posts, mixed_comments)
+
+    assert [r["id"] for r in rows] == [r["id"] for r in base_rows]
+    assert [(r["instruction"], r["origin"]) for r in rows] == [(r["instruction"], r["origin"]) for r in base_rows]
+    bad = [f for f in failures if f.reason == "bad_record"]
+    assert sorted(f.record_id for f in bad) == sorted([*bad_posts, *bad_comments])
+    for f in bad:
+        if f.record_id in bad_posts:
+            assert f.file == str(tmp_path / "mixed" / "s.ndjson") and bad_posts[f.record_id][1] in f.message, f
+        else:
+            assert f.file == str(tmp_path / "mixed" / "c.ndjson") and f.message.startswith("line "), f
+    assert sorted((f.reason, f.record_id) for f in failures if f.reason != "bad_record") == sorted(
+        (f.reason, f.record_id) for f in base_failures
+    )

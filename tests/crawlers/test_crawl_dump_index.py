@@ -152,3 +152,76 @@ def test_prefilter_is_case_insensitive_and_keeps_keyless_lines(tmp_path):
     ]
     assert r.counts["other_subreddit"] == 1 and r.counts["submission_lines"] == 6
     assert pq.ParquetFile(r.posts).metadata.num_row_groups == 2
+
+
+def test_a_comment_with_a_field_of_the_wrong_type_is_a_counted_bad_record(tmp_path):
+    """``"body": 123`` or ``"media_metadata": [1]`` on one comment line: that line is a bad record, the dump
+    still indexes and plans (it used to fail ``plan()``, so no unit ran)."""
+    post = {"id": "a1", "subreddit": "PhotoshopRequest", "title": "Remove the bin", "author": "op",
+            "url": "https://i.redd.it/a1.jpg", "permalink": "/r/PhotoshopRequest/comments/a1/x/"}
+    good = {"id": "c9", "link_id": "t3_a1", "author": "ed", "score": 3, "body": "https://i.imgur.com/e.jpg"}
+    comments = [
+        dict(good, id="c1", body=123),
+        dict(good, id="c2", body="![img](m1)", media_metadata=[1]),
+        dict(good, id="c3", body="![img](m1)", media_metadata={"m1": {"status": "valid", "s": {"u": 5}}}),
+        good,
+    ]
+    (tmp_path / "s.ndjson").write_text(json.dumps(post) + "\n")
+    (tmp_path / "c.ndjson").write_text("".join(json.dumps(c) + "\n" for c in comments))
+    cfg = CrawlConfig(
+        dumps=(DumpSourceConfig(submissions="s.ndjson", comments="c.ndjson"),),
+        http=HttpConfig(cache_dir=str(tmp_path / "cache"), replay_only=True),
+        takedown=TakedownConfig(),
+    )
+    builder = WebCrawlBuilder(cfg, tmp_path)
+    units = builder.plan()
+    index = builder._index(0)
+    assert len(units) == 1 and index.counts["comment_bad_records"] == 3 and index.counts["comment_rows"] == 1
+    assert pq.read_table(index.comments).column("line").to_pylist() == [4]
+    result = builder.build_unit(units[0])
+    bad = sorted((f.record_id, f.file, f.message) for f in result.failures if f.reason == "bad_record")
+    assert [(r, f) for r, f, _ in bad] == [(f"a1/c{i}", str(tmp_path / "c.ndjson")) for i in (1, 2, 3)]
+    assert "body is int 123" in bad[0][2] and "media_metadata is list" in bad[1][2] and "u is int 5" in bad[2][2]
+    assert bad[0][2].startswith("line 1:")
+
+
+def test_a_truncated_zst_dump_fails_loudly_and_is_not_indexed(tmp_path):
+    """Half a .zst file used to index as a complete, shorter dump. Its frames are checked first."""
+    import zstandard
+
+    from ieiw.crawlers.dump_index import TruncatedDump, zst_problem
+
+    posts = [{"id": f"p{i}", "subreddit": "PhotoshopRequest", "title": f"post {i} {'x' * (i % 97)}"}
+             for i in range(20_000)]
+    data = "".join(json.dumps(p) + "\n" for p in posts).encode()
+    full = tmp_path / "full.ndjson.zst"
+    full.write_bytes(zstandard.ZstdCompressor(level=3, write_checksum=True).compress(data))
+    (tmp_path / "c.ndjson").write_text("")
+    assert zst_problem(full) is None
+    whole = full.read_bytes()
+    # several frames, a skippable frame between them, frames with and without checksum or content size
+    other = zstandard.ZstdCompressor(level=1, write_content_size=False).compress(b'{"id": "z"}\n')
+    frames = tmp_path / "frames.ndjson.zst"
+    frames.write_bytes(whole + (0x184D2A5A).to_bytes(4, "little") + (3).to_bytes(4, "little") + b"abc" + other)
+    assert zst_problem(frames) is None
+
+    cuts = [len(whole) // 2, 3, 5, len(whole) - 1, len(whole) - 4, len(whole) - 5, *range(100, len(whole), 997)]
+    for cut in cuts:
+        part = tmp_path / "part.ndjson.zst"
+        part.write_bytes(whole[:cut])
+        assert zst_problem(part) is not None, cut
+
+    half = tmp_path / "half.ndjson.zst"
+    half.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(TruncatedDump, match="half.ndjson.zst is truncated"):
+        index_dump(half, tmp_path / "c.ndjson", "PhotoshopRequest", tmp_path / "idx", 64)
+    assert not (tmp_path / "idx" / "index.json").exists()
+    cfg = CrawlConfig(
+        dumps=(DumpSourceConfig(submissions="half.ndjson.zst", comments="c.ndjson"),),
+        http=HttpConfig(cache_dir=str(tmp_path / "cache"), replay_only=True),
+        takedown=TakedownConfig(),
+    )
+    with pytest.raises(TruncatedDump, match="download it again"):
+        WebCrawlBuilder(cfg, tmp_path).plan()
+    complete = index_dump(full, tmp_path / "c.ndjson", "PhotoshopRequest", tmp_path / "idx-full", 64)
+    assert complete.counts["post_rows"] == 20_000

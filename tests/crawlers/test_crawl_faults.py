@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import struct
+import time
 import zlib
 from pathlib import Path
 
 import pytest
 from conftest import jpeg_bytes
-from crawl_server import redirect, reset, sequence, slow, static
+from crawl_server import redirect, reset, sequence, slow, static, trickle
 
 from ieiw.crawlers.cache import ResponseCache
 from ieiw.crawlers.http import FetchError, PoliteSession
@@ -87,6 +88,31 @@ def test_timeout(server, http_config, photo):
     assert err.reason == "timeout"
     assert len(server.requests_for("/img/slow.jpg")) == 2  # first try + one retry
     assert cache_files(cfg) == {"index": [], "blobs": [], "tmp": []}
+
+
+@pytest.mark.parametrize("part", ["body", "body-without-length", "headers"])
+def test_trickling_server_hits_the_fetch_deadline(server, http_config, part):
+    """A byte every 0.1 s never trips the 1 s read timeout; the fetch's deadline ends it, as a timeout."""
+    cfg = http_config.model_copy(update={"fetch_timeout_s": 1.0, "respect_robots": False})
+    body = b"\xff\xd8\xff\xe0" + b"\0" * 56  # 60 bytes: 6 s at this pace
+    server.routes["/img/trickle.jpg"] = trickle(
+        body, "image/jpeg", 0.1, headers=part == "headers", length=part != "body-without-length"
+    )
+    start = time.monotonic()
+    err = fail_reason(session_for(cfg), f"{server.base}/img/trickle.jpg")
+    took = time.monotonic() - start
+    assert err.reason == "timeout" and "fetch_timeout_s=1" in err.message, (err.reason, err.message)
+    assert took < 1.0 + 0.5, took
+    assert cache_files(cfg) == {"index": [], "blobs": [], "tmp": []}  # transient: a rerun may try again
+
+
+def test_body_stalling_past_the_read_timeout_is_a_timeout(server, http_config):
+    """A read timeout while streaming the body is a ``timeout`` (requests reports it as a ConnectionError)."""
+    cfg = http_config.model_copy(update={"read_timeout_s": 0.3, "respect_robots": False})
+    body = b"\xff\xd8\xff\xe0" + b"\0" * 2000
+    server.routes["/img/stall.jpg"] = trickle(body, "image/jpeg", 0.0, stall_after=1000, stall=2.0)
+    err = fail_reason(session_for(cfg), f"{server.base}/img/stall.jpg")
+    assert err.reason == "timeout", (err.reason, err.message)
 
 
 def test_connection_reset(server, http_config):

@@ -85,3 +85,21 @@ def test_html_threads_become_web_pairs(server, http_config, tmp_path):
     assert reasons[pages[4]] == "http_404"
     assert [f.reason for f in result.failures if f.reason == "over_18"] == ["over_18"]
     assert not server.requests_for("/private/t/4")  # disallowed by robots.txt: never fetched
+
+
+def test_a_created_time_that_is_not_finite_is_a_bad_record(server, http_config, tmp_path):
+    server.routes["/forum/t/9"] = static(
+        page("Remove the ball", "/i.redd.it/x.jpg", []).replace(b'datetime="2024-05-01T12:00:00Z"', b'datetime="NaN"'),
+        "text/html",
+    )
+    url = f"{server.base}/forum/t/9"
+    cfg = CrawlConfig(
+        dumps=(),
+        http=http_config,
+        takedown=TakedownConfig(),
+        html_sites=(HtmlSiteConfig(name="psforum", pages=(url,), selectors=SELECTORS),),
+    )
+    builder = WebCrawlBuilder(cfg, tmp_path)
+    result = builder.build_unit(builder.plan()[0])
+    assert [(f.reason, f.record_id, f.file) for f in result.failures] == [("bad_record", url, url)]
+    assert "not a finite number" in result.failures[0].message

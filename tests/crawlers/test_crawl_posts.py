@@ -128,3 +128,49 @@ def test_instruction_is_length_capped_at_a_sentence():
     out = instruction_from_post("Remove the bin", body, max_chars=80)
     # several requests become one sentence, cut at a whole request
     assert len(out) <= 80 and out == "Remove the bin, fix detail number 0 and fix detail number 1."
+
+
+@pytest.mark.parametrize(
+    "fields,field",
+    [
+        ({"created_utc": float("nan")}, "created_utc is float nan, not a finite number"),
+        ({"created_utc": float("inf")}, "created_utc is float inf, not a finite number"),
+        ({"created_utc": "Infinity"}, "created_utc is str 'Infinity', not a finite number"),
+        ({"created_utc": "yesterday"}, "created_utc is str 'yesterday', not a finite number"),
+        ({"created_utc": [1]}, "created_utc is list [1], expected a number"),
+        ({"title": ["a"]}, "title is list ['a'], expected a string"),
+        ({"author": 5}, "author is int 5, expected a string"),
+        ({"url": 5}, "url is int 5, expected a string"),
+        ({"is_gallery": True, "gallery_data": {"items": ["m1"]}}, "an item of items is str 'm1', expected an object"),
+    ],
+)
+def test_a_field_of_the_wrong_type_or_not_finite_is_a_bad_record(fields, field):
+    from ieiw.crawlers.posts import BadRecord
+
+    with pytest.raises(BadRecord) as info:
+        thread_from_reddit(post(**fields), [])
+    assert str(info.value) == field
+
+
+@pytest.mark.parametrize(
+    "fields,field",
+    [
+        ({"score": float("inf")}, "comment c1: score is float inf, not a finite number"),
+        ({"score": float("nan")}, "comment c1: score is float nan, not a finite number"),
+        ({"created_utc": float("-inf")}, "comment c1: created_utc is float -inf, not a finite number"),
+        ({"body": 123}, "comment c1: body is int 123, expected a string"),
+        ({"media_metadata": [1], "body": "![img](m1)"}, "comment c1: media_metadata is list [1], expected an object"),
+        ({"permalink": 3}, "comment c1: permalink is int 3, expected a string"),
+    ],
+)
+def test_a_comment_field_of_the_wrong_type_or_not_finite_is_a_bad_record(fields, field):
+    from ieiw.crawlers.posts import BadRecord
+
+    with pytest.raises(BadRecord) as info:
+        thread_from_reddit(post(), [dict(comment("c1", "bob", 5, "https://i.redd.it/b.jpg"), **fields)])
+    assert str(info.value) == field
+
+
+def test_finite_numbers_and_numeric_strings_are_read():
+    t = thread_from_reddit(post(created_utc="1714564800"), [comment("c1", "bob", "7", "x", created_utc=None)])
+    assert t.created_utc == 1714564800.0 and t.comments[0].score == 7 and t.comments[0].created_utc is None

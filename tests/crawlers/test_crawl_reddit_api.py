@@ -118,3 +118,25 @@ def PoliteSessionFor(cfg):
     from ieiw.crawlers.http import PoliteSession
 
     return PoliteSession(cfg, ResponseCache(Path(cfg.cache_dir)))
+
+
+def test_an_answer_without_its_post_is_one_bad_record(server, http_config, tmp_path, monkeypatch):
+    """An API answer whose post listing is empty fails that post (naming its URL), not the unit."""
+    from crawl_server import static
+    from reddit_fixture import listing
+
+    install_reddit(server)
+    broken = "sp0005"  # the over_18 post: no rows either way
+    server.routes[f"/r/{SUB}/comments/{broken}"] = static(
+        json.dumps([listing([]), listing([])]).encode(), "application/json"
+    )
+    monkeypatch.setenv("REDDIT_CLIENT_ID", CLIENT[0])
+    monkeypatch.setenv("REDDIT_CLIENT_SECRET", CLIENT[1])
+    rows, failures = build_all(WebCrawlBuilder(crawl_config(server, http_config, tmp_path), tmp_path))
+    assert len(rows) == 13  # every other post built as before
+    bad = [f for f in failures if f.reason == "bad_record"]
+    assert [(f.record_id, f.file) for f in bad] == [(broken, f"{server.base}/r/{SUB}/comments/{broken}")]
+    assert "no post" in bad[0].message
+    assert sorted(f.reason for f in failures if f.reason != "bad_record") == sorted(
+        ["video", "removed", "not_image", "takedown"]
+    )

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from ieiw.crawlers.titles import instruction_from_comment, instruction_from_post
+from ieiw.crawlers.titles import instruction_from_comment, instruction_from_post, trailer_start
+
+REPO = Path(__file__).resolve().parents[2]
 
 CASES = [
     # bounties in front, middle and end
@@ -115,3 +125,71 @@ COMMENTS = [
 @pytest.mark.parametrize("comment,expected", COMMENTS)
 def test_instruction_from_comment(comment, expected):
     assert instruction_from_comment(comment) == expected
+
+
+# -- linear time ---------------------------------------------------------------------------------------
+# The closing-politeness pattern the trailer pass replaced: it backtracked quadratically ("a a a ... a"),
+# so it is only the reference for short texts here.
+OLD_TRAILER_RE = re.compile(
+    r"(?:\s*[,\-]?\s*\b(?:please|pls|plz|for\s+me|for\s+us|thanks?(?:\s+(?:so\s+much|a\s+lot|in\s+advance))?|"
+    r"thank\s+you(?:\s+(?:so\s+much|in\s+advance))?|thx|ty|tia|asap|if\s+possible|if\s+you\s+can|"
+    r"if\s+(?:anyone|someone|somebody)\s+(?:can|could)|if\s+(?:that's|that\s+is|it's|it\s+is)\s+possible|"
+    r"(?:for\s+)?(?:a\s+)?(?:friend|mate)?|anyone|someone|somebody|real\s+quick|quickly|though)\s*[?!.]*\s*)+$",
+    re.IGNORECASE,
+)
+PIECES = [
+    "please", "Please", "pls", "for", "me", "us", "a", "friend", "mate", "thanks", "thank", "you", "so",
+    "much", "lot", "in", "advance", "if", "possible", "that's", "that", "is", "it's", "it", "anyone", "can",
+    "could", "real", "quick", "quickly", "though", "tia", "ty", "asap", "remove", "the", "bin", "x", "'",
+    " ", " ", " ", "  ", ",", "-", "?", "!", ".", "!!", "?.", "\t", ")", "pleased", "s",
+]
+
+
+def test_trailer_pass_matches_the_old_pattern():
+    rng = random.Random(24)
+    for _ in range(20_000):
+        text = "".join(rng.choice(PIECES) for _ in range(rng.randint(0, 12)))
+        m = OLD_TRAILER_RE.search(text)
+        assert trailer_start(text) == (m.start() if m else len(text)), repr(text)
+
+
+CHILD = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("title_cleaning", sys.argv[1])
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+for name, (kind, make) in bench.SHAPES.items():
+    print(json.dumps({name: max(bench.clean(kind, make(int(sys.argv[2]))))}), flush=True)
+"""
+BENCH = REPO / "bench" / "title_cleaning.py"
+
+
+def test_crafted_40k_inputs_clean_in_linear_time():
+    """Each adversarial shape of bench/title_cleaning.py, 40,000 characters, cleans in well under 2 s
+    (bench/ measures the real figures; this only catches a quadratic blow-up, which took minutes)."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", CHILD, str(BENCH), "40000"], capture_output=True, timeout=120
+        )
+        lines = done.stdout
+    except subprocess.TimeoutExpired as exc:
+        lines = exc.stdout or b""
+    times = {k: v for line in lines.decode().splitlines() if line.startswith("{") for k, v in json.loads(line).items()}
+    spec = importlib.util.spec_from_file_location("title_cleaning", BENCH)
+    shapes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shapes)
+    assert set(times) == set(shapes.SHAPES), f"shapes that did not finish in 120 s: {set(shapes.SHAPES) - set(times)}"
+    slow = {name: t for name, t in times.items() if t > 2.0}
+    assert not slow, slow
+
+
+def test_long_whitespace_and_line_breaks_keep_their_meaning():
+    assert instruction_from_post("Remove\u2003\u2003the   bin\r\r", "") == "Remove the bin."
+    assert instruction_from_post("Old photo", "It was taken in 1962.\r\n\r\nCan you restore it?") == "Restore it."
+    assert instruction_from_post("Remove the bin for 1111111111", "") == "Remove the bin for 1111111111."
+
+
+def test_many_requests_keep_the_first_ones_within_the_cap():
+    body = " ".join(f"Remove the thing number {i}." for i in range(2000))
+    out = instruction_from_post("Remove the bin", body)
+    assert out.startswith("Remove the bin, remove the thing number 0, remove the thing number 1") and len(out) <= 400
