@@ -71,8 +71,13 @@ def parse_target(url: str) -> Target:
 
 
 def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        # an IPv6 address that carries an IPv4 one reaches that one: ::ffff:a.b.c.d, and 6to4's 2002:AABB:CCDD::
+        # (a relay or this host's own 6to4 interface delivers it to a.b.c.d); Teredo (2001::/32) is refused whole
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip.sixtofour is not None and not _is_public(ip.sixtofour):
+            return False
     return not (
         ip.is_private
         or ip.is_loopback

@@ -174,8 +174,10 @@ def test_decompression_bomb_png(server, http_config):
         ("http://10.0.0.1/x.jpg", ("10.0.0.1", 80)),
         ("http://127.0.0.1:{other}/x.jpg", ("127.0.0.1", "{other}")),
         ("http://169.254.169.254/latest/meta-data/", ("169.254.169.254", 80)),
+        ("http://[2002:a9fe:a9fe::1]/latest/meta-data/", ("2002:a9fe:a9fe::1", 80)),  # 6to4 of 169.254.169.254
+        ("http://[2002:7f00:1::]/x.jpg", ("2002:7f00:1::", 80)),  # 6to4 of 127.0.0.1
     ],
-    ids=["10.0.0.1", "loopback-other-port", "metadata"],
+    ids=["10.0.0.1", "loopback-other-port", "metadata", "6to4-metadata", "6to4-loopback"],
 )
 def test_redirect_to_private_refused_before_connecting(server, http_config, connects, location, address):
     other = server.server_address[1] + 1 if server.server_address[1] < 65535 else 1024
@@ -318,3 +320,13 @@ def test_peer_address_is_checked_after_dns(server, http_config):
     session.mount("http://", SafeAdapter(frozenset({server.hostport}), max_retries=0))
     server.routes["/ok"] = static(b"fine", "text/plain")
     assert session.get(f"{server.base}/ok", timeout=2).text == "fine"
+
+
+def test_an_ipv6_address_carrying_a_private_ipv4_one_is_not_public():
+    from ieiw.crawlers.safety import is_public_address
+
+    for address in ("::ffff:10.0.0.1", "2002:7f00:1::", "2002:a9fe:a9fe::1", "2002:0a00:0001::5",
+                    "2001:0:4136:e378:8000:63bf:80ff:fffe"):  # Teredo
+        assert not is_public_address(address), address
+    assert is_public_address("2002:808:808::1") and is_public_address("2606:4700::1111")
+
