@@ -20,7 +20,14 @@ def cmd_build(args: argparse.Namespace) -> int:
     # The ephemeral API's first start in a new PREFECT_HOME migrates its database; Prefect's 20 s
     # default was seen to run out on a busy 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    from ieiw.schemas.config import ConfigError, load_config, missing_models, parse_overrides
+    from ieiw.schemas.config import (
+        ConfigError,
+        is_local_only,
+        load_config,
+        local_overrides,
+        missing_models,
+        parse_overrides,
+    )
 
     try:  # validate before Prefect starts, so a typo or a missing checkpoint costs no server start-up
         overrides = parse_overrides(args.set)
@@ -32,7 +39,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if missing:
         print(f"{args.config}: cannot build:\n  " + "\n  ".join(missing), file=sys.stderr)
         return 2
-    from ieiw.flows.build import build_ieiw, is_local_only, local_overrides
+    from ieiw.flows.build import build_ieiw
     from ieiw.runner import keep_parent_threads, make_task_runner
 
     try:

@@ -14,8 +14,7 @@ skipped through the manifests).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextvars import ContextVar
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,14 @@ from prefect.futures import PrefectFuture, as_completed
 from ieiw import runner, stages
 from ieiw.progress import bar as progress_bar
 from ieiw.schemas import storage
-from ieiw.schemas.config import BuildConfig, absolute_paths, load_config, missing_models
+from ieiw.schemas.config import (
+    BuildConfig,
+    absolute_paths,
+    is_local_only,
+    load_config,
+    local_only_overrides,
+    missing_models,
+)
 from ieiw.schemas.layout import PAIRS
 from ieiw.schemas.units import WorkUnit
 from ieiw.stats import artifact_key, count_table, render_markdown
@@ -142,26 +148,6 @@ def run_bounded(submit: Callable[..., PrefectFuture], calls: Iterable[tuple], li
     return results, failures
 
 
-# Keys that import code (``plugins:``) come from a config file or from `ieiw build --set` on this machine,
-# never from a flow run's parameters: anyone who can reach the Prefect API can start a deployment run.
-LOCAL_ONLY_KEYS = ("plugins",)
-_local_overrides: ContextVar[Mapping[str, Any]] = ContextVar("ieiw_local_overrides", default={})
-
-
-@contextlib.contextmanager
-def local_overrides(values: Mapping[str, Any]) -> Iterator[None]:
-    """Overrides of :data:`LOCAL_ONLY_KEYS` given on this machine's command line, for the flow called inside."""
-    token = _local_overrides.set(dict(values))
-    try:
-        yield
-    finally:
-        _local_overrides.reset(token)
-
-
-def is_local_only(key: str) -> bool:
-    return any(key == name or key.startswith(name + ".") for name in LOCAL_ONLY_KEYS)
-
-
 @flow(name="build-ieiw", log_prints=True)
 def build_ieiw(
     config_path: str = "configs/demo.yaml",
@@ -175,7 +161,7 @@ def build_ieiw(
         raise PermissionError(f"overrides {', '.join(refused)}: a flow run's parameters cannot name modules to "
                               "import; put plugins in the config file, or pass --set on the machine that runs ieiw build")
     logger = get_run_logger()
-    overrides = {**(overrides or {}), **_local_overrides.get()}
+    overrides = {**(overrides or {}), **local_only_overrides()}
     if out_dir is not None:
         overrides["out_dir"] = out_dir
     validated = load_config(config_path, overrides)

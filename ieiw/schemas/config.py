@@ -20,6 +20,7 @@ Relative paths in a config resolve against the folder the build runs from (the r
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import importlib
@@ -27,7 +28,8 @@ import importlib.util
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -399,6 +401,32 @@ def validate_build_config(data: dict[str, Any], source: str = "<config>") -> Bui
         lines = [f"  {key}: not a config key or a registered builder section (builders: {known})" for key in unknown]
         raise ConfigError("\n".join([f"{source}: invalid config", *lines]))
     return validate_model(build_config_model(tuple(sections)), data, source)
+
+
+# Kept here, not in the flow module: a Dask worker unpickles the flow's tasks, and a ContextVar cannot be
+# pickled. Keys that import code (``plugins:``) come from a config file or from `ieiw build --set` on this machine,
+# never from a flow run's parameters: anyone who can reach the Prefect API can start a deployment run.
+LOCAL_ONLY_KEYS = ("plugins",)
+_local_overrides: ContextVar[Mapping[str, Any]] = ContextVar("ieiw_local_overrides", default={})
+
+
+@contextlib.contextmanager
+def local_overrides(values: Mapping[str, Any]) -> Iterator[None]:
+    """Overrides of :data:`LOCAL_ONLY_KEYS` given on this machine's command line, for the flow called inside."""
+    token = _local_overrides.set(dict(values))
+    try:
+        yield
+    finally:
+        _local_overrides.reset(token)
+
+
+def local_only_overrides() -> dict[str, Any]:
+    """The overrides of :data:`LOCAL_ONLY_KEYS` this machine's command line gave (:func:`local_overrides`)."""
+    return dict(_local_overrides.get())
+
+
+def is_local_only(key: str) -> bool:
+    return any(key == name or key.startswith(name + ".") for name in LOCAL_ONLY_KEYS)
 
 
 def load_config(path: Path | str, overrides: dict[str, Any] | None = None) -> BuildConfig:
