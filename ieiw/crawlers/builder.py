@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
+import stat
 import threading
 from pathlib import Path
 from typing import Any
@@ -37,13 +37,42 @@ from ieiw.crawlers.pairs import ALIGN_BACKEND, PairMaker
 from ieiw.crawlers.posts import BadRecord, Thread, thread_from_reddit
 from ieiw.crawlers.reddit_api import RedditApi
 from ieiw.schemas import storage
+from ieiw.schemas.filehash import cache_dir
 from ieiw.schemas.lazy import locked_cached_property
 from ieiw.schemas.takedown import Takedown
 from ieiw.schemas.units import BuildContext, CandidateBuilder, Failure, UnitResult, WorkUnit
 
 log = logging.getLogger(__name__)
 __all__ = ["COMMENT_KEYS", "WebCrawlBuilder"]
-INDEX_DIR = "crawl-index"  # under the build's out_dir; without a BuildContext, under the temp folder
+INDEX_DIR = "crawl-index"  # under the build's out_dir; without a BuildContext, under the user's cache folder
+
+
+def private_index_root() -> Path:
+    """The dump indexes of a builder made without a build context: ``<cache_dir>/crawl-index``
+    (``$IEIW_CACHE_DIR``, else ``$XDG_CACHE_HOME/ieiw`` or ``~/.cache/ieiw``), never a shared, guessable
+    folder under /tmp that another local user could create first and fill with a crafted index.
+
+    The folder is created with mode 0700. An existing one must be a real folder (not a symlink) owned by
+    this user; it is then narrowed to 0700. Anything else is refused with a ``PermissionError`` naming it.
+    """
+    folder = cache_dir() / INDEX_DIR
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = folder.lstat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise PermissionError(f"crawl index folder {folder} is not a folder (a symlink?): refusing to use it")
+    if hasattr(os, "getuid"):  # POSIX: the owner and mode can be checked
+        if info.st_uid != os.getuid():
+            raise PermissionError(
+                f"crawl index folder {folder} is owned by uid {info.st_uid}, not by this user "
+                f"(uid {os.getuid()}): refusing to use it"
+            )
+        if stat.S_IMODE(info.st_mode) != 0o700:
+            os.chmod(folder, 0o700)
+    return folder
 
 
 class WebCrawlBuilder(CandidateBuilder):
@@ -55,8 +84,9 @@ class WebCrawlBuilder(CandidateBuilder):
         self.config = config
         self.root = Path(context.root if isinstance(context, BuildContext) else context)
         # Where the dump indexes live: the build's out_dir, or (a builder made from a bare root, as in
-        # tests and scripts) a per-root folder under the temp dir. An index is derived from the dump alone,
-        # so with an out_dir on object storage it is kept in a local cache folder on each machine.
+        # tests and scripts) a per-root folder under the user's own cache folder (private_index_root). An
+        # index is derived from the dump alone, so with an out_dir on object storage it is kept in a local
+        # cache folder on each machine.
         if isinstance(context, BuildContext):
             self.index_dir: Path | None = storage.local_folder(storage.location(context.out_dir) / INDEX_DIR)
         else:
@@ -185,7 +215,7 @@ class WebCrawlBuilder(CandidateBuilder):
             return self.index_dir / f"dump{i}"
         subs, coms = resolve(self.root, dump.submissions), resolve(self.root, dump.comments)
         key = fingerprint_digest({"root": str(self.root.resolve()), "s": str(subs), "c": str(coms)})[:16]
-        return Path(tempfile.gettempdir()) / "ieiw-crawl-index" / f"dump{i}-{key}"
+        return private_index_root() / f"dump{i}-{key}"
 
     def _index(self, i: int) -> IndexResult | None:
         """The index of dump ``i`` (built when missing or stale); None when its submissions are missing."""

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,8 @@ from PIL import Image
 
 from ieiw.imageio import EXTENSIONS as IMAGE_EXTENSIONS
 from ieiw.schemas.storage import atomic_write_bytes
+
+log = logging.getLogger(__name__)
 
 
 def _content_extensions() -> dict[str, str]:
@@ -46,6 +50,26 @@ def normalise_url(url: str) -> str:
 
 def url_key(url: str) -> str:
     return hashlib.sha256(normalise_url(url).encode()).hexdigest()
+
+
+BLOB_NAME = re.compile(r"blobs/(?P<prefix>[0-9a-f]{2})/(?P<digest>[0-9a-f]{64})\.(?P<ext>[a-z0-9]{1,8})")
+
+
+def _valid_meta(meta: object) -> bool:
+    """An index entry has the fields and types :meth:`ResponseCache.get` relies on."""
+    if not isinstance(meta, dict):
+        return False
+    if not isinstance(meta.get("url"), str) or type(meta.get("status")) is not int:
+        return False
+    for key in ("content_type", "reason", "message"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            return False
+    if meta.get("blob"):
+        if not isinstance(meta["blob"], str) or not isinstance(meta.get("sha256"), str):
+            return False
+    elif not meta.get("reason"):
+        return False  # neither a body nor a failure
+    return True
 
 
 @dataclass(frozen=True)
@@ -70,24 +94,49 @@ class ResponseCache:
         return self.root / "index" / k[:2] / f"{k}.json"
 
     def get(self, url: str) -> CacheEntry | None:
+        """The cached entry of ``url``, or None. An index entry that cannot be read or trusted (not JSON,
+        not an object, missing or mistyped fields, a ``blob`` that is not one of this cache's blob names,
+        a blob whose bytes do not match its digest) is a miss, never a crash and never a file outside
+        the cache: a rerun fetches the URL again and overwrites the entry."""
         path = self._index_path(url)
         if not path.is_file():
             return None
-        meta = json.loads(path.read_text())
+        try:
+            meta = json.loads(path.read_bytes())
+        except (OSError, ValueError) as exc:  # truncated, not UTF-8, not JSON (JSONDecodeError is a ValueError)
+            log.warning("crawl cache: unreadable index entry %s (%s): treated as a miss", path, exc)
+            return None
+        if not _valid_meta(meta):
+            log.warning("crawl cache: malformed index entry %s: treated as a miss", path)
+            return None
         body = None
         if meta.get("blob"):
-            blob = self.root / meta["blob"]
-            body = blob.read_bytes()
+            blob = self._blob_path(meta["blob"], meta["sha256"])
+            if blob is None:
+                log.warning("crawl cache: index entry %s names a blob outside the cache: treated as a miss", path)
+                return None
+            try:
+                body = blob.read_bytes()
+            except OSError:
+                return None  # a missing blob is a miss
             if hashlib.sha256(body).hexdigest() != meta["sha256"]:
                 return None  # a corrupted blob is a miss, not a wrong answer
         return CacheEntry(
             url=meta["url"],
             status=meta["status"],
-            content_type=meta.get("content_type", ""),
+            content_type=meta.get("content_type") or "",
             body=body,
             reason=meta.get("reason"),
             message=meta.get("message"),
         )
+
+    def _blob_path(self, name: str, sha: str) -> Path | None:
+        """The file of an index entry's ``blob``: only ``blobs/<h[:2]>/<h>.<ext>`` with ``h`` the entry's
+        own lower-case sha256 and a plain extension, nothing else (no ``..``, no absolute path)."""
+        m = BLOB_NAME.fullmatch(name)
+        if m is None or m["digest"] != sha or m["prefix"] != sha[:2]:
+            return None
+        return self.root / "blobs" / m["prefix"] / f"{m['digest']}.{m['ext']}"
 
     def put(self, url: str, status: int, content_type: str, body: bytes, fetched_at: float | None = None) -> None:
         """Store a response (``fetched_at`` is fixed by the sample generator for reproducible files)."""

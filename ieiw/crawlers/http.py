@@ -212,6 +212,31 @@ class Fetched:
 Validator = Callable[[bytes, str], None]  # raises FetchError when the body is unusable
 
 
+AUTH_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+
+def redirect_keeps_auth(first_url: str, next_url: str) -> bool:
+    """Whether a redirect hop from ``first_url`` (the URL the caller asked for) to ``next_url`` may carry
+    the caller's credentials (the OAuth bearer token): only to the same host and port, and never from https
+    to anything else. requests' own ``rebuild_auth`` would keep the token on an https->http downgrade of
+    the same host; redirects are followed by hand here, so this is the rule that applies."""
+    first, nxt = urlsplit(first_url), urlsplit(next_url)
+    if (first.hostname or "").lower() != (nxt.hostname or "").lower():
+        return False
+    first_scheme, next_scheme = first.scheme.lower(), nxt.scheme.lower()
+    if first_scheme == "https" and next_scheme != "https":
+        return False
+    default = {"http": 80, "https": 443}
+    try:
+        first_port = first.port or default.get(first_scheme)
+        next_port = nxt.port or default.get(next_scheme)
+    except ValueError:
+        return False
+    if (first_scheme, next_scheme) == ("http", "https"):  # an upgrade: only between the default ports
+        return (first_port, next_port) == (80, 443)
+    return first_port == next_port
+
+
 class PoliteSession:
     """A requests session wrapped with the project's politeness and safety rules."""
 
@@ -317,14 +342,15 @@ class PoliteSession:
         self, url: str, headers: Mapping[str, str], max_bytes: int, robots: bool, kind: Kind, deadline: Deadline
     ) -> Fetched:
         current = url
-        start_host = urlsplit(url).netloc
+        hop_headers = dict(headers)
         for _hop in range(self.config.max_redirects + 1):
             self._check(current)
             if robots and self.config.respect_robots and not self.robots_allows(current):
                 raise FetchError("robots_disallowed", current, "robots.txt disallows this URL for our User-Agent")
-            hop_headers = dict(headers)
-            if urlsplit(current).netloc != start_host:
-                hop_headers.pop("Authorization", None)  # never leak credentials to another host
+            if current != url and not redirect_keeps_auth(url, current):
+                # never leak credentials to another host or over plain http; once dropped, they stay
+                # dropped for the later hops (a hop back to the first URL's host does not get them again)
+                hop_headers = {k: v for k, v in hop_headers.items() if k.lower() not in AUTH_HEADERS}
             self._wait_turn(parse_target(current).hostport)
             deadline.arm()  # from the first request on: the rate limit's queue is not the server's doing
             if deadline.passed():
