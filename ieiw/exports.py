@@ -48,7 +48,7 @@ from ieiw.schemas import storage
 from ieiw.schemas.layout import MANIFEST, pairs_folder
 from ieiw.schemas.manifest import load_manifest
 from ieiw.schemas.rows import IMAGE, SCHEMA_VERSION, _hf_feature
-from ieiw.schemas.storage import TMP_PREFIX, atomic_file, fsync_dir
+from ieiw.schemas.storage import TMP_PREFIX, atomic_file, folder_mode, fsync_dir
 from ieiw.schemas.takedown import Takedown
 
 FORMATS = ("instructdiffusion", "hf-instructpix2pix", "webdataset")
@@ -432,7 +432,7 @@ def export(folder: Path, out: Path, fmt: str, takedown: set[str] | frozenset[str
         with atomic_file(staging / MARKER) as handle:
             handle.write((json.dumps(marker, indent=1) + "\n").encode())
         result.files += 1
-        os.chmod(staging, 0o755)  # mkdtemp makes it 0700
+        os.chmod(staging, folder_mode())  # mkdtemp makes it 0700; 0755 under the usual umask 022
         _swap_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -289,3 +289,44 @@ def test_a_removal_unit_builds_through_a_server(servers, sample_root):
         mask = decode_mask(row["mask"]["bytes"]) > 0
         assert np.array_equal(source[~mask], target[~mask])
         assert (target[mask] == server.fill).all()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released): a connection there is refused at once."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("config_type", [LamaCleanerConfig, IOPaintConfig])
+def test_a_password_in_a_server_url_is_never_shown(config_type):
+    """#24: ``user:password@`` in a server URL is redacted in errors (with their chained causes), in the
+    label and model id rows record, in the fingerprint stats record, and in the config's repr."""
+    import traceback
+
+    url = f"http://alice:s3cret@127.0.0.1:{closed_port()}"
+    config = config_type(urls=[url], model="lama", retries=0, timeout=5)
+    with pytest.raises(InpaintServerError) as caught:
+        config.create().inpaint(*inputs(1))
+    shown = "".join(traceback.format_exception(caught.value))
+    assert "s3cret" not in shown
+    assert "alice:***@127.0.0.1" in str(caught.value), "the URL is still named, without its password"
+    for public in (config.label(), config.model_id(), json.dumps(config.fingerprint()), repr(config), str(config)):
+        assert "s3cret" not in public
+    for bad in ("ftp://alice:s3cret@gpu1:21", "alice:s3cret@gpu1:8080"):
+        with pytest.raises(ValidationError) as invalid:
+            config_type(urls=[bad], model="lama")
+        assert "s3cret" not in str(invalid.value.errors()[0]["msg"])
+    assert inpaint_servers.redact_url("http://t0ken@gpu1:8080/x") == "http://***@gpu1:8080/x"
+
+
+def test_a_server_error_with_a_password_in_the_url_is_redacted(servers):
+    server = servers()
+    server.script = [(400, "bad request")]
+    url = server.url.replace("http://", "http://alice:s3cret@")
+    with pytest.raises(InpaintServerError, match=r"POST http://alice:\*\*\*@127\.0\.0\.1:\d+/inpaint answered HTTP 400") \
+            as caught:
+        LamaCleanerConfig(urls=[url], model="lama").create().inpaint(*inputs(1))
+    assert "s3cret" not in str(caught.value)

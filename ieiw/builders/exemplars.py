@@ -64,7 +64,7 @@ import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
 from ieiw.schemas.config import StrictModel
-from ieiw.schemas.storage import FILE_MODE, fsync_dir, sha256_file
+from ieiw.schemas.storage import folder_mode, fsync_dir, sha256_file
 
 FORMAT = "ieiw-exemplar-index"
 FORMAT_VERSION = 1
@@ -341,7 +341,7 @@ class ExemplarIndex:
         partial = Path(tempfile.mkdtemp(prefix=f"{PARTIAL}{folder.name}-", dir=folder.parent))
         old: Path | None = None
         try:
-            os.chmod(partial, FILE_MODE | ((FILE_MODE & 0o444) >> 2))
+            os.chmod(partial, folder_mode())  # mkdtemp makes it 0700; 0755 under the usual umask 022
             faiss.write_index(self.index, str(partial / INDEX))
             pq.write_table(self.table, partial / META, compression="zstd")
             files = {}

@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ieiw.schemas.storage import folder_mode
+
 COLOURS = {
     "red": (210, 40, 40),
     "green": (40, 170, 60),
@@ -121,7 +123,9 @@ def ensure_sample(root: Path, make: Callable[[Path], object], marker: str) -> bo
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{root.name}-", dir=root.parent))
     try:
         make(tmp)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a sample is for everyone who reads the corpus
+        # mkdtemp makes it 0700; a sample is for everyone who reads the corpus: 0755 under the usual umask
+        # 022, while a stricter one (077) is honoured
+        os.chmod(tmp, folder_mode())
         try:
             if root.exists():  # an empty folder (e.g. made by hand) can be replaced
                 root.rmdir()

@@ -305,20 +305,32 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _file_mode() -> int:
-    """0666 less the process umask, the mode ``open()`` would give: ``mkstemp`` makes 0600 files, and a
-    corpus is read by a team. Read from /proc (``os.umask`` can only be read by setting it, which races
+def umask() -> int:
+    """The process umask, read from /proc now (``os.umask`` can only be read by setting it, which races
     with other threads); 022 where /proc is not there."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("Umask:"):
-                return 0o666 & ~int(line.split()[1], 8)
-    except OSError:
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
         pass
-    return 0o644
+    return 0o022
 
 
-FILE_MODE = _file_mode()
+def file_mode() -> int:
+    """0666 less the umask, the mode ``open()`` would give a file: ``mkstemp`` makes 0600 files, and a
+    corpus is read by a team (0644 under the usual 022), while a stricter umask (077: 0600) is honoured."""
+    return 0o666 & ~umask()
+
+
+def folder_mode() -> int:
+    """0777 less the umask, the mode ``mkdir`` would give a folder: ``mkdtemp`` makes 0700 folders (0755
+    under the usual 022; 0700 under 077)."""
+    return 0o777 & ~umask()
+
+
+FILE_MODE = file_mode()  # at import; writers call file_mode() / folder_mode() so a later umask counts
+FOLDER_MODE = folder_mode()
 
 
 @contextlib.contextmanager
@@ -329,7 +341,7 @@ def atomic_file(path: Path) -> Iterator[IO[bytes]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(), dir=path.parent)
     try:
-        os.fchmod(fd, FILE_MODE)
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
@@ -491,6 +503,7 @@ def local_copy(folder: Path, version: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".partial-{target.name}-", dir=target.parent))
     try:
+        os.chmod(partial, folder_mode())  # mkdtemp makes it 0700
         base = folder.path.rstrip("/")
         for remote in folder.fs.find(base):
             if not remote.startswith(base + "/"):

@@ -19,18 +19,21 @@ runs, not what it outputs, so they are outside row ids and fingerprints.
 
 Transient failures (connection errors, 500/502/503/504) are retried ``retries`` times with backoff by
 urllib3; what still fails raises :class:`InpaintServerError` naming the URL, the status and the start
-of the body, so Prefect retries the unit. Needs ``requests`` (the ``crawl`` extra, which ``make
-install`` installs).
+of the body, so Prefect retries the unit. A URL's ``user:password@`` is sent (HTTP basic auth) but
+never shown: errors name it as ``user:***@host`` (:func:`redact_url`). Needs ``requests`` (the
+``crawl`` extra, which ``make install`` installs).
 """
 
 from __future__ import annotations
 
 import base64
 import itertools
+import re
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -46,6 +49,34 @@ HD_STRATEGY_VALUES = {"crop": "Crop", "resize": "Resize", "original": "Original"
 RETRY_STATUSES = (500, 502, 503, 504)
 BACKOFF_FACTOR = 0.5  # urllib3: no sleep before the first retry, then 1 s, 2 s, 4 s, ...
 BODY_CHARS = 200
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (``http://user:***@host:port/path``; a userinfo
+    without a ``:``, perhaps a token, is ``***@``), for errors and logs; a URL without one is unchanged."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = None
+    if parts is None or "@" not in parts.netloc:
+        # no netloc urlsplit finds (no scheme, say): hide whatever comes before an '@' all the same
+        return re.sub(r"^([^/@]*//)?[^/@]*@", r"\1***@", url) if "@" in url else url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")  # a user alone (no ':') may be a token: hidden too
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}" if user and colon else f"***@{hostport}"))
+
+
+def redact_text(text: str, urls: Sequence[str]) -> str:
+    """``text`` with every one of ``urls``, and its ``userinfo@``, shown redacted."""
+    for url in urls:
+        redacted = redact_url(url)
+        if redacted == url:
+            continue
+        text = text.replace(url, redacted)
+        userinfo = urlsplit(url).netloc.rpartition("@")[0]
+        shown = redacted.split("//", 1)[-1].split("@", 1)[0]
+        text = text.replace(f"{userinfo}@", f"{shown}@")
+    return text
 
 
 class InpaintServerError(RuntimeError):
@@ -71,8 +102,12 @@ class InpaintServerConfig(HDStrategyFields, BackendConfig):
     def _http_urls(cls, urls: list[str]) -> list[str]:
         for url in urls:
             if not url.startswith(("http://", "https://")):
-                raise ValueError(f"{url!r} is not an http(s) URL")
+                raise ValueError(f"{redact_url(url)!r} is not an http(s) URL")
         return [url.rstrip("/") for url in urls]
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, [redact_url(url) for url in value] if name == "urls" else value
 
     @property
     def embedded(self) -> bool:  # type: ignore[override]
@@ -159,21 +194,23 @@ class ServerInpainter(Inpainter):
         if np.asarray(mask).shape[:2] != image.shape[:2]:
             raise ValueError(f"mask {np.asarray(mask).shape} does not match image {image.shape}")
         url = self.next_url() + self.path
+        shown = redact_url(url)  # what errors name: never a password
         try:
             response = self.request(url, image, mask)
         except self._requests.RequestException as exc:
-            raise InpaintServerError(f"{self.name}: POST {url} failed after {self.config.retries} retries: "
-                                     f"{type(exc).__name__}: {exc}") from exc
+            detail = redact_text(f"{type(exc).__name__}: {exc}", self.urls)
+            raise InpaintServerError(f"{self.name}: POST {shown} failed after {self.config.retries} retries: "
+                                     f"{detail}") from exc
         if response.status_code != 200:
-            body = response.text[:BODY_CHARS]
-            raise InpaintServerError(f"{self.name}: POST {url} answered HTTP {response.status_code}: {body!r}")
+            body = redact_text(response.text[:BODY_CHARS], self.urls)
+            raise InpaintServerError(f"{self.name}: POST {shown} answered HTTP {response.status_code}: {body!r}")
         try:
             out = decode_rgb(response.content, orientation="ignore")
         except ImageDecodeError as exc:
-            raise InpaintServerError(f"{self.name}: POST {url} answered an undecodable image "
+            raise InpaintServerError(f"{self.name}: POST {shown} answered an undecodable image "
                                      f"({response.headers.get('Content-Type')}): {exc}") from None
         if out.shape[:2] != image.shape[:2]:
-            raise InpaintServerError(f"{self.name}: POST {url} answered {out.shape[1]}x{out.shape[0]} for a "
+            raise InpaintServerError(f"{self.name}: POST {shown} answered {out.shape[1]}x{out.shape[0]} for a "
                                      f"{image.shape[1]}x{image.shape[0]} input")
         return np.ascontiguousarray(out, dtype=np.uint8)
 
