@@ -329,9 +329,6 @@ def folder_mode() -> int:
     return 0o777 & ~umask()
 
 
-FILE_MODE = file_mode()  # at import; writers call file_mode() / folder_mode() so a later umask counts
-FOLDER_MODE = folder_mode()
-
 
 @contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[IO[bytes]]:
