@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -206,6 +207,18 @@ def assign_split(dataset: str | None, image_id: str | None, val_fraction: float)
     twins included, lands in the same split in every run; the share of ``val`` images is ``val_fraction``."""
     position = int(stable_hash(dataset, image_id, length=16), 16) / float(1 << 64)
     return "val" if position < val_fraction else "train"
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_field(value: Any) -> str | None:
+    """A text value from a dataset file as a row can hold it: a ``str`` with every lone surrogate (valid JSON
+    ``"\\ud800"``, or bytes read with ``surrogateescape``) replaced by U+FFFD, which Arrow cannot write
+    otherwise (the whole shard would fail); None for anything that is not a ``str``."""
+    if not isinstance(value, str):
+        return None
+    return _LONE_SURROGATE.sub("\ufffd", value) if _LONE_SURROGATE.search(value) else value
 
 
 def image_cell(data: bytes, name: str) -> dict[str, Any]:

@@ -52,6 +52,9 @@ ANNOTATION_KEYS = ("Polygons", "instance_boxes", "ann_ids")
 FAR = 2
 
 
+NOT_AN_OBJECT = "__not_an_object__"  # marks a refer-file record that is not a JSON object (see read())
+
+
 class PhraseCutFormatError(ValueError):
     """A VGPhraseCut file or split ieiw cannot use at all; the one-line message names the file."""
 
@@ -163,7 +166,7 @@ class PhraseCutSource:
             raise FileNotFoundError(f"{info_path}: not found; is {self.root} a VGPhraseCut_v0 folder?")
         self._parts = {split: self.split_files(split) for split in self.splits}
         self._info = self._read_info(info_path)
-        self._cache: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
+        self._cache: dict[str, list[tuple[str, str, int, Any]]] = {}  # (part, refer file, index, record)
 
     @staticmethod
     def _read_info(path: Path) -> dict[int, dict[str, Any]]:
@@ -171,11 +174,10 @@ class PhraseCutSource:
         if not isinstance(entries, list):
             raise PhraseCutFormatError(f"{path}: expected a list of image entries, found {type(entries).__name__}")
         info: dict[int, dict[str, Any]] = {}
-        for index, entry in enumerate(entries):
+        for entry in entries:
             image_id = _image_id(entry.get("image_id")) if isinstance(entry, dict) else -1
-            if image_id < 0:
-                raise PhraseCutFormatError(f"{path}: entry {index} has no integer image_id: {str(entry)[:80]}")
-            info[image_id] = entry
+            if image_id >= 0:  # an entry without one names no image: that image's records fail no_image_info
+                info[image_id] = entry
         return info
 
     def refer_path(self, split: str) -> Path:
@@ -231,24 +233,25 @@ class PhraseCutSource:
             raise PhraseCutFormatError(
                 f"{path}: expected a list of referring records, found {type(records).__name__}"
             )
-        for index, record in enumerate(records):
-            if not isinstance(record, dict):
-                raise PhraseCutFormatError(
-                    f"{path}: record {index} is a {type(record).__name__}, not an object; is this a refer file?"
-                )
-        if records and not any(key in record for record in records for key in ANNOTATION_KEYS):
+        objects = [record for record in records if isinstance(record, dict)]
+        if records and not objects:
+            raise PhraseCutFormatError(
+                f"{path}: no record is an object (record 0 is a {type(records[0]).__name__}); is this a refer file?"
+            )
+        if objects and not any(key in record for record in objects for key in ANNOTATION_KEYS):
             raise PhraseCutFormatError(
                 f"{path}: no record has Polygons, instance_boxes or ann_ids: this is a refer_input file "
                 f"(evaluation inputs); put the full refer_{part}.json from the VGPhraseCut download here"
             )
         return records
 
-    def _records(self, split: str) -> list[tuple[str, str, dict[str, Any]]]:
+    def _records(self, split: str) -> list[tuple[str, str, int, Any]]:
         if split not in self._cache:
             parts = self._parts.get(split) or self.split_files(split)
-            rows: list[tuple[str, str, dict[str, Any]]] = []
+            rows: list[tuple[str, str, int, Any]] = []
             for part, path in parts:
-                rows.extend((part, str(path), raw) for raw in self._load_refer(part, path, split))
+                rows.extend((part, str(path), index, raw)
+                            for index, raw in enumerate(self._load_refer(part, path, split)))
                 if self.limit and len(rows) >= self.limit:
                     break
             self._cache[split] = rows[: self.limit] if self.limit else rows
@@ -277,7 +280,9 @@ class PhraseCutSource:
     def read(self, split: str, start: int, stop: int) -> list[PhraseCutRecord]:
         """Records ``[start, stop)`` of ``split`` in file order (never raises for bad record content)."""
         out = []
-        for part, refer_file, raw in self._records(split)[start:stop]:
+        for part, refer_file, index, raw in self._records(split)[start:stop]:
+            if not isinstance(raw, dict):  # check_record fails it, naming its place in the file
+                raw = {NOT_AN_OBJECT: type(raw).__name__, "task_id": f"{Path(refer_file).name}#{index}"}
             image_id = _image_id(raw.get("image_id"))
             info = self._info.get(image_id, {}) if image_id >= 0 else {}
             phrase = raw.get("phrase")
@@ -286,7 +291,7 @@ class PhraseCutSource:
             name = structure.get("name") if isinstance(structure, dict) else None
             out.append(
                 PhraseCutRecord(
-                    task_id=str(raw.get("task_id", f"{image_id}__?")),
+                    task_id=_task_id(raw.get("task_id"), refer_file, index),
                     image_id=image_id,
                     split=part,
                     phrase=phrase,
@@ -304,6 +309,13 @@ class PhraseCutSource:
         return out
 
 
+def _task_id(value: Any, refer_file: str, index: int) -> str:
+    """The record's ``task_id`` as text; its place in the file when it has none that is usable."""
+    if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
+        return str(value)
+    return f"{Path(refer_file).name}#{index}"
+
+
 def _int(value: Any) -> int:
     try:
         return max(int(value), 0)
@@ -314,6 +326,11 @@ def _int(value: Any) -> int:
 def check_record(record: PhraseCutRecord) -> None:
     """The record-level checks that need no file: a usable image id, a phrase, the image's split.
     Raises :class:`SourceRecordError`; :func:`load_image` and :func:`record_mask` call it."""
+    if NOT_AN_OBJECT in record.raw:
+        raise SourceRecordError(
+            "bad_record", record.task_id, record.refer_file,
+            f"record is a {record.raw[NOT_AN_OBJECT]}, not an object",
+        )
     if record.image_id < 0:
         raise SourceRecordError(
             "bad_image_id", record.task_id, record.refer_file,
