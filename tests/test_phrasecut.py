@@ -430,3 +430,45 @@ def test_bad_image_ids_and_unlisted_images_fail_per_record(tmp_path):
             load_image(record)
         reasons.append(err.value.failure.reason)
     assert reasons == ["bad_image_id", "no_image_info", "no_phrase"]
+
+
+def test_records_that_are_not_objects_and_bad_info_entries_fail_alone(tmp_path):
+    """Found by the fuzz suite: a refer record that is not an object stopped the whole source at plan time,
+    and so did one info entry without an integer image_id; now each fails only its own records."""
+    data = saved(Image.fromarray(upright_scene()), "JPEG")
+    good, other = refer_record(1, ann_id=1), refer_record(2, ann_id=2)
+    infos = [info_entry(1), {"width": WIDTH, "height": HEIGHT, "image_id": None}, info_entry(2)]
+    infos[2]["image_id"] = [2]  # a list where the id should be: image 2 is not listed
+    root = write_root(tmp_path, {1: data, 2: data}, infos, {"train": [good, None, other]})
+    source = PhraseCutSource(root, ["train"])
+    source.check()
+    records = source.read("train", 0, 3)
+    assert [r.task_id for r in records] == ["1__1", "refer_train.json#1", "2__2"]
+    image = load_image(records[0])
+    assert record_mask(records[0], image.width, image.height).any()
+    reasons = []
+    for record in records[1:]:
+        with pytest.raises(SourceRecordError) as err:
+            load_image(record)
+        reasons.append(err.value.failure.reason)
+    assert reasons == ["bad_record", "no_image_info"]
+
+
+def test_text_a_row_cannot_hold_is_made_writable_or_dropped(tmp_path):
+    """Found by the fuzz suite: a list ``url`` or a lone surrogate (valid JSON: "\\ud800") in a phrase reached
+    the row, and Arrow refused the whole unit's shard."""
+    from ieiw.builders.removal import PhraseCutSourceConfig, RemovalBuilder, RemovalConfig
+    from ieiw.schemas.rows import rows_to_table
+    from ieiw.schemas.units import BuildContext
+
+    data = saved(Image.fromarray(upright_scene()), "JPEG")
+    info = info_entry(1)
+    info["url"] = [["not", "a", "url"]]
+    root = write_root(tmp_path, {1: data}, [info], {"train": [refer_record(1, phrase="red \ud800square")]})
+    builder = RemovalBuilder(RemovalConfig(source=PhraseCutSourceConfig(root=root, splits=["train"])),
+                             BuildContext(root=tmp_path, out_dir=tmp_path / "out", unit_size=8))
+    rows = [row for unit in builder.plan() for row in builder.build_unit(unit).rows]
+    assert rows
+    table = rows_to_table(rows)
+    assert all(origin["url"] is None for origin in table.column("origin").to_pylist())
+    assert all("\ufffd" in origin["phrase"] for origin in table.column("origin").to_pylist())

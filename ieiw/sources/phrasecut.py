@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ieiw.imageio import JPEG_QUALITY, ImageDecodeError, Orientation, SizeMismatch, decode
+from ieiw.schemas.rows import text_field
 from ieiw.schemas.source_image import SourceImage
 from ieiw.schemas.units import SourceRecordError
 
@@ -285,10 +286,9 @@ class PhraseCutSource:
                 raw = {NOT_AN_OBJECT: type(raw).__name__, "task_id": f"{Path(refer_file).name}#{index}"}
             image_id = _image_id(raw.get("image_id"))
             info = self._info.get(image_id, {}) if image_id >= 0 else {}
-            phrase = raw.get("phrase")
-            phrase = phrase if isinstance(phrase, str) else ""
+            phrase = text_field(raw.get("phrase")) or ""  # text: lone surrogates made writable
             structure = raw.get("phrase_structure")
-            name = structure.get("name") if isinstance(structure, dict) else None
+            name = text_field(structure.get("name")) if isinstance(structure, dict) else None
             out.append(
                 PhraseCutRecord(
                     task_id=_task_id(raw.get("task_id"), refer_file, index),
@@ -300,10 +300,11 @@ class PhraseCutSource:
                     image_path=self.root / "images" / f"{image_id}.jpg",
                     width=_int(info.get("width")),
                     height=_int(info.get("height")),
-                    url=info.get("url"),
-                    name=" ".join(name.split()) if isinstance(name, str) else "",
-                    relations=normalise_relations(phrase, structure),
-                    image_split=info.get("split") if isinstance(info.get("split"), str) else None,
+                    url=text_field(info.get("url")),
+                    name=" ".join(name.split()) if name else "",
+                    relations=tuple((text_field(p) or "", text_field(o) or "")
+                                    for p, o in normalise_relations(phrase, structure)),
+                    image_split=text_field(info.get("split")),
                 )
             )
         return out
@@ -312,7 +313,7 @@ class PhraseCutSource:
 def _task_id(value: Any, refer_file: str, index: int) -> str:
     """The record's ``task_id`` as text; its place in the file when it has none that is usable."""
     if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
-        return str(value)
+        return text_field(str(value)) or ""
     return f"{Path(refer_file).name}#{index}"
 
 
