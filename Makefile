@@ -9,7 +9,7 @@ PORT   ?= 4200
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: install install-dev build build-multitask test browser test-integration lama-cleaner iopaint serve bench bench-loader bench-giqa bench-stats bench-removal bench-lama bench-exemplar bench-manifest bench-stages bench-parallel bench-profile bench-scale train verify stats clean
+.PHONY: install install-dev build build-multitask test fuzz browser test-integration lama-cleaner iopaint serve bench bench-loader bench-giqa bench-stats bench-removal bench-lama bench-exemplar bench-manifest bench-stages bench-parallel bench-profile bench-scale train verify stats clean
 
 # One stamp per set of extras, so `make build` does not pull the training stack (torch) it does not need.
 $(BIN)/.stamp-%: pyproject.toml
@@ -31,6 +31,11 @@ build-multitask: install  ## demo removal + every converter and importer from sa
 
 test: install-dev browser  ## the whole test suite (CI runs this)
 	$(BIN)/python -m pytest -q
+
+# The fuzz suite alone, long: 10,000 random examples per reader family (IEIW_FUZZ_EXAMPLES= to change);
+# `make test` runs a small derandomised part of it. docs/security.md.
+fuzz: install-dev  ## hypothesis over every dataset reader: damaged records and files (tests/fuzz)
+	IEIW_FUZZ_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider tests/fuzz
 
 # The HTML report's browser test drives Debian's Chromium (playwright cannot download a browser offline).
 # Installed here when this is root with apt; otherwise `make test` stops before any test and says how.

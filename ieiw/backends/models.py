@@ -61,6 +61,11 @@ class HubModelFields(BaseModel):
             return {"model": path_digest(Path(self.model).expanduser())}
         return {"model": self.revision or cached_commit(self.model, None)}
 
+    def model_files(self) -> dict[str, Path | None]:
+        """The folder the weights load from (a pinned ``sha256:`` is its content digest, as ``ieiw`` computes
+        it: ``docs/config.md``, "Pinning model files")."""
+        return {"model": self.model_folder()}
+
     def model_folder(self) -> Path | None:
         """The local folder the model loads from, or None when it is nowhere on this machine."""
         if self.is_local():

@@ -84,7 +84,7 @@ class SamRegionsConfig(RegionsConfig):
         elif Path(self.checkpoint).name in CHECKPOINTS.values() and Path(self.checkpoint).name != expected:
             lines.append(f"regions backend sam: checkpoint {Path(self.checkpoint).name} is not a {self.model_type} "
                          f"checkpoint ({expected}); set model_type to match")
-        return lines
+        return lines + self.digest_problems()
 
 
 def _coco_region(item: dict[str, Any], index: int, *, dataset: str, image_id: str, image_path: Path,

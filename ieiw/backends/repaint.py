@@ -139,7 +139,7 @@ class Repainter(abc.ABC):
         self.config = config
         self.name = config.label()
         self.embedded = config.embedded
-        self.model = config.model_id()
+        self.model = config.model_record()
 
     def repaint(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], exemplars: Sequence[np.ndarray],
                 seeds: Sequence[int]) -> list[np.ndarray]:
@@ -295,7 +295,7 @@ class PaintByExampleConfig(HubModelFields, RepaintConfig):
                 f"{DEFAULT_MODEL}`, or point replacement.repaint.model at a saved pipeline folder)")
 
     def preflight(self) -> list[str]:
-        return [] if self.model_folder() is not None else [self.missing_message()]
+        return self.digest_problems() if self.model_folder() is not None else [self.missing_message()]
 
 
 def load_paint_by_example(folder: Path, dtype: Any = None) -> Any:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import cv2
@@ -141,7 +142,7 @@ class ClipVerifyConfig(VerifyConfig):
         from ieiw.backends.features.clip import ClipFeaturesConfig
 
         return ClipFeaturesConfig(model=self.model, revision=self.revision, device=self.device,
-                                  batch_size=self.batch_size, dtype=self.dtype)
+                                  batch_size=self.batch_size, dtype=self.dtype, sha256=self.sha256)
 
     def label(self) -> str:
         return f"clip-drop:{self.features_config().model_name()}"
@@ -151,6 +152,9 @@ class ClipVerifyConfig(VerifyConfig):
 
     def model_digests(self) -> dict[str, str | None]:
         return self.features_config().model_digests()
+
+    def model_files(self) -> dict[str, Path | None]:
+        return self.features_config().model_files()
 
     def preflight(self) -> list[str]:
         return [line.replace("features backend clip", "removal.verify backend clip")

@@ -269,7 +269,7 @@ class RemovalBuilder(CandidateBuilder):
         # params: the id's parameters, plus how the source image was read (converted, EXIF-transposed:
         # then re-encoded so source and target agree in every viewer)
         builder = builder_cell(name=self.name, backend=inpaint.label(), embedded=inpaint.embedded,
-                               model=inpaint.model_id(), seed=c.seed,
+                               model=inpaint.model_record(), seed=c.seed,
                                params={**params, "source_image": image.provenance()})
         verify = self.config.verify
         scores = {"verification": score, "verification_backend": verify.label()} if verify is not None else None

@@ -371,7 +371,7 @@ class ReplacementBuilder(CandidateBuilder):
                          "source_label_source": label_source},
             "scores": None,
             "builder": builder_cell(name=self.name, backend=repaint.label(), embedded=bool(repaint.embedded),
-                                    model=repaint.model_id(), seed=seed,
+                                    model=repaint.model_record(), seed=seed,
                                     params={**params, "exemplar": match.record_id, "source_image": image.provenance()}),
             "drop_reason": None,
         }

@@ -242,7 +242,7 @@ class KnnGiqaConfig(BackendConfig):
 
     def preflight(self) -> list[str]:
         if self.generate is not None or (Path(self.reference) / META).exists():
-            return []
+            return self.digest_problems()
         return [f"scorer knn-giqa: reference {self.reference} is not a GIQA reference folder (no {META});"
                 " build it with `ieiw giqa-index IMAGES --out " + str(self.reference) + "`"]
 

@@ -42,6 +42,7 @@ from pydantic import (
     SerializeAsAny,
     ValidationError,
     create_model,
+    field_validator,
     model_validator,
 )
 
@@ -143,6 +144,10 @@ class ModelFile:
 ModelPath = Annotated[Path | None, ModelFile()]
 
 
+class ModelDigestError(ValueError):
+    """A model file whose sha256 is not the one its config pins (or a ``sha256:`` setting that names no model)."""
+
+
 class BackendConfig(StrictModel):
     """Parameters of one backend of one kind (``inpaint``, ``features``, ``scorer``, ...)."""
 
@@ -152,18 +157,79 @@ class BackendConfig(StrictModel):
     runtime_fields: ClassVar[frozenset[str]] = frozenset()
 
     backend: str
+    sha256: str | dict[str, str] | None = Field(
+        None, description="the expected sha256 of the model file (or folder) this backend loads, checked before "
+        "loading; a mapping field -> digest when it loads several; rows record it in builder.model")
+
+    @field_validator("sha256")
+    @classmethod
+    def _digests_are_hex(cls, value: str | dict[str, str] | None) -> str | dict[str, str] | None:
+        def clean(digest: str) -> str:
+            digest = digest.strip().lower().removeprefix("sha256:")
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError(f"{digest!r} is not a sha256 digest (64 hex digits)")
+            return digest
+
+        if isinstance(value, dict):
+            return {name: clean(digest) for name, digest in value.items()}
+        return clean(value) if value is not None else None
 
     def label(self) -> str:
         """The name rows and stats show, e.g. ``opencv-telea``."""
         return self.backend
+
+    def model_files(self) -> dict[str, Path | None]:
+        """Every model file or folder this backend loads, by config field (None: not set, or nowhere here)."""
+        return {name: Path(getattr(self, name)).expanduser() if getattr(self, name) is not None else None
+                for name, field in type(self).model_fields.items()
+                if any(isinstance(m, ModelFile) for m in field.metadata)}
+
+    def pinned_digests(self) -> dict[str, str]:
+        """The ``sha256:`` setting by field; a single digest pins the backend's only model."""
+        if self.sha256 is None:
+            return {}
+        files = self.model_files()
+        if isinstance(self.sha256, dict):
+            unknown = sorted(set(self.sha256) - set(files))
+            if unknown:
+                raise ModelDigestError(f"{self.kind} backend {self.backend}: sha256 names {', '.join(unknown)}, "
+                                       f"which it does not load (its model fields: {', '.join(files) or 'none'})")
+            return dict(self.sha256)
+        if len(files) != 1:
+            raise ModelDigestError(f"{self.kind} backend {self.backend}: one sha256 given, but it loads "
+                                   f"{len(files)} model files ({', '.join(files) or 'none'}); give a mapping")
+        return {next(iter(files)): self.sha256}
+
+    def check_model_digests(self) -> None:
+        """Raise :class:`ModelDigestError` when a pinned model file's sha256 differs: a checkpoint is code
+        (TorchScript and pickle run what they hold), so a swapped file must never load. A file that is not
+        there is left to the loader's own error (or to a download, which calls this again)."""
+        files = self.model_files()
+        for name, expected in self.pinned_digests().items():
+            path = files.get(name)
+            if path is None or not path.exists():
+                continue
+            found = path_digest(path)
+            if found != expected:
+                raise ModelDigestError(f"{self.kind} backend {self.backend}: {name} {path} has sha256 {found}, but "
+                                       f"the config pins {expected}; not loading it (a checkpoint is code)")
+
+    def model_record(self) -> str | None:
+        """What rows record in ``builder.model``: :meth:`model_id`, with ``@sha256:<digest>`` per pinned file."""
+        model = self.model_id()
+        pins = self.pinned_digests()
+        if model is None or not pins:
+            return model
+        return model + "".join(f"@sha256:{digest}" for _, digest in sorted(pins.items()))
 
     def model_id(self) -> str | None:
         """The model a row records in ``builder.model`` (checkpoint path, hub id@revision); None if none."""
         return None
 
     def row_params(self) -> dict[str, Any]:
-        """The parameters that shape the output (part of row ids): every field but the runtime ones."""
-        return self.model_dump(mode="json", exclude={"backend", *self.runtime_fields})
+        """The parameters that shape the output (part of row ids): every field but the runtime ones (and the
+        pinned digests, which check the model but do not change it)."""
+        return self.model_dump(mode="json", exclude={"backend", "sha256", *self.runtime_fields})
 
     def model_digests(self) -> dict[str, str | None]:
         """sha256 of every :data:`ModelPath` field's file or folder (cached by path, size and mtime)."""
@@ -175,21 +241,31 @@ class BackendConfig(StrictModel):
         return out
 
     def preflight(self) -> list[str]:
-        """One line per model file this backend needs and cannot find (checked before Prefect starts)."""
+        """One line per model file this backend needs and cannot find, or whose pinned sha256 differs (checked
+        before Prefect starts)."""
         out = []
         for name, field in type(self).model_fields.items():
             if any(isinstance(m, ModelFile) for m in field.metadata):
                 value = getattr(self, name)
                 if value is not None and not Path(value).exists():
                     out.append(f"{self.kind} backend {self.backend}: {name} {value} does not exist")
-        return out
+        return out + self.digest_problems()
+
+    def digest_problems(self) -> list[str]:
+        try:
+            self.check_model_digests()
+        except ModelDigestError as exc:
+            return [str(exc)]
+        return []
 
     def fingerprint(self) -> dict[str, Any]:
         """What a stage using this backend records for resume: label, output parameters, model digests."""
         return {"backend": self.label(), "params": self.row_params(), "models": self.model_digests()}
 
     def create(self) -> Any:
-        """The backend object (models load when it is first used, in the process that uses it)."""
+        """The backend object (models load when it is first used, in the process that uses it); a pinned
+        model file's sha256 is checked first."""
+        self.check_model_digests()
         return REGISTRY.backend(self.kind, self.backend).create(self)
 
     def uses_gpu(self) -> bool:

@@ -48,7 +48,7 @@ class ClipFeaturesConfig(HubModelFields, BackendConfig):
 
     def preflight(self) -> list[str]:
         if self.is_local() or cached_commit(self.model, self.revision) is not None:
-            return []
+            return self.digest_problems()
         return [f"features backend clip: model {self.model} is neither a local folder nor in the local Hugging Face"
                 " cache (weights are never downloaded: `huggingface-cli download` it, or save_pretrained a folder)"]
 

@@ -26,7 +26,7 @@ class Inpainter(abc.ABC):
         self.config = config
         self.name = config.label()
         self.embedded = config.embedded
-        self.model = config.model_id()
+        self.model = config.model_record()
 
     @abc.abstractmethod
     def inpaint(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> list[np.ndarray]:

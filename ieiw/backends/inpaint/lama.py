@@ -121,6 +121,9 @@ class LamaConfig(HDStrategyFields, BackendConfig):
     def checkpoint_path(self) -> Path:
         return Path(self.checkpoint) if self.checkpoint is not None else default_checkpoint()
 
+    def model_files(self) -> dict[str, Path | None]:
+        return {"checkpoint": self.checkpoint_path()}
+
     def model_digests(self) -> dict[str, str | None]:
         path = self.checkpoint_path()
         return {"checkpoint": path_digest(path) if path.exists() else None}
@@ -128,7 +131,7 @@ class LamaConfig(HDStrategyFields, BackendConfig):
     def preflight(self) -> list[str]:
         path = self.checkpoint_path()
         if path.exists() or self.allow_download:
-            return []
+            return self.digest_problems()
         return [f"inpaint backend lama: checkpoint {path} does not exist; download big-lama.pt "
                 f"({lama_model_url()}, md5 {lama_model_md5()}) to that path, set removal.inpaint.checkpoint, "
                 "or set removal.inpaint.allow_download: true"]
@@ -255,6 +258,7 @@ class LamaInpainter(Inpainter):
             partial.unlink(missing_ok=True)
             raise ValueError(f"downloaded {lama_model_url()}: md5 {found}, expected {lama_model_md5()}; deleted")
         partial.replace(path)
+        self.config.check_model_digests()  # a pinned sha256 holds for a downloaded file too
         return path
 
     # -- the strategies -------------------------------------------------------------------------------
