@@ -262,9 +262,10 @@ def make_candidates(build: Build, builder_name: str, unit: WorkUnit) -> UnitOutc
     if done := manifest.finished(unit.key, fingerprint):
         return UnitOutcome(CANDIDATES, unit.key, True, done["rows"])
     result = builder.build_unit(unit)
+    table = result.writable_table()  # a row Arrow cannot hold fails its record, not the unit
     for failure in result.failures:
         log.warning("unit %s: %s", unit.key, failure)
-    shard = write_shard(rows_to_table(result.rows), build.out / CANDIDATES / f"{unit.key}.parquet")
+    shard = write_shard(table, build.out / CANDIDATES / f"{unit.key}.parquet")
     dropped = Counter(row["drop_reason"] for row in result.rows if row.get("drop_reason"))
     stats = {"builder": builder_name, **result.stats(), "dropped": dict(dropped)}
     manifest.record(unit.key, shard, fingerprint, stats)

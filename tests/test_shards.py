@@ -57,6 +57,22 @@ def test_rows_to_table_rejects_unknown_task_and_missing_required_field():
         rows_to_table([broken])
 
 
+def test_a_row_arrow_cannot_hold_fails_its_record_not_the_unit():
+    """The candidates stage's backstop: a lone surrogate or a list where text belongs (what a reader let through
+    on odd input) costs that row, named, and the unit's other rows are written."""
+    from ieiw.schemas.units import UnitResult
+
+    surrogate, listed = pair_row(1), pair_row(2)
+    surrogate["instruction"] = "remove the \ud800 thing"
+    listed["origin"] = {"dataset": "phrasecut", "record_id": "1__2", "url": [["x"]]}
+    result = UnitResult(rows=[pair_row(0), surrogate, listed, pair_row(3)])
+    table = result.writable_table()
+    assert table.column("id").to_pylist() == [pair_row(0)["id"], pair_row(3)["id"]]
+    assert [(f.reason, f.record_id, f.file) for f in result.failures] == [
+        ("unwritable_row", "1__1", "phrasecut"), ("unwritable_row", "1__2", "phrasecut")]
+    assert result.stats()["failures"] == {"unwritable_row": 2}
+
+
 def test_write_shard_is_atomic_and_records_hash(tmp_path, monkeypatch):
     table = rows_to_table([pair_row(i) for i in range(5)])
     info = shards.write_shard(table, tmp_path / "a.parquet")

@@ -63,6 +63,10 @@ class SourceRecordError(Exception):
         self.failure = Failure(reason=reason, record_id=record_id, file=file, message=message)
 
 
+# What Arrow raises for a value it cannot hold (ArrowInvalid and ArrowTypeError are ValueError / TypeError).
+UNWRITABLE = (TypeError, ValueError, OverflowError, UnicodeError)
+
+
 @dataclass
 class UnitResult:
     """Rows and failures of one work unit, plus counters for the stats.
@@ -75,6 +79,31 @@ class UnitResult:
     records: int = 0
     counters: Counter = field(default_factory=Counter)
     skipped: Counter = field(default_factory=Counter)
+
+    def writable_table(self) -> Any:
+        """The rows as a ``pyarrow.Table``. A row Arrow cannot hold (a value of the wrong type, a lone surrogate:
+        a reader that let odd input through) becomes an ``unwritable_row`` failure of its record instead of
+        failing the whole unit; the readers are fuzzed so that this never happens (``docs/security.md``)."""
+        from ieiw.schemas.rows import rows_to_table
+
+        try:
+            return rows_to_table(self.rows)
+        except UNWRITABLE:
+            pass
+        kept = []
+        for row in self.rows:
+            try:
+                rows_to_table([row])
+            except UNWRITABLE as exc:
+                origin = row.get("origin") if isinstance(row.get("origin"), dict) else {}
+                self.failures.append(Failure(
+                    reason="unwritable_row", record_id=str(origin.get("record_id") or row.get("id")),
+                    file=str(origin.get("dataset")) if origin.get("dataset") else None,
+                    message=f"row {row.get('id')}: {type(exc).__name__}: {str(exc)[:200]}"))
+            else:
+                kept.append(row)
+        self.rows = kept
+        return rows_to_table(kept)
 
     def stats(self, max_messages: int = 50) -> dict[str, Any]:
         return {
