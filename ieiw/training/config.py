@@ -14,6 +14,7 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 
 from ieiw.schemas.config import StrictModel, load_yaml_model, parse_overrides
+from ieiw.training.flips import DEFAULT_FLIP, OFFICIAL_FLIP
 
 Stage = Literal["edit", "align", "adapt"]
 
@@ -62,7 +63,12 @@ class DataConfig(StrictModel):
     # Shorter side is resized to resolution * U(1, max_zoom) before the shared random crop.
     max_zoom: float = 1.0
     random_crop: bool = True
-    random_flip: bool = True
+    random_flip: bool = True  # false: never mirror; true: by the per-source rules below
+    # Flip probability keyed like source_weights; the official zeros (RefCOCO, gRefCOCO, GIER, GQA-Inpaint)
+    # by default. A row whose instruction names a side is never mirrored unless its family swaps sides
+    # (keypoints: "left knee" <-> "right knee"); ieiw.training.flips.
+    flip: dict[str, float] = Field(default_factory=lambda: dict(OFFICIAL_FLIP))
+    default_flip: float = Field(DEFAULT_FLIP, ge=0, le=1)
     shuffle_buffer: int = 1000
     num_workers: int = 4
     # Like the official `sample_weight`: per-epoch expected repeats of a row, keyed by

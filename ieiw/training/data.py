@@ -35,6 +35,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from ieiw.imageio import decode_image
 from ieiw.schemas import storage
 from ieiw.schemas.manifest import load_manifest
+from ieiw.training.flips import DEFAULT_FLIP, OFFICIAL_FLIP, flip_rule, swap_sides
 
 Tokenize = Callable[[str], torch.Tensor]
 logger = logging.getLogger(__name__)
@@ -189,13 +190,30 @@ def augment_pair(
     rng: np.random.Generator,
     max_zoom: float = 1.0,
     random_crop: bool = True,
-    random_flip: bool = True,
+    random_flip: bool | float = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same resize, crop and flip for both images; returns two uint8 CHW tensors.
+    """The same resize, crop and flip for both images; returns two uint8 CHW tensors (see
+    :func:`augment_pair_flipped`)."""
+    source_tensor, target_tensor, _ = augment_pair_flipped(source, target, resolution, rng, max_zoom, random_crop,
+                                                           random_flip)
+    return source_tensor, target_tensor
+
+
+def augment_pair_flipped(
+    source: Image.Image,
+    target: Image.Image,
+    resolution: int,
+    rng: np.random.Generator,
+    max_zoom: float = 1.0,
+    random_crop: bool = True,
+    random_flip: bool | float = True,
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """The same resize, crop and flip for both images; returns two uint8 CHW tensors and whether they were
+    mirrored (the caller may have to say so in the instruction: :mod:`ieiw.training.flips`).
 
     Equivalent to: resize the shorter side to ``resolution * U(1, max_zoom)``, crop ``resolution``
-    square (random or central), flip half the time. Only the crop window is resampled, with torch's
-    uint8 antialiased bicubic (about 3x faster than PIL's full-image resize at 256 px).
+    square (random or central), flip with probability ``random_flip`` (True: 0.5). Only the crop window is
+    resampled, with torch's uint8 antialiased bicubic (about 3x faster than PIL's full-image resize at 256 px).
     """
     zoom = rng.uniform(1.0, max_zoom) if max_zoom > 1.0 else 1.0
     short = max(resolution, round(resolution * zoom))
@@ -212,14 +230,17 @@ def augment_pair(
     x1, y1 = max(x0 + 1, round((x + resolution) * sx)), max(y0 + 1, round((y + resolution) * sy))
     # only the window is copied out of the decoded images (a view of each, then one stack)
     window = (slice(y0, y1), slice(x0, x1))
-    pair = torch.stack([torch.from_numpy(np.asarray(source)[window]), torch.from_numpy(np.asarray(target)[window])])
+    # np.stack copies the two views into one new (writable) array: torch would warn about a read-only buffer
+    pair = torch.from_numpy(np.stack([np.asarray(source)[window], np.asarray(target)[window]]))
     pair = pair.permute(0, 3, 1, 2)
     if pair.shape[-2:] != (resolution, resolution):
         pair = torch.nn.functional.interpolate(pair, size=(resolution, resolution), mode="bicubic", antialias=True)
-    if random_flip and rng.random() < 0.5:
+    probability = DEFAULT_FLIP if random_flip is True else float(random_flip)
+    flipped = probability > 0 and rng.random() < probability
+    if flipped:
         pair = pair.flip(-1)
     pair = pair.contiguous()
-    return pair[0], pair[1]
+    return pair[0], pair[1], flipped
 
 
 class ShardPairs(IterableDataset):
@@ -245,6 +266,8 @@ class ShardPairs(IterableDataset):
         max_zoom: float = 1.0,
         random_crop: bool = True,
         random_flip: bool = True,
+        flip_probabilities: Mapping[str, float] | None = None,
+        default_flip: float = DEFAULT_FLIP,
         epochs: int | None = None,
         text_only: bool = False,
         caption_suffixes: Mapping[str, str] | None = None,
@@ -263,7 +286,9 @@ class ShardPairs(IterableDataset):
         self.default_weight = default_weight
         self.max_zoom = max_zoom
         self.random_crop = random_crop
-        self.random_flip = random_flip
+        self.random_flip = random_flip  # False: no sample is mirrored, whatever the per-source rules say
+        self.flip_probabilities = dict(OFFICIAL_FLIP if flip_probabilities is None else flip_probabilities)
+        self.default_flip = default_flip
         self.epochs = epochs
         self.text_only = text_only
         self.caption_suffixes = dict(caption_suffixes or {})
@@ -347,9 +372,14 @@ class ShardPairs(IterableDataset):
             source = target if self.text_only else _open_rgb(row["source"], self.resolution)
             if target.size != source.size:
                 target = target.resize(source.size, Image.BICUBIC)
-            src, tgt = augment_pair(
-                source, target, self.resolution, rng, self.max_zoom, self.random_crop, self.random_flip
+            rule = flip_rule(self.flip_probabilities, self.default_flip, row["dataset"], row["task"], text)
+            src, tgt, flipped = augment_pair_flipped(
+                source, target, self.resolution, rng, self.max_zoom, self.random_crop,
+                rule.probability if self.random_flip else False,
             )
+            if flipped and rule.swap_sides:
+                text = swap_sides(text)
+                sample["instruction"] = text
             sample["target"] = tgt
             if not self.text_only:
                 sample["source"] = src

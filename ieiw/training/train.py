@@ -70,6 +70,8 @@ def build_dataset(config: Config, tokenizer: Any, rank: int, world_size: int) ->
         max_zoom=d.max_zoom,
         random_crop=d.random_crop,
         random_flip=d.random_flip,
+        flip_probabilities=d.flip,
+        default_flip=d.default_flip,
         text_only=config.stage == "adapt",
         caption_suffixes=d.caption_suffixes,
     )

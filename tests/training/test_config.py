@@ -18,6 +18,11 @@ def test_shipped_configs_validate_with_the_paper_settings():
     assert sd15.train.learning_rate == 1e-4 and sd15.train.weight_decay == 0.01 and sd15.train.lr_scheduler == "constant"
     assert sd15.ema.decay == 0.9999 and sd15.dropout.scheme == "instructdiffusion"
     assert sd15.validation.text_guidance == 5.0 and sd15.validation.image_guidance == 1.25
+    # the file users run, not the dataclass default: configs/instruct_diffusion.yaml's sample_weight and flip_prob
+    assert sd15.data.source_weights == {"aic": 0.1, "gopro": 2.0, "reds": 0.2, "sidd": 20.0, "clwd": 0.2,
+                                        "instructpix2pix": 0.2, "gier": 2.0}
+    assert sd15.data.random_flip and sd15.data.default_flip == 0.5
+    assert sd15.data.flip == {"refcoco": 0.0, "grefcoco": 0.0, "gier": 0.0, "gqa-inpaint": 0.0}
     tiny = load_config(REPO / "configs/train.tiny.yaml")
     assert tiny.model.tiny is not None and not tiny.model.require_gpu and tiny.train.mixed_precision == "no"
 

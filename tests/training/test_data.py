@@ -197,3 +197,16 @@ def test_schema_v1_folder_still_trains():
     first = samples[0]
     assert first["source"].shape == first["target"].shape == (3, 32, 32) and first["source"].dtype == torch.uint8
     assert first["instruction"]
+
+
+def test_the_loader_raises_no_avoidable_warning(stage_folder):
+    """torch warned "The given NumPy array is not writable" in every loader worker (a read-only view of a
+    decoded image passed to torch.from_numpy). A fresh process, so torch's warn-once state is clean."""
+    import subprocess
+    import sys
+
+    code = ("from ieiw.training.data import ShardPairs, index_shards\n"
+            f"samples = list(ShardPairs(index_shards({str(stage_folder)!r}), resolution=32, epochs=1))\n"
+            "assert samples\n")
+    proc = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
