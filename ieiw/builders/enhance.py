@@ -46,8 +46,10 @@ the clean file as stored. These rows say ``builder.embedded: true``: a stand-in 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -63,9 +65,9 @@ from ieiw.schemas.config import BuilderConfig, StrictModel
 from ieiw.schemas.lazy import locked_cached_property
 from ieiw.schemas.paths import PATH_OUTSIDE_ROOT, PathOutsideRoot, path_under
 from ieiw.schemas.registry import register_builder
-from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id, stable_hash
+from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id, stable_hash, text_field
 from ieiw.schemas.source_image import SourceImage
-from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
+from ieiw.schemas.units import BuildContext, CandidateBuilder, Failure, SourceRecordError, UnitResult, WorkUnit
 from ieiw.sources.degradations import DATASET_DEGRADATION, DEGRADATIONS, degrade, image_seed
 
 NAME = "enhance"
@@ -112,7 +114,7 @@ def load_task_templates(task: str, path: str | Path | None = None) -> TaskTempla
     return _task_templates(task, load_template_file(path, {task: ()}), str(Path(path)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _default_task_templates(task: str) -> TaskTemplates:
     name = f"templates/{task}.yaml"
     return _task_templates(task, load_packaged_template_file(name, {task: ()}), name)
@@ -197,9 +199,30 @@ class Listing:
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                   and not any(part.startswith(".") for part in p.relative_to(folder).parts)),
-                  key=lambda p: p.relative_to(folder).as_posix())
+    """The image files under ``folder``, sorted by relative path; hidden names (and what is under them) left
+    out, symlinked folders not entered (a symlinked file is listed: :meth:`EnhanceBuilder._inside` checks
+    where it leads), folders that cannot be listed skipped. Walked with a stack, not recursion (``rglob``,
+    ``os.walk``), so that a crafted tree a few thousand folders deep cannot exhaust Python's stack."""
+    found: list[tuple[str, Path]] = []
+    stack: list[tuple[str, str]] = [(str(folder), "")]
+    while stack:
+        current, prefix = stack.pop()
+        try:
+            with os.scandir(current) as entries:
+                listed = list(entries)
+        except OSError:  # unreadable, gone, a name too long for the system
+            continue
+        for entry in listed:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, f"{prefix}{entry.name}/"))
+                elif entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
+                    found.append((prefix + entry.name, folder / (prefix + entry.name)))
+            except OSError:  # a symlink loop, a name too long to stat
+                continue
+    return [path for _, path in sorted(found, key=lambda item: item[0])]
 
 
 def _keyed(files: list[tuple[str, Path]]) -> tuple[dict[str, Path], dict[str, Path]]:
@@ -352,6 +375,13 @@ def read_stored(path: Path, record_id: str, orientation: Orientation) -> SourceI
     return SourceImage.from_decoded(data, decoded, fmt="png")
 
 
+def _writable(failure: Failure) -> Failure:
+    """``failure`` as the stats, the manifest and the report can write it: a file name that is not UTF-8 comes
+    as lone surrogates, which no UTF-8 writer takes (:func:`text_field`)."""
+    return dataclasses.replace(failure, record_id=text_field(failure.record_id) or "?",
+                               file=text_field(failure.file), message=text_field(failure.message) or "")
+
+
 # -- the builder -----------------------------------------------------------------------------------
 @register_builder(NAME, EnhanceConfig)
 class EnhanceBuilder(CandidateBuilder):
@@ -425,7 +455,7 @@ class EnhanceBuilder(CandidateBuilder):
             try:
                 row = self._synthetic_row(record) if self.synthetic else self._paired_row(record)
             except SourceRecordError as err:
-                result.failures.append(err.failure)
+                result.failures.append(_writable(err.failure))
                 continue
             result.rows.append(row)
             result.counters[record.degradation] += 1
@@ -449,8 +479,8 @@ class EnhanceBuilder(CandidateBuilder):
             (dh, dw), (ch, cw) = degraded.pixels.shape[:2], clean.pixels.shape[:2]
             raise SourceRecordError("size_mismatch", record.key, str(record.degraded),
                                     f"{dw}x{dh}, but its partner {record.clean} is {cw}x{ch}")
-        extra = {"layout": self.listing.layout, "degraded_file": self._relative(record.degraded),
-                 "clean_file": self._relative(record.clean), "source_image": degraded.provenance(),
+        extra = {"layout": self.listing.layout, "degraded_file": text_field(self._relative(record.degraded)),
+                 "clean_file": text_field(self._relative(record.clean)), "source_image": degraded.provenance(),
                  "target_image": clean.provenance()}
         return self._row(record, record.key, degraded.data, clean.data, clean.pixels, None, extra, embedded=False)
 
@@ -464,6 +494,8 @@ class EnhanceBuilder(CandidateBuilder):
             raise SourceRecordError(PATH_OUTSIDE_ROOT, key, str(path), str(exc)) from None
 
     def _relative(self, path: Path) -> str:
+        """``path`` relative to ``root``, as the file system spells it (bytes that are not UTF-8 as lone
+        surrogates); a row holds it through :func:`text_field`."""
         try:
             return path.relative_to(self.config.root).as_posix()
         except ValueError:
@@ -476,7 +508,8 @@ class EnhanceBuilder(CandidateBuilder):
         clean = read_stored(self._inside(record.clean, record.key), record.key, Orientation.APPLY)
         seed = image_seed(self.config.seed, relative, record.degradation)
         made = degrade(clean.pixels, record.degradation, seed)
-        extra = {"image_seed": seed, **made.details, "clean_file": relative, "target_image": clean.provenance()}
+        extra = {"image_seed": seed, **made.details, "clean_file": text_field(relative),
+                 "target_image": clean.provenance()}
         return self._row(record, relative, encode(made.pixels, "png"), clean.data, clean.pixels, made.mask, extra,
                          embedded=True)
 
@@ -484,10 +517,12 @@ class EnhanceBuilder(CandidateBuilder):
              mask: np.ndarray | None, extra: dict[str, Any], embedded: bool) -> dict[str, Any]:
         c = self.config
         params = self.params(record.degradation)
-        rid = row_id(c.dataset, record.key, NAME, params, TASK)
+        rid = row_id(c.dataset, record.key, NAME, params, TASK)  # the name as stored: distinct names, distinct ids
         task = TEMPLATE_FOR[record.degradation]
         height, width = pixels.shape[:2]
-        stem = record.key.replace("/", "_").replace("#", "_")
+        # Keys are file names: bytes that are not UTF-8 come as lone surrogates, which Arrow cannot write.
+        key, image_id = text_field(record.key) or "", text_field(image_id)
+        stem = key.replace("/", "_").replace("#", "_")
         return {
             "id": rid,
             "task": TASK,
@@ -498,7 +533,7 @@ class EnhanceBuilder(CandidateBuilder):
             "width": width,
             "height": height,
             "origin": origin_cell(dataset=c.dataset, split=c.split if not self.synthetic else None,
-                                  record_id=record.key, image_id=image_id, license=LICENSES[c.dataset]),
+                                  record_id=key, image_id=image_id, license=LICENSES[c.dataset]),
             "exemplar": None,
             "scores": None,
             "builder": builder_cell(name=NAME, backend="synthetic-degradation" if self.synthetic else "paired-folders",

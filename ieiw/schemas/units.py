@@ -50,6 +50,16 @@ class Failure:
     file: str | None
     message: str
 
+    def __post_init__(self) -> None:
+        # A name read from a dataset may hold lone surrogates (non-UTF-8 bytes); the stats, the log and the
+        # HTML report write these strings as UTF-8, so they are made writable here, once.
+        from ieiw.schemas.rows import text_field
+
+        for name in ("reason", "record_id", "file", "message"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, text_field(value))
+
     def __str__(self) -> str:
         where = f"{self.file}: " if self.file else ""
         return f"{where}record {self.record_id}: {self.reason}: {self.message}"

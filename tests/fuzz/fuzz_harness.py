@@ -328,6 +328,7 @@ def check_outcome(outcome: Outcome, baseline: Outcome, space: Workspace, touched
             f"{what}: one bad record stopped the whole source: {message!r}"
     for failure in outcome.failures:
         assert failure.reason and isinstance(failure.reason, str), f"{what}: failure without a reason: {failure}"
+        str(failure).encode("utf-8")  # the stats, the log and the report write it
         assert failure.record_id not in (None, "", "None"), f"{what}: failure names no record: {failure}"
         assert failure.file, f"{what}: failure names no file: {failure}"
     if outcome.plan_error is None and touched is not None:  # damaged bytes may change any record they hit
