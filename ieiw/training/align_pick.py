@@ -238,7 +238,7 @@ def _generate(work: Path, prompts: list[dict[str, Any]], gen: dict[str, Any], de
         from PIL import Image
 
         from ieiw.imageio import decode_rgb
-        from ieiw.training.edit import edit_official, load_pipeline, official_size
+        from ieiw.training.edit import edit_official, fit_official, load_pipeline
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
@@ -255,7 +255,7 @@ def _generate(work: Path, prompts: list[dict[str, Any]], gen: dict[str, Any], de
             if not out.exists():
                 if image is None:
                     image = Image.fromarray(decode_rgb((work / prompt["source"]).read_bytes()))
-                    image = image.resize(official_size(*image.size, gen["resolution"]), Image.LANCZOS)
+                    image = fit_official(image, gen["resolution"])
                 if gen["sampler"] == "official":
                     result = edit_official(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler.config,
                                            image, prompt["instruction"], gen["steps"], text_g, image_g, gen["seed"])

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ieiw.imageio import decode_rgb
 from ieiw.training.data import ClipTokenize
@@ -30,6 +30,17 @@ def official_size(width: int, height: int, resolution: int) -> tuple[int, int]:
     factor = resolution / max(width, height)
     factor = math.ceil(min(width, height) * factor / 64) * 64 / min(width, height)
     return max(64, int((width * factor) // 64) * 64), max(64, int((height * factor) // 64) * 64)
+
+
+def fit_official(image: Image.Image, resolution: int) -> Image.Image:
+    """The official ``edit_cli.py`` input: ``ImageOps.fit`` (centre crop to the target aspect, then LANCZOS) to
+    :func:`official_size` -- never a stretch, which would change the picture's proportions."""
+    return ImageOps.fit(image, official_size(*image.size, resolution), method=Image.LANCZOS)
+
+
+def fit_back(result: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """The official output: the edit fitted back to the input's own size (``ImageOps.fit``, LANCZOS)."""
+    return result if result.size == size else ImageOps.fit(result, size, method=Image.LANCZOS)
 
 
 def load_pipeline(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Any:
@@ -111,8 +122,8 @@ def edit_file(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     pipe = load_pipeline(model, device, dtype)
-    image = Image.fromarray(decode_rgb(Path(image_path).read_bytes()))  # a user's photo: shown upright
-    image = image.resize(official_size(*image.size, resolution), Image.LANCZOS)
+    original = Image.fromarray(decode_rgb(Path(image_path).read_bytes()))  # a user's photo: shown upright
+    image = fit_official(original, resolution)
     if sampler == "official":
         result = edit_official(
             pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler.config,
@@ -128,5 +139,5 @@ def edit_file(
         raise ValueError(f"sampler {sampler!r}: use official or diffusers")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    result.save(out_path)
+    fit_back(result, original.size).save(out_path)
     return out_path
