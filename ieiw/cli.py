@@ -277,7 +277,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the export folder (new, empty, or an earlier export: replaced whole)")
     p.add_argument("--takedown", action="append", default=[], metavar="FILE",
                    help="leave out rows whose id, record id, URL or edit URL is in FILE (one a line, # comments)")
-    p.add_argument("--split", choices=["train", "val"], help="export one split only")
+    p.add_argument("--split", choices=["train", "val", "all"],
+                   help="export one split only, or all (default: train for instructdiffusion, all for the others)")
     p.set_defaults(run=cmd_export)
 
     p = sub.add_parser("card", help="write the Hugging Face dataset card (README.md) of a build")

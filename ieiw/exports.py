@@ -4,9 +4,11 @@ Formats (``FORMATS``):
 
 - ``instructdiffusion``: the official IEIW loader's layout (``IEIWDataset`` in InstructDiffusion's
   ``dataset/editing/edit_zip_dataset.py``): ``images/<id>_input.<ext>``, ``images/<id>_edited.<ext>`` (the
-  stored bytes) and ``meta_infov1.json``, a JSON list of ``{"input", "edited", "instruction"}`` with paths
-  relative to the export folder. The official loader opens those paths as they are (after replacing its own
-  ``/mnt/external/tmp/2023/06/11/`` prefix), so run it from the export folder.
+  stored bytes) and ``meta_infov1.json``, a JSON list of ``{"input", "edited", "instruction"}``. Each path is
+  written behind the official ``/mnt/external/tmp/2023/06/11/`` prefix, which the loader replaces with its
+  configured ``path`` (``data/ieiw/`` in ``configs/instruct_diffusion.yaml``) and opens relative to its working
+  directory, the InstructDiffusion checkout: put the export folder at that ``path`` and the paths resolve. The
+  train split only, unless another is asked for (the official loader has no split of its own).
 - ``hf-instructpix2pix``: Parquet with ``input_image``, ``edited_image`` (image structs carrying Hugging Face
   ``Image`` features) and ``edit_prompt``, the column names diffusers' ``train_instruct_pix2pix.py`` uses by
   default, as ``data/train-NNNNN.parquet`` and ``data/validation-NNNNN.parquet`` (the rows' ``split``), so
@@ -55,6 +57,9 @@ FORMATS = ("instructdiffusion", "hf-instructpix2pix", "webdataset")
 MARKER = "ieiw-export.json"
 META_NAME = "meta_infov1.json"
 SPLIT_NAMES = {"train": "train", "val": "validation"}  # row split -> Hugging Face split name
+# The prefix the official IEIWDataset replaces with its `path` (dataset/editing/edit_zip_dataset.py).
+OFFICIAL_PREFIX = "/mnt/external/tmp/2023/06/11/"
+DEFAULT_SPLIT = {"instructdiffusion": "train"}  # a format's split when none is asked for (else: every split)
 
 LIGHT = ["id", "task", "instruction", "origin", "scores", "split"]
 IMAGES = ["source_image", "target_image"]
@@ -200,7 +205,7 @@ def write_instructdiffusion(batches: Iterable[tuple[list[dict], pa.Table]], out:
                 for name, cell in (("input", source), ("edited", target)):
                     relative = f"images/{key}_{name}.{image_extension(cell)}"
                     (out / relative).write_bytes(cell["bytes"])
-                    item[name] = relative
+                    item[name] = OFFICIAL_PREFIX + relative
                 item["instruction"] = row["instruction"]
                 meta.write((b"\n" if first else b",\n") + json.dumps(item, ensure_ascii=False).encode())
                 first = False
@@ -401,12 +406,15 @@ def export(folder: Path, out: Path, fmt: str, takedown: set[str] | frozenset[str
     """Write the kept pairs of ``folder`` (a build's out folder or its ``ieiw/``) to ``out`` in ``fmt``.
 
     ``takedown``: ids and URLs whose rows are withheld (see the module docstring); ``split``: ``train`` or
-    ``val`` to export one split only. Returns the counts of written and withheld pairs.
+    ``val`` to export one split only, ``all`` for both; None: the format's default (:data:`DEFAULT_SPLIT`).
+    Returns the counts of written and withheld pairs.
     """
     if fmt not in WRITERS:
         raise ExportError(f"unknown export format {fmt!r} (one of {', '.join(FORMATS)})")
-    if split not in (None, "train", "val"):
-        raise ExportError(f"unknown split {split!r} (train or val)")
+    if split not in (None, "train", "val", "all"):
+        raise ExportError(f"unknown split {split!r} (train, val or all)")
+    split = DEFAULT_SPLIT.get(fmt) if split is None else split
+    split = None if split == "all" else split
     if shard_rows < 1 or shard_bytes < 1:
         raise ExportError("shard_rows and shard_bytes must be positive")
     pairs = pairs_folder(folder)

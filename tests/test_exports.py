@@ -84,19 +84,28 @@ def official_ieiw_loader(path: str) -> list[tuple[Image.Image, Image.Image, str]
     return items
 
 
-def test_instructdiffusion_export_reads_back_with_the_official_loader_logic(built, rows, tmp_path, monkeypatch):
-    result = export(built, tmp_path / "id", "instructdiffusion")
-    assert (result.written, result.withheld) == (len(rows), 0)
-    monkeypatch.chdir(tmp_path / "id")  # the official loader opens the listed paths as they are
-    loaded = official_ieiw_loader(str(tmp_path / "id") + "/")
-    assert len(loaded) == len(rows)
-    meta = json.loads((tmp_path / "id" / "meta_infov1.json").read_text())
+def test_instructdiffusion_export_loads_in_the_official_loader_from_its_checkout(built, rows, tmp_path, monkeypatch):
+    """As configs/instruct_diffusion.yaml runs it: the trainer's working directory is the InstructDiffusion
+    checkout, the export sits at its `path: data/ieiw/`, the loader swaps its prefix for that path. The train
+    split only, unless asked."""
+    checkout = tmp_path / "InstructDiffusion"
+    result = export(built, checkout / "data" / "ieiw", "instructdiffusion")
+    train = {rid: row for rid, row in rows.items() if row["split"] == "train"}
+    assert 0 < len(train) < len(rows), "the demo must have both splits for this test to mean something"
+    assert (result.written, result.withheld, result.other_split) == (len(train), 0, len(rows) - len(train))
+    monkeypatch.chdir(checkout)
+    loaded = official_ieiw_loader("data/ieiw/")
+    meta = json.loads((checkout / "data" / "ieiw" / "meta_infov1.json").read_text())
+    assert len(loaded) == len(meta) == len(train)
     for (source, target, instruction), item in zip(loaded, meta, strict=True):
-        row = rows[re.fullmatch(r"images/(\w+)_input\.\w+", item["input"]).group(1)]
+        local = {name: item[name].replace("/mnt/external/tmp/2023/06/11/", "data/ieiw/") for name in ("input", "edited")}
+        row = train[re.fullmatch(r"data/ieiw/images/(\w+)_input\.\w+", local["input"]).group(1)]
         assert instruction == row["instruction"]
-        assert Path(item["input"]).read_bytes() == row["source_image"]["bytes"]  # bytes as stored
-        assert Path(item["edited"]).read_bytes() == row["target_image"]["bytes"]
+        assert Path(local["input"]).read_bytes() == row["source_image"]["bytes"]  # bytes as stored
+        assert Path(local["edited"]).read_bytes() == row["target_image"]["bytes"]
         assert source.convert("RGB").size == target.convert("RGB").size == (row["width"], row["height"])
+    every = export(built, tmp_path / "all", "instructdiffusion", split="all")
+    assert every.written == len(rows)
 
 
 def test_hf_instructpix2pix_export_loads_in_datasets(built, rows, tmp_path, monkeypatch):
@@ -148,13 +157,15 @@ def test_takedown_by_id_and_url_leaves_every_export_and_the_card(built, rows, ta
     expected = Counter(triple(r) for r in kept.values())
 
     # instructdiffusion: first without the list, then again into the same folder with it (replaced whole)
-    export(built, tmp_path / "id", "instructdiffusion")
-    result = export(built / "ieiw", tmp_path / "id", "instructdiffusion", takedown=entries)
+    export(built, tmp_path / "id", "instructdiffusion", split="all")
+    result = export(built / "ieiw", tmp_path / "id", "instructdiffusion", takedown=entries, split="all")
     assert (result.written, result.withheld) == (len(kept), len(withheld))
     names = {p.name.rsplit("_", 1)[0] for p in (tmp_path / "id" / "images").iterdir()}
     assert names == set(kept) and not list(tmp_path.glob(".tmp-*"))
     meta = json.loads((tmp_path / "id" / "meta_infov1.json").read_text())
-    assert Counter((sha((tmp_path / "id" / m["input"]).read_bytes()), sha((tmp_path / "id" / m["edited"]).read_bytes()),
+    prefix = "/mnt/external/tmp/2023/06/11/"
+    assert Counter((sha((tmp_path / "id" / m["input"].removeprefix(prefix)).read_bytes()),
+                    sha((tmp_path / "id" / m["edited"].removeprefix(prefix)).read_bytes()),
                     m["instruction"]) for m in meta) == expected
 
     result = export(built, tmp_path / "hf", "hf-instructpix2pix", takedown=entries)
