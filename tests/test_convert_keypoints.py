@@ -5,6 +5,7 @@ crowd and unlabelled people skipped with reasons, bad records named, and a run t
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -17,8 +18,6 @@ import pytest
 import yaml
 from ieiw_testing import assert_not_carried, plant_outside, run_ieiw
 
-from ieiw.schemas.units import BuildContext
-from ieiw.phrases import TemplateError
 from ieiw.builders.keypoints import (
     COLOURS,
     KeypointsBuilder,
@@ -28,11 +27,13 @@ from ieiw.builders.keypoints import (
     joint_words,
     load_pose_templates,
 )
-from ieiw.sources.keypoints import DATASETS, JOINTS
-from ieiw.samples.pose import ensure_pose_sample, make_pose_sample
 from ieiw.imageio import decode, decode_mask
-from ieiw.schemas.rows import rows_to_table
+from ieiw.phrases import TemplateError
+from ieiw.samples.pose import ensure_pose_sample, make_pose_sample
 from ieiw.schemas.manifest import load_manifest
+from ieiw.schemas.rows import rows_to_table
+from ieiw.schemas.units import BuildContext
+from ieiw.sources.keypoints import DATASETS, JOINTS, PoseFormatError
 
 
 def build(config: KeypointsConfig, unit_size: int = 8):
@@ -161,7 +162,7 @@ def test_v1_joints_are_drawn(samples):
 
 
 def test_crowd_and_unlabelled_people_give_no_rows_and_are_counted(samples):
-    config, rows, failures, skipped = samples["coco"]
+    config, rows, _, skipped = samples["coco"]
     data = json.loads(config.annotation_path().read_text())
     crowd = {str(a["id"]) for a in data["annotations"] if a["iscrowd"]}
     empty = {str(a["id"]) for a in data["annotations"] if not a["iscrowd"] and max(a["keypoints"]) == 0}
@@ -315,3 +316,138 @@ def test_build_through_the_real_flow(tmp_path):
     assert sum(e["stats"]["records"] for e in manifest["units"].values()) == len(
         json.loads((tmp_path / "mpii" / "annot" / "train.json").read_text()))
     shutil.rmtree(tmp_path / "out")
+
+
+# -- hostile records (found by tests/fuzz/test_fuzz_keypoints.py): each fails alone ---------------------------
+
+
+def _first_image_people(doc) -> set[str]:
+    """The record ids of the people of a COCO-style file's first image."""
+    first = doc["images"][0]["id"]
+    return {str(a["id"]) for a in doc["annotations"] if a["image_id"] == first}
+
+
+def _set(path: tuple, value):
+    """A damage that sets ``doc[path...] = value`` and touches the records ``touched(doc)`` names."""
+    def damage(doc):
+        parent = doc
+        for key in path[:-1]:
+            parent = parent[key]
+        parent[path[-1]] = value
+    return damage
+
+
+def _ann0(doc) -> set[str]:
+    return {str(doc["annotations"][0]["id"])}
+
+
+def _mpii0(doc) -> set[str]:
+    return {f"0:{doc[0]['image']}"}
+
+
+def _everyone(doc) -> set[str]:
+    return {str(a["id"]) for a in doc["annotations"]}
+
+
+def _name_too_long(doc):
+    doc[0]["image"] = "a" * 300
+
+
+def _empty_id_and_bad_keypoints(doc):
+    doc["annotations"][0]["id"] = ""
+    doc["annotations"][0]["keypoints"] = doc["annotations"][0]["keypoints"][:-3]
+
+
+def _image0_names_image2_with_another_size(doc):
+    doc["images"][0]["file_name"] = doc["images"][2]["file_name"]
+    doc["images"][0]["width"] = 50
+
+
+HOSTILE = {  # id: (dataset, damage, records it may change, the failure reasons expected, what the code did before)
+    "mpii-entry-null": (
+        "mpii", _set((0,), None), _mpii0, {"bad_record"}, "PoseFormatError: the whole file refused"),
+    "coco-annotation-list": (
+        "coco", _set(("annotations", 0), [1]), _ann0, {"bad_record"}, "PoseFormatError: the whole file refused"),
+    "aic-image-id-list": (
+        "aic", _set(("images", 0, "id"), [1]), _first_image_people, {"no_image_info"}, "TypeError: unhashable"),
+    "coco-image_id-object": (
+        "coco", _set(("annotations", 0, "image_id"), {"a": 1}), _ann0, {"no_image_info"}, "TypeError: unhashable"),
+    "coco-category_id-list": (
+        "coco", _set(("annotations", 0, "category_id"), [1]), _ann0, set(), "TypeError: unhashable (not_person)"),
+    "coco-license-id-list": (
+        "coco", _set(("licenses", 0, "id"), [4]), _everyone, set(), "TypeError: unhashable"),
+    "coco-categories-number": (
+        "coco", _set(("categories",), 5), _everyone, set(), "TypeError: int is not iterable"),
+    "coco-width-inf": (
+        "coco", _set(("images", 0, "width"), math.inf), _first_image_people, set(), "OverflowError out of plan()"),
+    "coco-x-nan": (
+        "coco", _set(("annotations", 0, "keypoints", 15), math.nan), _ann0, {"bad_keypoints"},
+        "ValueError out of build_unit (floor of NaN)"),
+    "crowdpose-v-inf": (
+        "crowdpose", _set(("annotations", 0, "keypoints", 2), math.inf), _ann0, {"bad_keypoints"},
+        "OverflowError out of build_unit (int of 1e999)"),
+    "mpii-joint-inf": (
+        "mpii", _set((0, "joints", 9), [math.inf, 5]), _mpii0, {"bad_keypoints"},
+        "OverflowError out of build_unit (floor of inf)"),
+    "mpii-center-text": (
+        "mpii", _set((0, "center"), "ab"), _mpii0, {"bad_box"}, "ValueError out of build_unit"),
+    "mpii-center-number": (
+        "mpii", _set((0, "center"), 5), _mpii0, {"bad_box"}, "TypeError out of build_unit"),
+    "coco-url-list": (
+        "coco", _set(("images", 0, "coco_url"), ["x"]), _first_image_people, set(), "the shard unwritable"),
+    "coco-license-name-surrogate": (
+        "coco", _set(("licenses", 0, "name"), "\ud800"), _everyone, set(), "the shard unwritable"),
+    "coco-id-surrogate": (
+        "coco", _set(("annotations", 0, "id"), "\ud800"), _ann0, set(), "the shard unwritable"),
+    "coco-id-empty": (
+        "coco", _empty_id_and_bad_keypoints, _ann0, {"bad_keypoints"}, "a failure with record id ''"),
+    "mpii-image-surrogate": (
+        "mpii", _set((0, "image"), "\ud800.jpg"), _mpii0, {"path_outside_root"}, "UnicodeEncodeError out of plan()"),
+    "mpii-image-too-long": (
+        "mpii", _name_too_long, _mpii0, {"missing_image"}, "OSError (ENAMETOOLONG) out of build_unit"),
+    "aic-file_name-of-another-image": (
+        "aic", _image0_names_image2_with_another_size, _first_image_people, {"image_size_mismatch"},
+        "image 2's people failed image_size_mismatch: the image was read once per path, with image 0's size"),
+}
+
+
+@pytest.mark.parametrize(("dataset", "damage", "touched", "reasons", "before"), HOSTILE.values(), ids=HOSTILE)
+def test_a_hostile_record_fails_alone(tmp_path, dataset, damage, touched, reasons, before):
+    """One crafted record: a named failure (or a row as lenient as before), the others' rows unchanged, the
+    rows writable; ``before`` is what the code did before the fix."""
+    root = make_pose_sample(tmp_path / dataset, dataset, images=3, width=96, height=48)
+    config = KeypointsConfig(dataset=dataset, root=root)
+    baseline, failures, _ = build(config)
+    assert baseline and not failures
+    path = config.annotation_path()
+    doc = json.loads(path.read_text())
+    keys = touched(doc)
+    damage(doc)
+    path.write_text(json.dumps(doc))
+    rows, failures, _ = build(config)
+    rows_to_table(rows)
+    assert {f.reason for f in failures} == reasons, [str(f) for f in failures]
+    for failure in failures:
+        assert failure.record_id not in ("", "None") and failure.file
+        assert failure.file == str(path) or failure.file.startswith(str(config.image_folder()))
+
+    before_ids = {r["origin"]["record_id"] for r in baseline}
+    assert len({r["origin"]["record_id"] for r in rows} - before_ids) <= len(keys)  # a touched record renamed
+
+    def untouched(rows_):
+        return sorted((r["id"], r["target_image"]["bytes"], json.dumps(r["origin"], sort_keys=True))
+                      for r in rows_ if r["origin"]["record_id"] in before_ids - keys)
+
+    assert untouched(rows) == untouched(baseline)
+
+
+def test_an_annotation_file_that_is_no_utf8_is_named(tmp_path):
+    """Found by the fuzz suite: a file starting ``\\xff\\xfe`` (which json reads as UTF-16) raised a bare
+    UnicodeDecodeError that named no file."""
+    root = make_pose_sample(tmp_path / "coco", "coco", images=2, width=96, height=48)
+    config = KeypointsConfig(dataset="coco", root=root)
+    path = config.annotation_path()
+    data = path.read_bytes()
+    path.write_bytes(b"\xff\xfe" + data + b" " * (1 - len(data) % 2))  # an odd length: UTF-16 cut mid-character
+    with pytest.raises(PoseFormatError, match=re.escape(str(path))):
+        build(config)

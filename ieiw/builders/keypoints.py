@@ -27,6 +27,11 @@ uses the box's ``w*h``; MPII ``scale`` <= 0), ``not_person`` (a category without
 ``no_labelled_joints`` (every v is 0), ``no_joint_in_image`` (no labelled joint lies inside the image).
 A person whose image name (MPII's ``image``, a ``file_name``) is no path under the image folder (``..``,
 absolute, symlinked out) fails ``path_outside_root`` and nothing is read (:mod:`ieiw.schemas.paths`).
+Other bad records fail alone, naming the annotation file and the record: ``bad_record`` (an entry that is no
+object), ``bad_keypoints`` (not ``3 * J`` numbers / ``J`` joints, a coordinate that is no finite number, a
+``v`` not 0, 1 or 2), ``bad_box`` (a ``bbox`` that is not 4 finite numbers, an MPII ``center`` that is not 2 or
+a ``scale`` that is no finite number), ``no_image_info``, ``missing_image``, ``unreadable_image``,
+``image_size_mismatch``.
 
 **Drawing**: the radius is ``r = round(10 * short_side / 256)`` px (at least 1): InstructDiffusion's 10 px on
 its 256 px crops, scaled to the stored image, since the trainer's crop of a person spans about its short side.
@@ -60,6 +65,7 @@ person's box (COCO-style ``bbox``, or MPII's 0-based ``center`` and ``scale``), 
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import math
@@ -77,7 +83,7 @@ from ieiw.schemas.config import BuilderConfig, StrictModel
 from ieiw.schemas.lazy import locked_cached_property
 from ieiw.schemas.paths import PATH_OUTSIDE_ROOT
 from ieiw.schemas.registry import register_builder
-from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id, stable_hash
+from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id, stable_hash, text_field
 from ieiw.schemas.source_image import SourceImage
 from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
 from ieiw.sources.keypoints import JOINTS, LICENSES, WORDS, Person, PoseSource, default_split
@@ -114,12 +120,12 @@ def joint_words(dataset: str, mode: str = "words") -> tuple[str, ...]:
 
 def disc_radius(width: int, height: int) -> int:
     """``round(10 * short_side / 256)``, at least 1."""
-    return max(1, int(math.floor(RADIUS_AT_256 * min(width, height) / REFERENCE_SIDE + 0.5)))
+    return max(1, math.floor(RADIUS_AT_256 * min(width, height) / REFERENCE_SIDE + 0.5))
 
 
 def disc_centre(x: float, y: float) -> tuple[int, int]:
     """The official rounding: ``int(x + 0.5)`` (coordinates >= -0.5 round half up)."""
-    return int(math.floor(x + 0.5)), int(math.floor(y + 0.5))
+    return math.floor(x + 0.5), math.floor(y + 0.5)
 
 
 def disc_mask(width: int, height: int, cx: int, cy: int, radius: int) -> np.ndarray:
@@ -262,6 +268,19 @@ class Joint:
     v: int  # 0 unlabelled, 1 occluded, 2 visible
 
 
+def finite_number(value: Any, what: str) -> float:
+    """``value`` as a float when the file holds a finite number there (not text, not a bool, not NaN or
+    1e999: a crafted one would reach ``floor`` or the row's params); ``ValueError`` naming ``what`` otherwise."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            number = math.inf
+        if math.isfinite(number):
+            return number
+    raise ValueError(f"{what}: {value!r:.40} is not a finite number")
+
+
 def person_joints(dataset: str, person: Person, ann_file: str) -> list[Joint]:
     """The person's joints (all of them, any v), or :class:`SourceRecordError` ``bad_keypoints``."""
     count = len(JOINTS[dataset])
@@ -272,9 +291,12 @@ def person_joints(dataset: str, person: Person, ann_file: str) -> list[Joint]:
             if not isinstance(coords, list) or not isinstance(vis, list) or len(coords) != count or len(vis) != count:
                 raise ValueError(f"expected {count} joints and {count} joints_vis")
             out = []
-            for index, ((x, y), flag) in enumerate(zip(coords, vis, strict=True)):
-                x, y = float(x) - 1.0, float(y) - 1.0
-                labelled = float(flag) > 0 and x >= 0 and y >= 0
+            for index, (point, flag) in enumerate(zip(coords, vis, strict=True)):
+                if not isinstance(point, list) or len(point) != 2:
+                    raise ValueError(f"joint {index}: {point!r:.40} is not [x, y]")
+                x = finite_number(point[0], f"joint {index} x") - 1.0
+                y = finite_number(point[1], f"joint {index} y") - 1.0
+                labelled = finite_number(flag, f"joints_vis {index}") > 0 and x >= 0 and y >= 0
                 out.append(Joint(index, x, y, 2 if labelled else 0))
             return out
         values = raw.get("keypoints")
@@ -283,14 +305,36 @@ def person_joints(dataset: str, person: Person, ann_file: str) -> list[Joint]:
             raise ValueError(f"expected {3 * count} keypoint numbers (x, y, v for {count} joints), found {found}")
         out = []
         for index in range(count):
-            x, y, v = (float(values[3 * index + k]) for k in range(3))
-            v_int = int(v)
-            if v_int not in (0, 1, 2) or v_int != v:
+            x, y, v = (finite_number(values[3 * index + k], f"joint {index} {'xyv'[k]}") for k in range(3))
+            if v not in (0, 1, 2):
                 raise ValueError(f"joint {index}: visibility {v} is not 0, 1 or 2")
-            out.append(Joint(index, x, y, v_int))
+            out.append(Joint(index, x, y, int(v)))
         return out
-    except (TypeError, ValueError) as exc:
-        raise SourceRecordError("bad_keypoints", person.record_id, ann_file, str(exc)) from None
+    except ValueError as exc:
+        raise SourceRecordError("bad_keypoints", person.record_id, ann_file, text_field(str(exc)) or "") from None
+
+
+def person_box(dataset: str, person: Person, ann_file: str) -> dict[str, Any]:
+    """The person's box for the row's params, as annotated: COCO-style ``bbox`` (None when the record has
+    none), or MPII's 0-based ``center`` and ``scale``; :class:`SourceRecordError` ``bad_box`` when it is there
+    but not finite numbers (NaN or a string there would reach a trainer's crop)."""
+    raw = person.raw
+    try:
+        if dataset == "mpii":
+            center, scale = raw.get("center"), raw.get("scale")
+            if not isinstance(center, list) or len(center) != 2:
+                raise ValueError(f"center {center!r:.40} is not [x, y]")
+            finite_number(scale, "scale")
+            return {"center": [finite_number(v, "center") - 1.0 for v in center], "scale": scale}
+        box = raw.get("bbox")
+        if box is not None:
+            if not isinstance(box, list) or len(box) != 4:
+                raise ValueError(f"bbox {box!r:.40} is not [x, y, width, height]")
+            for value in box:
+                finite_number(value, "bbox")
+        return {"bbox": box}
+    except ValueError as exc:
+        raise SourceRecordError("bad_box", person.record_id, ann_file, text_field(str(exc)) or "") from None
 
 
 def check_person(dataset: str, person: Person, categories: set[Any]) -> None:
@@ -304,8 +348,12 @@ def check_person(dataset: str, person: Person, categories: set[Any]) -> None:
         if not scale > 0:
             raise PersonSkipped("zero_area")
         return
-    if raw.get("category_id") not in categories:
-        raise PersonSkipped("not_person")
+    category = raw.get("category_id")
+    try:
+        if category not in categories:
+            raise PersonSkipped("not_person")
+    except TypeError:  # a list or an object as the category: no category at all
+        raise PersonSkipped("not_person") from None
     if raw.get("iscrowd"):
         raise PersonSkipped("crowd")
     area = raw.get("area")
@@ -330,6 +378,11 @@ def read_image(person: Person, ann_file: str) -> SourceImage:
         data = path.read_bytes()
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise SourceRecordError("missing_image", person.record_id, str(path), "image file not found") from None
+    except OSError as exc:
+        if exc.errno not in (errno.ENAMETOOLONG, errno.ELOOP):  # a name no file can have: the record's trouble
+            raise
+        raise SourceRecordError("missing_image", person.record_id, str(path)[:300],
+                                f"image file not found ({exc.strerror})") from None
     expect = (person.width, person.height) if person.width and person.height else None
     try:
         decoded = decode(data, Orientation.MATCH if expect else Orientation.IGNORE, expect)
@@ -459,28 +512,34 @@ class KeypointsBuilder(CandidateBuilder):
         people = source.people[unit.payload["start"]: unit.payload["stop"]]
         result = UnitResult(records=len(people))
         ann_file = str(source.ann_path)
-        images: dict[Path, SourceImage | SourceRecordError] = {}
+        # an image read once per (file, stated size): a crafted entry that names another image's file with
+        # another size fails its own people, not the people who state the right size
+        images: dict[tuple[Path, int, int], SourceImage | SourceRecordError] = {}
         for person in people:
             try:
+                if person.record_error is not None:
+                    raise SourceRecordError("bad_record", person.record_id, ann_file, person.record_error)
                 check_person(c.dataset, person, source.person_category)
                 joints = person_joints(c.dataset, person, ann_file)
                 if not any(j.v > 0 for j in joints):
                     raise PersonSkipped("no_labelled_joints")
+                box = person_box(c.dataset, person, ann_file)
                 if c.dataset != "mpii" and not person.has_image:
                     raise SourceRecordError("no_image_info", person.record_id, ann_file,
-                                            f"image_id {person.image_id} is not in the file's images list")
+                                            f"image_id {person.image_id:.80} is not in the file's images list")
                 if person.path_error is not None:
                     raise SourceRecordError(PATH_OUTSIDE_ROOT, person.record_id, ann_file, person.path_error)
-                if person.image_path not in images:
+                key = (person.image_path, person.width, person.height)
+                if key not in images:
                     try:
-                        images[person.image_path] = read_image(person, ann_file)
+                        images[key] = read_image(person, ann_file)
                     except SourceRecordError as err:
-                        images[person.image_path] = err
-                image = images[person.image_path]
+                        images[key] = err
+                image = images[key]
                 if isinstance(image, SourceRecordError):
                     raise SourceRecordError(image.failure.reason, person.record_id, image.failure.file,
                                             image.failure.message)
-                row = self._row(person, image, joints, result)
+                row = self._row(person, image, joints, box, result)
             except PersonSkipped as skip:
                 result.skipped[skip.reason] += 1
                 continue
@@ -491,7 +550,8 @@ class KeypointsBuilder(CandidateBuilder):
             result.counters["discs"] += len(json.loads(row["builder"]["params"])["marks"])
         return result
 
-    def _row(self, person: Person, image: SourceImage, joints: list[Joint], result: UnitResult) -> dict[str, Any]:
+    def _row(self, person: Person, image: SourceImage, joints: list[Joint], box: dict[str, Any],
+             result: UnitResult) -> dict[str, Any]:
         c = self.config
         height, width = image.pixels.shape[:2]
         radius = disc_radius(width, height)
@@ -506,9 +566,6 @@ class KeypointsBuilder(CandidateBuilder):
         rid = row_id(c.dataset, person.record_id, NAME, params, TASK)
         instruction = self.templates.instruction(rid, [(j.index, names[j.index], colour) for j, colour in marks])
         stem = Path(person.image_path.name).stem or person.image_id
-        raw = person.raw
-        box = ({"center": [float(v) - 1.0 for v in raw.get("center", [])], "scale": raw.get("scale")}
-               if c.dataset == "mpii" else {"bbox": raw.get("bbox")})
         drawn = [
             {"index": j.index, "joint": names[j.index], "x": j.x, "y": j.y, "v": j.v, "color": colour,
              "centre": list(disc_centre(j.x, j.y))}
