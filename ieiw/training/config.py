@@ -14,6 +14,7 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 
 from ieiw.schemas.config import StrictModel, load_yaml_model, parse_overrides
+from ieiw.training.crops import DEFAULT_CROP, OFFICIAL_CROP, CropPolicy
 from ieiw.training.flips import DEFAULT_FLIP, OFFICIAL_FLIP
 
 Stage = Literal["edit", "align", "adapt"]
@@ -69,6 +70,10 @@ class DataConfig(StrictModel):
     # (keypoints: "left knee" <-> "right knee"); ieiw.training.flips.
     flip: dict[str, float] = Field(default_factory=lambda: dict(OFFICIAL_FLIP))
     default_flip: float = Field(DEFAULT_FLIP, ge=0, le=1)
+    # Crop policy keyed like source_weights, then by task family: short-side | squash | native; the official
+    # loaders' by default (editing and IEIW squashed to the square, SIDD cropped at native size); ieiw.training.crops.
+    crop: dict[str, CropPolicy] = Field(default_factory=lambda: dict(OFFICIAL_CROP))
+    default_crop: CropPolicy = DEFAULT_CROP
     shuffle_buffer: int = 1000
     num_workers: int = 4
     # Like the official `sample_weight`: per-epoch expected repeats of a row, keyed by

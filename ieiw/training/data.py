@@ -32,9 +32,10 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ieiw.imageio import decode_image
+from ieiw.imageio import decode_image, decode_mask
 from ieiw.schemas import storage
 from ieiw.schemas.manifest import load_manifest
+from ieiw.training.crops import DEFAULT_CROP, OFFICIAL_CROP, Box, crop_policy, crop_window, mask_box
 from ieiw.training.flips import DEFAULT_FLIP, OFFICIAL_FLIP, flip_rule, swap_sides
 
 Tokenize = Callable[[str], torch.Tensor]
@@ -207,27 +208,19 @@ def augment_pair_flipped(
     max_zoom: float = 1.0,
     random_crop: bool = True,
     random_flip: bool | float = True,
+    crop: str = DEFAULT_CROP,
+    keep: Box | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """The same resize, crop and flip for both images; returns two uint8 CHW tensors and whether they were
     mirrored (the caller may have to say so in the instruction: :mod:`ieiw.training.flips`).
 
-    Equivalent to: resize the shorter side to ``resolution * U(1, max_zoom)``, crop ``resolution``
-    square (random or central), flip with probability ``random_flip`` (True: 0.5). Only the crop window is
-    resampled, with torch's uint8 antialiased bicubic (about 3x faster than PIL's full-image resize at 256 px).
+    The window is the ``crop`` policy's (:mod:`ieiw.training.crops`; ``short-side``: resize the shorter side
+    to ``resolution * U(1, max_zoom)`` and crop ``resolution`` square, random or central, keeping the box
+    ``keep`` in view when it fits), then a flip with probability ``random_flip`` (True: 0.5). Only the window
+    is resampled, with torch's uint8 antialiased bicubic (about 3x faster than PIL's full-image resize at 256 px).
     """
-    zoom = rng.uniform(1.0, max_zoom) if max_zoom > 1.0 else 1.0
-    short = max(resolution, round(resolution * zoom))
     w, h = source.size
-    scale = short / min(w, h)
-    size = (max(short, round(w * scale)), max(short, round(h * scale)))
-    if random_crop:
-        x = int(rng.integers(0, size[0] - resolution + 1))
-        y = int(rng.integers(0, size[1] - resolution + 1))
-    else:
-        x, y = (size[0] - resolution) // 2, (size[1] - resolution) // 2
-    sx, sy = w / size[0], h / size[1]
-    x0, y0 = round(x * sx), round(y * sy)
-    x1, y1 = max(x0 + 1, round((x + resolution) * sx)), max(y0 + 1, round((y + resolution) * sy))
+    x0, y0, x1, y1 = crop_window(w, h, resolution, rng, crop, max_zoom, random_crop, keep)
     # only the window is copied out of the decoded images (a view of each, then one stack)
     window = (slice(y0, y1), slice(x0, x1))
     # np.stack copies the two views into one new (writable) array: torch would warn about a read-only buffer
@@ -268,6 +261,8 @@ class ShardPairs(IterableDataset):
         random_flip: bool = True,
         flip_probabilities: Mapping[str, float] | None = None,
         default_flip: float = DEFAULT_FLIP,
+        crop_policies: Mapping[str, str] | None = None,
+        default_crop: str = DEFAULT_CROP,
         epochs: int | None = None,
         text_only: bool = False,
         caption_suffixes: Mapping[str, str] | None = None,
@@ -289,6 +284,8 @@ class ShardPairs(IterableDataset):
         self.random_flip = random_flip  # False: no sample is mirrored, whatever the per-source rules say
         self.flip_probabilities = dict(OFFICIAL_FLIP if flip_probabilities is None else flip_probabilities)
         self.default_flip = default_flip
+        self.crop_policies = dict(OFFICIAL_CROP if crop_policies is None else crop_policies)
+        self.default_crop = default_crop
         self.epochs = epochs
         self.text_only = text_only
         self.caption_suffixes = dict(caption_suffixes or {})
@@ -326,18 +323,26 @@ class ShardPairs(IterableDataset):
         if not self.text_only:
             columns.append("source_image")
         for seg in segments:
-            table = storage.parquet_file(seg.path).read_row_group(seg.group, columns=columns).take(seg.rows)
-            cols = {name: table.column(name).to_pylist() for name in columns}
+            parquet = storage.parquet_file(seg.path)
+            wanted = columns + (["mask"] if not self.text_only and "mask" in parquet.schema_arrow.names else [])
+            table = parquet.read_row_group(seg.group, columns=wanted).take(seg.rows)
+            cols = {name: table.column(name).to_pylist() for name in wanted}
             for i in range(table.num_rows):
                 dataset = (cols["origin"][i] or {}).get("dataset")
-                weight = lookup_by_source(self.source_weights, dataset, cols["task"][i], self.default_weight)
+                task = cols["task"][i]
+                weight = lookup_by_source(self.source_weights, dataset, task, self.default_weight)
+                crop = crop_policy(self.crop_policies, self.default_crop, dataset, task)
+                mask = (cols.get("mask") or [None] * table.num_rows)[i]
                 row = {
                     "id": cols["id"][i],
-                    "task": cols["task"][i],
+                    "task": task,
                     "dataset": dataset,
                     "instruction": cols["instruction"][i],
                     "target": cols["target_image"][i]["bytes"],
                     "source": None if self.text_only else cols["source_image"][i]["bytes"],
+                    "crop": crop,
+                    # only a cropped row needs its mask: the window keeps the masked object in view
+                    "mask": mask["bytes"] if mask and crop == "short-side" else None,
                 }
                 for _ in range(repeat_count(row["id"], weight, self.seed, epoch)):
                     yield row
@@ -368,14 +373,17 @@ class ShardPairs(IterableDataset):
                 text = text if text.endswith(suffix) else f"{text}, {suffix}"
         sample: dict[str, Any] = {"id": row["id"], "instruction": text, "slot": slot, "epoch": epoch}
         if self.decode:
-            target = _open_rgb(row["target"], self.resolution)
-            source = target if self.text_only else _open_rgb(row["source"], self.resolution)
+            crop = row.get("crop", DEFAULT_CROP)
+            min_side = None if crop == "native" else self.resolution  # a native crop needs every stored pixel
+            target = _open_rgb(row["target"], min_side)
+            source = target if self.text_only else _open_rgb(row["source"], min_side)
             if target.size != source.size:
                 target = target.resize(source.size, Image.BICUBIC)
             rule = flip_rule(self.flip_probabilities, self.default_flip, row["dataset"], row["task"], text)
+            keep = mask_box(decode_mask(row["mask"])) if row.get("mask") else None
             src, tgt, flipped = augment_pair_flipped(
                 source, target, self.resolution, rng, self.max_zoom, self.random_crop,
-                rule.probability if self.random_flip else False,
+                rule.probability if self.random_flip else False, crop, keep,
             )
             if flipped and rule.swap_sides:
                 text = swap_sides(text)

@@ -72,6 +72,8 @@ def build_dataset(config: Config, tokenizer: Any, rank: int, world_size: int) ->
         random_flip=d.random_flip,
         flip_probabilities=d.flip,
         default_flip=d.default_flip,
+        crop_policies=d.crop,
+        default_crop=d.default_crop,
         text_only=config.stage == "adapt",
         caption_suffixes=d.caption_suffixes,
     )
