@@ -9,7 +9,7 @@ PORT   ?= 4200
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: install install-dev build build-multitask test fuzz browser test-integration lama-cleaner iopaint serve bench bench-loader bench-giqa bench-stats bench-removal bench-lama bench-exemplar bench-manifest bench-stages bench-parallel bench-profile bench-scale train verify stats clean
+.PHONY: install install-dev build build-multitask test fuzz browser train-staged test-integration lama-cleaner iopaint serve bench bench-loader bench-giqa bench-stats bench-removal bench-lama bench-exemplar bench-manifest bench-stages bench-parallel bench-profile bench-scale train verify stats clean
 
 # One stamp per set of extras, so `make build` does not pull the training stack (torch) it does not need.
 $(BIN)/.stamp-%: pyproject.toml
@@ -111,6 +111,23 @@ train: CONFIG := configs/train.sd15.yaml
 train: install-dev
 	@$(BIN)/python -m ieiw.training.train --check --config $(CONFIG) --data $(DATA) $(TRAIN_ARGS)
 	$(BIN)/accelerate launch --quiet $(ACCELERATE_ARGS) -m ieiw.training.train --config $(CONFIG) --data $(DATA) $(TRAIN_ARGS)
+
+# The paper's stages in one command: adapt (captioned rows) -> edit (starting from the adapted UNet) -> align
+# (starting from the edit stage, when ALIGN_DATA names the shards `ieiw align-pick` wrote). A stage whose
+# export (pipeline/) exists is not run again, so a second call with ALIGN_DATA only aligns. docs/multitask.md.
+train-staged: CONFIG := configs/train.sd15.yaml
+train-staged: TRAIN_OUT ?= out/train/staged
+train-staged: ADAPT_DATA ?= out/multitask/adaptation
+train-staged: install-dev
+	test -d $(TRAIN_OUT)/adapt/pipeline || $(BIN)/accelerate launch --quiet $(ACCELERATE_ARGS) -m ieiw.training.train \
+	  --config $(CONFIG) --stage adapt --data $(ADAPT_DATA) --output-dir $(TRAIN_OUT)/adapt $(ADAPT_ARGS)
+	test -d $(TRAIN_OUT)/edit/pipeline || $(BIN)/accelerate launch --quiet $(ACCELERATE_ARGS) -m ieiw.training.train \
+	  --config $(CONFIG) --stage edit --data $(DATA) --output-dir $(TRAIN_OUT)/edit \
+	  --set model.init_from=$(TRAIN_OUT)/adapt $(TRAIN_ARGS)
+	@if [ -n "$(ALIGN_DATA)" ]; then \
+	  $(BIN)/accelerate launch --quiet $(ACCELERATE_ARGS) -m ieiw.training.train --config $(CONFIG) --stage align \
+	    --data $(ALIGN_DATA) --output-dir $(TRAIN_OUT)/align --set model.init_from=$(TRAIN_OUT)/edit $(ALIGN_ARGS); \
+	else echo "align: pick with ieiw align-pick BENCH --pipeline $(TRAIN_OUT)/edit/pipeline, then make train-staged ALIGN_DATA=<its shards>"; fi
 
 stats:
 	$(BIN)/ieiw stats $(OUT)/ieiw

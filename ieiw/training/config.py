@@ -107,8 +107,10 @@ class TrainConfig(StrictModel):
     adam_beta2: float = 0.999
     weight_decay: float = 0.01
     adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0
+    # official: no clipping (trainer.clip_grad: 0.0) and an fp16 loss scale starting at 2^13 (initial_scale: 13)
+    max_grad_norm: float = Field(0.0, ge=0, description="0: no gradient clipping (the official setting)")
     mixed_precision: Literal["no", "fp16", "bf16"] = "fp16"
+    fp16_initial_scale: float = Field(2.0**13, gt=0, description="the fp16 loss scaler's first scale (official 2^13)")
 
     @field_validator("mixed_precision", mode="before")
     @classmethod

@@ -167,7 +167,7 @@ def run_validation(
 def train(config: Config, resume: str | None = None) -> TrainResult:
     """Run one stage end to end; returns the step reached and the losses this process logged."""
     from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, set_seed
+    from accelerate.utils import GradScalerKwargs, ProjectConfiguration, set_seed
     from diffusers import UNet2DConditionModel
     from diffusers.optimization import get_scheduler
     from torch.utils.data import DataLoader
@@ -187,6 +187,8 @@ def train(config: Config, resume: str | None = None) -> TrainResult:
     accelerator = Accelerator(
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         mixed_precision=t.mixed_precision,
+        # the official fp16 loss scale starts at 2^13 (DeepSpeed initial_scale_power 13), not torch's 2^16
+        kwargs_handlers=[GradScalerKwargs(init_scale=t.fp16_initial_scale)],
         log_with=None if config.logging.report_to == "none" else config.logging.report_to,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
     )

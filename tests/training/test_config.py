@@ -22,6 +22,7 @@ def test_shipped_configs_validate_with_the_paper_settings():
     assert sd15.data.source_weights == {"aic": 0.1, "gopro": 2.0, "reds": 0.2, "sidd": 20.0, "clwd": 0.2,
                                         "instructpix2pix": 0.2, "gier": 2.0}
     assert sd15.data.random_flip and sd15.data.default_flip == 0.5
+    assert sd15.train.max_grad_norm == 0.0 and sd15.train.fp16_initial_scale == 2**13  # clip_grad 0, initial_scale 13
     assert sd15.data.flip == {"refcoco": 0.0, "grefcoco": 0.0, "gier": 0.0, "gqa-inpaint": 0.0}
     tiny = load_config(REPO / "configs/train.tiny.yaml")
     assert tiny.model.tiny is not None and not tiny.model.require_gpu and tiny.train.mixed_precision == "no"
@@ -42,3 +43,22 @@ def test_overrides_parse_yaml_scalars():
     assert c.train.learning_rate == 3e-5 and c.train.max_steps == 7 and c.train.mixed_precision == "no"
     assert c.ema.enabled is False and c.data.include_tasks == ["remove", "add"]
     assert c.data.source_weights == {"reddit": 2.0} and c.dropout.scheme == "instructpix2pix"
+
+
+def test_make_train_staged_chains_each_stage_from_the_previous_export(tmp_path):
+    """`make train-staged`: adapt, then edit from the adapted export, then (with ALIGN_DATA) align from the edit
+    export; a stage whose export exists is skipped. Read from make's dry run, not the docs."""
+    import subprocess
+
+    out = tmp_path / "t"
+    (out / "adapt" / "pipeline").mkdir(parents=True)  # adapt already ran: only edit and align are left
+    proc = subprocess.run(["make", "-n", "--no-print-directory", "train-staged", f"TRAIN_OUT={out}", "DATA=d/ieiw",
+                           "ALIGN_DATA=d/picks", f"BIN={REPO}/.venv/bin"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.replace("\\\n", " ").split())
+    assert f"test -d {out}/adapt/pipeline ||" in text and "--stage adapt" in text
+    edit = text.split("--stage edit", 1)[1]
+    assert f"--output-dir {out}/edit --set model.init_from={out}/adapt" in " ".join(edit.split())
+    align = text.split("--stage align", 1)[1]
+    assert f"--data d/picks --output-dir {out}/align --set model.init_from={out}/edit" in align
