@@ -19,11 +19,11 @@ import yaml
 from ieiw_testing import PLANTED, assert_not_carried, plant_outside, run_ieiw
 from PIL import Image
 
-from ieiw.schemas.units import BuildContext
 from ieiw.builders.gier import GierBuilder, GierConfig, instructions_of
-from ieiw.builders.importers import ImportFormatError, iter_rows, row_ranges
+from ieiw.builders.importers import ImportFormatError, iter_rows, parquet_parts, row_ranges
 from ieiw.builders.ip2p import InstructPix2PixBuilder, InstructPix2PixConfig
 from ieiw.builders.magicbrush import MagicBrushBuilder, MagicBrushConfig, region_of
+from ieiw.imageio import decode, decode_mask, encode
 from ieiw.samples.editing import (
     IP2P_BAD,
     ensure_gier_sample,
@@ -33,11 +33,11 @@ from ieiw.samples.editing import (
     make_ip2p_sample,
     make_magicbrush_sample,
 )
-from ieiw.imageio import decode, decode_mask, encode
 from ieiw.schemas.manifest import Manifest, load_manifest
 from ieiw.schemas.registry import REGISTRY
 from ieiw.schemas.rows import rows_to_table
 from ieiw.schemas.shards import write_shard
+from ieiw.schemas.units import BuildContext
 
 
 def build(builder_class, config, unit_size: int = 4):
@@ -203,7 +203,7 @@ def test_ip2p_columns_are_mapped_per_file_and_checked(tmp_path):
     Image.fromarray(scene).save(folder / "a.png")
     Image.fromarray(255 - scene).save(folder / "b.png")
     # plain binary columns under other names, and a struct with only a path (read next to the file)
-    table = pa.table({"before": [open(folder / "a.png", "rb").read()], "prompt": ["invert it"],
+    table = pa.table({"before": [(folder / "a.png").read_bytes()], "prompt": ["invert it"],
                       "after": [{"bytes": None, "path": "b.png"}]})
     pq.write_table(table, folder / "train-00000-of-00001.parquet")
     config = InstructPix2PixConfig(root=tmp_path / "custom", columns={"source": "before", "instruction": "prompt",
@@ -227,7 +227,7 @@ def test_ip2p_columns_are_mapped_per_file_and_checked(tmp_path):
 
 # -- MagicBrush -------------------------------------------------------------------------------------
 def test_magicbrush_reads_its_sample_with_masks(magicbrush):
-    config, rows, failures, counters, records = magicbrush["train"]
+    _, rows, failures, counters, records = magicbrush["train"]
     dev = magicbrush["dev"][1]
     assert len(dev) == 1 + 3 % 3 and {r["origin"]["split"] for r in dev} == {"dev"}
     assert records == len(rows) + 4 and len(failures) == 4
@@ -256,7 +256,7 @@ def test_magicbrush_reads_its_sample_with_masks(magicbrush):
 
 def test_magicbrush_bad_rows_are_named(magicbrush):
     config, _, failures, _, _ = magicbrush["train"]
-    first = sorted((config.root / "data").glob("train-*.parquet"))[0]
+    first = min((config.root / "data").glob("train-*.parquet"))
     by_reason = {f.reason: f for f in failures}
     assert set(by_reason) == {"unreadable_image", "empty_instruction", "size_mismatch", "duplicate_record"}
     assert all(f.file == str(first) for f in failures)
@@ -530,3 +530,191 @@ def test_build_through_the_real_flow(tmp_path):
     samples = list(ShardPairs(kept, resolution=32, epochs=1, shuffle_buffer=1))
     assert samples and {s["source"].shape for s in samples} == {(3, 32, 32)}
     shutil.rmtree(tmp_path / "out")
+
+
+# -- hostile inputs the fuzz found (tests/fuzz/test_fuzz_importers.py); each failed on the code before ------------
+def _with_raw_text(path: Path, column: str, row: int, raw: bytes) -> None:
+    """Rewrite ``path`` with ``raw`` (bytes that are not UTF-8) in a string cell: Parquet writers do not check."""
+    handle = pq.ParquetFile(path)
+    table = handle.read()
+    values = [v.encode() if v is not None else None for v in table.column(column).to_pylist()]
+    values[row] = raw
+    index = table.column_names.index(column)
+    table = table.set_column(index, column, pa.array(values, pa.binary()).view(pa.string()))
+    pq.write_table(table, path, row_group_size=handle.metadata.row_group(0).num_rows)
+
+
+def test_ip2p_text_that_is_not_utf8_is_that_rows_trouble(tmp_path):
+    """A string cell holding bytes that are not UTF-8 made pyarrow's to_pylist raise for the whole row group,
+    out of build_unit; now the row builds with U+FFFD where the bytes were, the others as before."""
+    root = make_ip2p_sample(tmp_path / "ip2p", rows=4, files=1, row_group=2, width=48, height=32)
+    path = next((root / "data").glob("*.parquet"))
+    before, _, _, _ = build(InstructPix2PixBuilder, InstructPix2PixConfig(root=root))
+    _with_raw_text(path, "edit_prompt", 1, b"add a \xff\xfe red circle")
+    rows, failures, _, _ = build(InstructPix2PixBuilder, InstructPix2PixConfig(root=root))
+    assert not failures and len(rows) == 4
+    assert rows[1]["instruction"] == "add a \ufffd\ufffd red circle"
+    assert [r["id"] for i, r in enumerate(rows) if i != 1] == [r["id"] for i, r in enumerate(before) if i != 1]
+    rows_to_table(rows)
+
+
+def test_a_damaged_row_group_fails_its_rows_only(tmp_path):
+    """A data page pyarrow cannot read raised out of build_unit (the whole unit lost); now each row of that row
+    group is an ``unreadable_row_group`` failure naming the file and row, and the other groups build."""
+    root = make_ip2p_sample(tmp_path / "ip2p", rows=4, files=1, row_group=2, width=48, height=32)
+    path = next((root / "data").glob("*.parquet"))
+    meta = pq.ParquetFile(path).metadata
+    column = [meta.row_group(0).column(i).path_in_schema for i in range(meta.num_columns)].index("edit_prompt")
+    offset = meta.row_group(0).column(column).data_page_offset
+    data = bytearray(path.read_bytes())
+    data[offset:offset + 8] = b"\xff" * 8
+    path.write_bytes(bytes(data))
+    rows, failures, _, records = build(InstructPix2PixBuilder, InstructPix2PixConfig(root=root), unit_size=4)
+    name = f"data/{path.stem}"
+    assert records == 4 and [r["origin"]["record_id"] for r in rows] == [f"{name}:2", f"{name}:3"]
+    assert [(f.reason, f.record_id, f.file) for f in failures] == [
+        ("unreadable_row_group", f"{name}:{i}", str(path)) for i in (0, 1)]
+    assert all(f.message.startswith(f"row {i} (row group 0): ") for i, f in zip((0, 1), failures))
+
+
+def test_a_column_name_that_is_not_utf8_is_named_by_file(tmp_path):
+    """A footer whose column name is not UTF-8 raised a bare UnicodeDecodeError from plan(); now the file's
+    ImportFormatError."""
+    root = make_ip2p_sample(tmp_path / "ip2p", rows=2, files=1, row_group=2, width=48, height=32)
+    path = next((root / "data").glob("*.parquet"))
+    path.write_bytes(path.read_bytes().replace(b"edited_prompt", b"edited_promp\xff"))
+    builder = InstructPix2PixBuilder(InstructPix2PixConfig(root=root),
+                                     BuildContext(root=Path("."), out_dir=Path("unused"), unit_size=4))
+    with pytest.raises(ImportFormatError, match=path.name):
+        builder.plan()
+
+
+def test_a_footer_claiming_rows_it_cannot_hold_is_refused(tmp_path):
+    """Seven bytes of 0x80 over a row group's row count made the footer claim 3.6e16 rows: planning units from
+    it would never end. Now a footer whose counts disagree (or claim more rows than its file can hold) is the
+    file's ImportFormatError, before any unit is planned."""
+    root = make_ip2p_sample(tmp_path / "ip2p", rows=6, files=1, row_group=2, width=48, height=32)
+    path = next((root / "data").glob("*.parquet"))
+    data = path.read_bytes()
+    damaged = tmp_path / "damaged.parquet"
+    footer = range(len(data) - 8 - int.from_bytes(data[-8:-4], "little"), len(data) - 8)
+    for at in [at + 1 for at in footer if data[at] == 0x16]:  # after a compact-thrift i64 field header
+        damaged.write_bytes(data[:at] + b"\x80" * 7 + data[at + 7:])
+        try:
+            meta = pq.ParquetFile(damaged).metadata
+            counts = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+        except (OSError, ValueError):
+            continue
+        if max(counts) > 10**9:
+            break
+    else:
+        pytest.fail("no damage of the footer claims a huge row group")
+    with pytest.raises(ImportFormatError, match=f"{damaged.name}: a damaged footer"):
+        parquet_parts([damaged], tmp_path)
+
+
+def test_a_value_python_cannot_hold_is_that_rows_trouble(tmp_path):
+    """A timestamp past year 9999 made to_pylist raise OverflowError out of build_unit; now the cell is null
+    (here an optional column: the row builds without it) and the other rows are as they were."""
+    root = make_ip2p_sample(tmp_path / "ip2p", rows=3, files=1, row_group=3, width=48, height=32)
+    path = next((root / "data").glob("*.parquet"))
+    before, _, _, _ = build(InstructPix2PixBuilder, InstructPix2PixConfig(root=root))
+    table = pq.read_table(path)
+    far = pa.array([0, 0, 2**62], pa.int64()).cast(pa.timestamp("us"))
+    pq.write_table(table.set_column(table.column_names.index("edited_prompt"), "edited_prompt", far), path)
+    rows, failures, _, _ = build(InstructPix2PixBuilder, InstructPix2PixConfig(root=root))
+    assert not failures and [r["id"] for r in rows] == [r["id"] for r in before]
+    assert params(rows[2])["output_prompt"] is None
+    rows_to_table(rows)
+
+
+def _magicbrush_table(img_ids: pa.Array, turns: pa.Array, masks: pa.Array | None = None) -> pa.Table:
+    """Three MagicBrush rows of one 48x32 scene, with the key columns (and the mask column) given."""
+    scene = np.zeros((32, 48, 3), np.uint8)
+    scene[5:20, 5:30] = (200, 30, 30)
+    image = {"bytes": encode(scene, "png"), "path": None}
+    return pa.table({"img_id": img_ids, "turn_index": turns, "source_img": [image] * 3,
+                     "mask_img": masks if masks is not None else [None] * 3, "instruction": ["make it blue"] * 3,
+                     "target_img": [{"bytes": encode(255 - scene, "png"), "path": None}] * 3})
+
+
+def _build_magicbrush(tmp_path: Path, table: pa.Table):
+    folder = tmp_path / "MagicBrush" / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, folder / "train-00000-of-00001.parquet")
+    return build(MagicBrushBuilder, MagicBrushConfig(root=tmp_path / "MagicBrush"))
+
+
+def test_magicbrush_an_img_id_that_is_not_utf8(tmp_path):
+    """The key scan raised UnicodeDecodeError out of build_unit; now the row builds, U+FFFD in its ids."""
+    ids = pa.array([b"7", b"8\xff", b"9"], pa.binary()).view(pa.string())
+    rows, failures, _, _ = _build_magicbrush(tmp_path, _magicbrush_table(ids, pa.array([1, 1, 1], pa.int32())))
+    assert not failures and [r["origin"]["record_id"] for r in rows] == ["7:1", "8\ufffd:1", "9:1"]
+    assert rows[1]["origin"]["image_id"] == "8\ufffd"
+    rows_to_table(rows)
+
+
+def test_magicbrush_a_mask_column_of_plain_strings(tmp_path):
+    """A mask column of path strings (no struct) raised TypeError out of build_unit; now ``unreadable_mask``."""
+    table = _magicbrush_table(pa.array(["7", "8", "9"]), pa.array([1, 1, 1], pa.int32()), pa.array(["m.png"] * 3))
+    rows, failures, _, records = _build_magicbrush(tmp_path, table)
+    assert records == 3 and not rows
+    assert [(f.reason, f.record_id) for f in failures] == [("unreadable_mask", f"{i}:1") for i in (7, 8, 9)]
+
+
+def test_magicbrush_a_float_turn_column_gives_the_integer_columns_rows(tmp_path):
+    """pandas writes an integer column holding a null as float64: record ids became ``7:1.0``; now a whole
+    float is its integer, so the rows are those of an int column (the null is still ``missing_id``)."""
+    ids = pa.array(["7", "8", "9"])
+    floats, _, _, _ = _build_magicbrush(tmp_path / "a", _magicbrush_table(ids, pa.array([1.0, 2.0, None])))
+    ints, failures, _, _ = _build_magicbrush(tmp_path / "b", _magicbrush_table(ids, pa.array([1, 2, None])))
+    assert [r["origin"]["record_id"] for r in floats] == ["7:1", "8:2"] and len(failures) == 1
+    assert [r["id"] for r in floats] == [r["id"] for r in ints]
+    assert params(floats[0])["turn_index"] == 1
+
+
+def _gier_with(tmp_path: Path, **changes):
+    """The GIER sample (two pairs) plus a third pair: pair 0 with ``changes``."""
+    root = make_gier_sample(tmp_path / "gier", pairs=2, width=48, height=32)
+    pairs = json.loads((root / "GIER.json").read_text())
+    (root / "GIER.json").write_text(json.dumps([*pairs, dict(pairs[0], **changes)]))
+    return root, pairs
+
+
+def test_gier_an_image_name_with_a_lone_surrogate(tmp_path):
+    """path_under raised UnicodeEncodeError (``\\ud800`` is no file name); now the pair is ``bad_record``."""
+    root, _ = _gier_with(tmp_path, input="\ud800.jpg", output="x_1.jpg")
+    rows, failures, _, _ = build(GierBuilder, GierConfig(root=root))
+    assert len(rows) == 2 and [(f.reason, f.record_id) for f in failures] == [("bad_record", "x_1")]
+    assert "cannot be encoded as a file name" in failures[0].message
+
+
+def test_gier_an_image_name_too_long_for_the_file_system(tmp_path):
+    """is_file raised OSError (ENAMETOOLONG) out of build_unit; now ``missing_image``, the name cut short."""
+    root, _ = _gier_with(tmp_path, input="a" * 5000, output="x_2.jpg")
+    rows, failures, _, _ = build(GierBuilder, GierConfig(root=root))
+    assert len(rows) == 2 and [(f.reason, f.record_id) for f in failures] == [("missing_image", "x_2")]
+    assert len(failures[0].message) < 1500
+
+
+def test_gier_an_output_without_a_stem_still_names_its_record(tmp_path):
+    """An output of ``\\`` (or ``.``) gave the record id ``""``: a failure naming no record; now the pair's index."""
+    root, _ = _gier_with(tmp_path, output="\\")
+    _, failures, _, _ = build(GierBuilder, GierConfig(root=root))
+    assert [(f.reason, f.record_id) for f in failures] == [("bad_record", "2")]
+
+
+def test_gier_lone_surrogates_in_an_instruction_and_a_url(tmp_path):
+    """Valid JSON (``"\\ud800"``) in an instruction or url_dict.json made rows Arrow cannot write (the whole
+    shard failed); now U+FFFD stands in."""
+    root = make_gier_sample(tmp_path / "gier", pairs=2, width=48, height=32)
+    pairs = json.loads((root / "GIER.json").read_text())
+    urls = json.loads((root / "url_dict.json").read_text())
+    urls[pairs[0]["input"]] = "https://example.invalid/\ud800"
+    (root / "url_dict.json").write_text(json.dumps(urls))
+    pairs[0] = dict(pairs[0], expert_summary=["brighten \ud800 it"], amateur_summary=[])
+    (root / "GIER.json").write_text(json.dumps(pairs))
+    rows, failures, _, _ = build(GierBuilder, GierConfig(root=root))
+    assert not failures and rows[0]["instruction"] == "brighten \ufffd it"
+    assert rows[0]["origin"]["url"] == "https://example.invalid/\ufffd"
+    rows_to_table(rows)

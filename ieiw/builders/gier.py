@@ -21,13 +21,15 @@ ids differ by ``instruction_index``).
 
 An image name is looked up in each of ``image_dirs`` in turn (``warped`` then ``images``), as given and with
 ``/`` replaced by ``_`` (the release's own rule). ``origin.record_id`` is the output's name without extension
-(``<post>_<edit>``, one per pair), ``origin.image_id`` the input's (all edits of one photo share a split);
-``origin.url`` and ``origin.edit_url`` come from ``url_dict.json`` when it is there. People's edits may change
-the size (a crop, a border): partners of different sizes are kept (the trainer fits the target to the source)
-and counted ``size_differs``; ``require_same_size: true`` makes them ``size_mismatch`` failures.
+(``<post>_<edit>``, one per pair; the pair's index when the name has none, as ``.`` has not), ``origin.image_id``
+the input's (all edits of one photo share a split); ``origin.url`` and ``origin.edit_url`` come from
+``url_dict.json`` when it is there. People's edits may change the size (a crop, a border): partners of different
+sizes are kept (the trainer fits the target to the source) and counted ``size_differs``; ``require_same_size:
+true`` makes them ``size_mismatch`` failures.
 
 Failures name the JSON file and the pair's index: ``bad_record`` (not an object, no input/output name, a name
-that is no path under the image folders: absolute, ``..``, symlinked out; :mod:`ieiw.schemas.paths`),
+that is no path under the image folders: absolute, ``..``, symlinked out, no file name at all; see
+:mod:`ieiw.schemas.paths`),
 ``missing_image`` (naming every path looked at), ``unreadable_image``, ``empty_instruction``,
 ``duplicate_record`` (an output named by an earlier pair). A file that is not a JSON list stops the build.
 """
@@ -46,7 +48,7 @@ from ieiw.schemas.config import BuilderConfig, StrictModel
 from ieiw.schemas.lazy import locked_cached_property
 from ieiw.schemas.paths import PathOutsideRoot, path_under
 from ieiw.schemas.registry import register_builder
-from ieiw.schemas.rows import stable_hash
+from ieiw.schemas.rows import stable_hash, text_field
 from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
 
 NAME = "gier"
@@ -121,7 +123,7 @@ def instructions_of(pair: dict[str, Any]) -> tuple[list[str], str | None]:
 
     def texts(values: Any) -> list[str]:
         items = values if isinstance(values, list) else [values]
-        return [" ".join(v.split()) for v in items if isinstance(v, str) and v.strip()]
+        return [text_field(" ".join(v.split())) for v in items if isinstance(v, str) and v.strip()]
 
     def unique(items: list[str]) -> list[str]:
         return list(dict.fromkeys(items))
@@ -151,6 +153,17 @@ def _stem(name: str) -> str:
     return PurePosixPath(name.replace("\\", "/")).stem
 
 
+def record_id_of(output: str, index: int) -> str:
+    """A pair's record id: its output's name without extension, as a row can hold it; the pair's index when
+    the name has no stem (``"."``, ``"/"``), so every failure names a record."""
+    return text_field(_stem(output)) or str(index)
+
+
+def _shown(name: str, limit: int = 200) -> str:
+    """A dataset's name as a message shows it: cut short when it is very long."""
+    return name if len(name) <= limit else f"{name[:limit]}... ({len(name)} characters)"
+
+
 @register_builder(NAME, GierConfig)
 class GierBuilder(CandidateBuilder):
     name = NAME
@@ -171,14 +184,14 @@ class GierBuilder(CandidateBuilder):
             try:
                 loaded = json.loads(urls_file.read_text(encoding="utf-8"))
                 if isinstance(loaded, dict):
-                    urls = {k: v for k, v in loaded.items() if isinstance(v, str)}
+                    urls = {k: text_field(v) for k, v in loaded.items() if isinstance(v, str)}
             except (UnicodeDecodeError, json.JSONDecodeError):
                 urls = {}
         seen: dict[str, int] = {}
         repeats: dict[int, int] = {}
         for index, pair in enumerate(pairs):
             if isinstance(pair, dict) and isinstance(pair.get("output"), str):
-                key = _stem(pair["output"])
+                key = record_id_of(pair["output"], index)
                 if key in seen:
                     repeats[index] = seen[key]
                 else:
@@ -231,13 +244,17 @@ class GierBuilder(CandidateBuilder):
                     path = path_under(root / folder, candidate)
                 except PathOutsideRoot as exc:  # ../x, /x, symlinked out: nothing outside the image folders is read
                     raise SourceRecordError("bad_record", record_id, str(self.source.path),
-                                            f"{where}: {name!r} is not a name under "
-                                            f"{', '.join(self.config.image_dirs)}: {exc.why}") from None
-                if path.is_file():
+                                            f"{where}: {_shown(repr(name))} is not a name under "
+                                            f"{', '.join(self.config.image_dirs)}: {_shown(exc.why)}") from None
+                try:
+                    found = path.is_file()
+                except OSError:  # a name too long for the file system: no file has it
+                    found = False
+                if found:
                     return path, folder
-                tried.append(str(path))
+                tried.append(_shown(str(path)))
         raise SourceRecordError("missing_image", record_id, str(self.source.path),
-                                f"{where}: {name} is not at {' or '.join(tried)}")
+                                f"{where}: {_shown(name)} is not at {' or '.join(tried)}")
 
     def _image(self, name: str, record_id: str, where: str):
         path, folder = self.find(name, record_id, where)
@@ -255,16 +272,16 @@ class GierBuilder(CandidateBuilder):
             raise SourceRecordError("bad_record", str(index), file,
                                     f"{where}: a pair is an object with input and output image names, found "
                                     f"{json.dumps(pair)[:120]}")
-        record_id, image_id = _stem(pair["output"]), _stem(pair["input"])
+        record_id, image_id = record_id_of(pair["output"], index), text_field(_stem(pair["input"]))
         if index in self.source.repeats:
-            raise SourceRecordError("duplicate_record", record_id, file,
-                                    f"{where}: output {pair['output']} is also pair {self.source.repeats[index]}'s")
+            raise SourceRecordError("duplicate_record", record_id, file, f"{where}: output {_shown(pair['output'])} "
+                                                                         f"is also pair {self.source.repeats[index]}'s")
         texts, field = instructions_of(pair)
         if not texts:
             raise SourceRecordError("empty_instruction", record_id, file,
                                     f"{where}: no prompts, expert_summary, amateur_summary, instruction or request")
-        source, source_dir = self._image(pair["input"], record_id, f"{where}: input {pair['input']}")
-        target, target_dir = self._image(pair["output"], record_id, f"{where}: output {pair['output']}")
+        source, source_dir = self._image(pair["input"], record_id, f"{where}: input {_shown(pair['input'])}")
+        target, target_dir = self._image(pair["output"], record_id, f"{where}: output {_shown(pair['output'])}")
         operators = pair.get("operator")
         extra: dict[str, Any] = {"pair": index, "instructions_mode": c.instructions, "input": pair["input"],
                                  "output": pair["output"],

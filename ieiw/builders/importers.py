@@ -22,16 +22,23 @@ orientation to apply; otherwise they are re-encoded as lossless PNG of what a vi
 the trainer, which applies no EXIF step, sees the picture the instruction was written for. Record-level trouble
 is a :class:`~ieiw.schemas.units.SourceRecordError` naming the file and the row: ``missing_image`` (a null cell,
 or a path that is not there), ``unreadable_image``, ``empty_instruction``, ``size_mismatch`` (where the dataset
-promises equal sizes).
+promises equal sizes), ``unreadable_row_group`` (each row of a row group pyarrow cannot read: a damaged page; the
+unit's other row groups build).
+
+**Text that is not UTF-8.** Parquet writers do not check that a string column holds UTF-8, and pyarrow raises
+when it converts one that does not; such a cell is decoded with ``surrogateescape`` instead
+(:func:`python_values`), so it is one record's trouble: text that reaches a row has U+FFFD where the bytes were
+(:func:`~ieiw.schemas.rows.text_field`), and a ``path`` names the file those bytes name.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -41,13 +48,14 @@ from ieiw.imageio import ImageDecodeError, Orientation, decode, extension
 from ieiw.schemas.config import BuilderConfig
 from ieiw.schemas.lazy import locked_cached_property
 from ieiw.schemas.paths import PATH_OUTSIDE_ROOT, PathOutsideRoot, path_under
-from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id
+from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id, text_field
 from ieiw.schemas.source_image import SourceImage
 from ieiw.schemas.units import CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
 
 TASK = "edit"
 PARQUET_PATTERNS = ("data/{split}-*.parquet", "data/{split}/*.parquet", "{split}/*.parquet", "{split}-*.parquet")
 SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_ROWS_PER_BYTE = 8  # a footer claiming more rows than this per byte of its file is damaged
 OBJECT_REPR = re.compile(r" ?<[\w.]+ object at 0x[0-9a-fA-F]+>")  # Pillow names its BytesIO: not stable
 
 
@@ -99,13 +107,20 @@ def parquet_parts(paths: Sequence[Path], root: Path) -> list[ParquetPart]:
             meta = pq.ParquetFile(path)
             groups = tuple(meta.metadata.row_group(g).num_rows for g in range(meta.num_row_groups))
             schema = meta.schema_arrow
-        except (OSError, pa.ArrowException) as exc:
+            total, size = meta.metadata.num_rows, path.stat().st_size
+        except (OSError, ValueError, pa.ArrowException) as exc:  # ValueError: a name that is not UTF-8
             raise ImportFormatError(f"{path}: not a readable Parquet file ({exc})") from None
+        # A damaged footer may claim any count; units are planned from it, so a count no file can hold would
+        # plan (almost) forever. Every row of an editing dataset costs bytes; 8 rows a byte is far beyond any.
+        if any(count < 0 for count in groups) or sum(groups) != total or total > MAX_ROWS_PER_BYTE * size:
+            raise ImportFormatError(f"{path}: a damaged footer (row groups of {', '.join(map(str, groups[:8]))}"
+                                    f"{' ...' if len(groups) > 8 else ''} rows; the file says {total} rows in "
+                                    f"{size} bytes)")
         try:
             name = path.relative_to(root).as_posix() if root.is_dir() else path.name
         except ValueError:
             name = path.name
-        parts.append(ParquetPart(path, name.removesuffix(".parquet"), path.stat().st_size, groups,
+        parts.append(ParquetPart(path, name.removesuffix(".parquet"), size, groups,
                                  tuple(schema.names), schema))
     return parts
 
@@ -139,7 +154,7 @@ def row_ranges(parts: Sequence[ParquetPart], unit_rows: int, limit: int | None =
         for count in part.groups:
             edges.append(min(edges[-1] + count, total))
         opened: int | None = None
-        for a, b in zip(edges[:-1], edges[1:]):
+        for a, b in itertools.pairwise(edges):
             if a >= b:
                 continue
             if b - a > unit_rows:  # a large group: close what is open, cut the group
@@ -161,17 +176,78 @@ def row_ranges(parts: Sequence[ParquetPart], unit_rows: int, limit: int | None =
     return units
 
 
-def iter_rows(path: Path, start: int, stop: int, columns: Sequence[str]) -> Iterator[tuple[int, int, dict[str, Any]]]:
+@dataclass(frozen=True)
+class UnreadableRowGroup:
+    """What :func:`iter_rows` gives, with ``errors="yield"``, for each row of a row group pyarrow cannot read
+    (a damaged page, a value it cannot convert): the builder fails those rows, the others build."""
+
+    group: int
+    detail: str
+
+
+def python_values(array: pa.Array | pa.ChunkedArray) -> list[Any]:
+    """A column's values as Python, one bad cell being one record's trouble, not the row group's: text that is
+    not UTF-8 (a Parquet string column may hold any bytes; writers do not check) is decoded with
+    ``surrogateescape`` where pyarrow's own conversion raises (:func:`~ieiw.schemas.rows.text_field` makes it
+    writable), and a value Python cannot hold (a timestamp past year 9999) is null."""
+    if isinstance(array, pa.ChunkedArray):
+        return [value for chunk in array.chunks for value in python_values(chunk)]
+    try:
+        return array.to_pylist()
+    except (ValueError, OverflowError, pa.ArrowException):  # UnicodeDecodeError; a date Python cannot hold
+        pass
+    kind = array.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        raw = array.view(pa.large_binary() if pa.types.is_large_string(kind) else pa.binary())
+        return [None if v is None else v.decode("utf-8", "surrogateescape") for v in raw.to_pylist()]
+    if pa.types.is_struct(kind):
+        names = [kind.field(i).name for i in range(kind.num_fields)]
+        children = [python_values(child) for child in array.flatten()]
+        valid = array.is_valid().to_pylist()
+        return [dict(zip(names, values)) if ok else None for ok, values in zip(valid, zip(*children))]
+    if pa.types.is_dictionary(kind):
+        return python_values(array.dictionary_decode())
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return [python_values(item.values) if item.is_valid else None for item in array]
+    out = []
+    for item in array:  # a timestamp past year 9999, a map holding such text: the cell that will not convert is null
+        try:
+            out.append(item.as_py())
+        except (ValueError, OverflowError, pa.ArrowException):
+            out.append(None)
+    return out
+
+
+def table_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """``table.to_pylist()``, with :func:`python_values`' leniency for cells Python cannot hold as they are."""
+    try:
+        return table.to_pylist()
+    except (ValueError, OverflowError, pa.ArrowException):
+        columns = [python_values(table.column(i)) for i in range(table.num_columns)]
+        return [dict(zip(table.column_names, values)) for values in zip(*columns)] if columns else []
+
+
+def iter_rows(path: Path, start: int, stop: int, columns: Sequence[str],
+              errors: Literal["raise", "yield"] = "raise") -> Iterator[tuple[int, int, Any]]:
     """``(row index in the file, row group, values)`` for rows ``start <= i < stop`` of ``path``: only the row
-    groups the range touches are read, one at a time, and only ``columns``."""
+    groups the range touches are read, one at a time, and only ``columns``. A row group pyarrow cannot read
+    raises, or with ``errors="yield"`` gives an :class:`UnreadableRowGroup` as the values of each of its rows
+    in the range (and the next group is read)."""
     handle = pq.ParquetFile(path)
     offset = 0
     for group in range(handle.num_row_groups):
         count = handle.metadata.row_group(group).num_rows
         lo, hi = max(start, offset), min(stop, offset + count)
         if lo < hi:
-            table = handle.read_row_group(group, columns=list(columns)).slice(lo - offset, hi - lo)
-            for i, values in enumerate(table.to_pylist()):
+            try:
+                table = handle.read_row_group(group, columns=list(columns)).slice(lo - offset, hi - lo)
+                rows = table_rows(table)
+            except (OSError, ValueError, pa.ArrowException) as exc:  # ArrowInvalid is a ValueError too
+                if errors == "raise":
+                    raise
+                problem = UnreadableRowGroup(group, f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+                rows = [problem] * (hi - lo)
+            for i, values in enumerate(rows):
                 yield lo + i, group, values
         offset += count
         if offset >= stop:
@@ -232,8 +308,8 @@ def read_cell_instruction(text: Any, record_id: str, file: str, where: str) -> s
     """An instruction cell's text on one line (runs of whitespace become one space); ``empty_instruction`` when nothing
     is left or it is no string."""
     if not isinstance(text, str) or not text.strip():
-        raise SourceRecordError("empty_instruction", record_id, file, f"{where}: instruction is {text!r}")
-    return " ".join(text.split())
+        raise SourceRecordError("empty_instruction", record_id, file, f"{where}: instruction is {text!r:.200}")
+    return text_field(" ".join(text.split()))
 
 
 def check_same_size(source: SourceImage, target: SourceImage, record_id: str, file: str, where: str) -> None:
@@ -353,9 +429,10 @@ class ParquetImporter:
         """(name, size, rows per group) of each file: enough to notice another release, cheap on 60 GB."""
         return [[p.name, p.size, list(p.groups)] for p in self.parts]
 
-    def read(self, part: ParquetPart, start: int, stop: int) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    def read(self, part: ParquetPart, start: int, stop: int) -> Iterator[tuple[int, int, Any]]:
+        """The rows' values, or an :class:`UnreadableRowGroup` for each row pyarrow could not read."""
         columns = sorted({c for c in self.columns(part).values() if c is not None})
-        return iter_rows(part.path, start, stop, columns)
+        return iter_rows(part.path, start, stop, columns, errors="yield")
 
 
 class ParquetImportBuilder(CandidateBuilder):
@@ -390,6 +467,11 @@ class ParquetImportBuilder(CandidateBuilder):
         result = UnitResult()
         for index, group, values in self.files.read(part, unit.payload["start"], unit.payload["stop"]):
             result.records += 1
+            if isinstance(values, UnreadableRowGroup):
+                result.failures.append(SourceRecordError(
+                    "unreadable_row_group", f"{part.name}:{index}", str(part.path),
+                    f"row {index} (row group {group}): {values.detail}").failure)
+                continue
             try:
                 result.rows.append(self._row(part, columns, index, group, values, result.counters))
             except SourceRecordError as err:

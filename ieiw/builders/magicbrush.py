@@ -1,21 +1,23 @@
 """MagicBrush -> ``edit`` rows: the ``magicbrush:`` section (docs/multitask.md, "Editing data importers").
 
-Layout: the Hugging Face dataset ``osunlp/MagicBrush`` (CC BY 4.0), ``data/train-NNNNN-of-000NN-<hash>.parquet``
-and ``data/dev-*.parquet`` (``split: train`` or ``dev``; a ``{split}/`` folder of Parquet files is read as well).
+Layout: the Hugging Face dataset ``osunlp/MagicBrush`` (CC BY 4.0), ``data/train-NNNNN-of-000NN-<hash>.parquet`` and
+``data/dev-*.parquet`` (``split: train`` or ``dev``; a ``{split}/`` folder of Parquet files is read as well).
 Columns: ``img_id`` (string), ``turn_index`` (int), ``source_img``, ``mask_img``, ``instruction``, ``target_img``
 (image cells ``{bytes, path}``). One row per turn: ``origin.record_id`` is ``{img_id}:{turn_index}``,
-``origin.image_id`` the ``img_id`` (every turn of a session lands in one split). A later turn's source is the
-earlier turn's target, as the dataset stores it.
+``origin.image_id`` the ``img_id`` (every turn of a session lands in one split); a whole float there (``2.0``:
+pandas writes an integer column holding a null as float64) is read as its integer, so such a file gives the same
+rows. A later turn's source is the earlier turn's target, as the dataset stores it.
 
-**The mask.** ``mask_img`` is the source with the region the annotator erased for DALL-E 2 made transparent, not
-a binary mask, and at times at another resolution than the source. The ``mask`` column is that region: alpha
-below 128 (for a mask without alpha: a black-and-white image, white = region), resized to the source's size
-with nearest neighbour when the sizes differ (``mask_resized_from`` in ``builder.params``), stored as a 0/255
-PNG. No mask cell, or one with no region at all, gives a null ``mask`` (counted: ``mask_absent``,
-``mask_empty``); a colour image without alpha says nothing about a region (``mask_unusable``, null ``mask``);
-an undecodable one is a failure ``unreadable_mask``. ``masks: false`` leaves the column null.
+**The mask.** ``mask_img`` is the source with the region the annotator erased for DALL-E 2 made transparent, not a
+binary mask, and at times at another resolution than the source. The ``mask`` column is that region: alpha below 128
+(for a mask without alpha: a black-and-white image, white = region), resized to the source's size with nearest
+neighbour when the sizes differ (``mask_resized_from`` in ``builder.params``), stored as a 0/255 PNG. No mask cell,
+or one with no region at all, gives a null ``mask`` (counted: ``mask_absent``, ``mask_empty``); a colour image
+without alpha says nothing about a region (``mask_unusable``, null ``mask``); an undecodable one (or a cell that is
+no image cell at all) is a failure ``unreadable_mask``. ``masks: false`` leaves the column null.
 
-Failures name the file and the row: ``unreadable_image``, ``missing_image``, ``empty_instruction``,
+Failures name the file and the row: ``unreadable_image``, ``missing_image``, ``empty_instruction``, ``missing_id``
+(a null ``img_id`` or ``turn_index``), ``unreadable_row_group`` (:mod:`ieiw.builders.importers`),
 ``size_mismatch`` (MagicBrush's source and target have one size), ``duplicate_record`` (an ``img_id`` and
 ``turn_index`` seen before: the message names where), ``path_outside_root`` (an image or mask cell with no
 bytes whose ``path`` is absolute, has a ``..`` or is symlinked out of the Parquet file's folder).
@@ -37,6 +39,7 @@ from ieiw.builders.importers import (
     ParquetImportBuilder,
     ParquetImportConfig,
     ParquetImporter,
+    UnreadableRowGroup,
     cell_bytes,
     check_same_size,
     edit_row,
@@ -49,6 +52,7 @@ from ieiw.schemas.config import StrictModel
 from ieiw.schemas.lazy import locked_cached_property
 from ieiw.schemas.paths import PATH_OUTSIDE_ROOT, PathOutsideRoot
 from ieiw.schemas.registry import register_builder
+from ieiw.schemas.rows import text_field
 from ieiw.schemas.units import BuildContext, SourceRecordError
 
 NAME = "magicbrush"
@@ -130,6 +134,17 @@ def region_of(data: bytes, size: tuple[int, int]) -> tuple[np.ndarray | None, di
     return region.astype(np.uint8), info
 
 
+def whole(value: Any) -> Any:
+    """An id cell as the dataset meant it: a whole float (``3.0``; pandas writes an integer column that has a
+    null as float64) is that integer, so such a column gives the rows an integer column gives."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def record_key(img_id: Any, turn: Any) -> str:
+    """``{img_id}:{turn_index}``, the record id, as a row can hold it (text that was not UTF-8 made writable)."""
+    return text_field(f"{whole(img_id)}:{whole(turn)}")
+
+
 @register_builder(NAME, MagicBrushConfig)
 class MagicBrushBuilder(ParquetImportBuilder):
     name = NAME
@@ -158,8 +173,11 @@ class MagicBrushBuilder(ParquetImportBuilder):
         for part in self.files.parts:
             columns = self.files.columns(part)
             stop = part.rows if left is None else min(part.rows, left)
-            for index, _, values in iter_rows(part.path, 0, stop, [columns["img_id"], columns["turn_index"]]):
-                key = f"{values[columns['img_id']]}:{values[columns['turn_index']]}"
+            for index, _, values in iter_rows(part.path, 0, stop, [columns["img_id"], columns["turn_index"]],
+                                              errors="yield"):
+                if isinstance(values, UnreadableRowGroup):
+                    continue  # build_unit fails these rows
+                key = record_key(values[columns["img_id"]], values[columns["turn_index"]])
                 if key in first:
                     repeats[part.name, index] = first[key]
                 else:
@@ -180,8 +198,8 @@ class MagicBrushBuilder(ParquetImportBuilder):
 
     def _row(self, part, columns: dict[str, str | None], index: int, group: int, values: dict[str, Any],
              counters) -> dict[str, Any]:
-        img_id, turn = values[columns["img_id"]], values[columns["turn_index"]]
-        record_id = f"{img_id}:{turn}"
+        img_id, turn = whole(values[columns["img_id"]]), whole(values[columns["turn_index"]])
+        record_id = record_key(img_id, turn)
         file = str(part.path)
         where = f"row {index} (row group {group})"
         if img_id is None or turn is None:
@@ -204,8 +222,8 @@ class MagicBrushBuilder(ParquetImportBuilder):
         counters[f"mask_{info['mask']}"] += 1
         extra = {"file": part.name, "row": index, "row_group": group, "turn_index": turn, **info}
         return edit_row(builder=NAME, dataset=DATASET, split=self.config.split, record_id=record_id,
-                        image_id=str(img_id), instruction=instruction, source=source, target=target, mask=mask,
-                        license=LICENSE, params=self.params(columns), extra=extra, backend="parquet-import")
+                        image_id=text_field(str(img_id)), instruction=instruction, source=source, target=target,
+                        mask=mask, license=LICENSE, params=self.params(columns), extra=extra, backend="parquet-import")
 
     def _mask(self, value: Any, part, source, record_id: str, where: str, column: str | None):
         if not self.config.masks:
@@ -214,6 +232,9 @@ class MagicBrushBuilder(ParquetImportBuilder):
             data, _ = cell_bytes(value, part.path.parent) if value is not None else (None, None)
         except PathOutsideRoot as exc:
             raise SourceRecordError(PATH_OUTSIDE_ROOT, record_id, str(part.path),
+                                    f"{where}: column {column}: {exc}") from None
+        except TypeError as exc:  # a cell of another type (a re-export wrote the paths as plain strings)
+            raise SourceRecordError("unreadable_mask", record_id, str(part.path),
                                     f"{where}: column {column}: {exc}") from None
         if data is None:
             return None, {"mask": "absent"}
