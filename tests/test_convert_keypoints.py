@@ -67,11 +67,13 @@ def annotated_joints(config: KeypointsConfig) -> dict[str, list[tuple[float, flo
 
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory) -> dict[str, tuple[KeypointsConfig, list, list, dict]]:
-    """Each dataset's sample built with 5 joints per row (most pressure on the v=0 rule)."""
+    """Each dataset's sample built with 5 labelled joints per row, discs apart (our option: every disc whole,
+    so each can be measured; most pressure on the v=0 rule)."""
     out = {}
     for dataset in DATASETS:
         root = tmp_path_factory.mktemp(dataset) / dataset
-        config = KeypointsConfig(dataset=dataset, root=root, samples={"images": 12}, joints_per_row=5)
+        config = KeypointsConfig(dataset=dataset, root=root, samples={"images": 12}, joints_per_row=5,
+                                 joint_choice="labelled", overlap="avoid")
         out[dataset] = (config, *build(config))
     return out
 
@@ -451,3 +453,39 @@ def test_an_annotation_file_that_is_no_utf8_is_named(tmp_path):
     path.write_bytes(b"\xff\xfe" + data + b" " * (1 - len(data) % 2))  # an odd length: UTF-16 cut mid-character
     with pytest.raises(PoseFormatError, match=re.escape(str(path))):
         build(config)
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_the_official_choice_names_unlabelled_joints_without_a_disc(tmp_path, dataset):
+    """The default, as the official generate_target: joints drawn from all of the dataset's joints; an
+    unlabelled one is named (colour and joint in the instruction) and its colour appears nowhere; every labelled
+    named joint's colour covers its disc's centre (later discs may cover parts of earlier ones)."""
+    config = KeypointsConfig(dataset=dataset, root=tmp_path / dataset, samples={"images": 12})
+    assert (config.joint_choice, config.overlap) == ("official", "allow")
+    rows, failures, _ = build(config)
+    assert rows and not failures
+    truth = annotated_joints(config)
+    unlabelled_named = 0
+    for row in rows:
+        marks = json.loads(row["builder"]["params"])["marks"]
+        assert 1 <= len(marks) <= 5 and len({m["color"] for m in marks}) == len(marks)
+        source = decode(row["source_image"]["bytes"]).pixels
+        target = decode(row["target_image"]["bytes"]).pixels
+        changed = target[(source != target).any(axis=2)]
+        colours_drawn = {tuple(int(c) for c in px) for px in changed}
+        for mark in marks:
+            assert mark["joint"] in row["instruction"] and mark["color"] in row["instruction"]
+            v = truth[row["origin"]["record_id"]][mark["index"]][2]
+            assert mark["drawn"] == (v > 0)
+            if v == 0:
+                unlabelled_named += 1
+                assert tuple(COLOURS[mark["color"]]) not in colours_drawn, "an unlabelled joint got a disc"
+        radius = disc_radius(row["width"], row["height"])
+        drawn = [m for m in marks if m["drawn"]]
+        for position, mark in enumerate(drawn):  # a disc shows at its centre unless a later disc covers it
+            (cx, cy) = mark["centre"]
+            covered = any((cx - later["centre"][0]) ** 2 + (cy - later["centre"][1]) ** 2 <= radius * radius + 1
+                          for later in drawn[position + 1:])
+            if not covered and 0 <= cx < row["width"] and 0 <= cy < row["height"]:
+                assert tuple(int(c) for c in target[cy, cx]) == tuple(COLOURS[mark["color"]])
+    assert unlabelled_named > 0, "the samples have unlabelled joints; some must be named"

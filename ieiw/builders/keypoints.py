@@ -37,17 +37,18 @@ a ``scale`` that is no finite number), ``no_image_info``, ``missing_image``, ``u
 its 256 px crops, scaled to the stored image, since the trainer's crop of a person spans about its short side.
 As in the official code the disc's centre is the joint rounded half up to a pixel (``int(x + 0.5)``) and the
 disc is the pixels with ``dx^2 + dy^2 <= r^2 + 1``; it is opaque (transparency 0). Joints with v=1 and v=2
-are drawn alike, as the official code draws them. Joints with v=0 are never drawn and, unlike the official
-code (which names a v=0 joint it does not draw), never named. A joint whose centre falls outside the image is
-left out (the official code leaves out a disc wholly outside its crop, and names it anyway).
+are drawn alike, as the official code draws them. Joints with v=0 are never drawn.
 
 **Choice** (seeded per person from ``seed``, the dataset and the record id, so a row never changes between
 runs): the number of joints is drawn uniformly from ``joints_per_row`` (``[1, 5]``, as the official
 ``randint(1, 5)``), each joint gets its own colour out of nine (red, green, blue, yellow, cyan, magenta with
-channels 0/255, gray 128, white, black). With ``overlap: avoid`` (the default) joints are taken in seeded
-random order and one whose disc would touch a disc already placed is passed over, so every named disc is
-whole (a row may then mark fewer joints than drawn, never zero); ``allow`` draws them as the official code
-does, later discs over earlier ones.
+channels 0/255, gray 128, white, black). ``joint_choice: official`` (the default, the official
+``generate_target``): the joints are drawn from all of the dataset's joints; an unlabelled one (v=0) is named
+in the instruction and gets no disc (the model learns not to invent joints), a labelled one whose disc lies
+wholly outside the image is left out (not named). ``labelled``: only labelled joints whose centre is inside
+the image are candidates, so every named joint has a disc. ``overlap: allow`` (the default) draws later discs
+over earlier ones, as the official code does; ``avoid`` passes over a joint whose disc would touch one
+already placed, so every disc is whole (biased against close joints: the face).
 
 **Joint names** in instructions: ``joint_names: words`` (default) writes them as words: COCO's as the
 official code ("left eye"), the others' snake_case with spaces ("left shoulder", "upper neck") and
@@ -192,7 +193,12 @@ class KeypointsConfig(BuilderConfig):
     samples: PoseSampleSpec | None = Field(None, description="make a synthetic sample at root if it is missing")
     joints_per_row: tuple[int, int] = Field((1, 5), description="[min, max] joints per row (1-5); one number "
                                                                 "fixes it")
-    overlap: Literal["avoid", "allow"] = "avoid"
+    joint_choice: Literal["official", "labelled"] = Field(
+        "official", description="official: the joints are drawn from all of the dataset's joints and an unlabelled "
+        "one is named without a disc (the model learns not to invent joints); labelled: only labelled joints")
+    overlap: Literal["avoid", "allow"] = Field(
+        "allow", description="allow: later discs over earlier ones, as the official code draws them; avoid: pass "
+        "over a joint whose disc would touch one already drawn (biased against close joints: the face)")
     joint_names: Literal["words", "official"] = "words"
     templates: Path | None = Field(None, description="a keypoints.yaml of your own; default: the shipped one")
     seed: int = 0
@@ -398,11 +404,32 @@ def person_seed(seed: int, dataset: str, record_id: str) -> int:
     return int(stable_hash("keypoints", seed, dataset, record_id, length=16), 16)
 
 
+def choose_official(joints: list[Joint], width: int, height: int, radius: int, joints_per_row: tuple[int, int],
+                    seed: int) -> tuple[list[tuple[Joint, str]], int]:
+    """The official ``generate_target``: ``randint(min, max)`` joints out of all of the dataset's joints, a
+    colour each out of nine; a labelled joint whose disc lies wholly outside the image is left out (not named);
+    an unlabelled one (v = 0) is named and not drawn. Returns the named joints with their colours (draw those
+    with v > 0) and how many were left out."""
+    rng = np.random.default_rng(seed)
+    low, high = joints_per_row
+    want = min(int(rng.integers(low, high + 1)), len(joints))
+    chosen = [joints[i] for i in rng.choice(len(joints), size=want, replace=False)]
+    colours = [str(n) for n in rng.choice(list(COLOURS), size=want, replace=False)]
+    marks, outside = [], 0
+    for joint, colour in zip(chosen, colours, strict=True):
+        if joint.v > 0:
+            cx, cy = disc_centre(joint.x, joint.y)
+            if cx - radius >= width or cy - radius >= height or cx + radius + 1 < 0 or cy + radius + 1 < 0:
+                outside += 1
+                continue
+        marks.append((joint, colour))
+    return marks, outside
+
+
 def choose_marks(joints: list[Joint], width: int, height: int, radius: int, joints_per_row: tuple[int, int],
                  overlap: str, seed: int) -> tuple[list[tuple[Joint, str]], int]:
-    """The drawn joints with their colours, and how many labelled joints lay outside the image.
-
-    Only labelled joints (v > 0) whose disc centre is inside the image are candidates."""
+    """``joint_choice: labelled``: the drawn joints with their colours, and how many labelled joints lay outside
+    the image. Only labelled joints (v > 0) whose disc centre is inside the image are candidates."""
     labelled = [j for j in joints if j.v > 0]
     inside = []
     for joint in labelled:
@@ -433,11 +460,14 @@ def choose_marks(joints: list[Joint], width: int, height: int, radius: int, join
 
 
 def draw_marks(pixels: np.ndarray, marks: list[tuple[Joint, str]], radius: int) -> tuple[np.ndarray, np.ndarray]:
-    """(target, union mask): ``pixels`` with an opaque disc of each mark's colour, later over earlier."""
+    """(target, union mask): ``pixels`` with an opaque disc of each labelled mark's colour, later over earlier
+    (an unlabelled joint the official choice names gets no disc)."""
     height, width = pixels.shape[:2]
     target = pixels.copy()
     union = np.zeros((height, width), np.uint8)
     for joint, colour in marks:
+        if joint.v <= 0:
+            continue
         cx, cy = disc_centre(joint.x, joint.y)
         disc = disc_mask(width, height, cx, cy, radius).astype(bool)
         target[disc] = COLOURS[colour]
@@ -478,6 +508,7 @@ class KeypointsBuilder(CandidateBuilder):
             "joints_per_row": list(c.joints_per_row),
             "radius_at_256": RADIUS_AT_256,
             "overlap": c.overlap,
+            "joint_choice": c.joint_choice,
             "joint_names": c.joint_names,
             "seed": c.seed,
         }
@@ -556,7 +587,10 @@ class KeypointsBuilder(CandidateBuilder):
         height, width = image.pixels.shape[:2]
         radius = disc_radius(width, height)
         seed = person_seed(c.seed, c.dataset, person.record_id)
-        marks, outside = choose_marks(joints, width, height, radius, c.joints_per_row, c.overlap, seed)
+        if c.joint_choice == "official":
+            marks, outside = choose_official(joints, width, height, radius, c.joints_per_row, seed)
+        else:
+            marks, outside = choose_marks(joints, width, height, radius, c.joints_per_row, c.overlap, seed)
         result.counters["joints_outside_image"] += outside
         if not marks:
             raise PersonSkipped("no_joint_in_image")
@@ -568,7 +602,7 @@ class KeypointsBuilder(CandidateBuilder):
         stem = Path(person.image_path.name).stem or person.image_id
         drawn = [
             {"index": j.index, "joint": names[j.index], "x": j.x, "y": j.y, "v": j.v, "color": colour,
-             "centre": list(disc_centre(j.x, j.y))}
+             "centre": list(disc_centre(j.x, j.y)), "drawn": j.v > 0}
             for j, colour in marks
         ]
         return {
