@@ -66,7 +66,7 @@ class SamRegionsConfig(RegionsConfig):
         return str(self.checkpoint) if self.checkpoint is not None else None
 
     def generator_params(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"backend", "checkpoint", "model_type", "device"})
+        return self.model_dump(exclude={"backend", "checkpoint", "model_type", "device", "sha256"})
 
     def preflight(self) -> list[str]:
         lines = []

@@ -41,6 +41,7 @@ from ieiw.builders.region_policy import RegionPolicy, choose, replacement_policy
 from ieiw.builders.region_sources import RegionSourceConfig
 from ieiw.builders.template_files import template_file_problems
 from ieiw.imageio import decode_rgb, encode, extension
+from ieiw.phrases import label_phrase, phrase_forms
 from ieiw.schemas import storage
 from ieiw.schemas.config import BuilderConfig, backend_field
 from ieiw.schemas.layout import index_folder
@@ -104,6 +105,20 @@ def object_crop(pixels: np.ndarray, mask: np.ndarray, bbox: tuple[int, int, int,
     crop = pixels[y:y + h, x:x + w].copy()
     crop[~mask[y:y + h, x:x + w].astype(bool)] = 255
     return crop
+
+
+def label_problem(label: str | None) -> str | None:
+    """Why a source's label cannot name its object in "change the A to B", or None: a label with no words
+    (an empty Open Images DisplayName, only a qualifier such as "(Animal)", only punctuation) would fail every
+    row that names it, its own and those it is the exemplar of, so such a region fails ``bad_label`` and is
+    never indexed."""
+    if label is None:
+        return None
+    try:
+        phrase_forms(" ".join(label_phrase(label).split()))  # what replace_instruction makes of it
+    except ValueError:
+        return f"label {label!r:.80} has no words to name the object by"
+    return None
 
 
 def _dilate(mask: np.ndarray, size: int) -> np.ndarray:
@@ -216,7 +231,14 @@ class ReplacementBuilder(CandidateBuilder):
         crops: list[np.ndarray] = []
         for entry in entries:
             failures.extend(entry.failures)
-            kept, skips = choose(entry.regions, self.config.regions)
+            usable = []
+            for region in entry.regions:
+                problem = label_problem(region.label)
+                if problem:
+                    failures.append(Failure("bad_label", region.record_id, region.source_file, problem))
+                else:
+                    usable.append(region)
+            kept, skips = choose(usable, self.config.regions)
             skipped.update(skips)
             if not kept:
                 continue
@@ -308,15 +330,17 @@ class ReplacementBuilder(CandidateBuilder):
         if not mine:
             return result
         index, regions = self.index()
-        by_record = {r: i for i, r in enumerate(regions["record_id"].to_pylist())}
         labels, label_sources = regions["label"].to_pylist(), regions["label_source"].to_pylist()
         units, positions = regions["unit"].to_pylist(), regions["position"].to_pylist()
         datasets = regions["dataset"].to_pylist()
-        own = [by_record[row["record_id"]] for row in mine]
+        # A region's index row by its shard and position, not its record id: two sources (two SA-1B folders,
+        # say) may hold the same record id, and a region must get its own label, not the other's.
+        at_of = {(u, position): i for i, (u, position) in enumerate(zip(units, positions, strict=True))}
+        own = [at_of[(unit.key, row["position"])] for row in mine]
         vectors = np.asarray([row["vector"] for row in mine], np.float32)
         matches = index.query(vectors, [row["image_id"] for row in mine], [labels[i] for i in own], k=1)
 
-        images: dict[str, Any] = {}
+        images: dict[str, Any] = {}  # by image file: two sources (or a crafted file) may share an image id
         jobs = []
         for row, at, found in zip(mine, own, matches, strict=True):
             if not found:
@@ -329,15 +353,16 @@ class ReplacementBuilder(CandidateBuilder):
                                  width=row["width"], height=row["height"], source_file=row["source_file"],
                                  orientation=row["orientation"])
             try:
-                if row["image_id"] not in images:
-                    images[row["image_id"]] = load_source_image(entry)
+                if row["image_path"] not in images:
+                    images[row["image_path"]] = load_source_image(entry)
             except SourceRecordError as err:
                 result.failures.append(err.failure)
                 continue
             rle = {"size": [row["height"], row["width"]], "counts": row["rle"].encode()}
             mask = _dilate(mask_utils.decode(rle), self.config.mask_dilation)
             match = found[0]
-            jobs.append((row, at, match, images[row["image_id"]], mask, self._crop(units[match.row], positions[match.row])))
+            jobs.append((row, at, match, images[row["image_path"]], mask,
+                         self._crop(units[match.row], positions[match.row])))
         if not jobs:
             return result
         seeds = [int(stable_hash(self.config.seed, job[0]["record_id"], length=8), 16) for job in jobs]

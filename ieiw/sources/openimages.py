@@ -28,7 +28,8 @@ PredictedIoU (None when empty); no stability score. Images are ordered by ImageI
 file order.
 
 Failure reasons (each names the CSV with its line, or the mask file): ``bad_row`` (missing ImageID or
-MaskPath; a box value that is not a finite number within [0, 1] give or take :data:`BOX_SLACK`; a
+MaskPath; not as many fields as the header; bytes that are not UTF-8; an ImageID that can name no file, e.g.
+too long; a box value that is not a finite number within [0, 1] give or take :data:`BOX_SLACK`; a
 PredictedIoU that is not a finite number in [0, 1]; an empty box value or PredictedIoU is None, as the
 format allows), ``unknown_label`` (a LabelName the class file lacks), ``missing_image``,
 ``unreadable_image`` (also an image whose header declares more pixels than :func:`ieiw.imageio.decode`
@@ -37,8 +38,10 @@ accepts, a decompression bomb: that image alone fails, the unit goes on), ``miss
 ``empty_mask``,
 ``path_outside_root`` (an ImageID or MaskPath that is no path under ``images/`` or ``masks/``: ``..``, absolute,
 or symlinked out; :mod:`ieiw.schemas.paths`). File-level
-problems (no CSV, no header, a class file that is not two columns) raise :class:`OpenImagesFormatError`
-with one line naming the file.
+problems (no CSV, no header, a class file that is not two columns, a CSV that stops parsing: an unclosed quote
+past the field size limit) raise :class:`OpenImagesFormatError` with one line naming the file, from ``count()``
+(so a builder's ``plan()`` refuses the source before any unit runs). Bytes of the class file that are not UTF-8
+read as U+FFFD: a broken LabelName then matches no mask row (``unknown_label``).
 """
 
 from __future__ import annotations
@@ -46,8 +49,10 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,18 +88,43 @@ class OpenImagesFormatError(ValueError):
     """An Open Images file ieiw cannot use at all; the one-line message names the file."""
 
 
-def _open_text(path: Path):
+def _open_text(path: Path, errors: str = "strict"):
+    """A CSV file as text (``-sig``: a BOM is not part of the first header). ``errors``: what bytes that are not
+    UTF-8 become (``surrogateescape`` in the mask CSV, where :func:`_not_utf8` finds them per row; ``replace`` in
+    the class file, where a broken name only fails its class's rows, as ``unknown_label``)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found")
-    return path.open(newline="", encoding="utf-8-sig")  # -sig: a BOM is not part of the first header
+    return path.open(newline="", encoding="utf-8-sig", errors=errors)
+
+
+def _not_utf8(values: list[str]) -> bool:
+    """Whether a row read with ``surrogateescape`` held bytes that are not UTF-8."""
+    return any(_ESCAPED.search(value) for value in values)
+
+
+_ESCAPED = re.compile("[\udc80-\udcff]")
+
+
+def _rows(handle: Any, path: Path) -> Iterator[tuple[int, list[str]]]:
+    """``(first line, cells)`` of each CSV record (a quoted cell may span lines); ``csv.Error`` (an unclosed
+    quote that runs past the field size limit, say) becomes :class:`OpenImagesFormatError` naming the file and
+    the line: nothing after it can be read."""
+    reader = csv.reader(handle)
+    line = 1
+    try:
+        for values in reader:
+            yield line, values
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        raise OpenImagesFormatError(f"{path}: line {line}: not CSV ({exc})") from None
 
 
 def read_class_descriptions(path: Path) -> dict[str, str]:
     """``{LabelName: DisplayName}`` from a class-description CSV, with or without its header row."""
     path = Path(path)
     out: dict[str, str] = {}
-    with _open_text(path) as handle:
-        for line, row in enumerate(csv.reader(handle), start=1):
+    with _open_text(path, errors="replace") as handle:
+        for line, row in _rows(handle, path):
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
             if line == 1 and row[0].strip() == "LabelName":
@@ -158,9 +188,9 @@ class OpenImagesSource:
     @locked_cached_property
     def _grouped(self) -> list[tuple[str, list[_Row]]]:
         groups: dict[str, list[_Row]] = {}
-        with _open_text(self.annotations) as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
+        with _open_text(self.annotations, errors="surrogateescape") as handle:
+            rows = _rows(handle, self.annotations)
+            header = next(rows, (1, None))[1]
             if header is None or "ImageID" not in header or "MaskPath" not in header:
                 raise OpenImagesFormatError(
                     f"{self.annotations}: line 1 is not the mask CSV header ({','.join(COLUMNS)}); found "
@@ -168,13 +198,15 @@ class OpenImagesSource:
             missing = [c for c in COLUMNS[:4] if c not in header]
             if missing:
                 raise OpenImagesFormatError(f"{self.annotations}: header lacks {', '.join(missing)}")
-            for line, values in enumerate(reader, start=2):
+            for line, values in rows:
                 if not values:
                     continue
                 fields = dict(zip(header, values, strict=False))
                 image_id = fields.get("ImageID", "").strip()
-                # A row without an ImageID is its own entry, so its failure is reported once, in order.
-                key = image_id if image_id and len(values) == len(header) else f"<line {line}>"
+                # A row without an ImageID (or not as many fields as the header, or bytes that are not UTF-8)
+                # is its own entry, so its failure is reported once, in order.
+                whole = image_id and len(values) == len(header) and not _not_utf8(values)
+                key = image_id if whole else f"<line {line}>"
                 groups.setdefault(key, []).append(_Row(line, fields))
         ordered = sorted(groups.items())
         return ordered[: self.limit] if self.limit else ordered
@@ -193,6 +225,7 @@ class OpenImagesSource:
         return found
 
     def count(self) -> int:
+        self.classes  # noqa: B018 - a class file that cannot be read is refused here, by plan(), naming the file
         return len(self._grouped)
 
     def read(self, start: int, stop: int) -> list[ImageRegions]:
@@ -206,14 +239,20 @@ class OpenImagesSource:
         entry = dict(dataset=DATASET, image_id=key, image_path=image_path, width=0, height=0, source_file=csv_file)
         if key.startswith("<line"):
             row = rows[0]
-            return ImageRegions(**entry, failures=(failure(
-                "bad_row", key, f"{csv_file}:{row.line}", "no ImageID, or not as many fields as the header"),))
+            why = ("bytes that are not UTF-8" if _not_utf8(list(row.fields.values()))
+                   else "no ImageID, or not as many fields as the header")
+            return ImageRegions(**entry, failures=(failure("bad_row", key, f"{csv_file}:{row.line}", why),))
         try:
             path_under(self.images, f"{key}.{self.image_ext}")
         except PathOutsideRoot as exc:  # an ImageID such as ../../x or /x: nothing outside images/ is read
             return ImageRegions(**dict(entry, image_path=self.images), failures=(failure(
                 PATH_OUTSIDE_ROOT, key, f"{csv_file}:{rows[0].line}", f"ImageID: {exc}"),))
-        if not image_path.is_file():
+        try:
+            found = image_path.is_file()
+        except OSError as exc:  # an ImageID too long for a file name, say
+            return ImageRegions(**entry, failures=(failure(
+                "bad_row", key, f"{csv_file}:{rows[0].line}", f"ImageID {key!r:.80} names no file: {exc.strerror}"),))
+        if not found:
             return ImageRegions(**entry, failures=(failure(
                 "missing_image", key, image_path, f"image not found (rows from {csv_file} line {rows[0].line})"),))
         try:
@@ -288,7 +327,11 @@ class OpenImagesSource:
         if path.is_file():
             with path.open("rb") as handle:
                 return _read_capped(handle, path.stat().st_size, str(path))
+        broken = []
         for archive in self._archives(image_id[:1].lower()):
+            if isinstance(archive, str):
+                broken.append(archive)
+                continue
             try:
                 info = archive.getinfo(name)
             except KeyError:
@@ -300,12 +343,22 @@ class OpenImagesSource:
             except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
                 # bad CRC, truncated or corrupt data, an unsupported compression method, an encrypted member
                 raise ValueError(f"{where}: {exc}") from None
+        if broken:  # the mask may be in the archive that cannot be read
+            raise ValueError(f"not in masks/ nor in a readable archive; {'; '.join(broken)}")
         raise FileNotFoundError(name)
 
-    def _archives(self, char: str) -> list[zipfile.ZipFile]:
-        def open_archives() -> list[zipfile.ZipFile]:
+    def _archives(self, char: str) -> list[zipfile.ZipFile | str]:
+        """The ``*-masks-<char>.zip`` archives, opened once; one that cannot be opened (cut short, not a zip)
+        is the text of why, so only the masks that would be looked up in it fail (``unreadable_mask``)."""
+        def open_archive(path: Path) -> zipfile.ZipFile | str:
+            try:
+                return zipfile.ZipFile(path)
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+                return f"{path}: not a readable zip ({exc})"
+
+        def open_archives() -> list[zipfile.ZipFile | str]:
             paths = sorted(self.masks.glob(f"*-masks-{char}.zip")) if self.masks.is_dir() else []
-            return [zipfile.ZipFile(p) for p in paths]
+            return [open_archive(p) for p in paths]
 
         return self._zips.get(char, open_archives)
 

@@ -74,13 +74,15 @@ class BadRle(ValueError):
     """Counts that are not a well-formed compressed COCO RLE of the stated size."""
 
 
-def rle_runs(counts: str) -> np.ndarray:
+def rle_runs(counts: str, most: int | None = None) -> np.ndarray:
     """The run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString``, vectorised).
 
     pycocotools decodes some malformed strings into garbage instead of failing (``""`` and ``"0"``
     give masks of uninitialised memory), so readers check each string with this first. Raises
     :class:`BadRle` on a character outside the alphabet, a truncated or overlong number, or a negative
-    run.
+    run; with ``most`` (the image's pixel count), also on a number beyond it (a run, or the difference of two,
+    that no image of that size has), which also keeps the sums below int64's range: a crafted string of 60-bit
+    numbers would otherwise wrap around to any total.
 
     The format: each number is 5-bit groups, least significant first, one character each (value + 48);
     bit 0x20 says another group follows, bit 0x10 of the last group is the sign. From the third number
@@ -107,12 +109,18 @@ def rle_runs(counts: str) -> np.ndarray:
     values = np.add.reduceat((codes & 0x1F) << (5 * shift), starts)
     negative = (codes[ends] & 0x10) != 0
     values[negative] -= np.left_shift(1, 5 * lengths[negative])
+    if most is not None and np.abs(values).max() > most:
+        index = int(np.argmax(np.abs(values)))
+        raise BadRle(f"number {index} ({int(values[index])}) is beyond the image's {most} pixels")
     runs = values.copy()
     runs[1::2] = np.cumsum(values[1::2])
     runs[2::2] = np.cumsum(values[2::2])
     if (runs < 0).any():
         index = int(np.flatnonzero(runs < 0)[0])
         raise BadRle(f"run {index} is negative ({int(runs[index])})")
+    if most is not None and runs.max() > most:  # then their sum stays far below int64's range too
+        index = int(np.argmax(runs))
+        raise BadRle(f"run {index} ({int(runs[index])}) is longer than the image's {most} pixels")
     return runs
 
 
@@ -128,18 +136,21 @@ def rle_mask(size: Any, counts: Any, height: int, width: int) -> tuple[RleMask, 
         raise BadRle(f"malformed size {size!r}: expected [height, width]")
     if [int(size[0]), int(size[1])] != [height, width]:
         raise BadRle(f"size [{size[0]}, {size[1]}] does not match the image's [height, width] [{height}, {width}]")
+    pixels = height * width
     if isinstance(counts, list):
         if not all(_is_int(v) and v >= 0 for v in counts):
             raise BadRle("uncompressed counts must be non-negative integers")
+        if sum(counts) != pixels:  # Python ints: no int64 overflow, no run beyond the image
+            raise BadRle(f"runs cover {sum(counts)} pixels, the image has {pixels}")
         runs = np.asarray(counts, dtype=np.int64)
         counts = mask_utils.frPyObjects({"size": [height, width], "counts": runs}, height, width)["counts"].decode()
     elif isinstance(counts, str):
-        runs = rle_runs(counts)
+        runs = rle_runs(counts, pixels)
     else:
         raise BadRle(f"counts is a {type(counts).__name__}, not a compressed RLE string")
     total = int(runs.sum())
-    if total != height * width:
-        raise BadRle(f"runs cover {total} pixels, the image has {height * width}")
+    if total != pixels:
+        raise BadRle(f"runs cover {total} pixels, the image has {pixels}")
     rle = {"size": [height, width], "counts": counts.encode()}
     area = int(mask_utils.area(rle))
     x, y, w, h = (int(round(v)) for v in mask_utils.toBbox(rle))

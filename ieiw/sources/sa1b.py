@@ -11,24 +11,28 @@ The release ships them inside tar shards (``sa_000000.tar`` ...): extract them f
 recursively, so one folder per shard works. Images are ordered by the JSON files' paths relative to
 ``root`` (sorted), so units are ranges of images.
 
-Regions: ``record_id`` is ``"<image_id>:<annotation id>"``; ``predicted_iou`` and ``stability_score`` as
-stored (None when absent or null: unscored; present, they must be finite and in :data:`SCORE_RANGES`); no
-label (``label_source`` None); the stored ``bbox``, ``area``, ``crop_box`` and ``point_coords`` stay in
-``extra``, while ``bbox``/``area`` are computed exactly from the RLE.
+Regions: ``record_id`` is ``"<image_id>:<annotation id>"`` (``#<index>`` for an annotation without ``id``;
+lone surrogates of a JSON ``\\ud800`` escape become U+FFFD, which a row can hold); ``predicted_iou`` and
+``stability_score`` as stored (None when absent or null: unscored; present, they must be finite and in
+:data:`SCORE_RANGES`); no label (``label_source`` None); the stored ``bbox``, ``area``, ``crop_box`` and
+``point_coords`` stay in ``extra``, while ``bbox``/``area`` are computed exactly from the RLE.
 
 Failure reasons (each names the JSON file and the record):
 
 - whole image: ``bad_json`` (not JSON; with line, column and character), ``bad_layout`` (no ``image``
   object or ``annotations`` list), ``bad_image_info`` (width/height not positive integers, or more pixels
-  than any image decodes (Pillow's ``MAX_IMAGE_PIXELS``), a ``file_name`` with a folder in it),
+  than any image decodes (Pillow's ``MAX_IMAGE_PIXELS``), an ``image_id`` that is neither an integer nor
+  text, a ``file_name`` with a folder in it, or one no file can have: not encodable, too long),
   ``path_outside_root`` (a ``file_name`` that is no path under the JSON's folder: ``..``, absolute, or
   symlinked out; :mod:`ieiw.schemas.paths`), ``missing_image`` (no image file beside the JSON);
-- one annotation: ``bad_annotation`` (not an object), ``bad_segmentation`` (no ``segmentation`` with
-  ``size`` and ``counts``), ``rle_size_mismatch`` (``size`` is not the image's ``[height, width]``),
-  ``bad_rle`` (counts that are no well-formed RLE of that size), ``empty_mask``, ``bad_score`` (a
-  ``predicted_iou`` or ``stability_score`` that is NaN, infinite, not a number or outside
-  :data:`SCORE_RANGES`), ``bad_geometry`` (a stored ``bbox``/``crop_box``/``area``/``point_coords`` that is not
-  finite, has a negative side, or lies more than :data:`FAR` image sizes outside the image).
+- one annotation: ``bad_annotation`` (not an object, or an ``id`` that is neither an integer nor text),
+  ``duplicate_id`` (an ``id`` an earlier annotation of the image has: the first keeps it),
+  ``bad_segmentation`` (no ``segmentation`` with ``size`` and ``counts``), ``rle_size_mismatch`` (``size``
+  is not the image's ``[height, width]``), ``bad_rle`` (counts that are no well-formed RLE of that size, or
+  with a run longer than the image), ``empty_mask``, ``bad_score`` (a ``predicted_iou`` or
+  ``stability_score`` that is NaN, infinite, not a number or outside :data:`SCORE_RANGES`),
+  ``bad_geometry`` (a stored ``bbox``/``crop_box``/``area``/``point_coords`` that is not finite, has a
+  negative side, or lies more than :data:`FAR` image sizes outside the image).
 
 :meth:`SA1BSource.load_image` adds ``unreadable_image`` and ``image_size_mismatch``.
 """
@@ -37,11 +41,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 from ieiw.schemas.lazy import locked_cached_property
 from ieiw.schemas.paths import PATH_OUTSIDE_ROOT, PathOutsideRoot, path_under
+from ieiw.schemas.rows import text_field
 from ieiw.sources.regions import BadRle, ImageRegions, Region, failure, load_source_image, rle_mask
 
 DATASET = "sa-1b"
@@ -63,7 +69,30 @@ def _positive_int(value: Any) -> int | None:
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A JSON number that is not NaN or infinite (any int is: ``math.isfinite`` would overflow on 10**400)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _id_text(value: Any) -> str | None:
+    """An ``image_id`` or annotation ``id`` as record-id text: an int, or text (lone surrogates, which a JSON
+    ``\\ud800`` escape gives and Arrow cannot write, made U+FFFD); None for any other JSON value."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return text_field(value) if isinstance(value, str) and value else None
+
+
+def _file_name_problem(file_name: Any) -> str | None:
+    """Why an image ``file_name`` cannot name a file beside the JSON, or None. A name the file system cannot
+    encode (a lone surrogate) would make ``stat`` raise ``UnicodeEncodeError``."""
+    if not isinstance(file_name, str) or not file_name:
+        return f"image file_name {file_name!r:.80} is not a bare file name"
+    try:
+        os.fsencode(file_name)
+    except UnicodeEncodeError:
+        return f"image file_name {file_name!r:.80} is not encodable as a file name"
+    return None
 
 
 def _score(value: Any, low: float, high: float) -> float | None:
@@ -171,7 +200,10 @@ class SA1BSource:
             return ImageRegions(**empty, failures=(failure(
                 "bad_layout", key, path, "expected {\"image\": {...}, \"annotations\": [...]} (an SA-1B per-image "
                 f"file), found {_shape(doc)}"),))
-        image_id = str(info.get("image_id", key))
+        image_id = _id_text(info.get("image_id", key))
+        if image_id is None:
+            return ImageRegions(**empty, failures=(failure(
+                "bad_image_info", key, path, f"image_id {info.get('image_id')!r:.80} is not an integer or text"),))
         empty["image_id"] = image_id
         width, height = _positive_int(info.get("width")), _positive_int(info.get("height"))
         file_name = info.get("file_name", f"{key}.jpg")
@@ -182,9 +214,9 @@ class SA1BSource:
         too_large = _too_large(width, height)
         if too_large:
             return ImageRegions(**empty, failures=(failure("bad_image_info", image_id, path, too_large),))
-        if not isinstance(file_name, str) or not file_name:
-            return ImageRegions(**empty, failures=(failure(
-                "bad_image_info", image_id, path, f"image file_name {file_name!r} is not a bare file name"),))
+        problem = _file_name_problem(file_name)
+        if problem:
+            return ImageRegions(**empty, failures=(failure("bad_image_info", image_id, path, problem),))
         try:
             image_path = path_under(path.parent, file_name)
         except PathOutsideRoot as exc:  # ../x, /x, or symlinked out: nothing outside the JSON's folder is read
@@ -194,22 +226,36 @@ class SA1BSource:
             return ImageRegions(**empty, failures=(failure(
                 "bad_image_info", image_id, path, f"image file_name {file_name!r} is not a bare file name"),))
         entry = dict(empty, image_path=image_path, width=width, height=height)
-        if not image_path.is_file():
+        try:
+            found = image_path.is_file()
+        except OSError as exc:  # a name too long for the file system, say
+            return ImageRegions(**entry, failures=(failure(
+                "bad_image_info", image_id, path, f"image file_name {file_name!r:.80}: {exc.strerror}"),))
+        if not found:
             return ImageRegions(**entry, failures=(failure(
                 "missing_image", image_id, path, f"image {image_path} not found beside the annotation file"),))
-        regions, failures = [], []
+        regions, failures, seen = [], [], set()
         for index, ann in enumerate(annotations):
             try:
-                regions.append(self._region(ann, index, image_id, image_path, width, height, path))
+                region = self._region(ann, index, image_id, image_path, width, height, path)
+                if region.record_id in seen:  # the first annotation with an id keeps it
+                    raise _Bad("duplicate_id", region.record_id, f"annotation {index}: record id "
+                               f"{region.record_id!r:.80} is an earlier annotation's of this image")
             except _Bad as bad:
                 failures.append(failure(bad.reason, bad.record_id, path, bad.message))
+                continue
+            seen.add(region.record_id)
+            regions.append(region)
         return ImageRegions(**entry, regions=tuple(regions), failures=tuple(failures))
 
     @staticmethod
     def _region(ann: Any, index: int, image_id: str, image_path: Path, width: int, height: int, path: Path) -> Region:
         if not isinstance(ann, dict):
             raise _Bad("bad_annotation", f"{image_id}:#{index}", f"annotation {index} is a {type(ann).__name__}")
-        ann_id = ann.get("id", f"#{index}")
+        ann_id = _id_text(ann["id"]) if "id" in ann else f"#{index}"
+        if ann_id is None:
+            raise _Bad("bad_annotation", f"{image_id}:#{index}",
+                       f"annotation {index}: id {ann['id']!r:.80} is not an integer or text")
         record_id = f"{image_id}:{ann_id}"
         seg = ann.get("segmentation")
         if not isinstance(seg, dict) or "size" not in seg or "counts" not in seg:
