@@ -144,13 +144,13 @@ class WebCrawlBuilder(CandidateBuilder):
                     )
                 )
         if self.config.reddit_api is not None:
-            ids = self.reddit.post_ids()
-            for k, start in enumerate(range(0, len(ids), n)):
-                units.append(
-                    WorkUnit(
-                        key=f"crawl-api-{k:05d}", payload={"source": "reddit_api", "post_ids": ids[start : start + n]}
-                    )
-                )
+            ids, problems = self.reddit.listing()
+            chunks = [ids[start : start + n] for start in range(0, len(ids), n)] or ([[]] if problems else [])
+            for k, chunk in enumerate(chunks):
+                payload: dict[str, Any] = {"source": "reddit_api", "post_ids": chunk}
+                if k == 0 and problems:  # listing children that are no usable post: the first unit reports them
+                    payload["listing_problems"] = [list(problem) for problem in problems]
+                units.append(WorkUnit(key=f"crawl-api-{k:05d}", payload=payload))
         for i, site in enumerate(self.config.html_sites):
             for k, start in enumerate(range(0, len(site.pages), n)):
                 units.append(
@@ -260,7 +260,12 @@ class WebCrawlBuilder(CandidateBuilder):
                 result.records += 1
                 result.failures.append(Failure("bad_line", f"line {line_no}", str(path), text))
                 continue
-            obj = json.loads(text)
+            try:
+                obj = json.loads(text)
+            except RecursionError:  # parsed when indexed, deeper in the stack now: as deep as the parser goes
+                result.records += 1
+                result.failures.append(Failure("bad_line", f"line {line_no}", str(path), "invalid JSON: nested too deeply"))
+                continue
             pid = post_id(obj)
             if not pid:
                 result.records += 1
@@ -283,6 +288,9 @@ class WebCrawlBuilder(CandidateBuilder):
     def _build_api(self, payload: dict[str, Any], result: UnitResult) -> None:
         api = self.reddit
         maker = self._maker("reddit-api")
+        for record_id, url, message in payload.get("listing_problems", ()):
+            result.records += 1
+            result.failures.append(Failure("bad_record", record_id, url, message))
         for pid in payload["post_ids"]:
             try:
                 thread = api.thread(pid)

@@ -103,7 +103,7 @@ class ResponseCache:
             return None
         try:
             meta = json.loads(path.read_bytes())
-        except (OSError, ValueError) as exc:  # truncated, not UTF-8, not JSON (JSONDecodeError is a ValueError)
+        except (OSError, ValueError, RecursionError) as exc:  # truncated, not UTF-8, not JSON, nested [[[[...
             log.warning("crawl cache: unreadable index entry %s (%s): treated as a miss", path, exc)
             return None
         if not _valid_meta(meta):

@@ -62,11 +62,13 @@ import zstandard
 
 from ieiw.crawlers.dumps import MAX_WINDOW, link_post_id, post_id
 from ieiw.crawlers.posts import BadRecord, comment_from_reddit, comment_image_urls
+from ieiw.schemas.rows import text_field
 from ieiw.schemas.storage import atomic_write_bytes
 
 FORMAT = 2  # 2: comment bad records; .zst files checked for truncation (a format-1 index may be of half a file)
 CHUNK = 4 << 20  # bytes of decompressed input scanned at a time
 COMMENT_KEYS = ("id", "name", "author", "score", "body", "created_utc", "permalink", "media_metadata", "link_id")
+MAX_COMMENT_DEPTH = 32  # a kept comment's JSON nesting (Reddit's: about 5, media_metadata included)
 MAX_BAD_COMMENT_LINES = 10_000  # recorded in index.json (bad lines, and bad records); the rest are only counted
 KEY = b'"subreddit"'
 GROUPS_PER_WRITE = 16  # row groups of posts buffered per Parquet write
@@ -411,12 +413,37 @@ def _parse(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         return None, f"invalid JSON: {exc}"
+    except RecursionError:  # a crafted line of [[[[...: the parser's own limit
+        return None, "invalid JSON: nested too deeply"
     if not isinstance(obj, dict):
         return None, f"expected an object, got {type(obj).__name__}"
     if obj.get("kind") in ("t1", "t3") and isinstance(obj.get("data"), dict):
         obj = obj["data"]
-        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+        try:
+            text = _json_text(obj)
+        except RecursionError:
+            return None, "invalid JSON: nested too deeply"
     return obj, text.strip()
+
+
+def _nested_deeper(value: Any, limit: int) -> bool:
+    """Whether a parsed JSON value nests deeper than ``limit`` (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _json_text(obj: Any) -> str:
+    """An object as JSON text Parquet can hold: a lone surrogate (valid JSON ``"\\ud800"``, which a raw dump
+    of it keeps) becomes U+FFFD, or the whole index would fail to write."""
+    return text_field(json.dumps(obj, separators=(",", ":"), ensure_ascii=False)) or ""
 
 
 def _other(obj: dict[str, Any], subreddit: str | None) -> bool:
@@ -499,7 +526,7 @@ def _index_locked(
                 kind, pid = "post", post_id(obj)
                 if pid:
                     rows_by_post.setdefault(pid, []).append(row)
-            for name, value in zip(POSTS_SCHEMA.names, (line_no, kind, pid, text)):
+            for name, value in zip(POSTS_SCHEMA.names, (line_no, kind, text_field(pid), text)):
                 buf[name].append(value)
             row += 1
             if len(buf["line"]) == rows_per_group * GROUPS_PER_WRITE:
@@ -534,6 +561,9 @@ def _index_locked(
                 if not comment_image_urls(obj):
                     continue
                 comment_from_reddit(obj)  # what the unit will read, checked once here
+                trimmed = {k: obj.get(k) for k in COMMENT_KEYS}
+                if _nested_deeper(trimmed, MAX_COMMENT_DEPTH):  # the unit parses it again, at another stack depth
+                    raise BadRecord(f"the comment nests deeper than {MAX_COMMENT_DEPTH} levels")
             except (ValueError, TypeError, AttributeError, ArithmeticError) as exc:  # BadRecord: a named field
                 n_bad_records += 1
                 if len(bad_records) < MAX_BAD_COMMENT_LINES:
@@ -542,9 +572,9 @@ def _index_locked(
                     why = str(exc) if isinstance(exc, BadRecord) else repr(exc)
                     bad_records.append((line_no, record, f"line {line_no}: {why}"))
                 continue
-            text = json.dumps({k: obj.get(k) for k in COMMENT_KEYS}, separators=(",", ":"), ensure_ascii=False)
+            text = _json_text(trimmed)
             for post_row in rows_by_post[pid]:
-                for name, value in zip(COMMENTS_SCHEMA.names, (post_row, line_no, pid, text)):
+                for name, value in zip(COMMENTS_SCHEMA.names, (post_row, line_no, text_field(pid), text)):
                     cbuf[name].append(value)
                 kept += 1
             if len(cbuf["line"]) >= 50_000:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
+from ieiw.schemas.rows import text_field
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".gifv", ".gif", ".webm", ".mov")
 VIDEO_HOSTS = ("v.redd.it", "youtube.com", "www.youtube.com", "youtu.be", "gfycat.com", "redgifs.com")
@@ -40,7 +42,8 @@ class BadRecord(ValueError):
         self.source = source
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
+    """A value for a message: its type and a short repr."""
     text = repr(value)
     return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 
@@ -50,11 +53,13 @@ def _typed(obj: dict[str, Any], key: str, types: type | tuple[type, ...], expect
     value = obj.get(key)
     if value is None or isinstance(value, types):
         return value
-    raise BadRecord(f"{key} is {_shown(value)}, expected {expected}")
+    raise BadRecord(f"{key} is {shown(value)}, expected {expected}")
 
 
 def _text(obj: dict[str, Any], key: str) -> str | None:
-    return _typed(obj, key, str, "a string")
+    """A string field, with any lone surrogate (valid JSON ``"\\ud800"``) as U+FFFD: rows hold it, and Arrow
+    cannot write a lone surrogate (the unit's whole shard would fail)."""
+    return text_field(_typed(obj, key, str, "a string"))
 
 
 def _mapping(obj: dict[str, Any], key: str) -> dict[str, Any]:
@@ -67,21 +72,23 @@ def _number(obj: dict[str, Any], key: str) -> float | None:
     if value is None or value == "":
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise BadRecord(f"{key} is {_shown(value)}, expected a number")
+        raise BadRecord(f"{key} is {shown(value)}, expected a number")
     try:
         number = float(value)
     except (ValueError, OverflowError):
         number = math.nan
     if not math.isfinite(number):
-        raise BadRecord(f"{key} is {_shown(value)}, not a finite number")
+        raise BadRecord(f"{key} is {shown(value)}, not a finite number")
     return number
 
 
 def _record_id(obj: dict[str, Any], prefix: str) -> str:
     value = obj.get("id") or str(obj.get("name") or "").removeprefix(prefix)
     if not isinstance(value, (str, int)) or isinstance(value, bool):
-        raise BadRecord(f"id is {_shown(value)}, expected a string")
-    return str(value)
+        raise BadRecord(f"id is {shown(value)}, expected a string")
+    if value == "":  # rows are named by it: two records without one would share a row id
+        raise BadRecord("no id (id and name are missing or empty)")
+    return text_field(str(value)) or ""
 
 
 @dataclass(frozen=True)
@@ -162,7 +169,7 @@ def _media_url(metadata: dict[str, Any], media_id: Any) -> str | None:
     if not isinstance(media_id, str):
         if media_id is None:
             return None
-        raise BadRecord(f"media_id is {_shown(media_id)}, expected a string")
+        raise BadRecord(f"media_id is {shown(media_id)}, expected a string")
     meta = _mapping(metadata, media_id)
     if meta.get("status") != "valid" or meta.get("e") not in (None, "Image"):
         return None
@@ -175,7 +182,7 @@ def _list(obj: dict[str, Any], key: str) -> list[dict[str, Any]]:
     items = _typed(obj, key, list, "a list") or []
     for item in items:
         if not isinstance(item, dict):
-            raise BadRecord(f"an item of {key} is {_shown(item)}, expected an object")
+            raise BadRecord(f"an item of {key} is {shown(item)}, expected an object")
     return items
 
 
@@ -232,7 +239,7 @@ def _absolute(permalink: str) -> str:
 def comment_from_reddit(c: dict[str, Any]) -> Comment:
     """A :class:`Comment` from a Reddit-shaped comment object (BadRecord: a bad field, named)."""
     if not isinstance(c, dict):
-        raise BadRecord(f"a comment is {_shown(c)}, expected an object")
+        raise BadRecord(f"a comment is {shown(c)}, expected an object")
     cid = _record_id(c, "t1_")
     try:
         permalink = _text(c, "permalink")
@@ -258,7 +265,7 @@ def thread_from_reddit(
     BadRecord (a ValueError) when a field the crawl reads has the wrong type or is not a finite number.
     """
     if not isinstance(post, dict):
-        raise BadRecord(f"the post is {_shown(post)}, expected an object")
+        raise BadRecord(f"the post is {shown(post)}, expected an object")
     pid = _record_id(post, "t3_")
     permalink = _absolute(_text(post, "permalink") or f"/comments/{pid}/")
     url = _link(post)

@@ -10,16 +10,27 @@ than ``min_remaining`` requests are left in the window, the client sleeps until 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
 from ieiw.crawlers.config import RedditApiConfig
 from ieiw.crawlers.http import FetchError, PoliteSession
-from ieiw.crawlers.posts import BadRecord, Thread, thread_from_reddit
+from ieiw.crawlers.posts import BadRecord, Thread, shown, thread_from_reddit
+from ieiw.schemas.rows import text_field
 
 MORE_BATCH = 100  # /api/morechildren takes at most 100 ids per call
+POST_ID = re.compile(r"[0-9A-Za-z_]{1,32}")  # base36 ids; anything else would become part of an API path
+
+
+class ListingProblem(NamedTuple):
+    """A listing child that is not a post with a usable id: reported as that record's ``bad_record``."""
+
+    record_id: str
+    url: str  # the listing page it came in
+    message: str
 
 
 class RedditApi:
@@ -67,17 +78,23 @@ class RedditApi:
             raise FetchError("bad_token", c.token_url, f"no access_token in the answer: {exc!r}") from exc
         return token, lifetime
 
+    def url(self, path: str, params: Mapping[str, Any]) -> str:
+        """The URL of an API call (what the cache keys and failures name)."""
+        query = urlencode(sorted((k, v) for k, v in params.items() if v is not None))
+        return f"{self.config.api_base.rstrip('/')}{path}?{query}"
+
     def get_json(self, path: str, params: Mapping[str, Any]) -> Any:
         """GET an API path (cached), then obey the rate-limit headers of a network answer."""
-        query = urlencode(sorted((k, v) for k, v in params.items() if v is not None))
-        url = f"{self.config.api_base.rstrip('/')}{path}?{query}"
+        url = self.url(path, params)
         fetched = self.session.get(url, "json", headers=self._auth_headers, robots=False)
         if not fetched.from_cache:
             self._obey_ratelimit(fetched.headers)
-        try:
-            return json.loads(fetched.body)
+        try:  # bytes that are not UTF-8 (one crafted title) spoil their string, not the whole answer
+            return json.loads(fetched.body.decode("utf-8", "replace"))
         except ValueError as exc:
             raise FetchError("bad_json", url, f"answer is not JSON: {exc}") from exc
+        except RecursionError:  # [[[[...: deeper than the parser goes
+            raise FetchError("bad_json", url, "answer is not JSON: nested too deeply") from None
 
     def _obey_ratelimit(self, headers: Mapping[str, str]) -> None:
         lower = {k.lower(): v for k, v in headers.items()}
@@ -92,24 +109,38 @@ class RedditApi:
     # -- listings and threads -------------------------------------------------------------------
     def post_ids(self) -> list[str]:
         """Post ids of the subreddit listing, following ``after`` until ``max_posts`` or the end."""
+        return self.listing()[0]
+
+    def listing(self) -> tuple[list[str], list[ListingProblem]]:
+        """Post ids of the subreddit listing, following ``after`` until ``max_posts`` or the end, and the
+        children that are not posts with a usable id (each a problem of its own: the other posts are listed).
+
+        FetchError naming the page when a page is not a listing at all (not an object, no list of children,
+        an ``after`` that is no name): every later id would come from it."""
         c = self.config
         ids: list[str] = []
+        problems: list[ListingProblem] = []
         after: str | None = None
+        page = 0
         while len(ids) < c.max_posts:
-            data = self.get_json(
-                f"/r/{c.subreddit}/{c.listing}",
-                {"limit": min(c.page_size, c.max_posts - len(ids)), "after": after, "raw_json": 1},
-            )
-            listing = data.get("data", {})
-            for child in listing.get("children", []):
-                if child.get("kind") == "t3" and child.get("data", {}).get("id"):
-                    pid = str(child["data"]["id"])
-                    if pid not in ids:
-                        ids.append(pid)
-            after = listing.get("after")
-            if not after or not listing.get("children"):
+            path = f"/r/{c.subreddit}/{c.listing}"
+            params = {"limit": min(c.page_size, c.max_posts - len(ids)), "after": after, "raw_json": 1}
+            data, url = self.get_json(path, params), self.url(path, params)
+            listing = data.get("data") if isinstance(data, dict) else None
+            children = listing.get("children") if isinstance(listing, dict) else None
+            after = listing.get("after") if isinstance(listing, dict) else None
+            if not isinstance(children, list) or not (after is None or isinstance(after, str)):
+                raise FetchError("bad_listing", url, f"the answer is not a listing of posts: {shown(data)}")
+            for i, child in enumerate(children):
+                pid, problem = _listed_post(child)
+                if problem is not None:
+                    problems.append(ListingProblem(pid or f"page {page} child {i}", url, problem))
+                elif pid not in ids:
+                    ids.append(pid)
+            page += 1
+            if not after or not children:
                 break
-        return ids[: c.max_posts]
+        return ids[: c.max_posts], problems
 
     def thread_url(self, pid: str) -> str:
         """The API URL of a thread (without its query), as failures name it."""
@@ -148,10 +179,28 @@ class RedditApi:
         if not isinstance(permalink, str) or not permalink:
             permalink = f"/r/{c.subreddit}/comments/{pid}/"
         try:
-            return thread_from_reddit(post, comments, "reddit", source_file=_absolute(permalink))
+            thread = thread_from_reddit(post, comments, "reddit", source_file=_absolute(permalink))
         except BadRecord as exc:
             exc.source = exc.source or url
             raise
+        if thread.id != pid:  # its rows would be filed under another post's id
+            raise BadRecord(f"the API answer for {pid} is post {thread.id!r}", url)
+        return thread
+
+
+def _listed_post(child: Any) -> tuple[str | None, str | None]:
+    """(post id, None) for a listing child that is a post with a usable id; (a name for it, the problem)
+    otherwise."""
+    if not isinstance(child, dict):
+        return None, f"a listing child is {shown(child)}, expected a post (a t3 thing)"
+    data = child.get("data")
+    raw = data.get("id") if isinstance(data, dict) else None
+    name = (text_field(raw) or "")[:64] if isinstance(raw, str) and raw.strip() else None
+    if child.get("kind") != "t3" or not isinstance(data, dict):
+        return name, f"a listing child is kind {shown(child.get('kind'))} with data {shown(data)}, expected a post"
+    if not isinstance(raw, str) or not POST_ID.fullmatch(raw):
+        return name, f"a listed post has id {shown(raw)}, expected a base36 id"
+    return raw, None
 
 
 def _absolute(permalink: str) -> str:

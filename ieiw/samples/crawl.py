@@ -321,6 +321,53 @@ def sample_threads(url_for: UrlFor) -> _Builder:
     return b
 
 
+def small_threads(url_for: UrlFor, width: int = 64, height: int = 48) -> _Builder:
+    """Four small threads, one of each shape the readers parse, every edit a pair: a direct image with two
+    edits (a bare link and a markdown PNG link), a gallery with an inline-media edit, an image post known
+    only by its preview, and a post with the poster's own try and a comment without an image (both
+    ignored). The fuzz suite's valid source: cheap enough to build thousands of times."""
+    b = _Builder(url_for)
+    o = synthetic_photo(201, width, height)
+    p = b.post("sm0001", "[Paid] Please remove the red ball", "Thanks! Will tip $5",
+               b.image("i.redd.it", "sm0001.jpg", o))
+    b.comment(p, "d0001a", "editor_ann", 12, f"Here you go: {b.image('i.redd.it', 'd0001a.jpg', paint_patch(o, 1))}")
+    b.comment(p, "d0001b", "editor_bo", 4,
+              f"[removed the ball]({b.image('i.imgur.com', 'd0001b.png', paint_patch(o, 2, 0.15), 'png')})")
+
+    g1, g2 = synthetic_photo(202, width, height), synthetic_photo(203, width, height)
+    u1 = b.image("preview.redd.it", "smgal1.jpg?width=64&format=pjpg&s=aa11", g1)
+    u2 = b.image("preview.redd.it", "smgal2.jpg?width=64&format=pjpg&s=bb22", g2)
+    p = b.post(
+        "sm0002", "(Free) Make the door blue", "The first photo please.", "https://www.reddit.com/gallery/sm0002",
+        is_gallery=True, post_hint=None,
+        gallery_data={"items": [{"media_id": "smmid2", "id": 2}, {"media_id": "smmid1", "id": 1}]},
+        media_metadata={
+            "smmid1": {"status": "valid", "e": "Image", "m": "image/jpg",
+                       "s": {"x": width, "y": height, "u": _escape(u1)}},
+            "smmid2": {"status": "valid", "e": "Image", "m": "image/jpg",
+                       "s": {"x": width, "y": height, "u": _escape(u2)}},
+        },
+    )
+    edit = b.image("preview.redd.it", "smedit2.jpg?width=64&s=cc33", recolour_region(g2, (0.3, 0.3, 0.6, 0.8)))
+    b.comment(p, "d0002a", "editor_cy", 30, "![img](smedia2)\n\nblue door",
+              media_metadata={"smedia2": {"status": "valid", "e": "Image", "m": "image/jpg",
+                                          "s": {"x": width, "y": height, "u": _escape(edit)}}})
+
+    o = synthetic_photo(204, width, height)
+    preview = b.image("preview.redd.it", "sm0003.jpg?auto=webp&s=dd44", o)
+    p = b.post("sm0003", "Make the sky purple please", "", "https://imgur.com/a/sm0003",
+               preview={"images": [{"source": {"url": _escape(preview), "width": width, "height": height}}]})
+    b.comment(p, "d0003a", "editor_di", 9,
+              b.image("i.redd.it", "d0003a.jpg", recolour_region(o, (0.0, 0.0, 1.0, 0.4))))
+
+    o = synthetic_photo(205, width, height)
+    p = b.post("sm0004", "Can someone add a sun to the sky?", "", b.image("i.redd.it", "sm0004.jpg", o))
+    b.comment(p, "d0004a", "editor_ka", 15, b.image("i.redd.it", "d0004a.jpg", paint_patch(o, 10, 0.12)))
+    b.comment(p, "d0004b", p["author"], 20, f"my try {b.image('i.imgur.com', 'd0004b.jpg', paint_patch(o, 11))}")
+    b.comment(p, "d0004c", "lurker", 1, "Nice photo!")
+    return b
+
+
 SAMPLE_TAKEDOWN = "# ids or URLs never to build again (one a line)\nt1_c0010b\n"
 
 

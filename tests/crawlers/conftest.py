@@ -1,15 +1,14 @@
-"""Fixtures of the crawler tests: a loopback fixture server, a connect audit, configs, images."""
+"""Fixtures of the crawler tests: a loopback fixture server, a connect audit, configs, a photo (image bytes:
+``crawl_images``)."""
 
 from __future__ import annotations
 
-import io
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from crawl_server import FixtureServer, static
-from PIL import Image
 
 from ieiw.crawlers.config import HttpConfig
 from ieiw.samples.crawl import synthetic_photo
@@ -64,12 +63,6 @@ def http_config(server, tmp_path: Path) -> HttpConfig:
         retry_after_max_s=2,
         contact="tests@example.org",
     )
-
-
-def jpeg_bytes(rgb: np.ndarray, quality: int = 90) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
 
 
 @pytest.fixture

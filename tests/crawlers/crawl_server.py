@@ -32,6 +32,9 @@ Route = Callable[["Handler", dict[str, list[str]]], None]
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # headers and body go out in two writes: with Nagle's algorithm the body waits for the client's delayed ACK
+    # (about 40 ms a request on loopback)
+    disable_nagle_algorithm = True
     server: FixtureServer
 
     def log_message(self, *args) -> None:  # keep test output clean

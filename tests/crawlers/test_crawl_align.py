@@ -5,12 +5,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from conftest import jpeg_bytes
+from crawl_images import jpeg_bytes
 
 from ieiw.crawlers.align import validate_edit
 from ieiw.crawlers.config import ValidationConfig
-from ieiw.samples.crawl import crop_scale, paint_patch, recolour_region, synthetic_photo
 from ieiw.imageio import decode_rgb, orientation_of
+from ieiw.samples.crawl import crop_scale, paint_patch, recolour_region, synthetic_photo
 
 CFG = ValidationConfig()
 

@@ -8,17 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import jpeg_bytes
+from crawl_images import jpeg_bytes
 from PIL import Image
 
-from ieiw.schemas.units import WorkUnit
 from ieiw.crawlers.builder import WebCrawlBuilder
 from ieiw.crawlers.cache import ResponseCache
 from ieiw.crawlers.config import CrawlConfig, DumpSourceConfig, HttpConfig, TakedownConfig
 from ieiw.crawlers.dumps import write_ndjson_zst
-from ieiw.samples.crawl import paint_patch, sample_threads, synthetic_photo, write_sample
 from ieiw.imageio import decode, decode_rgb, orientation_of
+from ieiw.samples.crawl import paint_patch, sample_threads, small_threads, synthetic_photo, write_sample
 from ieiw.schemas.rows import rows_to_table
+from ieiw.schemas.units import WorkUnit
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "ieiw" / "crawlers" / "sample"
@@ -270,3 +270,68 @@ def test_a_bad_field_fails_its_record_not_the_unit(tmp_path, connects):
     assert sorted((f.reason, f.record_id) for f in failures if f.reason != "bad_record") == sorted(
         (f.reason, f.record_id) for f in base_failures
     )
+
+
+def test_lone_surrogates_in_dump_fields_reach_rows_as_replacement_characters(tmp_path, connects):
+    """Valid JSON may escape a lone surrogate (``"\\ud800"``), which Arrow cannot write: a comment's author so
+    escaped failed the whole index (plan() raised UnicodeEncodeError), a post's author the unit's rows, a post
+    wrapped as ``{"kind": "t3", "data": ...}`` the index too. Each now reaches its row as U+FFFD (found by
+    tests/fuzz/test_fuzz_reddit_dumps.py)."""
+    b = small_threads(lambda host, name: f"https://{host}/{name}")
+    cache = ResponseCache(tmp_path / "cache")
+    for url, (body, ctype) in b.images.items():
+        cache.put(url, 200, ctype, body)
+    posts = [dict(p) for p in b.posts]
+    posts[0]["author"] = "op\ud800"
+    wrapped = {"kind": "t3", "data": dict(posts[2], title="\ud800Make the sky purple please")}
+    comments = [dict(c, author="ed\udfff") if c["id"] == "d0004a" else c for c in b.comments]
+    write_ndjson_zst(tmp_path / "s.ndjson.zst", [posts[0], posts[1], wrapped, posts[3]])
+    write_ndjson_zst(tmp_path / "c.ndjson.zst", comments)
+    cfg = CrawlConfig(
+        dumps=(DumpSourceConfig(submissions="s.ndjson.zst", comments="c.ndjson.zst"),),
+        http=HttpConfig(cache_dir=str(tmp_path / "cache"), replay_only=True),
+        takedown=TakedownConfig(),
+    )
+    rows, failures, _ = build_all(WebCrawlBuilder(cfg, tmp_path))
+    assert failures == [] and len(rows) == 5
+    rows_to_table(rows)
+    authors = {r["origin"]["record_id"]: r["origin"]["authors"] for r in rows}
+    assert authors["sm0001/d0001a"] == ["op\ufffd", "editor_ann"]
+    assert authors["sm0004/d0004a"] == ["requester_sm0004", "ed\ufffd"]
+    params = {r["origin"]["record_id"]: json.loads(r["builder"]["params"]) for r in rows}
+    assert params["sm0003/d0003a"]["post_title"] == "\ufffdMake the sky purple please"
+
+
+def test_lines_nested_too_deeply_are_bad_lines(tmp_path, connects):
+    """A dump line of ``[[[[...`` (or a post or comment with such a field) deeper than the JSON parser goes raised
+    RecursionError out of the index (plan() failed); each is its line's bad_line now, and a kept comment nested
+    deeper than the index keeps is a bad record. The other threads build as before."""
+    b = small_threads(lambda host, name: f"https://{host}/{name}")
+    cache = ResponseCache(tmp_path / "cache")
+    for url, (body, ctype) in b.images.items():
+        cache.put(url, 200, ctype, body)
+    deep = "[" * 100_000
+    posts = [json.dumps(p) for p in b.posts]
+    posts.insert(1, deep)
+    posts.insert(3, '{"subreddit": "PhotoshopRequest", "id": "dp1", "x": ' + deep)
+    comments = [json.dumps(c) for c in b.comments]
+    comments.insert(0, '{"subreddit": "PhotoshopRequest", "link_id": "t3_sm0001", "x": ' + deep)
+    nested: object = "https://i.redd.it/d0001a.jpg"
+    for _ in range(40):
+        nested = [nested]
+    edit = next(c for c in b.comments if c["id"] == "d0001a")
+    comments.append(json.dumps(dict(edit, id="dd1", name="t1_dd1", media_metadata={"x": nested})))
+    (tmp_path / "s.ndjson").write_text("".join(line + "\n" for line in posts))
+    (tmp_path / "c.ndjson").write_text("".join(line + "\n" for line in comments))
+    cfg = CrawlConfig(
+        dumps=(DumpSourceConfig(submissions="s.ndjson", comments="c.ndjson"),),
+        http=HttpConfig(cache_dir=str(tmp_path / "cache"), replay_only=True),
+        takedown=TakedownConfig(),
+    )
+    rows, failures, _ = build_all(WebCrawlBuilder(cfg, tmp_path))
+    assert sorted(r["origin"]["record_id"] for r in rows) == [
+        "sm0001/d0001a", "sm0001/d0001b", "sm0002/d0002a", "sm0003/d0003a", "sm0004/d0004a"]
+    assert sorted((f.reason, f.record_id, Path(f.file).name) for f in failures) == [
+        ("bad_line", "line 1", "c.ndjson"), ("bad_line", "line 2", "s.ndjson"), ("bad_line", "line 4", "s.ndjson"),
+        ("bad_record", "sm0001/dd1", "c.ndjson")]
+    assert all("nest" in f.message for f in failures), [f.message for f in failures]

@@ -8,7 +8,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import jpeg_bytes
+from crawl_images import jpeg_bytes
 from crawl_server import redirect, reset, sequence, slow, static, trickle
 
 from ieiw.crawlers.cache import ResponseCache

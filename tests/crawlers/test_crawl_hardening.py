@@ -124,8 +124,9 @@ def write_index(cache: ResponseCache, text: str) -> None:
         '{"url": "https://i.redd.it/abc.jpg", "status": "200", "reason": "http_404"}',  # mistyped
         '{"url": "https://i.redd.it/abc.jpg", "status": 200}',  # neither a blob nor a failure
         '{"url": "https://i.redd.it/abc.jpg", "status": 200, "blob": "blobs/aa/x.jpg"}',  # blob without sha256
+        "[" * 100_000,  # deeper than the parser goes: RecursionError, not a ValueError
     ],
-    ids=["truncated", "list", "string", "null", "not-utf8", "no-status", "mistyped", "empty", "no-sha"],
+    ids=["truncated", "list", "string", "null", "not-utf8", "no-status", "mistyped", "empty", "no-sha", "nested"],
 )
 def test_corrupt_index_entry_is_a_miss(tmp_path, text):
     cache = ResponseCache(tmp_path / "cache")

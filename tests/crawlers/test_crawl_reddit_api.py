@@ -12,6 +12,7 @@ from reddit_fixture import CLIENT, SUB, install_reddit
 from ieiw.crawlers.builder import WebCrawlBuilder
 from ieiw.crawlers.config import CrawlConfig, RedditApiConfig
 from ieiw.crawlers.http import FetchError
+from ieiw.crawlers.posts import BadRecord
 from ieiw.crawlers.reddit_api import RedditApi
 from ieiw.schemas.rows import rows_to_table
 
@@ -140,3 +141,82 @@ def test_an_answer_without_its_post_is_one_bad_record(server, http_config, tmp_p
     assert sorted(f.reason for f in failures if f.reason != "bad_record") == sorted(
         ["video", "removed", "not_image", "takedown"]
     )
+
+
+def _api(server, http_config) -> RedditApi:
+    return RedditApi(PoliteSessionFor(http_config), api_config(server), environ=ENV)
+
+
+def test_a_listing_child_that_is_no_post_is_its_own_bad_record(server, http_config, tmp_path, monkeypatch):
+    """A listing child that is not an object stopped the whole plan (AttributeError); one whose id is no base36
+    id became part of an API path (``comments/../../api/...``). Each is now that child's bad_record, reported by
+    the first unit; the other posts are listed and built (found by tests/fuzz/test_fuzz_reddit_api.py)."""
+    from crawl_server import static
+    from reddit_fixture import listing
+
+    sample = install_reddit(server)
+    good = [{"kind": "t3", "data": p} for p in sample["posts"] if p["id"] in ("sp0005", "sp0006")]
+    crafted = {"kind": "t3", "data": dict(sample["posts"][0], id="../../api/v1/me")}
+    answer = listing([None, good[0], crafted, {"kind": "t1", "data": {"id": "c1"}}, good[1]])
+    server.routes[f"/r/{SUB}/new"] = static(json.dumps(answer).encode(), "application/json")
+    monkeypatch.setenv("REDDIT_CLIENT_ID", CLIENT[0])
+    monkeypatch.setenv("REDDIT_CLIENT_SECRET", CLIENT[1])
+    builder = WebCrawlBuilder(crawl_config(server, http_config, tmp_path), tmp_path)
+    units = builder.plan()
+    assert [u.payload["post_ids"] for u in units] == [["sp0005", "sp0006"]]
+    _rows, failures = build_all(builder)
+    page = f"{server.base}/r/{SUB}/new?limit=7&raw_json=1"
+    bad = [(f.reason, f.record_id, f.file) for f in failures if f.reason == "bad_record"]
+    assert bad == [("bad_record", "page 0 child 0", page), ("bad_record", "../../api/v1/me", page),
+                   ("bad_record", "c1", page)]
+    assert sorted(f.reason for f in failures if f.reason != "bad_record") == ["over_18", "video"]
+    assert not [e for e in server.log if ".." in e.path or e.path == "/api/v1/me"]
+
+
+def test_a_byte_that_is_not_utf8_spoils_its_string_not_the_listing(server, http_config):
+    """One title with a byte that is not UTF-8 made the whole listing page "not JSON" (bad_json, the plan
+    stopped): it is read with U+FFFD in that title now."""
+    from crawl_server import static
+    from reddit_fixture import listing
+
+    sample = install_reddit(server)
+    answer = json.dumps(listing([{"kind": "t3", "data": dict(p, title="__T__")} for p in sample["posts"][:3]]))
+    server.routes[f"/r/{SUB}/new"] = static(answer.encode().replace(b"__T__", b"Remove \xff the bin"),
+                                            "application/json")
+    assert _api(server, http_config).post_ids() == ["sp0001", "sp0002", "sp0003"]
+
+
+def test_a_thread_answer_must_be_the_post_asked_for(server, http_config):
+    """A thread answer whose post has no id made a thread with id "" (its failures named no record); one that
+    is another post filed its rows under that post. Both are the asked post's bad_record now."""
+    from crawl_server import static
+    from reddit_fixture import listing
+
+    sample = install_reddit(server)
+    first, other = sample["posts"][0], sample["posts"][3]
+    nameless = {k: v for k, v in first.items() if k not in ("id", "name")}
+    for pid, post in (("sp0001", nameless), ("sp0002", other)):
+        server.routes[f"/r/{SUB}/comments/{pid}"] = static(
+            json.dumps([listing([{"kind": "t3", "data": post}]), listing([])]).encode(), "application/json")
+    api = _api(server, http_config)
+    with pytest.raises(BadRecord, match="no id"):
+        api.thread("sp0001")
+    with pytest.raises(BadRecord, match="is post 'sp0004'") as info:
+        api.thread("sp0002")
+    assert info.value.source == api.thread_url("sp0002")
+
+
+def test_an_answer_nested_too_deeply_is_bad_json(server, http_config):
+    """``[[[[...`` deeper than the JSON parser goes raised RecursionError (not a ValueError) out of the plan, or
+    out of a unit for a thread's answer: it is the answer's bad_json now."""
+    from crawl_server import static
+
+    install_reddit(server)
+    deep = b"[" * 100_000
+    server.routes[f"/r/{SUB}/new"] = static(deep, "application/json")
+    server.routes[f"/r/{SUB}/comments/sp0001"] = static(deep, "application/json")
+    api = _api(server, http_config)
+    for call in (api.post_ids, lambda: api.thread("sp0001")):
+        with pytest.raises(FetchError) as info:
+            call()
+        assert info.value.reason == "bad_json" and "nested too deeply" in info.value.message
