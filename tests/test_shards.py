@@ -73,6 +73,14 @@ def test_a_row_arrow_cannot_hold_fails_its_record_not_the_unit():
     assert result.stats()["failures"] == {"unwritable_row": 2}
 
 
+def test_a_row_made_twice_is_written_once_and_counted():
+    from ieiw.schemas.units import UnitResult
+
+    result = UnitResult(rows=[pair_row(0), pair_row(1), pair_row(0)])
+    assert result.writable_table().column("id").to_pylist() == [pair_row(0)["id"], pair_row(1)["id"]]
+    assert [(f.reason, f.record_id) for f in result.failures] == [("duplicate_row", "1__0")]
+
+
 def test_write_shard_is_atomic_and_records_hash(tmp_path, monkeypatch):
     table = rows_to_table([pair_row(i) for i in range(5)])
     info = shards.write_shard(table, tmp_path / "a.parquet")

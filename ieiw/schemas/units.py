@@ -96,6 +96,7 @@ class UnitResult:
         failing the whole unit; the readers are fuzzed so that this never happens (``docs/security.md``)."""
         from ieiw.schemas.rows import rows_to_table
 
+        self.drop_repeated_ids()
         try:
             return rows_to_table(self.rows)
         except UNWRITABLE:
@@ -114,6 +115,23 @@ class UnitResult:
                 kept.append(row)
         self.rows = kept
         return rows_to_table(kept)
+
+    def drop_repeated_ids(self) -> None:
+        """A row id made twice (a dump holding the same comment twice, an edit listed twice on a page) is one
+        pair: the first row is kept, each later one is a ``duplicate_row`` failure of its record."""
+        seen: set[Any] = set()
+        kept = []
+        for row in self.rows:
+            if row.get("id") in seen:
+                origin = row.get("origin") if isinstance(row.get("origin"), dict) else {}
+                self.failures.append(Failure(
+                    reason="duplicate_row", record_id=str(origin.get("record_id") or row.get("id")),
+                    file=str(origin.get("dataset")) if origin.get("dataset") else None,
+                    message=f"row {row.get('id')} was made twice in this unit; the first is kept"))
+                continue
+            seen.add(row.get("id"))
+            kept.append(row)
+        self.rows = kept
 
     def stats(self, max_messages: int = 50) -> dict[str, Any]:
         return {
