@@ -472,3 +472,22 @@ def test_text_a_row_cannot_hold_is_made_writable_or_dropped(tmp_path):
     table = rows_to_table(rows)
     assert all(origin["url"] is None for origin in table.column("origin").to_pylist())
     assert all("\ufffd" in origin["phrase"] for origin in table.column("origin").to_pylist())
+
+
+@pytest.mark.parametrize("field, value, reason", [("Polygons", -1, "bad_polygons"), ("phrase", "[[[[ ,.", "no_phrase")])
+def test_records_the_long_fuzz_run_found_fail_alone(tmp_path, field, value, reason):
+    """`make fuzz` finds: Polygons that are a number crashed the removal unit (TypeError), and a phrase with no
+    word passed check_record, then the instruction template raised ValueError for the whole unit."""
+    from ieiw.builders.removal import PhraseCutSourceConfig, RemovalBuilder, RemovalConfig
+    from ieiw.schemas.units import BuildContext
+
+    data = saved(Image.fromarray(upright_scene()), "JPEG")
+    bad = refer_record(1, ann_id=2)
+    bad[field] = value
+    root = write_root(tmp_path, {1: data}, [info_entry(1)], {"train": [refer_record(1, ann_id=1), bad]})
+    builder = RemovalBuilder(RemovalConfig(source=PhraseCutSourceConfig(root=root, splits=["train"])),
+                             BuildContext(root=tmp_path, out_dir=tmp_path / "out", unit_size=8))
+    [unit] = builder.plan()
+    result = builder.build_unit(unit)
+    assert [(f.reason, f.record_id) for f in result.failures] == [(reason, "1__2")]
+    assert {row["origin"]["record_id"] for row in result.rows} == {"1__1"}

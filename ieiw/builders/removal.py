@@ -243,7 +243,8 @@ class RemovalBuilder(CandidateBuilder):
         """The dilated fill mask of the record's region, or :class:`RegionSkipped` by the policy."""
         height, width = pixels.shape[:2]
         policy = self.config.regions
-        instances = sum(1 for instance in record.raw.get("Polygons") or [] if instance)
+        polygons = record.raw.get("Polygons")  # not a list: record_mask fails it as bad_polygons
+        instances = sum(1 for instance in polygons if instance) if isinstance(polygons, list) else 0
         if instances > 1 and policy.multi_instance == "skip":  # before rasterising: a skip, not a failure
             raise RegionSkipped("multi_instance")
         region = record_mask(record, width, height)

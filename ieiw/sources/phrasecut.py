@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ieiw.imageio import JPEG_QUALITY, ImageDecodeError, Orientation, SizeMismatch, decode
+from ieiw.phrases import phrase_forms
 from ieiw.schemas.rows import text_field
 from ieiw.schemas.source_image import SourceImage
 from ieiw.schemas.units import SourceRecordError
@@ -339,6 +340,11 @@ def check_record(record: PhraseCutRecord) -> None:
         )
     if not record.phrase.strip():
         raise SourceRecordError("no_phrase", record.task_id, record.refer_file, "record has no phrase")
+    try:
+        phrase_forms(record.phrase)  # the instruction templates need a word to name the object by
+    except ValueError:
+        raise SourceRecordError("no_phrase", record.task_id, record.refer_file,
+                                f"phrase {record.phrase[:60]!r} has no word") from None
     if record.image_split is not None and record.image_split not in record.split.split("_"):
         raise SourceRecordError(
             "split_mismatch", record.task_id, record.refer_file,

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from ieiw.builders.removal import PhraseCutSourceConfig, RemovalBuilder, RemovalConfig
 from ieiw.samples.phrasecut import make_phrasecut_sample
 from ieiw.schemas.units import BuildContext
+from ieiw.sources.phrasecut import _image_id
 
 FAMILY = "phrasecut"
 
@@ -47,12 +48,14 @@ def baseline_and_docs():
     return outcome, docs
 
 
-def keys_of(docs, name: str, index: int) -> set[str]:
-    """The record keys a change to entry ``index`` of file ``name`` may affect."""
+def keys_of(docs, name: str, index: int, changed: object) -> set[str]:
+    """The record keys a change to entry ``index`` of file ``name`` may affect: an info entry's image's records,
+    and those of the image it now claims (``changed``: the entry after the change)."""
     if name == "image_data_split.json":
-        image_id = docs[name][index]["image_id"]
+        claimed = _image_id(changed.get("image_id")) if isinstance(changed, dict) else -1
+        images = {docs[name][index]["image_id"], claimed}
         return {str(r["task_id"]) for refer in ("refer_train.json", "refer_val.json") for r in docs[refer]
-                if r["image_id"] == image_id}
+                if r["image_id"] in images}
     return {str(docs[name][index]["task_id"])}
 
 
@@ -77,7 +80,7 @@ def test_a_damaged_record_fails_alone(data):
         (space.root / name).write_text(json.dumps(doc))
         outcome = run(lambda: builder(space), space)
         count(FAMILY)
-        check_outcome(outcome, baseline, space, keys_of(docs, name, index), [name],
+        check_outcome(outcome, baseline, space, keys_of(docs, name, index, doc[index]), [name],
                       f"{name}[{index}] {mutation}")
 
 
