@@ -155,3 +155,12 @@ def test_a_build_writes_caption_rows_to_adaptation_and_a_bad_captions_file_stops
     (tmp_path / "coco-stuff/annotations/captions_train2017.json").write_text('{"annotations": 3}')
     failed = run_ieiw("build", config, check=False)
     assert failed.returncode != 0 and "cocostuff.captions:" in failed.stderr and "captions_train2017.json" in failed.stderr
+
+
+def test_coco_ids_that_only_look_like_numbers_are_no_ids():
+    """Found by the fuzz suite: "²" passes str.isdigit() and a 5,000-digit string passes it too; int() raised
+    ValueError for both, out of whatever reader asked."""
+    from ieiw.builders.captions import coco_id
+
+    assert coco_id("000000000139") == 139 and coco_id(" -7 ") == -7
+    assert coco_id("²") is None and coco_id("9" * 5000) is None

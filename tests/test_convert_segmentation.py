@@ -4,12 +4,19 @@ rows leave the picture alone, bad records are named, the samples read back, and 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
 import shutil
+import struct
+import threading
+import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -19,8 +26,6 @@ from ieiw_testing import assert_not_carried, plant_outside, run_ieiw
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from ieiw.schemas.units import BuildContext
-from ieiw.phrases import TemplateError
 from ieiw.builders.cocostuff import CocoStuffBuilder, CocoStuffConfig, CocoStuffFormatError, read_labels
 from ieiw.builders.overlay import PALETTE, default_seg_templates, load_seg_templates, overlay, pick_colour
 from ieiw.builders.refcoco import (
@@ -30,14 +35,16 @@ from ieiw.builders.refcoco import (
     RefFormatError,
     load_refs_file,
 )
+from ieiw.imageio import decode_mask, decode_rgb
+from ieiw.phrases import TemplateError
 from ieiw.samples.segmentation import (
     ensure_cocostuff_sample,
     make_cocostuff_sample,
     make_refcoco_sample,
     polygon_mask,
 )
-from ieiw.imageio import decode_mask, decode_rgb
 from ieiw.schemas.rows import rows_to_table
+from ieiw.schemas.units import BuildContext
 
 COLOUR = {c.name.lower(): c.rgb for c in PALETTE}
 
@@ -274,7 +281,7 @@ def test_cocostuff_reencoded_sources_still_match_their_overlay(stuff_root, tmp_p
     """A CMYK JPEG is re-encoded losslessly, so the source column decodes to the overlay's own pixels."""
     root = tmp_path / "coco-stuff"
     shutil.copytree(stuff_root, root)
-    stem = sorted(p.stem for p in (root / "images" / "train2017").glob("*.jpg"))[0]
+    stem = min(p.stem for p in (root / "images" / "train2017").glob("*.jpg"))
     path = root / "images" / "train2017" / f"{stem}.jpg"
     Image.open(path).convert("CMYK").save(path, quality=95)
     rows, failures = stuff_rows(root, limit=1)
@@ -500,6 +507,262 @@ def test_refcoco_file_level_problems_are_one_line(ref_root, tmp_path):
     assert len(lines) == 1 and "no ref of split 'testB'" in lines[0] and "train, val" in lines[0]
     assert RefCocoConfig(root=tmp_path / "none", samples={"images": 2}).preflight() == []
     assert "not found" in RefCocoConfig(root=tmp_path / "none").preflight()[0]
+
+
+# -- hostile inputs (found by tests/fuzz/test_fuzz_coco_segmentation.py) -----------------------------------
+@contextmanager
+def unblocking(fifo: Path) -> Iterator[None]:
+    """Feeds ``fifo`` a few junk bytes whenever a reader waits on it, so that a reader which opens a FIFO and
+    blocks (the code before the fix) reads junk instead of hanging the test run."""
+    stop = threading.Event()
+
+    def feed() -> None:
+        while not stop.is_set():
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # no reader waiting
+                stop.wait(0.05)
+                continue
+            try:
+                os.write(fd, b"junk")
+            except OSError:  # the reader has gone
+                pass
+            finally:
+                os.close(fd)
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_cocostuff_a_fifo_where_a_file_should_be_is_missing_never_read(stuff_root, tmp_path):
+    """A crafted archive can hold a FIFO named like a label map or an image: opening it blocks for ever."""
+    root = tmp_path / "coco-stuff"
+    shutil.copytree(stuff_root, root)
+    labels_dir, images_dir = root / "annotations" / "train2017", root / "images" / "train2017"
+    stems = sorted(p.stem for p in images_dir.glob("*.jpg"))
+    label, image = labels_dir / f"{stems[0]}.png", images_dir / f"{stems[1]}.jpg"
+    for path in (label, image):
+        path.unlink()
+        os.mkfifo(path)
+    with unblocking(label), unblocking(image):
+        rows, failures = stuff_rows(root)
+    assert {f.record_id: (f.reason, f.file) for f in failures} == {
+        stems[0]: ("missing_label_map", str(label)), stems[1]: ("missing_image", str(image))}
+    assert {r["origin"]["image_id"] for r in rows} == set(stems[2:])
+
+
+def test_cocostuff_a_file_name_that_is_not_utf8_fails_alone(stuff_root, tmp_path):
+    """Names come from listing the folder: one that is not UTF-8 reaches Python with lone surrogates, which
+    no row can hold (Arrow refuses the whole shard)."""
+    root = tmp_path / "coco-stuff"
+    shutil.copytree(stuff_root, root)
+    labels_dir, images_dir = root / "annotations" / "train2017", root / "images" / "train2017"
+    stems = sorted(p.stem for p in images_dir.glob("*.jpg"))
+    latin1 = os.fsdecode(b"caf\xe9")
+    shutil.copy(images_dir / f"{stems[0]}.jpg", images_dir / f"{latin1}.jpg")
+    shutil.copy(labels_dir / f"{stems[0]}.png", labels_dir / f"{latin1}.png")
+    rows, failures = stuff_rows(root)
+    assert [(f.reason, f.record_id) for f in failures] == [("bad_file_name", "caf\ufffd")]
+    assert "caf\\udce9" in failures[0].message
+    assert {r["origin"]["image_id"] for r in rows} == set(stems)
+    rows_to_table(rows)
+
+
+def test_cocostuff_a_long_labels_line_is_read_in_linear_time(tmp_path):
+    """``\\s*(.*?)\\s*$`` backtracked quadratically: 60,000 spaces inside a name took seconds."""
+    path = tmp_path / "labels.txt"
+    path.write_text("0: unlabeled\n1: x" + " " * 60_000 + "y\n2:   sky-other  \n", encoding="utf-8")
+    start = time.perf_counter()
+    labels = read_labels(path)
+    assert time.perf_counter() - start < 1.0
+    assert labels[2] == "sky-other" and labels[1] == "x" + " " * 60_000 + "y"
+
+
+def copied_refs(ref_root: Path, tmp_path: Path) -> tuple[Path, list, dict, list]:
+    """A copy of the RefCOCO sample: (root, its refs, its instances, the train refs of distinct images)."""
+    root = tmp_path / "coco_2014"
+    shutil.copytree(ref_root, root)
+    refs = load_refs_file(root / "refcoco" / "refs(unc).p")
+    data = json.loads((root / "refcoco" / "instances.json").read_text())
+    by_image: dict[int, dict] = {}
+    for ref in refs:
+        if ref["split"] == "train":
+            by_image.setdefault(ref["image_id"], ref)
+    return root, refs, data, list(by_image.values())
+
+
+def write_refs_and_instances(root: Path, refs: list | bytes, data: dict) -> None:
+    path = root / "refcoco" / "refs(unc).p"
+    path.write_bytes(refs if isinstance(refs, bytes) else pickle.dumps(refs, protocol=2))
+    (root / "refcoco" / "instances.json").write_text(json.dumps(data))
+
+
+def failure_reasons(results) -> dict[str, str]:
+    return {f.record_id: f.reason for r in results for f in r.failures}
+
+
+def bad_segmentations(ref_root: Path, tmp_path: Path, make) -> None:
+    """Each chosen ref's annotation given ``make(size)[i]`` as its segmentation: each is ``bad_segmentation``."""
+    root, refs, data, chosen = copied_refs(ref_root, tmp_path)
+    anns = {a["id"]: a for a in data["annotations"]}
+    bad = make([data["images"][0]["height"], data["images"][0]["width"]])
+    for ref, segmentation in zip(chosen, bad, strict=False):
+        anns[ref["ann_id"]]["segmentation"] = segmentation
+    write_refs_and_instances(root, refs, data)
+    rows, results = ref_rows(root, absent_share=0.0)
+    assert failure_reasons(results) == {str(ref["ref_id"]): "bad_segmentation" for ref in chosen[:len(bad)]}
+    assert rows and not {r["origin"]["record_id"] for r in rows} & {str(ref["ref_id"]) for ref in chosen[:len(bad)]}
+
+
+def test_refcoco_polygons_far_outside_the_image_are_bad_segmentations(ref_root, tmp_path):
+    """pycocotools rasterises every polygon edge point by point: a point at 1e12 took all the memory there
+    was (a segfault under a memory limit); a coordinate no float holds made np.isfinite raise TypeError."""
+    bad_segmentations(ref_root, tmp_path, lambda size: [[[0, 0, 2e5, 0, 0, 10]], [[0, 0, 2**70, 0, 0, 10]],
+                                                        [[0, 0, 10, 0, 0, -1e9]]])
+
+
+def test_refcoco_compressed_rles_that_do_not_cover_the_image_are_bad_segmentations(ref_root, tmp_path):
+    """pycocotools' decoder trusts a compressed string: runs short of the image decoded uninitialised memory
+    into the mask (a different mask each run), a string cut inside a count was read past its end, and text
+    that is not ASCII raised UnicodeEncodeError."""
+    bad_segmentations(ref_root, tmp_path, lambda size: [{"size": size, "counts": "0"}, {"size": size, "counts": ""},
+                                                        {"size": size, "counts": "o"},
+                                                        {"size": size, "counts": "caf\u00e9"}])
+
+
+def test_refcoco_hostile_text_is_mended_and_odd_sentences_fail_alone(ref_root, tmp_path):
+    """Lone surrogates (valid in a pickle and in JSON) in a sentence or a URL made rows Arrow cannot write;
+    ``sentences`` or ``tokens`` that are not lists raised TypeError."""
+    root, refs, data, chosen = copied_refs(ref_root, tmp_path)
+    chosen[0]["sentences"] = [{"sent": "the \ud800 cup", "tokens": ["the", "cup"], "sent_id": 1}]
+    image = next(i for i in data["images"] if i["id"] == chosen[0]["image_id"])
+    image["coco_url"] = "http://images.example.invalid/\udcff.jpg"
+    chosen[1]["sentences"] = 5
+    chosen[2]["sentences"] = [{"tokens": 5, "sent_id": 3}]
+    write_refs_and_instances(root, refs, data)
+    rows, results = ref_rows(root, absent_share=0.0)
+    assert failure_reasons(results) == {str(chosen[1]["ref_id"]): "no_sentence",
+                                        str(chosen[2]["ref_id"]): "no_sentence"}
+    row = next(r for r in rows if r["origin"]["record_id"] == str(chosen[0]["ref_id"]))
+    assert row["origin"]["phrase"] == "the \ufffd cup" and row["origin"]["url"].endswith("\ufffd.jpg")
+    rows_to_table(rows)
+
+
+def test_refcoco_a_repeated_ref_id_is_a_duplicate_record(ref_root, tmp_path):
+    """Two refs with one ref_id made two rows with one row id; the later one is a failure."""
+    root, refs, data, chosen = copied_refs(ref_root, tmp_path)
+    first, later = chosen[0], chosen[1]
+    later["ref_id"] = first["ref_id"]
+    write_refs_and_instances(root, refs, data)
+    rows, results = ref_rows(root, absent_share=0.0)
+    failures = [f for r in results for f in r.failures]
+    assert [(f.reason, f.record_id) for f in failures] == [("duplicate_record", str(first["ref_id"]))]
+    assert f"ref {refs.index(later)}" in failures[0].message and f"ref {refs.index(first)}'s" in failures[0].message
+    same = [r for r in rows if r["origin"]["record_id"] == str(first["ref_id"])]
+    assert len(same) == 1 and params(same[0])["ann_ids"] == [first["ann_id"]]
+
+
+def test_refcoco_file_names_the_os_cannot_open_are_failures(ref_root, tmp_path):
+    """A file_name too long for the file system, or one that goes through a file as if it were a folder,
+    raised OSError out of the unit; one that is not a string was made one with str()."""
+    root, refs, data, chosen = copied_refs(ref_root, tmp_path)
+    images = {i["id"]: i for i in data["images"]}
+    existing = images[chosen[3]["image_id"]]["file_name"]
+    names = {chosen[0]["image_id"]: "a" * 300 + ".jpg", chosen[1]["image_id"]: f"{existing}/inner.jpg",
+             chosen[2]["image_id"]: 5}
+    for image_id, name in names.items():
+        images[image_id]["file_name"] = name
+    write_refs_and_instances(root, refs, data)
+    rows, results = ref_rows(root, absent_share=0.0)
+    reasons = failure_reasons(results)
+    by_image = {image_id: {reasons.get(str(r["ref_id"])) for r in refs
+                           if r["split"] == "train" and r["image_id"] == image_id} for image_id in names}
+    assert by_image == {chosen[0]["image_id"]: {"unreadable_image"}, chosen[1]["image_id"]: {"unreadable_image"},
+                        chosen[2]["image_id"]: {"path_outside_root"}}
+    assert rows
+
+
+class Python2Pickler(pickle._Pickler):
+    """Pickles ``bytes`` as Python 2 ``str`` (``SHORT_BINSTRING``), as the release's refs files hold text."""
+
+    dispatch: ClassVar[dict[type, Any]] = dict(pickle._Pickler.dispatch)
+
+    def save_python2_str(self, value: bytes) -> None:
+        self.write(pickle.SHORT_BINSTRING + bytes([len(value)]) + value)
+        self.memoize(value)
+
+    dispatch[bytes] = save_python2_str
+
+
+def test_refcoco_a_python2_string_that_is_not_utf8_changes_no_other_ref(ref_root, tmp_path):
+    """One Python 2 string that was not UTF-8 made the reader decode the whole file as Latin-1, so every other
+    ref's UTF-8 text ("café") came out garbled ("cafÃ©"); now each string is decoded on its own."""
+    root, refs, data, chosen = copied_refs(ref_root, tmp_path)
+    for sentence in chosen[0]["sentences"]:
+        sentence["sent"] = f"café {sentence['sent']}".encode()
+    for sentence in chosen[1]["sentences"]:
+        sentence["sent"] = b"\xff\xfe " + sentence["sent"].encode()
+    buffer = io.BytesIO()
+    Python2Pickler(buffer, protocol=2).dump(refs)
+    write_refs_and_instances(root, buffer.getvalue(), data)
+    rows, results = ref_rows(root, absent_share=0.0)
+    assert not failure_reasons(results)
+    phrase = {r["origin"]["record_id"]: r["origin"]["phrase"] for r in rows}
+    assert phrase[str(chosen[0]["ref_id"])].startswith("café ")
+    assert phrase[str(chosen[1]["ref_id"])].startswith("\u00ff\u00fe ")
+
+
+DEEP = "\x00deep\x00"  # swapped in the pickle's bytes for a list nested 5,000 deep (pickle.dumps would recurse)
+
+
+def test_refcoco_values_only_a_pickle_can_hold_fail_alone(ref_root, tmp_path):
+    """A ref_id of 5,000 digits (str() refuses it: plan() raised), and an ann_id or split nested deeper than
+    Python recurses (repr() and str() raised RecursionError)."""
+    root, refs, data, chosen = copied_refs(ref_root, tmp_path)
+    chosen[0]["ref_id"] = 10**5000
+    chosen[1]["ann_id"] = DEEP
+    chosen[2]["split"] = DEEP
+    encoded = DEEP.encode()
+    deep = b"]" * 5000 + b"a" * 4999
+    write_refs_and_instances(root, pickle.dumps(refs, protocol=2).replace(
+        b"X" + struct.pack("<I", len(encoded)) + encoded, deep), data)
+    rows, results = ref_rows(root, absent_share=0.0)
+    assert failure_reasons(results) == {str(chosen[1]["ref_id"]): "bad_ref"}
+    built = {r["origin"]["record_id"] for r in rows}
+    assert f"#{refs.index(chosen[0])}" in built and str(chosen[2]["ref_id"]) not in built
+
+
+def test_refcoco_ids_int_refuses_are_no_ids(ref_root, tmp_path):
+    """"²" is a digit to ``str.isdigit()`` but not to ``int()``, and ``int()`` refuses 5,000 digits: either, as
+    an id, raised ValueError out of plan() or the unit."""
+    root, refs, data, chosen = copied_refs(ref_root, tmp_path)
+    chosen[0]["image_id"] = "\u00b2"
+    chosen[1]["ref_id"] = "1" * 5000
+    image = next(i for i in data["images"] if i["id"] == chosen[2]["image_id"])
+    image["width"] = "\u00b2"
+    write_refs_and_instances(root, refs, data)
+    rows, results = ref_rows(root, absent_share=0.0)
+    reasons = failure_reasons(results)
+    assert reasons[str(chosen[0]["ref_id"])] == "bad_ref" and reasons[str(chosen[2]["ref_id"])] == "no_image_info"
+    assert f"#{refs.index(chosen[1])}" in {r["origin"]["record_id"] for r in rows}
+
+
+def test_refcoco_pickles_that_ask_for_all_the_memory_are_cheap_or_refused(tmp_path):
+    """The C unpickler sized an array by the largest memo index a file names (4 bytes changed asked for 12
+    GB), allocated a BYTEARRAY8 before reading it, and raised OverflowError, not a named error."""
+    path = tmp_path / "refs(unc).p"
+    path.write_bytes(b"\x80\x02]r\xff\xff\xff\x7f.")  # [] memoised at index 2**31 - 1
+    start = time.perf_counter()
+    assert load_refs_file(path) == [] and time.perf_counter() - start < 5
+    for data in (b"\x80\x05\x96" + struct.pack("<Q", 2**40) + b"x.", b"\x80\x04\x8d" + struct.pack("<Q", 2**64 - 1)):
+        path.write_bytes(data)
+        with pytest.raises(RefFormatError, match=r"refs\(unc\).p: not a readable refs pickle"):
+            load_refs_file(path)
 
 
 # -- through the real flow -----------------------------------------------------------------------

@@ -77,8 +77,11 @@ def coco_id(value: Any) -> int | None:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
+    if isinstance(value, str) and value.strip().lstrip("-").isdecimal():  # isdigit() also takes "²"
+        try:
+            return int(value.strip())
+        except ValueError:  # more digits than int() converts (4300)
+            return None
     return None
 
 

@@ -25,9 +25,10 @@ Record-level problems never stop a unit; each is a failure naming the file and t
 (``missing_label_map``, ``unreadable_label_map``, ``bad_label_map`` for a map that is not one 8-bit
 channel, ``unknown_label`` for a value that ``labels.txt`` does not name, ``missing_image``,
 ``unreadable_image``, ``image_size_mismatch`` when image and map differ in size, ``path_outside_root`` when
-the image or its map is a symlink out of its folder). File-level problems
-(no ``labels.txt``, a line that is not ``N: name``, no images) raise :class:`CocoStuffFormatError`
-before any unit is built, and a config's preflight names them.
+the image or its map is a symlink out of its folder, ``bad_file_name`` for a name that is not UTF-8; a
+folder, FIFO or device where a file should be is missing, never read). File-level problems (no
+``labels.txt``, a line that is not ``N: name``, no images) raise :class:`CocoStuffFormatError` before any
+unit is built, and a config's preflight names them.
 """
 
 from __future__ import annotations
@@ -46,9 +47,11 @@ from pydantic import Field
 from ieiw.builders.captions import OVERLAY_TASK, add_caption_rows, captions_fingerprint, captions_preflight
 from ieiw.builders.overlay import (
     ALPHA,
+    NotARegularFile,
     mask_png,
     overlay,
     pick_colour,
+    read_regular_file,
     read_source,
     templates_for,
     unit_interval,
@@ -59,7 +62,7 @@ from ieiw.samples.segmentation import SampleSpec, ensure_cocostuff_sample
 from ieiw.schemas.config import BuilderConfig
 from ieiw.schemas.paths import PATH_OUTSIDE_ROOT, PathOutsideRoot, path_under
 from ieiw.schemas.registry import register_builder
-from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id, stable_hash
+from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id, stable_hash, text_field
 from ieiw.schemas.source_image import SourceImage
 from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
 
@@ -67,7 +70,8 @@ DATASET = "cocostuff"
 TASK = "segment"
 LICENSE = "COCO-Stuff annotations CC BY 4.0; COCO images under the Flickr terms of use"
 UNLABELLED = 255
-LABEL_LINE = re.compile(r"^\s*(\d+)\s*:\s*(.*?)\s*$")
+LABEL_LINE = re.compile(r"^\s*(\d+)\s*:(.*)$")  # the name is stripped after: a lazy group before \s*$ backtracks
+# quadratically (a crafted line of 40,000 spaces took 4 s, a megabyte of them would take the better part of an hour)
 
 
 class CocoStuffFormatError(ValueError):
@@ -107,7 +111,7 @@ class CocoStuffConfig(BuilderConfig):
 def read_labels(path: Path) -> dict[int, str]:
     """``labels.txt`` as ``{id: name}``; a line that is not ``N: name`` raises, naming the line."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: not found; is {path.parent} a COCO-Stuff folder?") from None
     except UnicodeDecodeError as exc:
@@ -117,12 +121,13 @@ def read_labels(path: Path) -> dict[int, str]:
         if not line.strip():
             continue
         match = LABEL_LINE.match(line)
-        if match is None or not match.group(2):
+        name = match.group(2).strip() if match is not None else ""
+        if not name:
             raise CocoStuffFormatError(f"{path}:{number}: expected 'N: name', found {line[:60]!r}")
         index = int(match.group(1))
         if index in labels:
             raise CocoStuffFormatError(f"{path}:{number}: id {index} listed twice")
-        labels[index] = match.group(2)
+        labels[index] = name
     if not any(index > 0 for index in labels):
         raise CocoStuffFormatError(f"{path}: no class with an id above 0")
     return labels
@@ -167,7 +172,13 @@ class CocoStuffSource:
 
     def check_paths(self, stem: str) -> None:
         """``path_outside_root`` when the image or its label map leads out of its folder. The names come from
-        listing ``images/{split}``, so only a symlink can (:mod:`ieiw.schemas.paths`)."""
+        listing ``images/{split}``, so only a symlink can (:mod:`ieiw.schemas.paths`).
+
+        ``bad_file_name`` when the name is not UTF-8 (Python lists it with lone surrogates): a row's ids
+        could not hold it, and a mended one could name another image."""
+        if text_field(stem) != stem:
+            raise SourceRecordError("bad_file_name", text_field(stem), text_field(str(self.image_path(stem))),
+                                    f"the file name {stem!r} is not UTF-8 text")
         for path in (self.image_path(stem), self.label_path(stem)):
             try:
                 path_under(path.parent, path.name)
@@ -181,9 +192,11 @@ class CocoStuffSource:
         any other mode fails ``bad_label_map`` (its values would not be class numbers)."""
         path = self.label_path(stem)
         try:
-            data = path.read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
+            data = read_regular_file(path)
+        except (FileNotFoundError, NotARegularFile):
             raise SourceRecordError("missing_label_map", stem, str(path), "no label map for this image") from None
+        except OSError as exc:  # a symlink loop, no permission: this image's map only
+            raise SourceRecordError("unreadable_label_map", stem, str(path), f"cannot read it: {exc}") from None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,6 +141,22 @@ def templates_for(path: Path | None) -> SegTemplates:
 
 
 # -- source images -------------------------------------------------------------------------------
+class NotARegularFile(OSError):
+    """A dataset entry that is a folder, a FIFO, a socket or a device, not a file: reading it would fail,
+    block for ever (a FIFO) or never end (``/dev/zero``)."""
+
+
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of the regular file at ``path`` (symlinks followed). Opened without blocking and checked
+    on the open descriptor, so a FIFO a crafted archive holds cannot stall the build, and no file can be
+    swapped in between the check and the read. ``FileNotFoundError`` when nothing is there,
+    :class:`NotARegularFile` for a folder or a special file, another ``OSError`` otherwise."""
+    with open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK)) as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise NotARegularFile(f"{path}: not a regular file")
+        return handle.read()
+
+
 def read_source(path: Path, expect: tuple[int, int], record_id: str, size_from: str) -> SourceImage:
     """The image at ``path`` in the annotation's coordinates (``expect`` = (width, height), stated by
     ``size_from``), or a :class:`SourceRecordError` (``missing_image``, ``unreadable_image``,
@@ -149,9 +167,11 @@ def read_source(path: Path, expect: tuple[int, int], record_id: str, size_from: 
     column decodes to exactly the pixels the overlay was computed from. The EXIF transpose is applied
     only when that is what makes the size match (as for PhraseCut)."""
     try:
-        data = path.read_bytes()
-    except (FileNotFoundError, IsADirectoryError):
+        data = read_regular_file(path)
+    except (FileNotFoundError, NotARegularFile):
         raise SourceRecordError("missing_image", record_id, str(path), "image file not found") from None
+    except OSError as exc:  # a symlink loop, a name too long, no permission: this record's file only
+        raise SourceRecordError("unreadable_image", record_id, str(path), f"cannot read it: {exc}") from None
     try:
         decoded = decode(data, Orientation.MATCH, expect)
     except SizeMismatch as exc:

@@ -14,8 +14,9 @@ Each path can be set on its own (``refs``, ``instances``, ``images``); ``split_b
 that builds plain containers only (a ref file needs nothing else), so a file that asks for anything
 more is refused rather than run.
 
-Masks: polygons go through ``pycocotools.mask.frPyObjects`` and ``decode``, RLE is used as it is
-(compressed ``counts`` strings as stored, uncompressed count lists through ``frPyObjects``); the parts of
+Masks: polygons go through ``pycocotools.mask.frPyObjects`` and ``decode``, RLE as its run lengths
+(compressed ``counts`` strings read by ieiw and checked to cover the image exactly, since pycocotools'
+decoder trusts them; then, as uncompressed count lists, through ``frPyObjects``); the parts of
 an annotation and the annotations of a multi-target ref are unioned. (RefCOCO's loader sums the parts and
 keeps pixels equal to 1, which drops pixels where two parts of one object overlap; ieiw keeps them.)
 gRefCOCO skips crowd annotations, as its loader does; a ref whose targets are all crowds is skipped
@@ -35,11 +36,13 @@ object), about ``absent_share`` of all rows, as in InstructDiffusion's training 
   donor ref and its sentence picked by the row id. The row's ``origin.record_id`` is ``{ref_id}:absent``.
 
 Record-level problems never stop a unit; each is a failure naming the file and the ref (``bad_ref``,
-``no_sentence``, ``no_image_info``, ``missing_annotation``, ``annotation_image_mismatch``,
-``bad_segmentation``, ``degenerate_polygons``, ``rle_size_mismatch``, ``empty_mask``, ``missing_image``,
-``unreadable_image``, ``image_size_mismatch``, ``path_outside_root`` for a ``file_name`` that is no path under
-the images folder: ``..``, absolute, symlinked out; :mod:`ieiw.schemas.paths`). File-level problems (a missing or unreadable refs or
-instances file, a split no ref has) raise :class:`RefFormatError` or ``FileNotFoundError`` before any unit.
+``duplicate_record`` for a ref_id an earlier ref of the split has, ``no_sentence``, ``no_image_info``,
+``missing_annotation``, ``annotation_image_mismatch``, ``bad_segmentation`` (also for a polygon point far
+outside the image, or RLE runs that do not cover it exactly), ``degenerate_polygons``, ``rle_size_mismatch``,
+``empty_mask``, ``missing_image``, ``unreadable_image``, ``image_size_mismatch``, ``path_outside_root`` for a
+``file_name`` that is no path under the images folder: not a string, ``..``, absolute, symlinked out;
+:mod:`ieiw.schemas.paths`). File-level problems (a missing or unreadable refs or instances file, a split no
+ref has) raise :class:`RefFormatError` or ``FileNotFoundError`` before any unit.
 """
 
 from __future__ import annotations
@@ -48,10 +51,11 @@ import functools
 import io
 import json
 import pickle
+import reprlib
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -74,7 +78,7 @@ from ieiw.schemas.config import BuilderConfig
 from ieiw.schemas.lazy import locked_cached_property
 from ieiw.schemas.paths import PATH_OUTSIDE_ROOT, PathOutsideRoot, path_under
 from ieiw.schemas.registry import register_builder
-from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id
+from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id, text_field
 from ieiw.schemas.source_image import SourceImage
 from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
 
@@ -149,11 +153,41 @@ class GRefCocoConfig(RefCocoConfig):
 
 
 # -- reading -------------------------------------------------------------------------------------
-class _PlainUnpickler(pickle.Unpickler):
-    """Builds only what pickle makes without imports (dicts, lists, strings, numbers)."""
+_REFUSED_OPCODES = (pickle.GLOBAL, pickle.STACK_GLOBAL, pickle.INST, pickle.OBJ, pickle.NEWOBJ, pickle.NEWOBJ_EX,
+                    pickle.REDUCE, pickle.BUILD, pickle.EXT1, pickle.EXT2, pickle.EXT4, pickle.PERSID,
+                    pickle.BINPERSID, pickle.BYTEARRAY8, pickle.NEXT_BUFFER, pickle.READONLY_BUFFER)
+
+
+def _refuse(opcode: bytes) -> Any:
+    """A dispatch entry that stops the load at ``opcode``, naming it."""
+
+    def refuse(unpickler: pickle._Unpickler) -> None:
+        raise pickle.UnpicklingError(f"opcode {opcode!r} builds objects or buffers; a refs file holds plain lists "
+                                     "and dicts")
+    return refuse
+
+
+class _PlainUnpickler(pickle._Unpickler):
+    """Builds only what pickle makes without imports (dicts, lists, strings, numbers).
+
+    Python's own unpickler, not the C one: its memo is a dict, where the C unpickler sizes an array by the
+    largest memo index a file names (4 bytes changed in a refs file asked for 12 GB). The opcodes that build
+    objects, call things or preallocate buffers are refused outright (a ``BYTEARRAY8`` of 2**40 bytes would
+    be allocated before its bytes are read)."""
+
+    dispatch: ClassVar[dict[int, Any]] = {**pickle._Unpickler.dispatch,
+                                          **{opcode[0]: _refuse(opcode) for opcode in _REFUSED_OPCODES}}
 
     def find_class(self, module: str, name: str) -> Any:
         raise pickle.UnpicklingError(f"the file asks for {module}.{name}; a refs file holds plain lists and dicts")
+
+    def _decode_string(self, value: bytes) -> str:
+        """A Python 2 byte string (the release's refs files are Python 2 pickles) as text: UTF-8, else
+        Latin-1, string by string, so that one string that is not UTF-8 changes no other record's text."""
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value.decode("latin-1")
 
 
 def load_refs_file(path: Path) -> list[Any]:
@@ -165,18 +199,13 @@ def load_refs_file(path: Path) -> list[Any]:
     if path.suffix == ".json":
         try:
             refs = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, a 5000-digit number
             raise RefFormatError(f"{path}: not valid JSON ({exc}); a truncated download? fetch it again") from None
     else:
-        refs = None
-        for encoding in ("utf-8", "latin1"):  # Python 2 pickles hold byte strings
-            try:
-                refs = _PlainUnpickler(io.BytesIO(data), fix_imports=True, encoding=encoding).load()
-                break
-            except UnicodeDecodeError:
-                continue
-            except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
-                raise RefFormatError(f"{path}: not a readable refs pickle ({type(exc).__name__}: {exc})") from None
+        try:
+            refs = _PlainUnpickler(io.BytesIO(data), fix_imports=True).load()
+        except Exception as exc:  # noqa: BLE001 - damaged opcodes raise anything: struct.error, KeyError, ...
+            raise RefFormatError(f"{path}: not a readable refs pickle ({type(exc).__name__}: {exc})") from None
     if not isinstance(refs, list):
         raise RefFormatError(f"{path}: expected a list of refs, found {type(refs).__name__}")
     return refs
@@ -189,7 +218,7 @@ def load_instances(path: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{path}: not found") from None
     try:
         instances = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, a 5000-digit number
         raise RefFormatError(f"{path}: not valid JSON ({exc}); a truncated download? fetch it again") from None
     if not isinstance(instances, dict) or not all(isinstance(instances.get(k), list)
                                                   for k in ("images", "annotations", "categories")):
@@ -197,13 +226,34 @@ def load_instances(path: Path) -> dict[str, Any]:
     return instances
 
 
-_id = coco_id
+ID_LIMIT = 2**64  # an id no 64-bit integer holds is no COCO id (and past 4300 digits str() refuses it)
+
+
+def _id(value: Any) -> int | None:
+    """A COCO id (:func:`~ieiw.builders.captions.coco_id`), None when missing, malformed or out of range."""
+    try:
+        number = coco_id(value)
+    except ValueError:  # a digit string int() refuses: "²" (str.isdigit() takes it), or 5000 digits
+        return None
+    return number if number is not None and -ID_LIMIT < number < ID_LIMIT else None
+
+
+def _shown(value: Any) -> str:
+    """A record's value for a message: short, and safe for the cyclic and very deep lists a pickle can hold."""
+    return reprlib.repr(value)
+
+
+def _split_of(raw: dict[str, Any]) -> str | None:
+    split = raw.get("split")
+    return split if isinstance(split, str) else None
 
 
 def _text(value: Any) -> str:
+    """Text of a sentence or token as a row can hold it: bytes (Python 2 pickles) decoded, lone surrogates
+    (valid in JSON and in pickles, unwritable in Arrow) mended, whitespace runs made one space."""
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
-    return " ".join(value.split()) if isinstance(value, str) else ""
+    return " ".join(text_field(value).split()) if isinstance(value, str) else ""
 
 
 @dataclass(frozen=True)
@@ -211,6 +261,8 @@ class Ref:
     ref_id: str
     raw: dict[str, Any]
     split: str
+    index: int = 0  # its place in the refs file
+    repeat_of: int | None = None  # the place of an earlier ref with this ref_id: this one is a duplicate_record
 
 
 class RefSource:
@@ -237,16 +289,22 @@ class RefSource:
             image, category = _id(ann.get("image_id")), _id(ann.get("category_id"))
             if image is not None and category is not None:
                 categories_in_image[image].add(category)
-        splits = sorted({str(r.get("split")) for r in refs if isinstance(r, dict)})
+        splits = sorted({split for r in refs if isinstance(r, dict) and (split := _split_of(r)) is not None})
         if self.split not in splits:
-            raise RefFormatError(f"{self.refs_path}: no ref of split {self.split!r}; the file has {', '.join(splits) or 'none'}")
+            shown = ", ".join(_shown(text_field(split))[1:-1] for split in splits[:20])
+            raise RefFormatError(f"{self.refs_path}: no ref of split {self.split!r}; the file has {shown or 'none'}")
         chosen = []
+        first: dict[str, int] = {}  # ref_id -> the place of its first ref: a row id is made of the ref_id
         for index, raw in enumerate(refs):
-            if isinstance(raw, dict) and str(raw.get("split")) == self.split:
+            if isinstance(raw, dict) and _split_of(raw) == self.split:
                 ref_id = _id(raw.get("ref_id"))
-                chosen.append(Ref(str(ref_id) if ref_id is not None else f"#{index}", raw, self.split))
+                key = str(ref_id) if ref_id is not None else f"#{index}"
+                chosen.append(Ref(key, raw, self.split, index, first.get(key)))
+                first.setdefault(key, index)
         by_category: dict[int, list[Ref]] = defaultdict(list)  # donors for absent rows: all of the split
         for ref in chosen:
+            if ref.repeat_of is not None:
+                continue
             for category in _ids(ref.raw.get("category_id")):
                 if category >= 0 and _sentences(ref.raw):
                     by_category[category].append(ref)
@@ -285,14 +343,61 @@ def _ids(value: Any) -> list[int]:
 
 def _sentences(raw: dict[str, Any]) -> list[tuple[str, str]]:
     """(sent_id, text) of every usable sentence: ``sent``, else the tokens joined."""
+    sentences = raw.get("sentences")
+    if not isinstance(sentences, list | tuple):
+        return []
     out = []
-    for index, sentence in enumerate(raw.get("sentences") or []):
+    for index, sentence in enumerate(sentences):
         if not isinstance(sentence, dict):
             continue
-        text = _text(sentence.get("sent")) or _text(" ".join(map(str, sentence.get("tokens") or [])))
+        tokens = sentence.get("tokens")
+        text = _text(sentence.get("sent")) or (
+            " ".join(filter(None, map(_text, tokens))) if isinstance(tokens, list | tuple) else "")
         if text:
-            out.append((str(sentence.get("sent_id", index)), text))
+            sent_id = sentence.get("sent_id", index)
+            number = _id(sent_id)
+            shown = text_field(sent_id) if isinstance(sent_id, str) else str(index if number is None else number)
+            out.append((shown, text))
     return out
+
+
+RLE_DIGITS_PER_COUNT = 7  # 35 bits: COCO's encoder (maskApi.c rleToString) needs at most 7 for a 32-bit count
+
+
+def compressed_counts(text: bytes) -> list[int]:
+    """A compressed RLE ``counts`` string as its run lengths, read as pycocotools' ``rleFrString`` reads it
+    (5-bit digits from ``'0'``, a continuation bit, a sign bit, deltas from the third run on); ``ValueError``
+    for a string that is not one. Read here, not by pycocotools, because its decoder trusts the string: one
+    whose runs do not add up to the image decodes to whatever memory held (a mask that changes between
+    runs), one cut inside a number is read past its end."""
+    counts: list[int] = []
+    value = shift = 0
+    for position, byte in enumerate(text):
+        digit = byte - 48
+        if not 0 <= digit < 64:
+            raise ValueError(f"byte {bytes([byte])!r} at {position} is no RLE digit")
+        value |= (digit & 0x1F) << shift
+        shift += 5
+        if digit & 0x20:  # more digits of this count follow
+            if shift >= 5 * RLE_DIGITS_PER_COUNT:
+                raise ValueError(f"a count at {position} runs past {RLE_DIGITS_PER_COUNT} digits")
+            continue
+        if digit & 0x10:  # negative: sign-extend
+            value -= 1 << shift
+        if len(counts) > 2:
+            value += counts[-2]
+        counts.append(value)
+        value = shift = 0
+    if shift:
+        raise ValueError("the string ends inside a count")
+    return counts
+
+
+def _coordinates_inside(values: list[Any], limit: int) -> bool:
+    """Every value a finite number within ``limit`` of the image's side (``-limit .. 2*limit``). A point far
+    outside is no annotation, and pycocotools rasterises every edge point by point: one coordinate of 1e12
+    would take all the memory there is."""
+    return all(isinstance(v, int | float) and not isinstance(v, bool) and -limit <= v <= 2 * limit for v in values)
 
 
 def annotation_mask(ann: dict[str, Any], height: int, width: int, record_id: str, file: str) -> np.ndarray:
@@ -309,10 +414,12 @@ def annotation_mask(ann: dict[str, Any], height: int, width: int, record_id: str
         polygons = []
         for part in seg:
             if not isinstance(part, list) or not all(
-                    isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) for v in part):
+                    isinstance(v, int | float) and not isinstance(v, bool) for v in part):
                 raise fail("bad_segmentation", "a polygon is not a list of numbers")
             if len(part) % 2:
                 raise fail("bad_segmentation", f"a polygon has an odd number of coordinates ({len(part)})")
+            if not (_coordinates_inside(part[0::2], width) and _coordinates_inside(part[1::2], height)):
+                raise fail("bad_segmentation", f"a polygon point is not a number near the {width}x{height} image")
             if len(part) >= 6:
                 polygons.append([float(v) for v in part])
         if not polygons:
@@ -321,17 +428,19 @@ def annotation_mask(ann: dict[str, Any], height: int, width: int, record_id: str
     elif isinstance(seg, dict):
         size, counts = seg.get("size"), seg.get("counts")
         if not (isinstance(size, list | tuple) and len(size) == 2 and [_id(v) for v in size] == [height, width]):
-            raise fail("rle_size_mismatch", f"RLE size {size!r} is not the image's [{height}, {width}]")
-        if isinstance(counts, list):
-            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
-                raise fail("bad_segmentation", "uncompressed RLE counts are not non-negative integers")
-            if sum(counts) != height * width:
-                raise fail("bad_segmentation", f"RLE counts cover {sum(counts)} pixels, not {height * width}")
-            rles = [mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)]
-        elif isinstance(counts, str | bytes):
-            rles = [{"size": [height, width], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}]
-        else:
+            raise fail("rle_size_mismatch", f"RLE size {_shown(size)} is not the image's [{height}, {width}]")
+        if isinstance(counts, str | bytes):
+            try:
+                counts = compressed_counts(counts.encode("ascii") if isinstance(counts, str) else counts)
+            except ValueError as exc:  # UnicodeEncodeError included
+                raise fail("bad_segmentation", f"compressed RLE counts: {exc}") from None
+        elif not isinstance(counts, list):
             raise fail("bad_segmentation", f"RLE counts of type {type(counts).__name__}")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
+            raise fail("bad_segmentation", "RLE counts are not non-negative integers")
+        if sum(counts) != height * width:
+            raise fail("bad_segmentation", f"RLE counts cover {sum(counts)} pixels, not {height * width}")
+        rles = [mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)]
     else:
         raise fail("bad_segmentation", f"segmentation of type {type(seg).__name__}")
     try:
@@ -423,7 +532,7 @@ class RefCocoBuilder(CandidateBuilder):
                 continue
             result.rows += add_caption_rows([self._target_row(ref, image_id, image, target, sentences)],
                                             self.config.captions, OVERLAY_TASK, result.counters,
-                                            rendered=lambda row: not target.no_target)
+                                            rendered=lambda row, target=target: not target.no_target)
             result.counters["no_target_rows" if target.no_target else "target_rows"] += 1
             if target.crowd_skipped:
                 result.counters["crowd_targets_skipped"] += len(target.crowd_skipped)
@@ -440,6 +549,9 @@ class RefCocoBuilder(CandidateBuilder):
     # -- one ref -------------------------------------------------------------------------------
     def _check_ref(self, ref: Ref) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         file = str(self.source.refs_path)
+        if ref.repeat_of is not None:
+            raise SourceRecordError("duplicate_record", ref.ref_id, file,
+                                    f"ref {ref.index}: ref_id {ref.ref_id} is also ref {ref.repeat_of}'s")
         image_id = _id(ref.raw.get("image_id"))
         if image_id is None or "ann_id" not in ref.raw:
             raise SourceRecordError("bad_ref", ref.ref_id, file, "ref has no integer image_id or no ann_id")
@@ -454,7 +566,7 @@ class RefCocoBuilder(CandidateBuilder):
 
     def _image(self, ref: Ref, image_id: int, info: dict[str, Any]) -> SourceImage:
         try:
-            path = path_under(self.source.images_dir, str(info["file_name"]))
+            path = path_under(self.source.images_dir, info["file_name"])
         except PathOutsideRoot as exc:  # a file_name of ../x or /x, or symlinked out: nothing is read
             raise SourceRecordError(PATH_OUTSIDE_ROOT, ref.ref_id, str(self.source.instances_path),
                                     f"image {image_id}: file_name: {exc}") from None
@@ -467,10 +579,12 @@ class RefCocoBuilder(CandidateBuilder):
         ann_ids = _ids(raw_ids)
         count = len(raw_ids) if isinstance(raw_ids, list | tuple) else 1
         if not ann_ids or len(ann_ids) != count:
-            raise SourceRecordError("bad_ref", ref.ref_id, file, f"ann_id {raw_ids!r} is not an id or a list of ids")
+            raise SourceRecordError("bad_ref", ref.ref_id, file,
+                                    f"ann_id {_shown(raw_ids)} is not an id or a list of ids")
         if -1 in ann_ids:
             if ann_ids != [-1]:
-                raise SourceRecordError("bad_ref", ref.ref_id, file, f"ann_id {raw_ids!r} mixes -1 (no target) with ids")
+                raise SourceRecordError("bad_ref", ref.ref_id, file,
+                                        f"ann_id {_shown(raw_ids)} mixes -1 (no target) with ids")
             return Target(np.zeros((height, width), np.uint8), [], [], True)
         mask = np.zeros((height, width), np.uint8)
         used, crowds = [], []
@@ -481,7 +595,8 @@ class RefCocoBuilder(CandidateBuilder):
                 raise SourceRecordError("missing_annotation", ref.ref_id, instances, f"annotation {ann_id} is not there")
             if _id(ann.get("image_id")) != image_id:
                 raise SourceRecordError("annotation_image_mismatch", ref.ref_id, instances,
-                                        f"annotation {ann_id} belongs to image {ann.get('image_id')}, the ref to {image_id}")
+                                        f"annotation {ann_id} belongs to image {_shown(ann.get('image_id'))}, "
+                                        f"the ref to {image_id}")
             if self.skip_crowd and ann.get("iscrowd"):
                 crowds.append(ann_id)
                 continue
@@ -541,7 +656,7 @@ class RefCocoBuilder(CandidateBuilder):
             "width": image.width,
             "height": image.height,
             "origin": origin_cell(dataset=self.dataset, split=ref.split, record_id=record, image_id=str(image_id),
-                                  phrase=phrase, url=url if isinstance(url, str) else None,
+                                  phrase=phrase, url=text_field(url),
                                   license=LICENSES[self.dataset]),
             "exemplar": None,
             "scores": None,
