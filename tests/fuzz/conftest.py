@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 SLOW = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large,
         HealthCheck.filter_too_much, HealthCheck.large_base_example]
 
-settings.register_profile("bounded", max_examples=int(os.environ.get("IEIW_FUZZ_EXAMPLES", "25")),
+settings.register_profile("bounded", max_examples=int(os.environ.get("IEIW_FUZZ_EXAMPLES", "60")),
                           derandomize=True, database=None, deadline=None, suppress_health_check=SLOW,
                           print_blob=True)
 settings.register_profile("fuzz", max_examples=int(os.environ.get("IEIW_FUZZ_EXAMPLES", "10000")),
