@@ -263,7 +263,7 @@ class OpenImagesSource:
         regions, failures = [], []
         for row in rows:
             mask_name = row.fields.get("MaskPath", "").strip()
-            record_id = Path(mask_name).stem if mask_name else f"{key}:line {row.line}"
+            record_id = (Path(mask_name).stem if mask_name else "") or f"{key}:line {row.line}"  # "/" has no stem
             where = f"{csv_file}:{row.line}"
             if not mask_name or Path(mask_name).name != mask_name:
                 failures.append(failure("bad_row", record_id, where, f"MaskPath {mask_name!r} is not a file name"))

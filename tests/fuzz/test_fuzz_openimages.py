@@ -264,3 +264,13 @@ def test_regions_of_two_sources_with_the_same_record_ids_keep_their_own_labels(t
         assert rows
         second_source = unit.payload["source"] == 1
         assert all(row["origin"]["phrase"].endswith(" b") == second_source for row in rows), unit.key
+
+
+def test_a_mask_path_of_a_bare_slash_names_its_line(tmp_path):
+    """`make fuzz` find: MaskPath "/" has no stem, so its bad_row failure named no record."""
+    root = oi_copy(tmp_path)
+    rows = read_csv(root / OI_ANNOTATIONS, OI_COLUMNS, header=True)
+    rows[0]["MaskPath"] = "/"
+    write_csv(root / OI_ANNOTATIONS, [cells(row, OI_COLUMNS) for row in rows], OI_COLUMNS)
+    failures = [f for e in read_all(root).values() for f in e.failures]
+    assert [(f.reason, f.record_id) for f in failures] == [("bad_row", f"{rows[0]['ImageID']}:line 2")]
