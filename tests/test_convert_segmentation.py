@@ -346,8 +346,13 @@ def test_refcoco_masks_match_the_rasterised_annotations(ref_root):
     rows_to_table(rows)
 
 
-def test_refcoco_absent_rows_borrow_a_sentence_of_a_category_not_in_the_image(ref_root):
+def test_refcoco_absent_rows_are_off_as_in_the_official_loader(ref_root):
     rows, _ = ref_rows(ref_root)
+    assert rows and not [r for r in rows if params(r)["kind"] == "absent"]
+
+
+def test_refcoco_absent_rows_borrow_a_sentence_of_a_category_not_in_the_image(ref_root):
+    rows, _ = ref_rows(ref_root, absent_share=0.2)
     data = instances(ref_root)
     in_image = defaultdict(set)
     for ann in data["annotations"]:

@@ -26,12 +26,13 @@ for a box).
 Rows, one per ref: ``{object}`` is one of the ref's sentences, picked by the row id and lower-cased; the
 target is the source with the mask blended 50/50 with the row's colour (:mod:`ieiw.builders.overlay`),
 PNG. **Object-absent rows** (target = the source's own bytes, empty mask, the instruction still names an
-object), about ``absent_share`` of all rows, as in InstructDiffusion's training mix:
+object), about ``absent_share`` of all rows:
 
 - gRefCOCO has its own: every no-target ref is one. ``absent_share`` defaults to 0 there (no extra rows).
-- RefCOCO has none, so for each ref an extra absent row is made with probability
-  ``absent_share / (1 - absent_share)`` (seeded by the ref id; 0.2 by default, so absent rows are about
-  0.2 of the rows): the same image with a sentence of a ref of a *category that has no annotation in
+- RefCOCO has none, and neither has the official RefCOCO loader, so ``absent_share`` defaults to 0. Our
+  option: with ``absent_share`` set, for each ref an extra absent row is made with probability
+  ``absent_share / (1 - absent_share)`` (seeded by the ref id; at 0.2 absent rows are about 0.2 of the
+  rows): the same image with a sentence of a ref of a *category that has no annotation in
   that image* (COCO annotates every instance of its 80 categories, so that object is not there), the
   donor ref and its sentence picked by the row id. The row's ``origin.record_id`` is ``{ref_id}:absent``.
 
@@ -87,7 +88,9 @@ LICENSES = {
     "refcoco": "RefCOCO annotations as released (refer); COCO images under the Flickr terms of use",
     "grefcoco": "gRefCOCO annotations as released (GRES); COCO images under the Flickr terms of use",
 }
-DEFAULT_ABSENT_SHARE = {"refcoco": 0.2, "grefcoco": 0.0}
+# The official RefCOCO loader has no object-absent rows (only COCO-Stuff has empty classes, gRefCOCO its own
+# no-target refs): extra absent rows are our option, off by default.
+DEFAULT_ABSENT_SHARE = {"refcoco": 0.0, "grefcoco": 0.0}
 
 
 class RefFormatError(ValueError):
