@@ -491,3 +491,12 @@ def test_records_the_long_fuzz_run_found_fail_alone(tmp_path, field, value, reas
     result = builder.build_unit(unit)
     assert [(f.reason, f.record_id) for f in result.failures] == [(reason, "1__2")]
     assert {row["origin"]["record_id"] for row in result.rows} == {"1__1"}
+
+
+def test_image_ids_beyond_64_bits_name_no_image():
+    """`make fuzz` find: image_id 1e308 (an integral float) became a 309-digit file name; opening it raised
+    OSError (name too long) out of the removal unit."""
+    from ieiw.sources.phrasecut import _image_id
+
+    assert _image_id(12) == 12 and _image_id(12.0) == 12 and _image_id(" 12 ") == 12
+    assert _image_id(1e308) == _image_id(2**63) == _image_id("9" * 400) == _image_id("²") == _image_id(-3) == -1

@@ -99,16 +99,19 @@ def _json_file(path: Path) -> Any:
         raise PhraseCutFormatError(f"{path}: not JSON text ({exc.reason} at byte {exc.start})") from None
 
 
+MAX_ID = 2**63 - 1  # Visual Genome ids are small; a larger "id" (1e308 as a float) names no image
+
+
 def _image_id(value: Any) -> int:
-    """A record's ``image_id`` as an int, -1 when it is not a non-negative integer (``"12"`` is fine)."""
+    """A record's ``image_id`` as an int, -1 when it is not a non-negative 64-bit integer (``"12"`` is fine)."""
     if isinstance(value, bool):
         return -1
-    if isinstance(value, int):
-        return value if value >= 0 else -1
-    if isinstance(value, float) and value.is_integer() and value >= 0:
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    elif isinstance(value, str) and value.strip().isdecimal() and len(value.strip()) <= 19:
+        value = int(value.strip())
+    if isinstance(value, int) and 0 <= value <= MAX_ID:
+        return value
     return -1
 
 
@@ -435,6 +438,8 @@ def load_image(record: PhraseCutRecord, fmt: str | None = None, quality: int = J
         data = path.read_bytes()
     except FileNotFoundError:
         raise SourceRecordError("missing_image", record.task_id, str(path), "image file not found") from None
+    except OSError as exc:  # a folder, a name too long to open, no permission
+        raise SourceRecordError("unreadable_image", record.task_id, str(path), exc.strerror or str(exc)) from None
     if not (record.width and record.height):
         raise SourceRecordError(
             "no_image_info", record.task_id, record.info_file,
