@@ -115,7 +115,7 @@ def test_cocostuff_caption_rows_hold_the_rendered_target_and_one_caption_of_the_
 def test_refcoco_no_target_and_absent_rows_get_no_caption_row(tmp_path):
     root = make_refcoco_sample(tmp_path / "coco_2014", 8, 1, 128, 96)
     captions = root / "annotations" / "captions_train2014.json"
-    rows, counters, _ = run(RefCocoBuilder(RefCocoConfig(root=root, captions=captions), context(), "refcoco"))
+    rows, counters, _ = run(RefCocoBuilder(RefCocoConfig(root=root, captions=captions, absent_share=0.2), context(), "refcoco"))
     kinds = {r["id"]: json.loads(r["builder"]["params"])["kind"] for r in rows if r["task"] == "refer-segment"}
     adapt = [r for r in rows if r["task"] == OVERLAY_TASK]
     assert adapt and "absent" in kinds.values()
