@@ -789,3 +789,11 @@ def test_segmentation_converters_build_through_the_cli(tmp_path):
     by_dataset = Counter((r["origin"]["dataset"], r["task"]) for r in rows)
     assert set(by_dataset) == {("cocostuff", "segment"), ("refcoco", "refer-segment"), ("grefcoco", "refer-segment")}
     assert all(by_dataset.values()) and len({r["id"] for r in rows}) == len(rows)
+
+
+def test_a_ref_with_a_5000_digit_ann_id_fails_alone(tmp_path):
+    """`make fuzz` find: an ann_id of 10**5000 in a refs pickle failed its ref, but building the failure's
+    message (repr of the value) raised ValueError out of the unit."""
+    from ieiw.builders.refcoco import _shown
+
+    assert _shown(10**5000) == "<int too large to show>" and _shown([1, 2]) == "[1, 2]"

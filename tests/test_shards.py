@@ -280,3 +280,14 @@ def test_shards_and_manifests_are_readable_by_the_team(tmp_path):
     manifest.record("u0", info, "fp", {})
     for path in (tmp_path / "u0.parquet", tmp_path / "manifest.json"):
         assert path.stat().st_mode & 0o044 == 0o044, oct(path.stat().st_mode)
+
+
+def test_a_takedown_check_of_a_malformed_url_does_not_raise():
+    """`make fuzz` find: a post whose image URL is "https://[host..." (an unclosed IPv6 bracket) made the
+    takedown check raise ValueError out of the crawl unit."""
+    from ieiw.schemas.takedown import Takedown
+
+    listed = Takedown.load([], ["https://www.example.com/a/", "https://[broken"])
+    assert listed.blocks("https://[preview.redd.it/x.jpg") is None
+    assert listed.blocks("https://[BROKEN") == "https://[BROKEN"
+    assert listed.blocks("https://example.com/a") == "https://example.com/a"

@@ -243,7 +243,10 @@ def _id(value: Any) -> int | None:
 
 def _shown(value: Any) -> str:
     """A record's value for a message: short, and safe for the cyclic and very deep lists a pickle can hold."""
-    return reprlib.repr(value)
+    try:
+        return reprlib.repr(value)
+    except ValueError:  # an int of more than 4300 digits has no repr
+        return f"<{type(value).__name__} too large to show>"
 
 
 def _split_of(raw: dict[str, Any]) -> str | None:

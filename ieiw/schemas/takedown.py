@@ -20,7 +20,10 @@ from ieiw.schemas.rows import stable_hash
 def _norm(entry: str) -> str:
     entry = entry.strip()
     if entry.startswith(("http://", "https://")):
-        p = urlsplit(entry)
+        try:
+            p = urlsplit(entry)
+        except ValueError:  # "https://[host" (a bracket not closed): no URL to normalise, compare it as text
+            return entry.lower()
         host = p.netloc.lower().removeprefix("www.").removeprefix("old.")
         return urlunsplit((p.scheme.lower(), host, p.path.rstrip("/"), p.query, ""))
     for prefix in ("t1_", "t3_"):
