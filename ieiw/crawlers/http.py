@@ -457,6 +457,10 @@ class PoliteSession:
         ``headers`` may be a callable: it is only called when the network is used, so a cached
         rerun never asks for an OAuth token.
         """
+        try:
+            urlsplit(url).port  # noqa: B018 - raises for "https://[host" (an unclosed IPv6 bracket) or a bad port
+        except ValueError as exc:
+            raise FetchError("bad_url", url, f"not a URL: {exc}") from None
         cache = self.cache if use_cache else None
         if cache is not None:
             entry = cache.get(url)

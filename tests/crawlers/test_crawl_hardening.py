@@ -239,3 +239,16 @@ def test_index_folder_symlink_refused(tmp_path, monkeypatch):
     (tmp_path / "cache" / "crawl-index").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(PermissionError, match="symlink"):
         private_index_root()
+
+
+@pytest.mark.parametrize("url", ["https://[i.redd.it/x.jpg", "https://i.redd.it:99999/x.jpg", "http://[[[[/a"])
+def test_a_url_that_does_not_parse_is_a_named_fetch_failure(http_config, url):
+    """`make fuzz` find: an image URL with an unclosed IPv6 bracket (a damaged dump line) raised ValueError from
+    the cache's URL normaliser, out of the crawl unit; it is a FetchError bad_url, with or without a cache."""
+    from ieiw.crawlers.http import FetchError
+
+    cache = ResponseCache(Path(http_config.cache_dir))
+    for session in (PoliteSession(http_config, cache), PoliteSession(http_config)):
+        with pytest.raises(FetchError) as err:
+            session.get(url, "image")
+        assert err.value.reason == "bad_url"
