@@ -26,6 +26,7 @@ from typing import Literal
 import numpy as np
 
 from ieiw.schemas.layout import task_family
+from ieiw.training.keys import lookup_by_source
 
 CropPolicy = Literal["short-side", "squash", "native"]
 CROP_POLICIES: tuple[str, ...] = ("short-side", "squash", "native")
@@ -36,11 +37,7 @@ Box = tuple[float, float, float, float]  # x0, y0, x1, y1 as shares of the image
 
 
 def crop_policy(policies: Mapping[str, str], default: str, dataset: str | None, task: str | None) -> str:
-    family = task_family(task) if task else None
-    for key in (f"{dataset}:{task}", dataset, task, family):
-        if key is not None and key in policies:
-            return policies[key]
-    return default
+    return lookup_by_source(policies, dataset, task, default, task_family(task) if task else None)
 
 
 def _offset(rng: np.random.Generator, span: int, random_crop: bool, low: int = 0, high: int | None = None) -> int:

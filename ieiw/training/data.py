@@ -37,6 +37,7 @@ from ieiw.schemas import storage
 from ieiw.schemas.manifest import load_manifest
 from ieiw.training.crops import DEFAULT_CROP, OFFICIAL_CROP, Box, crop_policy, crop_window, mask_box
 from ieiw.training.flips import DEFAULT_FLIP, OFFICIAL_FLIP, flip_rule, swap_sides
+from ieiw.training.keys import lookup_by_source
 
 Tokenize = Callable[[str], torch.Tensor]
 logger = logging.getLogger(__name__)
@@ -87,14 +88,6 @@ class Segment:
     path: str
     group: int
     rows: np.ndarray
-
-
-def lookup_by_source(table: Mapping[str, Any], dataset: str | None, task: str | None, default: Any) -> Any:
-    """Most specific match first: "dataset:task", then "dataset", then "task"."""
-    for key in (f"{dataset}:{task}", dataset, task):
-        if key is not None and key in table:
-            return table[key]
-    return default
 
 
 def index_shards(

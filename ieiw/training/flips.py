@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ieiw.schemas.layout import task_family
+from ieiw.training.keys import lookup_by_source
 
 # configs/instruct_diffusion.yaml's flip_prob: 0.0 datasets, by our origin.dataset names (GQA-Inpaint has no
 # importer yet; its name is reserved here so a plugin importer gets the official rule).
@@ -59,8 +60,7 @@ def flip_rule(probabilities: Mapping[str, float], default: float, dataset: str |
               instruction: str) -> FlipRule:
     """The rule for one row: its source's probability; zero when its instruction names a side its family
     cannot swap."""
-    key_order = (f"{dataset}:{task}", dataset, task)
-    probability = next((probabilities[k] for k in key_order if k is not None and k in probabilities), default)
+    probability = lookup_by_source(probabilities, dataset, task, default)
     swaps = task is not None and task_family(task) in SIDE_SWAPPING_FAMILIES
     if probability > 0 and not swaps and names_a_side(instruction):
         return FlipRule(0.0)

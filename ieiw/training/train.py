@@ -91,7 +91,7 @@ def total_steps(config: Config, weighted_rows: float, world_size: int) -> int:
 def weighted_row_count(dataset: Any) -> float:
     """Expected rows per epoch after source weights (reads only the small origin/task columns)."""
     from ieiw.schemas import storage
-    from ieiw.training.data import lookup_by_source
+    from ieiw.training.keys import lookup_by_source
 
     if not dataset.source_weights and dataset.default_weight == 1.0:
         return float(dataset.num_rows)
