@@ -73,6 +73,14 @@ class SourceRecordError(Exception):
         self.failure = Failure(reason=reason, record_id=record_id, file=file, message=message)
 
 
+def row_failure(row: dict[str, Any], reason: str, message: str) -> Failure:
+    """A failure of the record a finished row came from (its origin's record id, else the row id), for what the
+    stage finds after the builder: the file is unknown there, so the dataset stands for it."""
+    origin = row.get("origin") if isinstance(row.get("origin"), dict) else {}
+    return Failure(reason=reason, record_id=str(origin.get("record_id") or row.get("id")),
+                   file=str(origin.get("dataset")) if origin.get("dataset") else None, message=message)
+
+
 # What Arrow raises for a value it cannot hold (ArrowInvalid and ArrowTypeError are ValueError / TypeError).
 UNWRITABLE = (TypeError, ValueError, OverflowError, UnicodeError)
 
@@ -106,11 +114,8 @@ class UnitResult:
             try:
                 rows_to_table([row])
             except UNWRITABLE as exc:
-                origin = row.get("origin") if isinstance(row.get("origin"), dict) else {}
-                self.failures.append(Failure(
-                    reason="unwritable_row", record_id=str(origin.get("record_id") or row.get("id")),
-                    file=str(origin.get("dataset")) if origin.get("dataset") else None,
-                    message=f"row {row.get('id')}: {type(exc).__name__}: {str(exc)[:200]}"))
+                self.failures.append(row_failure(row, "unwritable_row",
+                                                 f"row {row.get('id')}: {type(exc).__name__}: {str(exc)[:200]}"))
             else:
                 kept.append(row)
         self.rows = kept
@@ -123,11 +128,8 @@ class UnitResult:
         kept = []
         for row in self.rows:
             if row.get("id") in seen:
-                origin = row.get("origin") if isinstance(row.get("origin"), dict) else {}
-                self.failures.append(Failure(
-                    reason="duplicate_row", record_id=str(origin.get("record_id") or row.get("id")),
-                    file=str(origin.get("dataset")) if origin.get("dataset") else None,
-                    message=f"row {row.get('id')} was made twice in this unit; the first is kept"))
+                self.failures.append(row_failure(row, "duplicate_row",
+                                                 f"row {row.get('id')} was made twice in this unit; the first is kept"))
                 continue
             seen.add(row.get("id"))
             kept.append(row)
