@@ -157,7 +157,7 @@ def label_map(root: Path, stem: str) -> np.ndarray:
 
 
 def test_cocostuff_masks_land_on_the_label_map_pixels(stuff_root):
-    rows, failures = stuff_rows(stuff_root)
+    rows, failures = stuff_rows(stuff_root, classes_per_image=3)
     assert not failures
     labels = read_labels(stuff_root / "labels.txt")
     present = [r for r in rows if params(r)["kind"] == "present"]
@@ -199,10 +199,10 @@ def test_cocostuff_absent_classes_and_unlabelled_images_leave_the_picture_alone(
 
 
 def test_cocostuff_rows_per_image_are_bounded_and_deterministic(stuff_root):
-    one, _ = stuff_rows(stuff_root, classes_per_image=1)
+    one, _ = stuff_rows(stuff_root)  # the default: one row per image, the trainer redraws the class
     assert max(Counter(r["origin"]["image_id"] for r in one).values()) == 1
-    first, _ = stuff_rows(stuff_root)
-    again, _ = stuff_rows(stuff_root, unit_size=3)
+    first, _ = stuff_rows(stuff_root, classes_per_image=3)
+    again, _ = stuff_rows(stuff_root, unit_size=3, classes_per_image=3)
     assert [(r["id"], r["instruction"], r["target_image"]["bytes"]) for r in first] == \
            [(r["id"], r["instruction"], r["target_image"]["bytes"]) for r in again]
     assert max(Counter(r["origin"]["image_id"] for r in first).values()) == 3
@@ -210,7 +210,7 @@ def test_cocostuff_rows_per_image_are_bounded_and_deterministic(stuff_root):
     by_id = {r["id"]: r for r in first}
     shared = [r for r in one if r["id"] in by_id]
     assert shared and all(r["instruction"] == by_id[r["id"]]["instruction"] for r in shared)
-    reseeded, _ = stuff_rows(stuff_root, seed=1)
+    reseeded, _ = stuff_rows(stuff_root, seed=1, classes_per_image=3)
     assert {r["id"] for r in reseeded} != {r["id"] for r in first}
 
 
@@ -797,3 +797,22 @@ def test_a_ref_with_a_5000_digit_ann_id_fails_alone(tmp_path):
     from ieiw.builders.refcoco import _shown
 
     assert _shown(10**5000) == "<int too large to show>" and _shown([1, 2]) == "[1, 2]"
+
+
+def test_cocostuff_rows_keep_every_class_of_the_image_for_the_trainer(stuff_root):
+    """builder.params["redraw"]: each present class's RLE decodes (with pycocotools) to exactly its label-map
+    pixels, every other class of labels.txt is listed as absent, and the templates come along."""
+    rows, _ = stuff_rows(stuff_root)
+    labels = read_labels(stuff_root / "labels.txt")
+    assert rows
+    for row in rows:
+        material = params(row)["redraw"]
+        stem = row["origin"]["image_id"]
+        label = np.asarray(Image.open(stuff_root / "annotations" / "train2017" / f"{stem}.png"))
+        present = {int(v) + 1 for v in np.unique(label) if v != 255}
+        assert {c[0] for c in material["classes"]} == present
+        for label_id, name, counts in material["classes"]:
+            mask = mask_utils.decode({"size": material["size"], "counts": counts.encode()})
+            assert name == labels[label_id] and np.array_equal(mask, label == label_id - 1)
+        assert {a[0] for a in material["absent"]} == {i for i in labels if 1 <= i <= 255} - present
+        assert material["segment"] == list(default_seg_templates().segment) and material["empty_share"] == 0.2

@@ -159,6 +159,7 @@ def caption_row(row: dict[str, Any], captions: list[Caption], task: str) -> dict
     origin["record_id"] = f"{origin['record_id']}:caption"
     builder = dict(row["builder"])
     params = json.loads(builder["params"]) if builder.get("params") else {}
+    params.pop("redraw", None)  # a caption row trains as stored: its text is a caption, not a template's
     builder["params"] = canonical_json({**params, "caption_of": row["id"], "caption_id": caption.id})
     rid = row_id(origin["dataset"], origin["record_id"], builder["name"], {"caption_of": row["id"]}, task)
     return {**row, "id": rid, "task": task, "instruction": caption.text, "origin": origin, "builder": builder}

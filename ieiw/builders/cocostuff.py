@@ -5,8 +5,12 @@ Layout (docs/formats.md, "COCO-Stuff"): ``images/{split}/*.jpg``, ``annotations/
 ``labels.txt`` (lines ``N: name``, ``0: unlabeled`` first). The image list is the sorted ``*.jpg`` of the
 split, as InstructDiffusion's loader builds it.
 
-Rows. InstructDiffusion picks one class per sample at training time, each epoch anew. A converter
-writes rows once, so it emits a bounded number per image: up to ``classes_per_image`` *slots*. Each slot
+Rows. InstructDiffusion picks one class per sample at training time, each epoch anew (from the classes in
+the sample's crop; an absent one with probability ``empty_percentage``), and so does our trainer: each row's
+``builder.params["redraw"]`` holds every present class's pixels (COCO RLE), the image's absent classes and the
+templates (:mod:`ieiw.training.redraw`). The stored row is one such draw on the whole image, for every other
+reader. A converter writes rows once, up to ``classes_per_image`` *slots* per image (default 1: with the
+trainer's redraws, more rows per image would only raise COCO-Stuff's share of the mix). Each slot
 is, with probability ``empty_share`` (0.2, the official ``empty_percentage``), an **absent** class (one of
 ``labels.txt``'s classes with no pixel in the image: the target is the input, the instruction still
 names it), else the next **present** class; classes and draws are seeded by (``seed``, image), never
@@ -70,6 +74,7 @@ DATASET = "cocostuff"
 TASK = "segment"
 LICENSE = "COCO-Stuff annotations CC BY 4.0; COCO images under the Flickr terms of use"
 UNLABELLED = 255
+REDRAW_FORMAT = 1  # builder.params["redraw"]: bump when what a trainer reads there changes
 LABEL_LINE = re.compile(r"^\s*(\d+)\s*:(.*)$")  # the name is stripped after: a lazy group before \s*$ backtracks
 # quadratically (a crafted line of 40,000 spaces took 4 s, a megabyte of them would take the better part of an hour)
 
@@ -85,7 +90,9 @@ class CocoStuffConfig(BuilderConfig):
     split: str = Field("train2017", description="the images/ and annotations/ subfolder")
     limit: int | None = Field(None, ge=1, description="read at most this many images (sorted by name)")
     samples: SampleSpec | None = Field(None, description="make the synthetic sample at root if it is missing")
-    classes_per_image: int | None = Field(3, ge=1, description="rows (slots) per image; null: one per present class")
+    classes_per_image: int | None = Field(1, ge=1, description="rows (slots) per image; null: one per present "
+                                          "class. One is enough for training: the trainer picks the class anew "
+                                          "per sample, as the official loader does")
     empty_share: float = Field(0.2, ge=0, le=1, description="chance that a slot names an absent class "
                                                             "(target = input), the official empty_percentage")
     seed: int = 0
@@ -243,7 +250,8 @@ class CocoStuffBuilder(CandidateBuilder):
         c = self.config
         return {**self.params(), "root": str(Path(c.root).resolve()), "split": c.split, "limit": c.limit,
                 "classes_per_image": c.classes_per_image, "empty_share": c.empty_share, "seed": c.seed,
-                "templates": self.templates.digest(), "captions": captions_fingerprint(c.captions)}
+                "templates": self.templates.digest(), "captions": captions_fingerprint(c.captions),
+                "redraw": REDRAW_FORMAT}
 
     def backends(self) -> dict[str, str]:
         return {"render": "overlay"}
@@ -304,8 +312,26 @@ class CocoStuffBuilder(CandidateBuilder):
                 chosen.append((order.pop(0), True))
         return chosen
 
+    def redraw_material(self, label: np.ndarray, present: list[int]) -> dict[str, Any]:
+        """What a trainer needs to pick the class anew per sample, as the official loader does
+        (:mod:`ieiw.training.redraw`): every present class's pixels as COCO RLE, every other class of
+        ``labels.txt`` by id and name, the templates and ``empty_share``."""
+        from pycocotools import mask as rle  # the reference RLE codec (COCO's own), as for RefCOCO
+
+        classes = []
+        for value in present:
+            encoded = rle.encode(np.asfortranarray((label == value).astype(np.uint8)))
+            classes.append([value + 1, self.source.labels[value + 1], encoded["counts"].decode("ascii")])
+        known = sorted(index for index in self.source.labels if 1 <= index <= UNLABELLED)
+        there = {value + 1 for value in present}
+        absent = [[index, self.source.labels[index]] for index in known if index not in there]
+        return {"kind": "segment-classes", "size": list(label.shape), "classes": classes, "absent": absent,
+                "empty_share": self.config.empty_share, "segment": list(self.templates.segment),
+                "nothing": list(self.templates.nothing)}
+
     def _rows(self, stem: str, image: SourceImage, label: np.ndarray):
         present = [int(v) for v in np.unique(label) if v != UNLABELLED]
+        redraw = self.redraw_material(label, present)
         source = image_cell(image.data, f"{stem}.{extension(image.data)}")
         height, width = label.shape
         empty_mask = image_cell(mask_png(np.zeros_like(label)), f"{stem}_mask.png")
@@ -313,14 +339,15 @@ class CocoStuffBuilder(CandidateBuilder):
         if not choices:  # no labelled pixel at all
             rid = row_id(DATASET, f"{stem}:none", self.name, self.params(), TASK)
             yield "nothing", self._row(rid, stem, None, None, self.templates.nothing_instruction(rid), source,
-                                       source, empty_mask, width, height, image, {"kind": "nothing"})
+                                       source, empty_mask, width, height, image, {"kind": "nothing", "redraw": redraw})
             return
         for value, is_present in choices:
             name = self.source.labels[value + 1]
             rid = row_id(DATASET, f"{stem}:{value + 1}", self.name, self.params(), TASK)
             colour = pick_colour(rid)
             instruction = self.templates.segment_instruction(rid, name, colour)
-            extra = {"kind": "present" if is_present else "absent", "label_id": value + 1, "colour": colour.word}
+            extra = {"kind": "present" if is_present else "absent", "label_id": value + 1, "colour": colour.word,
+                     "redraw": redraw}
             if is_present:
                 mask = (label == value).astype(np.uint8)
                 target = image_cell(encode(overlay(image.pixels, mask, colour.rgb), "png"), f"{stem}_{value + 1}.png")

@@ -72,6 +72,7 @@ from ieiw.sources.degradations import DATASET_DEGRADATION, DEGRADATIONS, degrade
 
 NAME = "enhance"
 TASK = "enhance"
+REDRAW_FORMAT = 1  # builder.params["redraw"]: bump when what a trainer reads there changes
 TEMPLATE_TASKS = ("deblur", "denoise", "dewatermark")
 TEMPLATE_FOR = {"blur": "deblur", "noise": "denoise", "watermark": "dewatermark"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -431,6 +432,7 @@ class EnhanceBuilder(CandidateBuilder):
             "layout": listed.layout,
             "records": listed.digest(),
             "templates": {task: t.digest() for task, t in self.templates.items()},
+            "redraw": REDRAW_FORMAT,
         }
         if self.synthetic:  # the degradations are re-drawn by these libraries
             out.update(seed=c.seed, degradations=list(c.degradations), pillow=PIL.__version__, opencv=cv2.__version__)
@@ -538,6 +540,7 @@ class EnhanceBuilder(CandidateBuilder):
             "scores": None,
             "builder": builder_cell(name=NAME, backend="synthetic-degradation" if self.synthetic else "paired-folders",
                                     embedded=embedded, seed=c.seed if self.synthetic else None,
-                                    params={**params, **extra}),
+                                    params={**params, **extra,
+                                            "redraw": {"kind": "prompts", "prompts": list(self.templates[task].sentences)}}),
             "drop_reason": None,
         }

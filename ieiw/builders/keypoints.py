@@ -61,7 +61,10 @@ after the first start lower case, and the last one's ``", "`` becomes ``"."``.
 
 ``builder.params`` records, beyond the parameters in the row id, what was drawn: per disc the joint's index,
 name, ``x``/``y`` as annotated (0-based), ``v``, the colour and the integer centre; plus the radius and the
-person's box (COCO-style ``bbox``, or MPII's 0-based ``center`` and ``scale``), for a trainer that crops.
+person's box (COCO-style ``bbox``, or MPII's 0-based ``center`` and ``scale``). Its ``redraw`` entry holds what
+the trainer needs to draw the person's sample anew each epoch, as the official loader does (every joint as
+annotated ``[x, y, v]``, the joint names, the box, the template pieces; :mod:`ieiw.training.pose_crop`); the
+stored target is one such draw on the whole photo, for every other reader.
 """
 
 from __future__ import annotations
@@ -108,6 +111,7 @@ RADIUS_AT_256 = 10
 REFERENCE_SIDE = 256
 
 DEFAULT_TEMPLATES = "templates/keypoints.yaml"
+REDRAW_FORMAT = 1  # builder.params["redraw"]: bump when what a trainer reads there changes
 TEMPLATE_KINDS = {NAME: {"color", "joint"}}  # one list of pieces; each piece uses {color} and {joint}
 
 
@@ -149,14 +153,20 @@ class PoseTemplates:
 
     def instruction(self, rid: str, marks: list[tuple[int, str, str]]) -> str:
         """``marks`` = (joint index, joint name, colour name) in drawing order."""
-        parts = []
-        for position, (index, joint, colour) in enumerate(marks):
-            text = self.piece(rid, index).format(color=colour, joint=joint).strip()
-            text = text.rstrip(",").rstrip()
-            if position and text[:1].isupper() and not text[1:2].isupper():
-                text = text[0].lower() + text[1:]
-            parts.append(text)
-        return ", ".join(parts) + "."
+        return join_pieces([self.piece(rid, index).format(color=colour, joint=joint)
+                            for index, joint, colour in marks])
+
+
+def join_pieces(filled: list[str]) -> str:
+    """Filled template pieces as one instruction: each piece's trailing ", " dropped, pieces after the first
+    lower-cased at the start (unless an acronym), joined by ", ", ended by "."."""
+    parts = []
+    for position, piece in enumerate(filled):
+        text = piece.strip().rstrip(",").rstrip()
+        if position and text[:1].isupper() and not text[1:2].isupper():
+            text = text[0].lower() + text[1:]
+        parts.append(text)
+    return ", ".join(parts) + "."
 
 
 def load_pose_templates(path: str | Path | None = None) -> PoseTemplates:
@@ -523,6 +533,7 @@ class KeypointsBuilder(CandidateBuilder):
             "limit": c.limit,
             "templates": self.templates.digest(),
             "captions": captions_fingerprint(c.captions),
+            "redraw": REDRAW_FORMAT,
         }
 
     def backends(self) -> dict[str, str]:
@@ -581,6 +592,13 @@ class KeypointsBuilder(CandidateBuilder):
             result.counters["discs"] += len(json.loads(row["builder"]["params"])["marks"])
         return result
 
+    def redraw_material(self, joints: list[Joint], names: tuple[str, ...], box: dict[str, Any]) -> dict[str, Any]:
+        """What a trainer needs to draw this person's sample anew (:mod:`ieiw.training.pose_crop`): every joint
+        as annotated (``[x, y, v]``, 0-based), the joint names, the person's box, the template pieces."""
+        return {"kind": "keypoints", "dataset": self.config.dataset, "joints": [[j.x, j.y, j.v] for j in joints],
+                "names": list(names), "person": box, "pieces": list(self.templates.pieces),
+                "joints_per_row": list(self.config.joints_per_row)}
+
     def _row(self, person: Person, image: SourceImage, joints: list[Joint], box: dict[str, Any],
              result: UnitResult) -> dict[str, Any]:
         c = self.config
@@ -621,6 +639,7 @@ class KeypointsBuilder(CandidateBuilder):
             "scores": None,
             "builder": builder_cell(name=NAME, backend="discs", embedded=False, seed=c.seed,
                                     params={**params, "radius": radius, "marks": drawn, "person": box,
-                                            "source_image": image.provenance()}),
+                                            "source_image": image.provenance(),
+                                            "redraw": self.redraw_material(joints, names, box)}),
             "drop_reason": None,
         }

@@ -115,13 +115,18 @@ class SegTemplates:
         return options[int(row_id[:8], 16) % len(options)]
 
     def segment_instruction(self, row_id: str, obj: str, colour: Colour) -> str:
-        """The row's template with ``{object}`` (lower-cased) and ``{color}`` filled in; a template's "the"
-        before an object that has its own article ("the the man") is dropped."""
-        text = self.pick("segment", row_id).format(object=" ".join(obj.lower().split()), color=colour.word)
-        return DOUBLE_ARTICLE.sub(r"\1 ", text)
+        """The row's template with ``{object}`` and ``{color}`` filled in (:func:`fill_segment`)."""
+        return fill_segment(self.pick("segment", row_id), obj, colour)
 
     def nothing_instruction(self, row_id: str) -> str:
         return self.pick("nothing", row_id).format()
+
+
+def fill_segment(template: str, obj: str, colour: Colour) -> str:
+    """A ``segment:`` template with ``{object}`` (lower-cased) and ``{color}`` filled in; a template's "the"
+    before an object that has its own article ("the the man") is dropped."""
+    text = template.format(object=" ".join(obj.lower().split()), color=colour.word)
+    return DOUBLE_ARTICLE.sub(r"\1 ", text)
 
 
 def load_seg_templates(path: str | Path) -> SegTemplates:

@@ -83,6 +83,7 @@ from ieiw.schemas.rows import builder_cell, image_cell, origin_cell, row_id, tex
 from ieiw.schemas.source_image import SourceImage
 from ieiw.schemas.units import BuildContext, CandidateBuilder, SourceRecordError, UnitResult, WorkUnit
 
+REDRAW_FORMAT = 1  # builder.params["redraw"]: bump when what a trainer reads there changes
 TASK = "refer-segment"
 LICENSES = {
     "refcoco": "RefCOCO annotations as released (refer); COCO images under the Flickr terms of use",
@@ -507,7 +508,8 @@ class RefCocoBuilder(CandidateBuilder):
         return {**self.params(), "variant": c.variant, "refs": str(c.refs_path().resolve()),
                 "instances": str(c.instances_path().resolve()), "images": str(c.images_dir().resolve()),
                 "split": c.split, "limit": c.limit, "absent_share": c.absent(), "seed": c.seed,
-                "templates": self.templates.digest(), "captions": captions_fingerprint(c.captions)}
+                "templates": self.templates.digest(), "captions": captions_fingerprint(c.captions),
+                "redraw": REDRAW_FORMAT}
 
     def backends(self) -> dict[str, str]:
         return {"render": "overlay", "masks": "pycocotools"}
@@ -628,7 +630,8 @@ class RefCocoBuilder(CandidateBuilder):
                                      f"{image_id}_{ref.ref_id}.png")
             mask_cell = image_cell(mask_png(target.mask), f"{image_id}_{ref.ref_id}_mask.png")
         extra = {"kind": "no_target" if target.no_target else "target", "colour": colour.word, "sent_id": sent_id,
-                 "ann_ids": target.ann_ids, "crowd_skipped": target.crowd_skipped}
+                 "ann_ids": target.ann_ids, "crowd_skipped": target.crowd_skipped,
+                 "redraw": self.redraw_material(sentences)}
         return self._row(rid, ref, ref.ref_id, image_id, image, sentence, colour, source, target_cell, mask_cell, extra)
 
     def _borrowed_row(self, ref: Ref, image_id: int, image: SourceImage) -> dict[str, Any] | None:
@@ -644,8 +647,15 @@ class RefCocoBuilder(CandidateBuilder):
         empty = np.zeros((image.height, image.width), np.uint8)
         mask_cell = image_cell(mask_png(empty), f"{image_id}_{record}_mask.png")
         extra = {"kind": "absent", "colour": colour.word, "sent_id": sent_id, "donor_ref": donor.ref_id,
-                 "donor_category": _ids(donor.raw.get("category_id"))}
+                 "donor_category": _ids(donor.raw.get("category_id")), "redraw": self.redraw_material(sentences)}
         return self._row(rid, ref, record, image_id, image, sentence, colour, source, source, mask_cell, extra)
+
+    def redraw_material(self, sentences: list[tuple[str, str]]) -> dict[str, Any]:
+        """What a trainer needs to draw the sample anew, as the official loader does per sample
+        (:mod:`ieiw.training.redraw`): every sentence of the ref, lower-cased, and the templates; the pixels
+        are the row's mask."""
+        return {"kind": "refer", "sentences": [" ".join(text.lower().split()) for _, text in sentences],
+                "segment": list(self.templates.segment)}
 
     def _row(self, rid: str, ref: Ref, record: str, image_id: int, image: SourceImage, sentence: str, colour,
              source: dict, target: dict, mask: dict, extra: dict[str, Any]) -> dict[str, Any]:

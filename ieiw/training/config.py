@@ -74,6 +74,10 @@ class DataConfig(StrictModel):
     # loaders' by default (editing and IEIW squashed to the square, SIDD cropped at native size); ieiw.training.crops.
     crop: dict[str, CropPolicy] = Field(default_factory=lambda: dict(OFFICIAL_CROP))
     default_crop: CropPolicy = DEFAULT_CROP
+    # Draw keypoint, COCO-Stuff, referring and enhancement targets anew per sample from the material the
+    # converters keep (the official loaders' per-sample draws, the HRNet person crop); false: train on the
+    # stored target. ieiw.training.redraw.
+    redraw: bool = True
     shuffle_buffer: int = 1000
     num_workers: int = 4
     # Like the official `sample_weight`: per-epoch expected repeats of a row, keyed by

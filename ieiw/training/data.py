@@ -38,6 +38,7 @@ from ieiw.schemas.manifest import load_manifest
 from ieiw.training.crops import DEFAULT_CROP, OFFICIAL_CROP, Box, crop_policy, crop_window, mask_box
 from ieiw.training.flips import DEFAULT_FLIP, OFFICIAL_FLIP, flip_rule, swap_sides
 from ieiw.training.keys import lookup_by_source
+from ieiw.training.redraw import Drawn, keypoint_sample, overlay_sample, pick_prompt, redraw_material
 
 Tokenize = Callable[[str], torch.Tensor]
 logger = logging.getLogger(__name__)
@@ -260,6 +261,8 @@ class ShardPairs(IterableDataset):
         text_only: bool = False,
         caption_suffixes: Mapping[str, str] | None = None,
         decode: bool = True,
+        redraw: bool = True,
+        explain: bool = False,
     ):
         if not groups:
             raise ValueError("no rows to train on: the manifest lists no shards, or the subset filters keep nothing")
@@ -283,6 +286,8 @@ class ShardPairs(IterableDataset):
         self.text_only = text_only
         self.caption_suffixes = dict(caption_suffixes or {})
         self.decode = decode
+        self.redraw = redraw and not text_only  # draw targets anew per sample where a row keeps the material
+        self.explain = explain  # add "details" (crop matrix, marks, window) to redrawn samples: for inspection
         self.skip_batches = 0
         self.batch_size = 1
 
@@ -315,6 +320,8 @@ class ShardPairs(IterableDataset):
         columns = ["id", "task", "instruction", "origin", "target_image"]
         if not self.text_only:
             columns.append("source_image")
+        if self.redraw:
+            columns.append("builder")
         for seg in segments:
             parquet = storage.parquet_file(seg.path)
             wanted = columns + (["mask"] if not self.text_only and "mask" in parquet.schema_arrow.names else [])
@@ -326,6 +333,10 @@ class ShardPairs(IterableDataset):
                 weight = lookup_by_source(self.source_weights, dataset, task, self.default_weight)
                 crop = crop_policy(self.crop_policies, self.default_crop, dataset, task)
                 mask = (cols.get("mask") or [None] * table.num_rows)[i]
+                material = None
+                if self.redraw:
+                    material = redraw_material((cols["builder"][i] or {}).get("params"), task)
+                needs_mask = crop == "short-side" or (material is not None and material["kind"] == "refer")
                 row = {
                     "id": cols["id"][i],
                     "task": task,
@@ -335,10 +346,11 @@ class ShardPairs(IterableDataset):
                     "source": None if self.text_only else cols["source_image"][i]["bytes"],
                     "crop": crop,
                     # only a cropped row needs its mask: the window keeps the masked object in view
-                    "mask": mask["bytes"] if mask and crop == "short-side" else None,
+                    "mask": mask["bytes"] if mask and needs_mask else None,
+                    "redraw": material,
                 }
-                for _ in range(repeat_count(row["id"], weight, self.seed, epoch)):
-                    yield row
+                for repeat in range(repeat_count(row["id"], weight, self.seed, epoch)):
+                    yield {**row, "repeat": repeat} if repeat else row
 
     def _shuffled(self, rows: Iterator[dict[str, Any]], rng: np.random.Generator) -> Iterator[dict[str, Any]]:
         """A bounded shuffle buffer of encoded rows; flushed at the end of each epoch."""
@@ -357,8 +369,15 @@ class ShardPairs(IterableDataset):
         yield from buffer
 
     def _sample(self, row: dict[str, Any], slot: int, position: int, epoch: int = 0) -> dict[str, Any]:
-        rng = np.random.default_rng([self.seed, slot, position])
+        material = row.get("redraw") if self.redraw else None
+        if material is not None:  # a function of the row, not of the reader: any worker count draws the same
+            rng = np.random.default_rng([self.seed, epoch, zlib.crc32(row["id"].encode()), row.get("repeat", 0)])
+        else:
+            rng = np.random.default_rng([self.seed, slot, position])
         text = row["instruction"]
+        if material is not None and material["kind"] == "prompts":
+            text = pick_prompt(material, rng) or text
+            material = None  # the images as stored
         if self.text_only:
             suffix = lookup_by_source(self.caption_suffixes, row["dataset"], row["task"], None)
             if suffix:  # exactly once, even if a row already carries it
@@ -366,27 +385,52 @@ class ShardPairs(IterableDataset):
                 text = text if text.endswith(suffix) else f"{text}, {suffix}"
         sample: dict[str, Any] = {"id": row["id"], "instruction": text, "slot": slot, "epoch": epoch}
         if self.decode:
-            crop = row.get("crop", DEFAULT_CROP)
-            min_side = None if crop == "native" else self.resolution  # a native crop needs every stored pixel
-            target = _open_rgb(row["target"], min_side)
-            source = target if self.text_only else _open_rgb(row["source"], min_side)
-            if target.size != source.size:
-                target = target.resize(source.size, Image.BICUBIC)
-            rule = flip_rule(self.flip_probabilities, self.default_flip, row["dataset"], row["task"], text)
-            keep = mask_box(decode_mask(row["mask"])) if row.get("mask") else None
-            src, tgt, flipped = augment_pair_flipped(
-                source, target, self.resolution, rng, self.max_zoom, self.random_crop,
-                rule.probability if self.random_flip else False, crop, keep,
-            )
-            if flipped and rule.swap_sides:
-                text = swap_sides(text)
-                sample["instruction"] = text
-            sample["target"] = tgt
-            if not self.text_only:
-                sample["source"] = src
+            drawn = self._redrawn(row, material, rng) if material is not None else None
+            if drawn is not None:
+                text = drawn.instruction
+                sample.update(instruction=text, source=drawn.source, target=drawn.target)
+                if self.explain:
+                    sample["details"] = {**drawn.details, "flipped": drawn.flipped}
+            else:
+                self._stored(row, sample, rng, text)
+                text = sample["instruction"]
         if self.tokenize is not None:
             sample["input_ids"] = self.tokenize(text)
         return sample
+
+    def _redrawn(self, row: dict[str, Any], material: dict[str, Any], rng: np.random.Generator) -> Drawn | None:
+        """The sample drawn anew from the row's material (:mod:`ieiw.training.redraw`); None: use the row as
+        stored (the material does not fit the row)."""
+        source = np.asarray(_open_rgb(row["source"], None))
+        probability = 0.0
+        if self.random_flip:
+            probability = lookup_by_source(self.flip_probabilities, row["dataset"], row["task"], self.default_flip)
+        if material["kind"] == "keypoints":
+            return keypoint_sample(source, material, self.resolution, rng, probability)
+        mask = decode_mask(row["mask"]) if row.get("mask") else None
+        keep = mask_box(mask) if mask is not None else None
+        return overlay_sample(source, material, mask, self.resolution, rng, probability, self.max_zoom,
+                              self.random_crop, keep)
+
+    def _stored(self, row: dict[str, Any], sample: dict[str, Any], rng: np.random.Generator, text: str) -> None:
+        """The row's own images: the crop policy's window, resized, maybe mirrored (its text with it)."""
+        crop = row.get("crop", DEFAULT_CROP)
+        min_side = None if crop == "native" else self.resolution  # a native crop needs every stored pixel
+        target = _open_rgb(row["target"], min_side)
+        source = target if self.text_only else _open_rgb(row["source"], min_side)
+        if target.size != source.size:
+            target = target.resize(source.size, Image.BICUBIC)
+        rule = flip_rule(self.flip_probabilities, self.default_flip, row["dataset"], row["task"], text)
+        keep = mask_box(decode_mask(row["mask"])) if row.get("mask") and crop == "short-side" else None
+        src, tgt, flipped = augment_pair_flipped(
+            source, target, self.resolution, rng, self.max_zoom, self.random_crop,
+            rule.probability if self.random_flip else False, crop, keep,
+        )
+        if flipped and rule.swap_sides:
+            sample["instruction"] = swap_sides(text)
+        sample["target"] = tgt
+        if not self.text_only:
+            sample["source"] = src
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         slot, num_slots, worker, workers = self._slot()

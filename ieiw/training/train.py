@@ -76,6 +76,7 @@ def build_dataset(config: Config, tokenizer: Any, rank: int, world_size: int) ->
         default_crop=d.default_crop,
         text_only=config.stage == "adapt",
         caption_suffixes=d.caption_suffixes,
+        redraw=d.redraw,
     )
 
 
@@ -119,7 +120,7 @@ def validation_pairs(config: Config, tokenizer: Any, n: int) -> list[dict[str, A
         groups = index_shards(d.folders(), d.include_datasets, d.include_tasks, None, n)
     dataset = ShardPairs(
         groups, d.resolution, ClipTokenize(tokenizer), shuffle_buffer=0, random_crop=False,
-        random_flip=False, epochs=1, text_only=config.stage == "adapt",
+        random_flip=False, epochs=1, text_only=config.stage == "adapt", redraw=False,  # the stored targets
     )
     return list(dataset)[:n]
 

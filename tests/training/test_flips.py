@@ -11,35 +11,16 @@ import pytest
 from ieiw.builders.keypoints import KeypointsBuilder, KeypointsConfig
 from ieiw.builders.refcoco import RefCocoBuilder, RefCocoConfig
 from ieiw.samples.segmentation import make_refcoco_sample
-from ieiw.schemas.manifest import Manifest
-from ieiw.schemas.rows import rows_to_table
-from ieiw.schemas.shards import write_shard
-from ieiw.schemas.units import BuildContext
 from ieiw.training.config import DataConfig
 from ieiw.training.data import ShardPairs, index_shards
 from ieiw.training.flips import OFFICIAL_FLIP, flip_rule, swap_sides
-from trainkit import make_row
+from trainkit import built, context, make_row, stage
 
 RESOLUTION = 32
 
 
-def stage(folder: Path, rows: list[dict]) -> Path:
-    manifest = Manifest(folder, "pairs", {"unit_rows": "test"})
-    shard = write_shard(rows_to_table(rows), folder / "rows-00000.parquet", row_group_size=16)
-    manifest.record("rows-00000", shard, fingerprint="f", stats={"rows": len(rows)})
-    return folder
-
-
-def built(builder) -> list[dict]:
-    builder.prepare()
-    return [row for unit in builder.plan() for row in builder.build_unit(unit).rows if not row.get("drop_reason")]
-
-
-def context(tmp: Path) -> BuildContext:
-    return BuildContext(root=tmp, out_dir=tmp / "out", unit_size=64)
-
-
 def samples(folder: Path, epochs: int, **kwargs) -> list[dict]:
+    kwargs.setdefault("redraw", False)  # the stored rows' flips; redrawn samples: tests/training/test_redraw.py
     loader = ShardPairs(index_shards(folder), resolution=RESOLUTION, shuffle_buffer=0, random_crop=False,
                         epochs=epochs, **kwargs)
     return list(loader)

@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 from ieiw.schemas.manifest import Manifest
 from ieiw.schemas.rows import image_cell, row_id, rows_to_table
 from ieiw.schemas.shards import write_shard
+from ieiw.schemas.units import BuildContext
 from ieiw.training.config import Config, load_config
 
 COLORS = [(220, 40, 40), (40, 200, 60), (40, 80, 220), (230, 200, 30), (200, 60, 200), (30, 200, 200)]
@@ -79,3 +80,21 @@ def tiny_config(tiny_sd: Path, data: Path, output_dir: Path, extra: list[str] = 
                  "logging.report_to=none", "validation.every_steps=0"]
     overrides += list(extra)
     return load_config(repo / "configs" / "train.tiny.yaml", overrides)
+
+
+def stage(folder: Path, rows: list[dict]) -> Path:
+    """``rows`` as a one-shard stage folder with its manifest (row groups of 16)."""
+    manifest = Manifest(folder, "pairs", {"unit_rows": "test"})
+    shard = write_shard(rows_to_table(rows), folder / "rows-00000.parquet", row_group_size=16)
+    manifest.record("rows-00000", shard, fingerprint="f", stats={"rows": len(rows)})
+    return folder
+
+
+def built(builder) -> list[dict]:
+    """Every kept row a real builder makes from its (bundled sample) source."""
+    builder.prepare()
+    return [row for unit in builder.plan() for row in builder.build_unit(unit).rows if not row.get("drop_reason")]
+
+
+def context(tmp: Path) -> BuildContext:
+    return BuildContext(root=tmp, out_dir=tmp / "out", unit_size=64)
