@@ -97,11 +97,16 @@ def make_hooks(accelerator: Any, ema: Any, unet_cls: Any):
             # EMAModel's folder config carries decay/step keys the UNet class warns about: expected here.
             verbosity = diffusers_logging.get_verbosity()
             diffusers_logging.set_verbosity_error()
+            folder = str(Path(input_dir) / "unet_ema")
             try:
-                loaded = type(ema).from_pretrained(str(Path(input_dir) / "unet_ema"), unet_cls)
+                # What EMAModel.from_pretrained does, without its deprecated from_config(path) call (a
+                # FutureWarning in every resumed run's log): the EMA counters are the folder config's extra keys.
+                config = unet_cls.load_config(folder)
+                loaded = unet_cls.from_pretrained(folder)
             finally:
                 diffusers_logging.set_verbosity(verbosity)
-            ema.load_state_dict(loaded.state_dict())
+            counters = {key: config[key] for key in ema.state_dict() if key != "shadow_params" and key in config}
+            ema.load_state_dict({**counters, "shadow_params": [p.detach() for p in loaded.parameters()]})
             ema.to(accelerator.device)
             del loaded
         while models:

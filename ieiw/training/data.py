@@ -385,7 +385,13 @@ class ShardPairs(IterableDataset):
                 text = text if text.endswith(suffix) else f"{text}, {suffix}"
         sample: dict[str, Any] = {"id": row["id"], "instruction": text, "slot": slot, "epoch": epoch}
         if self.decode:
-            drawn = self._redrawn(row, material, rng) if material is not None else None
+            drawn = None
+            if material is not None:
+                try:
+                    drawn = self._redrawn(row, material, rng)
+                except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:  # damaged material
+                    logger.warning("row %s: cannot redraw its target (%s: %s); training on the stored one",
+                                   row["id"], type(exc).__name__, exc)
             if drawn is not None:
                 text = drawn.instruction
                 sample.update(instruction=text, source=drawn.source, target=drawn.target)

@@ -89,11 +89,12 @@ def box_centre_scale(person: Mapping[str, Any], width: int, height: int,
 
     A COCO-style record without a ``bbox`` uses the box of its labelled joints (the official loader has a box
     for every person; ours may come from a file that lacks one)."""
+    limit = 16.0 * max(width, height)  # a box this far out or this large is a damaged record
     if "center" in person:  # MPII: centre and scale as annotated (the builder already moved the centre by -1)
         scale = float(person["scale"])
-        if not scale > 0:
-            return None
         centre = np.array([float(person["center"][0]), float(person["center"][1]) + MPII_CENTRE_SHIFT * scale])
+        if not (0 < scale * PIXEL_STD < limit and np.isfinite(centre).all() and np.abs(centre).max() < limit):
+            return None
         return centre, scale * BOX_MARGIN
     box = person.get("bbox")
     if box is None:
@@ -103,6 +104,8 @@ def box_centre_scale(person: Mapping[str, Any], width: int, height: int,
         low, high = labelled.min(axis=0), labelled.max(axis=0)
         box = [low[0], low[1], high[0] - low[0] + 1, high[1] - low[1] + 1]
     x, y, w, h = (float(v) for v in box)
+    if not all(math.isfinite(v) and abs(v) < limit for v in (x, y, w, h)):
+        return None
     x1, y1 = max(0.0, x), max(0.0, y)
     x2, y2 = min(width - 1.0, x1 + max(0.0, w - 1)), min(height - 1.0, y1 + max(0.0, h - 1))
     if x2 < x1 or y2 < y1:
@@ -256,11 +259,13 @@ def pose_sample(pixels: np.ndarray, material: Mapping[str, Any], resolution: int
     stored."""
     dataset = str(material["dataset"])
     joints = np.asarray(material["joints"], dtype=np.float64).reshape(-1, 3)
-    names = list(material["names"])
-    pieces = list(material["pieces"])
-    if dataset not in UPPER_BODY or len(names) != len(joints) or not pieces:
-        return None
+    names = [str(name) for name in material["names"]]
+    pieces = [str(piece) for piece in material["pieces"]]
     height, width = pixels.shape[:2]
+    limit = 16.0 * max(height, width)  # a joint this far out is a damaged record, not a pose
+    if (dataset not in UPPER_BODY or len(names) != len(joints) or not pieces or not len(joints)
+            or not np.isfinite(joints).all() or np.abs(joints[:, :2]).max() > limit):
+        return None
     radius = disc_radius_at(resolution)
     partners = flip_partners(JOINTS[dataset]) if len(JOINTS[dataset]) == len(names) else flip_partners(names)
     for _ in range(MAX_TRIES):

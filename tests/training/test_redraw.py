@@ -289,3 +289,33 @@ def test_enhancement_prompts_are_drawn_per_sample(tmp_path):
     assert all(len(texts) >= 5 for texts in said.values())
     assert {s["instruction"] for s in draw(folder, epochs=3, resolution=32, redraw=False)} == {
         row["instruction"] for row in rows}
+
+
+@pytest.mark.parametrize("damage", [
+    {"joints": [[float("nan"), 1.0, 2.0]] * 17}, {"joints": [[1e300, 1.0, 2.0]] * 17}, {"joints": "x"},
+    {"names": ["only one"]}, {"person": {"bbox": [0, 0, 1e308, 5]}}, {"person": {"center": [1, 2], "scale": -1}},
+    {"person": None}, {"pieces": []}, {"pieces": [17]}, {"dataset": "nope"}, {"joints_per_row": [9, 1]},
+])
+def test_damaged_keypoint_material_falls_back_to_the_stored_row(keypoint_stage, tmp_path, damage):
+    rows = list(rows_by_id(keypoint_stage).values())[:3]
+    for row in rows:
+        params = json.loads(row["builder"]["params"])
+        params["redraw"].update(damage)
+        row["builder"]["params"] = json.dumps(params)
+    folder = stage(tmp_path / "stage", rows)
+    got = draw(folder, epochs=2, resolution=64)
+    assert len(got) == 2 * len(rows)
+    for sample in got:
+        assert sample["source"].shape == (3, 64, 64) and sample["instruction"]
+
+
+def test_damaged_overlay_material_falls_back_to_the_stored_row(cocostuff_stage, tmp_path):
+    rows = list(rows_by_id(cocostuff_stage).values())[:4]
+    for index, row in enumerate(rows):
+        params = json.loads(row["builder"]["params"])
+        params["redraw"].update([{"classes": [[1, "x", "not an rle \x7f"]]}, {"size": [1, 1]},
+                                 {"classes": [[1, "x", "00"]]}, {"segment": None}][index])
+        row["builder"]["params"] = json.dumps(params)
+    got = draw(stage(tmp_path / "stage", rows), epochs=2, resolution=64)
+    assert len(got) == 2 * len(rows)
+    assert all("details" not in sample for sample in got), "each damaged row trains as stored"

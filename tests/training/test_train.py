@@ -127,6 +127,12 @@ def test_kill_then_resume_latest_continues_exactly(tiny_sd, pairs8, tmp_path):
     # The uninterrupted reference run, same seed, same config.
     reference = train(tiny_config(tiny_sd, pairs8, tmp_path / "ref", common + [f"train.max_steps={step + 5}"]))
     assert resumed.losses == reference.losses[step:]
+    # ... and the EMA weights the export holds were restored exactly (the checkpoint's unet_ema and counters)
+    from diffusers import UNet2DConditionModel
+
+    ours, theirs = (UNet2DConditionModel.from_pretrained(run.pipeline_dir / "unet").state_dict()
+                    for run in (resumed, reference))
+    assert all(torch.equal(ours[name], theirs[name]) for name in theirs)
 
 
 @pytest.mark.slow  # uses the 150-step `trained` fixture
