@@ -66,6 +66,16 @@ def test_referring_rows_are_never_mirrored(refcoco_stage):
     assert all(sample["instruction"] == plain["instruction"] for sample, plain in pairs)
 
 
+def test_gier_rows_are_never_mirrored(tmp_path):
+    from ieiw.builders.gier import GierBuilder, GierConfig
+
+    rows = built(GierBuilder(GierConfig(root=tmp_path / "gier", samples={"pairs": 8}), context(tmp_path)))
+    assert len(rows) == 8 and {row["origin"]["dataset"] for row in rows} == {"gier"}
+    pairs = paired(stage(tmp_path / "stage", rows), epochs=250)
+    assert len(pairs) == 2000
+    assert {mirrored_or_not(sample, plain) for sample, plain in pairs} == {"same"}
+
+
 def test_a_mirrored_keypoint_sample_names_the_swapped_side(keypoint_stage):
     pairs = paired(keypoint_stage, epochs=40)
     seen = {"same": 0, "mirrored": 0}

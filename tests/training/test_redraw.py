@@ -23,7 +23,7 @@ from ieiw.builders.cocostuff import CocoStuffBuilder, CocoStuffConfig
 from ieiw.builders.enhance import EnhanceBuilder, EnhanceConfig
 from ieiw.builders.keypoints import COLOURS, KeypointsBuilder, KeypointsConfig
 from ieiw.builders.overlay import PALETTE, overlay
-from ieiw.builders.refcoco import RefCocoBuilder, RefCocoConfig
+from ieiw.builders.refcoco import GRefCocoConfig, RefCocoBuilder, RefCocoConfig
 from ieiw.imageio import decode_image, decode_mask
 from ieiw.samples.segmentation import make_refcoco_sample
 from ieiw.training.data import ShardPairs, index_shards
@@ -244,12 +244,13 @@ def test_rle_reader_matches_pycocotools():
 
 
 # -- referring -----------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def refcoco_stage(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("redraw-refcoco")
+@pytest.fixture(scope="module", params=["refcoco", "grefcoco"])
+def refcoco_stage(request, tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp(f"redraw-{request.param}")
     root = make_refcoco_sample(tmp / "coco_2014", 12, 5, 160, 120)
-    rows = built(RefCocoBuilder(RefCocoConfig(root=root), context(tmp), "refcoco"))
-    assert len(rows) >= 10
+    config = (RefCocoConfig if request.param == "refcoco" else GRefCocoConfig)(root=root)
+    rows = built(RefCocoBuilder(config, context(tmp), request.param))
+    assert len(rows) >= 10 and {row["origin"]["dataset"] for row in rows} == {request.param}
     return stage(tmp / "stage", rows)
 
 
