@@ -87,8 +87,10 @@ def crop_window(width: int, height: int, resolution: int, rng: np.random.Generat
 
 def mask_box(mask: np.ndarray) -> Box | None:
     """The box of a 0/1 mask's set pixels, as shares of its width and height; None for an empty mask."""
-    ys, xs = np.nonzero(mask)
-    if not len(xs):
+    rows, columns = mask.any(axis=1), mask.any(axis=0)  # two reductions: several times faster than nonzero()
+    if not rows.any():
         return None
     height, width = mask.shape[:2]
-    return xs.min() / width, ys.min() / height, (xs.max() + 1) / width, (ys.max() + 1) / height
+    y0, y1 = int(rows.argmax()), height - int(rows[::-1].argmax())
+    x0, x1 = int(columns.argmax()), width - int(columns[::-1].argmax())
+    return x0 / width, y0 / height, x1 / width, y1 / height
