@@ -21,11 +21,13 @@ from PIL import Image
 
 from ieiw.builders.gier import GierBuilder, GierConfig, instructions_of
 from ieiw.builders.importers import ImportFormatError, iter_rows, parquet_parts, row_ranges
-from ieiw.builders.ip2p import InstructPix2PixBuilder, InstructPix2PixConfig
+from ieiw.builders.ip2p import InstructPix2PixBuilder, InstructPix2PixConfig, split_bounds
 from ieiw.builders.magicbrush import MagicBrushBuilder, MagicBrushConfig, region_of
 from ieiw.imageio import decode, decode_mask, encode
 from ieiw.samples.editing import (
     IP2P_BAD,
+    IP2P_FILTER_FILE,
+    IP2P_ORIGINAL_BAD,
     ensure_gier_sample,
     ensure_ip2p_sample,
     ensure_magicbrush_sample,
@@ -223,6 +225,216 @@ def test_ip2p_columns_are_mapped_per_file_and_checked(tmp_path):
     lines = InstructPix2PixConfig(root=tmp_path / "empty", split="validation").preflight()
     assert "data/validation-*.parquet" in lines[0]
     assert InstructPix2PixConfig(root=tmp_path / "nowhere", samples={}).preflight() == []
+
+
+# -- InstructPix2Pix, the original release (seeds.json, prompt folders or shard zips) -------------------------
+def build_with_skips(config, unit_size: int = 4):
+    builder = InstructPix2PixBuilder(config, BuildContext(root=Path("."), out_dir=Path("unused"), unit_size=unit_size))
+    builder.prepare()
+    results = [builder.build_unit(unit) for unit in builder.plan()]
+    return ([row for r in results for row in r.rows], [f for r in results for f in r.failures],
+            sum((r.skipped for r in results), Counter()), sum(r.records for r in results))
+
+
+def official_train_names(seeds: list) -> list[str]:
+    """What InstructDiffusion's FilteredIP2PDataset keeps for split train: seeds[floor(0.0 n):floor(0.9 n)]."""
+    import math
+
+    return [name for name, _ in seeds[math.floor(0.0 * len(seeds)):math.floor(0.9 * len(seeds))]]
+
+
+def member_bytes(root: Path, member: str) -> bytes:
+    """A member of the original release, from its folder or from whichever shard lists it."""
+    import zipfile
+
+    if (root / member).is_file():
+        return (root / member).read_bytes()
+    for shard in sorted(root.glob("shard-*.zip")):
+        with zipfile.ZipFile(shard) as archive:
+            if member in archive.namelist():
+                return archive.read(member)
+    raise FileNotFoundError(member)
+
+
+@pytest.fixture(scope="module", params=[0, 3], ids=["folders", "zips"])
+def ip2p_original(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"ip2p-original-{request.param}") / "clip-filtered-dataset"
+    config = InstructPix2PixConfig(root=root, samples={"layout": "original", "rows": 12, "shards": request.param,
+                                                       "bad": True})
+    return (config, *build_with_skips(config))
+
+
+def test_ip2p_original_reads_the_train_names_as_stored(ip2p_original):
+    config, rows, failures, skipped, records = ip2p_original
+    root = config.root
+    assert sorted(p.name for p in root.glob("shard-*.zip")) == ([] if (root / "0000011").is_dir() else
+                                                                 ["shard-00.zip", "shard-01.zip", "shard-02.zip"])
+    seeds = json.loads((root / "seeds.json").read_text())
+    assert len(seeds) == 11  # 6 names (12 pairs) and the 5 bad ones
+    train = official_train_names(seeds)
+    assert len(train) == 9 and train == [name for name, _ in seeds[:9]]  # floor(0.9 * 11): the last 2 names held out
+    good = [f"{name}/{seed}" for position, (name, values) in enumerate(seeds[:9]) if position not in IP2P_ORIGINAL_BAD
+            for seed in values]
+    assert sorted(r["origin"]["record_id"] for r in rows) == sorted(good) and len(rows) == 7
+    assert records == len(good) + len(IP2P_ORIGINAL_BAD) and not skipped
+    held_out = {f"{name}/{seed}" for name, values in seeds[9:] for seed in values}
+    assert held_out and not held_out & ({f.record_id for f in failures} | {r["origin"]["record_id"] for r in rows})
+    for row in rows:
+        name, seed = row["origin"]["record_id"].split("/")
+        prompt = json.loads(member_bytes(root, f"{name}/prompt.json"))
+        assert row["instruction"] == prompt["edit"] and row["instruction"].startswith("add a ")
+        assert row["source_image"]["bytes"] == member_bytes(root, f"{name}/{seed}_0.jpg")  # _0 is the source
+        assert row["target_image"]["bytes"] == member_bytes(root, f"{name}/{seed}_1.jpg")  # _1 the target
+        assert row["origin"]["split"] == "train" and row["origin"]["dataset"] == "instructpix2pix"
+        assert row["origin"]["image_id"].startswith("prompt-") and params(row)["input_prompt"] == prompt["input"]
+    by_name = {}
+    for row in rows:  # every seed of one prompt lands in the same train/val split
+        by_name.setdefault(row["origin"]["record_id"].split("/")[0], set()).add(row["origin"]["image_id"])
+    assert all(len(ids) == 1 for ids in by_name.values())
+    rows_to_table(rows)
+
+
+def test_ip2p_original_bad_pairs_are_named(ip2p_original):
+    config, _, failures, _, _ = ip2p_original
+    seeds = json.loads((config.root / "seeds.json").read_text())
+    expected = []
+    for position, reason in sorted(IP2P_ORIGINAL_BAD.items()):
+        name, values = seeds[position]
+        expected.append((reason, name if reason == "bad_record" else f"{name}/{values[0]}"))
+    assert [(f.reason, f.record_id) for f in failures] == expected
+    by_reason = {f.reason: f for f in failures}
+    assert by_reason["bad_record"].file == str(config.root / "seeds.json")
+    assert "seeds.json entry 3: an entry is [name, [seed, ...]]" in by_reason["bad_record"].message
+    assert "_1.jpg is neither a file under the root nor in" in by_reason["missing_image"].message
+    zipped = not (config.root / seeds[0][0]).is_dir()
+    assert by_reason["unreadable_image"].file.endswith(".zip" if zipped else "_0.jpg")
+
+
+def test_ip2p_original_split_is_the_official_slice_of_names(tmp_path):
+    root = make_ip2p_sample(tmp_path / "ip2p", layout="original", rows=12, bad=True)
+    seeds = json.loads((root / "seeds.json").read_text())
+    got = {}
+    for split in ("val", "test", "all"):
+        rows, failures, _, _ = build_with_skips(InstructPix2PixConfig(root=root, split=split))
+        got[split] = {r["origin"]["record_id"].split("/")[0] for r in rows} | {f.record_id.split("/")[0]
+                                                                              for f in failures}
+    names = [name for name, _ in seeds]
+    assert got["val"] == {names[9]} and got["test"] == {names[10]} and got["all"] == set(names)
+    for n in (1, 7, 10, 11, 19, 20, 21, 100, 313):  # the official arithmetic: floor of float shares
+        import math
+
+        assert split_bounds(n, "train", (0.9, 0.05, 0.05)) == (0, math.floor(0.9 * n))
+        assert split_bounds(n, "val", (0.9, 0.05, 0.05)) == (math.floor(0.9 * n), math.floor((0.9 + 0.05) * n))
+        assert split_bounds(n, "test", (0.9, 0.05, 0.05)) == (math.floor((0.9 + 0.05) * n), n)
+    with pytest.raises(ImportFormatError, match="splits are train, val, test, all"):
+        build_with_skips(InstructPix2PixConfig(root=root, split="validation"))
+    with pytest.raises(ValueError, match="add up to 1"):
+        InstructPix2PixConfig(root=root, splits=(0.9, 0.1, 0.1))
+
+
+def test_ip2p_filter_list_keeps_the_listed_pairs(ip2p_original, tmp_path):
+    """InstructDiffusion's list is a keep-list (np.isin(ids, filtered_ids)): a pair is built when its
+    "<name>/<seed>" is on it, skipped otherwise; a listed pair outside the split or nowhere builds nothing."""
+    config, rows, failures, _, _ = ip2p_original
+    listed = set(json.loads((config.root / IP2P_FILTER_FILE).read_text()))
+    filtered = config.model_copy(update={"filter_list": config.root / IP2P_FILTER_FILE})
+    kept, kept_failures, skipped, _ = build_with_skips(filtered)
+    everything = {r["origin"]["record_id"] for r in rows}
+    assert {r["origin"]["record_id"] for r in kept} == everything & listed
+    assert everything - listed and skipped == {"not_in_filter_list": len(everything - listed)}
+    assert {r["id"] for r in kept} <= {r["id"] for r in rows}  # the same rows, fewer of them
+    assert [f.record_id for f in kept_failures] == [f.record_id for f in failures]  # the bad pairs are listed
+    # not a list, or no file: the build stops naming it; items that are no text match nothing
+    bad = tmp_path / "filter.json"
+    bad.write_text('{"0000011/1": true}')
+    with pytest.raises(ImportFormatError, match="filter.json: a filter list"):
+        build_with_skips(config.model_copy(update={"filter_list": bad}))
+    assert "filter.json: a filter list" in config.model_copy(update={"filter_list": bad}).preflight()[0]
+    assert "not found" in config.model_copy(update={"filter_list": tmp_path / "none.json"}).preflight()[0]
+    bad.write_text(json.dumps([1, None, ["x"], *sorted(listed)]))
+    again, _, _, _ = build_with_skips(config.model_copy(update={"filter_list": bad}))
+    assert [r["id"] for r in again] == [r["id"] for r in kept]
+
+
+def test_ip2p_filter_list_on_parquet_needs_name_and_seed(tmp_path):
+    """The Hugging Face release has no name or seed column: a filter list cannot be matched to its rows, and the
+    build says so; a Parquet export that carries them is filtered by id."""
+    root = make_ip2p_sample(tmp_path / "hub", rows=4, files=1, row_group=2)
+    listing = tmp_path / "keep.json"
+    listing.write_text(json.dumps(["0000002/7", "0000003/8"]))
+    config = InstructPix2PixConfig(root=root, filter_list=listing)
+    with pytest.raises(ImportFormatError, match=r"cannot be matched to it: it has no name and seed columns"):
+        build_with_skips(config)
+    assert "layout: original" in config.preflight()[0]
+    path = next((root / "data").glob("*.parquet"))
+    table = pq.read_table(path)
+    table = table.append_column("name", pa.array([f"{i:07d}" for i in range(4)]))
+    table = table.append_column("seed", pa.array([5, 6, 7, 8], pa.int64()))
+    pq.write_table(table, path, row_group_size=2)
+    before, _, _, _ = build_with_skips(InstructPix2PixConfig(root=root))
+    rows, failures, skipped, _ = build_with_skips(config)
+    assert not failures and skipped == {"not_in_filter_list": 2}
+    assert [r["origin"]["record_id"].rsplit(":")[1] for r in rows] == ["2", "3"]
+    assert [r["id"] for r in rows] == [r["id"] for r in before[2:]]  # the rows are the unfiltered ones
+
+
+def test_ip2p_original_zips_and_names(tmp_path):
+    """Members are read from shard-NN.zip of the range (a name in two zips from the last, as the official
+    mapping keeps it), a zip whose directory is damaged stops the build naming it, a damaged member is that
+    pair's failure, and names or seeds leading out of the root read nothing."""
+    import zipfile
+
+    root = make_ip2p_sample(tmp_path / "ip2p", layout="original", rows=6, shards=2)
+    seeds = json.loads((root / "seeds.json").read_text())
+    rows, failures, _, _ = build_with_skips(InstructPix2PixConfig(root=root, split="all"))
+    assert not failures and len(rows) == 6
+    only_first, failures, _, _ = build_with_skips(InstructPix2PixConfig(root=root, split="all", shards=(0, 1)))
+    assert {f.reason for f in failures} == {"missing_prompt"} and len(only_first) == 4  # names 0, 2: shard-00
+    name, values = seeds[0]
+    replacement = (tmp_path / "other.jpg")
+    Image.fromarray(np.full((128, 128, 3), 90, np.uint8)).save(replacement, format="JPEG")
+    with zipfile.ZipFile(root / "shard-07.zip", "w") as archive:
+        archive.write(replacement, f"{name}/{values[0]}_1.jpg")
+    later, _, _, _ = build_with_skips(InstructPix2PixConfig(root=root, split="all", shards=(0, 8)))
+    first = next(r for r in later if r["origin"]["record_id"] == f"{name}/{values[0]}")
+    assert first["target_image"]["bytes"] == replacement.read_bytes()
+    (root / "shard-07.zip").write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(ImportFormatError, match="shard-07.zip: not a readable zip"):
+        build_with_skips(InstructPix2PixConfig(root=root, split="all", shards=(0, 8)))
+    (root / "shard-07.zip").unlink()
+    data = bytearray((root / "shard-00.zip").read_bytes())
+    with zipfile.ZipFile(root / "shard-00.zip") as archive:
+        info = archive.getinfo(f"{name}/{values[0]}_0.jpg")
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + 20
+    data[start:start + 8] = b"\x00" * 8  # inside the compressed bytes: the CRC no longer matches
+    (root / "shard-00.zip").write_bytes(bytes(data))
+    rows, failures, _, _ = build_with_skips(InstructPix2PixConfig(root=root, split="all"))
+    assert [(f.reason, f.record_id, f.file) for f in failures] == [
+        ("unreadable_image", f"{name}/{values[0]}", str(root / "shard-00.zip"))]
+    planted, data = plant_outside(tmp_path / "outside")
+    (root / "linked").symlink_to(planted.parent)  # a prompt folder that is a symlink out of the root
+    crafted = [["../outside", ["1"]], [str(tmp_path / "outside"), ["1"]], ["linked", ["1"]], [name, ["../../x"]],
+               seeds[1], seeds[1], [name, [3.5, True, None, ""]]]
+    (root / "seeds.json").write_text(json.dumps(crafted))
+    rows, failures, _, _ = build_with_skips(InstructPix2PixConfig(root=root, split="all"))
+    assert [r["origin"]["record_id"] for r in rows] == [f"{seeds[1][0]}/{s}" for s in seeds[1][1]]
+    assert [f.reason for f in failures] == (["path_outside_root"] * 4 + ["duplicate_record"] * len(seeds[1][1])
+                                            + ["bad_record"] * 4)
+    assert_not_carried(rows, planted, data)
+
+
+def test_ip2p_layout_is_chosen_by_seeds_json(tmp_path):
+    root = make_ip2p_sample(tmp_path / "ip2p", layout="original", rows=3)
+    assert InstructPix2PixConfig(root=root).resolved_layout() == "original"
+    assert InstructPix2PixConfig(root=make_ip2p_sample(tmp_path / "hub", rows=2)).resolved_layout() == "parquet"
+    assert InstructPix2PixConfig(root=tmp_path / "new", samples={"layout": "original"}).resolved_layout() == "original"
+    lines = InstructPix2PixConfig(root=root, layout="parquet").preflight()
+    assert "no Parquet file of split 'train'" in lines[0]
+    (tmp_path / "empty").mkdir()
+    lines = InstructPix2PixConfig(root=tmp_path / "empty", layout="original").preflight()
+    assert "seeds.json: not found" in lines[0] and "original release" in lines[0]
+    with pytest.raises(ValueError, match="the original layout's splits"):
+        InstructPix2PixConfig(root=root, layout="original", split="validation")
 
 
 # -- MagicBrush -------------------------------------------------------------------------------------
@@ -452,6 +664,8 @@ def test_gier_names_outside_the_image_folders_are_failures(tmp_path):
 # -- all three --------------------------------------------------------------------------------------
 def test_samples_are_deterministic_and_made_once(tmp_path):
     makers = [(make_ip2p_sample, {"rows": 7, "bad": True}), (make_ip2p_sample, {"layout": "short", "rows": 3}),
+              (make_ip2p_sample, {"layout": "original", "rows": 5, "bad": True}),
+              (make_ip2p_sample, {"layout": "original", "rows": 5, "shards": 2}),
               (make_magicbrush_sample, {"sessions": 4, "bad": True}), (make_gier_sample, {"pairs": 5, "bad": True})]
     for index, (make, kwargs) in enumerate(makers):
         a = make(tmp_path / "a" / str(index), **kwargs)

@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ieiw.builders.importers import ImportFormatError, check_same_size, edit_row, read_image
+from ieiw.builders.importers import ImportFormatError, check_same_size, edit_row, load_json_list, read_image, shown
 from ieiw.schemas.config import BuilderConfig, StrictModel
 from ieiw.schemas.lazy import locked_cached_property
 from ieiw.schemas.paths import PathOutsideRoot, path_under
@@ -106,16 +106,7 @@ class GierConfig(BuilderConfig):
 
 def load_pairs(path: Path) -> list[Any]:
     """The JSON list of pairs; anything else raises (``FileNotFoundError``, :class:`ImportFormatError`)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: not found") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ImportFormatError(f"{path}: not JSON ({exc})") from None
-    if not isinstance(data, list):
-        raise ImportFormatError(f"{path}: a GIER pairs file is a JSON list of {{input, output, ...}}, "
-                                f"found a {type(data).__name__}")
-    return data
+    return load_json_list(path, "a GIER pairs file is a JSON list of {input, output, ...}")
 
 
 def instructions_of(pair: dict[str, Any]) -> tuple[list[str], str | None]:
@@ -157,11 +148,6 @@ def record_id_of(output: str, index: int) -> str:
     """A pair's record id: its output's name without extension, as a row can hold it; the pair's index when
     the name has no stem (``"."``, ``"/"``), so every failure names a record."""
     return text_field(_stem(output)) or str(index)
-
-
-def _shown(name: str, limit: int = 200) -> str:
-    """A dataset's name as a message shows it: cut short when it is very long."""
-    return name if len(name) <= limit else f"{name[:limit]}... ({len(name)} characters)"
 
 
 @register_builder(NAME, GierConfig)
@@ -244,17 +230,17 @@ class GierBuilder(CandidateBuilder):
                     path = path_under(root / folder, candidate)
                 except PathOutsideRoot as exc:  # ../x, /x, symlinked out: nothing outside the image folders is read
                     raise SourceRecordError("bad_record", record_id, str(self.source.path),
-                                            f"{where}: {_shown(repr(name))} is not a name under "
-                                            f"{', '.join(self.config.image_dirs)}: {_shown(exc.why)}") from None
+                                            f"{where}: {shown(repr(name))} is not a name under "
+                                            f"{', '.join(self.config.image_dirs)}: {shown(exc.why)}") from None
                 try:
                     found = path.is_file()
                 except OSError:  # a name too long for the file system: no file has it
                     found = False
                 if found:
                     return path, folder
-                tried.append(_shown(str(path)))
+                tried.append(shown(str(path)))
         raise SourceRecordError("missing_image", record_id, str(self.source.path),
-                                f"{where}: {_shown(name)} is not at {' or '.join(tried)}")
+                                f"{where}: {shown(name)} is not at {' or '.join(tried)}")
 
     def _image(self, name: str, record_id: str, where: str):
         path, folder = self.find(name, record_id, where)
@@ -274,14 +260,14 @@ class GierBuilder(CandidateBuilder):
                                     f"{json.dumps(pair)[:120]}")
         record_id, image_id = record_id_of(pair["output"], index), text_field(_stem(pair["input"]))
         if index in self.source.repeats:
-            raise SourceRecordError("duplicate_record", record_id, file, f"{where}: output {_shown(pair['output'])} "
+            raise SourceRecordError("duplicate_record", record_id, file, f"{where}: output {shown(pair['output'])} "
                                                                          f"is also pair {self.source.repeats[index]}'s")
         texts, field = instructions_of(pair)
         if not texts:
             raise SourceRecordError("empty_instruction", record_id, file,
                                     f"{where}: no prompts, expert_summary, amateur_summary, instruction or request")
-        source, source_dir = self._image(pair["input"], record_id, f"{where}: input {_shown(pair['input'])}")
-        target, target_dir = self._image(pair["output"], record_id, f"{where}: output {_shown(pair['output'])}")
+        source, source_dir = self._image(pair["input"], record_id, f"{where}: input {shown(pair['input'])}")
+        target, target_dir = self._image(pair["output"], record_id, f"{where}: output {shown(pair['output'])}")
         operators = pair.get("operator")
         extra: dict[str, Any] = {"pair": index, "instructions_mode": c.instructions, "input": pair["input"],
                                  "output": pair["output"],

@@ -34,6 +34,7 @@ when it converts one that does not; such a cell is decoded with ``surrogateescap
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -461,6 +462,11 @@ class ParquetImportBuilder(CandidateBuilder):
                          payload={"file": part.name, "start": start, "stop": stop})
                 for index, (part, start, stop) in enumerate(self.files.units())]
 
+    def skip_reason(self, values: dict[str, Any], columns: dict[str, str | None]) -> str | None:
+        """Why a readable row makes no pair, counted under ``skipped`` (an importer's own filter, such as
+        InstructPix2Pix's keep-list); None: it makes one."""
+        return None
+
     def build_unit(self, unit: WorkUnit) -> UnitResult:
         part = self.files.part(unit.payload["file"])
         columns = self.files.columns(part)
@@ -472,6 +478,10 @@ class ParquetImportBuilder(CandidateBuilder):
                     "unreadable_row_group", f"{part.name}:{index}", str(part.path),
                     f"row {index} (row group {group}): {values.detail}").failure)
                 continue
+            skipped = self.skip_reason(values, columns)
+            if skipped is not None:
+                result.skipped[skipped] += 1
+                continue
             try:
                 result.rows.append(self._row(part, columns, index, group, values, result.counters))
             except SourceRecordError as err:
@@ -481,3 +491,24 @@ class ParquetImportBuilder(CandidateBuilder):
     def _row(self, part: ParquetPart, columns: dict[str, str | None], index: int, group: int,
              values: dict[str, Any], counters: Any) -> dict[str, Any]:
         raise NotImplementedError
+
+
+def load_json_list(path: Path, what: str) -> list[Any]:
+    """A release's JSON file that must hold one list (``what`` says of what, for the message); anything else
+    raises ``FileNotFoundError`` or :class:`ImportFormatError` naming the file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: not found") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError, too long an integer, too deep
+        raise ImportFormatError(f"{path}: not JSON ({' '.join(str(exc).split())[:200]})") from None
+    except OSError as exc:  # a folder, no permission
+        raise ImportFormatError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not isinstance(data, list):
+        raise ImportFormatError(f"{path}: {what}, found a {type(data).__name__}")
+    return data
+
+
+def shown(text: str, limit: int = 200) -> str:
+    """A dataset's text as a message shows it: cut short, with its length, when it is very long."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

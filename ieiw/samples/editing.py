@@ -7,11 +7,13 @@ importers"), deterministic: the same arguments give byte-identical files.
 | InstructPix2Pix, ``short`` | the same files: ``input_image``, ``edit_prompt``, ``edited_image`` | JPEG |
 | MagicBrush | ``data/train-*.parquet``, ``data/dev-*.parquet``: ``img_id``, ``turn_index``, ``source_img``, ``mask_img``, ``instruction``, ``target_img`` | PNG; the mask an RGBA copy of the source, the edited region transparent |
 | GIER | ``GIER.json`` (release fields), ``images/<post>_<post>.jpg`` + ``images/<post>_<edit>.{jpg,png}``, one output only in ``warped/``, ``url_dict.json`` | JPEG / PNG files |
+| InstructPix2Pix, ``original`` | ``seeds.json``, ``<name>/prompt.json`` + ``<name>/{seed}_0.jpg``, ``{seed}_1.jpg`` (or the same in ``shard-NN.zip``), ``filtered-ip2p-thres5.5-0.5.json`` | JPEG files |
+| GQA-Inpaint | ``meta_info.json`` (``../datasets/...`` paths), ``images/<id>.jpg``, ``images_inpainted/<id>/<object>.jpg``, ``masks/`` | JPEG files |
 
 Parquet files carry the Hugging Face ``datasets`` features in their metadata (image columns are ``Image``), as
 the hub's files do, and small row groups, so units cross row-group boundaries. Every edit is drawn: a shape of a
 named colour added (InstructPix2Pix, MagicBrush: "add a red circle"), a global adjustment or an object removed
-(GIER), so a mis-paired row shows. MagicBrush sessions chain turns (turn k's source is turn k-1's target, byte for
+(GIER, GQA-Inpaint: "remove the red circle"), so a mis-paired row shows. MagicBrush sessions chain turns (turn k's source is turn k-1's target, byte for
 byte) and one session's masks are stored at twice the image size, as some of MagicBrush's are. ``bad: true`` adds
 the rows the tests name (see each spec in the importer modules). ``SAMPLE.json`` (the parameters; part of no
 format) is written last and marks a finished sample.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -112,12 +115,18 @@ IP2P_BAD = {1: "unreadable_image", 3: "empty_instruction", 5: "size_mismatch"}  
 
 
 def make_ip2p_sample(root: Path, rows: int = 12, files: int = 2, row_group: int = 3, seed: int = 0,
-                     width: int = 128, height: int = 128, layout: str = "clip-filtered", bad: bool = False) -> Path:
+                     width: int = 128, height: int = 128, layout: str = "clip-filtered", bad: bool = False,
+                     shards: int = 0) -> Path:
     """InstructPix2Pix pairs in the hub's Parquet layout (module docstring). Two consecutive rows share a caption
     (the release has several seeds per prompt). With ``bad``, global rows 1, 3 and 5 (of at least 6) get an
-    undecodable source, a blank instruction and a target of half the size (:data:`IP2P_BAD`)."""
+    undecodable source, a blank instruction and a target of half the size (:data:`IP2P_BAD`). ``layout:
+    original`` writes the original release instead (:func:`make_ip2p_original_sample`; ``files`` and
+    ``row_group`` are Parquet's, ``shards`` its)."""
+    if layout == "original":
+        return make_ip2p_original_sample(root, rows=rows, shards=shards, seed=seed, width=width, height=height,
+                                         bad=bad)
     if layout not in IP2P_FEATURES:
-        raise ValueError(f"no InstructPix2Pix layout {layout!r}; layouts: {', '.join(IP2P_FEATURES)}")
+        raise ValueError(f"no InstructPix2Pix layout {layout!r}; layouts: {', '.join(IP2P_FEATURES)}, original")
     root = Path(root)
     rng = np.random.default_rng(seed)
     records = []
@@ -145,6 +154,95 @@ def make_ip2p_sample(root: Path, rows: int = 12, files: int = 2, row_group: int 
         _write(root / name, chunk, IP2P_FEATURES[layout], row_group)
     _marker(root, dataset="instructpix2pix", rows=rows, files=files, row_group=row_group, seed=seed, width=width,
             height=height, layout=layout, bad=bad)
+    return root
+
+
+IP2P_FILTER_FILE = "filtered-ip2p-thres5.5-0.5.json"  # InstructDiffusion's name for its keep-list
+IP2P_ORIGINAL_BAD = {1: "empty_instruction", 3: "bad_record", 5: "unreadable_image", 7: "missing_image",
+                     8: "size_mismatch"}  # position in seeds.json -> what is wrong with that name's one seed
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # every member's date: the same arguments give the same bytes
+
+
+def _zip_member(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
+    info = zipfile.ZipInfo(name, date_time=ZIP_TIME)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    archive.writestr(info, data)
+
+
+def make_ip2p_original_sample(root: Path, rows: int = 12, shards: int = 0, seed: int = 0, width: int = 128,
+                              height: int = 128, bad: bool = False) -> Path:
+    """InstructPix2Pix's original release, as ``dataset_creation/prepare_dataset.py`` leaves it and
+    InstructDiffusion reads it (``ieiw.builders.ip2p``): ``seeds.json``, a sorted list of ``[name, [seed, ...]]``
+    (seeds as text), and per name a folder ``<name>/`` with ``prompt.json`` (``input``, ``edit``, ``output``),
+    ``metadata.jsonl`` (the generator's CLIP scores, not read) and ``{seed}_0.jpg`` / ``{seed}_1.jpg``. Name i has
+    ``1 + i % 3`` seeds, ``rows`` pairs in all. ``shards`` > 0 packs the folders into ``shard-00.zip``, ... (name i
+    in shard ``i % shards``) instead. Beside them, :data:`IP2P_FILTER_FILE`: InstructDiffusion's keep-list format,
+    a JSON list of ``"<name>/<seed>"``, here every pair but each name's second seed, and one pair that is
+    nowhere. With ``bad`` (then at least 6 good names), five more names of one seed at seeds.json positions 1, 3,
+    5, 7, 8 (:data:`IP2P_ORIGINAL_BAD`, all in the 90 % train slice and on the keep-list): a blank edit, seeds
+    that are no list, an undecodable source, a missing target, a target of half the size."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    plan: list[int] = []  # seeds per good name; with bad, at least 6 names, so the bad ones sit in the train slice
+    while sum(plan) < rows or (bad and len(plan) < 6):
+        plan.append(max(1, min(1 + len(plan) % 3, rows - sum(plan))))
+    total = len(plan) + (len(IP2P_ORIGINAL_BAD) if bad else 0)
+    bad_at = IP2P_ORIGINAL_BAD if bad else {}
+    good = iter(plan)
+    entries: list[Any] = []
+    members: dict[str, list[tuple[str, bytes]]] = {}
+    keep: list[str] = []
+    for position in range(total):
+        name = f"{position * 37 + 11:07d}"
+        what = bad_at.get(position)
+        count = 1 if what else next(good)
+        seeds = sorted(str(int(rng.integers(0, 1 << 32))) for _ in range(count))
+        caption = f"a picture of shapes on a soft background, number {position}"
+        files: list[tuple[str, bytes]] = []
+        metadata = []
+        edit = None
+        for k, value in enumerate(seeds):
+            source = synthetic_scene(rng, width, height)
+            target, thing, _ = add_shape(source, rng)
+            edit = edit or f"add {thing}"
+            source_bytes, target_bytes = _encode(source, "JPEG"), _encode(target, "JPEG")
+            if what == "unreadable_image":
+                source_bytes = NOT_AN_IMAGE
+            if what == "size_mismatch":
+                target_bytes = _encode(_resized(target, width // 2, height // 2), "JPEG")
+            files.append((f"{value}_0.jpg", source_bytes))
+            if what != "missing_image":
+                files.append((f"{value}_1.jpg", target_bytes))
+            metadata.append({"seed": int(value), "p2p_threshold": round(float(rng.uniform(0.1, 0.9)), 4),
+                             "cfg_scale": round(float(rng.uniform(7.5, 15)), 4),
+                             "clip_sim_0": 0.25, "clip_sim_1": 0.26, "clip_sim_dir": 0.3, "clip_sim_image": 0.8})
+            if k != 1:
+                keep.append(f"{name}/{value}")
+        prompt = {"input": caption, "edit": "   " if what == "empty_instruction" else edit,
+                  "output": f"{caption}, with {edit.removeprefix('add ')}"}
+        files.insert(0, ("prompt.json", json.dumps(prompt).encode()))
+        files.append(("metadata.jsonl", "".join(json.dumps(m) + "\n" for m in metadata).encode()))
+        members[name] = files
+        entries.append([name, seeds[0] if what == "bad_record" else seeds])
+    keep.append("9999999/123")  # a pair seeds.json does not have: the list is matched, never read as records
+    root.mkdir(parents=True, exist_ok=True)
+    if shards > 0:
+        archives = [zipfile.ZipFile(root / f"shard-{j:02d}.zip", "w") for j in range(shards)]
+        for position, (name, files) in enumerate(members.items()):
+            for file, data in files:
+                _zip_member(archives[position % shards], f"{name}/{file}", data)
+        for archive in archives:
+            archive.close()
+    else:
+        for name, files in members.items():
+            (root / name).mkdir()
+            for file, data in files:
+                (root / name / file).write_bytes(data)
+    (root / "seeds.json").write_text(json.dumps(entries))
+    (root / IP2P_FILTER_FILE).write_text(json.dumps(sorted(keep)))
+    _marker(root, dataset="instructpix2pix", rows=rows, seed=seed, width=width, height=height, layout="original",
+            shards=shards, bad=bad)
     return root
 
 
@@ -325,3 +423,82 @@ def make_gier_sample(root: Path, pairs: int = 8, seed: int = 0, width: int = 128
 def ensure_gier_sample(root: Path, **kwargs: Any) -> bool:
     """:func:`make_gier_sample` at ``root`` unless it is there (race-safe)."""
     return ensure_sample(root, lambda folder: make_gier_sample(folder, **kwargs), MARKER)
+
+
+# -- GQA-Inpaint -----------------------------------------------------------------------------------
+GQA_SOURCE_PREFIX = "../datasets/images"  # how InstructDiffusion's meta_info.json names an original photo
+GQA_TARGET_PREFIX = "../datasets/gqa-inpaint/images_inpainted"  # ... and an inpainted one
+GQA_BAD = {0: "bad_record", 1: "bad_record", 2: "path_outside_root", 3: "missing_image", 4: "unreadable_image",
+           5: "empty_instruction"}  # index after the good records -> what is wrong
+
+
+def _where(region: np.ndarray) -> str:
+    """Where a region lies across the picture, as GQA-Inpaint's instructions say it: left, center or right."""
+    xs = np.nonzero(region)[1]
+    third = region.shape[1] / 3
+    centre = float(xs.mean()) if xs.size else region.shape[1] / 2
+    return "left" if centre < third else "right" if centre >= 2 * third else "center"
+
+
+def make_gqa_inpaint_sample(root: Path, pairs: int = 8, seed: int = 0, width: int = 128, height: int = 96,
+                            bad: bool = False) -> Path:
+    """GQA-Inpaint pairs in InstructDiffusion's layout (``ieiw.builders.gqa_inpaint``): ``images/<id>.jpg`` (the
+    photo, with its objects), ``images_inpainted/<id>/<object>.jpg`` (the photo with that object painted over by
+    the background), ``masks/<id>/<object>.jpg`` and ``meta_info.json`` naming them with the official
+    ``../datasets`` prefixes, source = the photo, target = the inpainted one, "remove the red circle (at the
+    left)". Pair k removes an object of photo ``2k // 3``, so some photos lose either of two objects. Pair 1's
+    inpainted image is stored at half the size. With ``bad``, six more records (:data:`GQA_BAD`): a string, an
+    object without a target path, a target path leading out of the root, a target that is not there, an
+    undecodable source, a blank instruction."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    photo_of = [k * 2 // 3 for k in range(pairs)]
+    photos: dict[int, tuple[str, np.ndarray, np.ndarray, list[tuple[str, str, np.ndarray]]]] = {}
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    for index in sorted(set(photo_of)):  # (image id, background, the photo with its objects, the objects)
+        image_id = str(int(rng.integers(2_300_000, 2_420_000)))
+        base = synthetic_scene(rng, width, height)
+        photo, objects = base, []
+        for _ in range(photo_of.count(index)):
+            photo, thing, region = add_shape(photo, rng)
+            objects.append((str(int(rng.integers(1_000_000, 4_000_000))), thing.split(" ", 1)[1], region))
+        photos[index] = (image_id, base, photo, objects)
+        (root / "images" / f"{image_id}.jpg").write_bytes(_encode(photo, "JPEG"))
+    records: list[Any] = []
+    used = dict.fromkeys(photos, 0)
+    for k in range(pairs):
+        image_id, base, photo, objects = photos[photo_of[k]]
+        object_id, thing, region = objects[used[photo_of[k]]]
+        used[photo_of[k]] += 1
+        inpainted = np.where(region[..., None] > 0, base, photo).astype(np.uint8)
+        if k == 1:
+            inpainted = _resized(inpainted, width // 2, height // 2)
+        folder = root / "images_inpainted" / image_id
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{object_id}.jpg").write_bytes(_encode(inpainted, "JPEG"))
+        (root / "masks" / image_id).mkdir(parents=True, exist_ok=True)
+        (root / "masks" / image_id / f"{object_id}.jpg").write_bytes(_encode((region * 255).astype(np.uint8), "JPEG"))
+        instruction = f"remove the {thing}" + (f" at the {_where(region)}" if k % 2 else "")
+        records.append({"source_image_path": f"{GQA_SOURCE_PREFIX}/{image_id}.jpg",
+                        "target_image_path": f"{GQA_TARGET_PREFIX}/{image_id}/{object_id}.jpg",
+                        "instruction": instruction})
+    if bad:
+        first = records[0]
+        broken = str(int(rng.integers(2_420_000, 2_500_000)))
+        (root / "images" / f"{broken}.jpg").write_bytes(NOT_AN_IMAGE)
+        records += [
+            first["source_image_path"],  # not an object
+            {"source_image_path": first["source_image_path"], "instruction": first["instruction"]},
+            dict(first, target_image_path="../datasets/gqa-inpaint/../../outside/planted.jpg"),
+            dict(first, target_image_path=f"{GQA_TARGET_PREFIX}/{broken}/1.jpg"),
+            dict(first, source_image_path=f"{GQA_SOURCE_PREFIX}/{broken}.jpg"),
+            dict(first, instruction="  "),
+        ]
+    (root / "meta_info.json").write_text(json.dumps(records))
+    _marker(root, dataset="gqa-inpaint", pairs=pairs, seed=seed, width=width, height=height, bad=bad)
+    return root
+
+
+def ensure_gqa_inpaint_sample(root: Path, **kwargs: Any) -> bool:
+    """:func:`make_gqa_inpaint_sample` at ``root`` unless it is there (race-safe)."""
+    return ensure_sample(root, lambda folder: make_gqa_inpaint_sample(folder, **kwargs), MARKER)

@@ -1,5 +1,7 @@
-"""Fuzz: the three editing-data importers -- InstructPix2Pix and MagicBrush (Hugging Face Parquet files, a record
-is a row) and GIER (a JSON list of pairs, url_dict.json and image folders).
+"""Fuzz: the editing-data importers -- InstructPix2Pix and MagicBrush (Hugging Face Parquet files, a record
+is a row), GIER (a JSON list of pairs, url_dict.json and image folders), GQA-Inpaint (InstructDiffusion's
+meta_info.json: a JSON list of records naming images with ``../datasets`` prefixes) and InstructPix2Pix's original
+release (seeds.json entries, each name's prompt.json, the filter list; prompt folders or shard zips).
 
 Parquet rows are damaged the way pyarrow can write them: a cell replaced by a hostile value (the column's type
 changes where Arrow can infer one type for the whole column; a value no one type holds is not drawn), a null cell,
@@ -26,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fuzz_harness import (
+    DELETE,
     TEXTS,
     Mutation,
     Outcome,
@@ -44,15 +47,27 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from ieiw.builders.gier import GierBuilder, GierConfig
+from ieiw.builders.gqa_inpaint import GqaInpaintBuilder, GqaInpaintConfig
 from ieiw.builders.ip2p import InstructPix2PixBuilder, InstructPix2PixConfig
 from ieiw.builders.magicbrush import MagicBrushBuilder, MagicBrushConfig
 from ieiw.imageio import encode
-from ieiw.samples.editing import NOT_AN_IMAGE, make_gier_sample, make_ip2p_sample, make_magicbrush_sample
+from ieiw.samples.editing import (
+    IP2P_FILTER_FILE,
+    NOT_AN_IMAGE,
+    make_gier_sample,
+    make_gqa_inpaint_sample,
+    make_ip2p_original_sample,
+    make_ip2p_sample,
+    make_magicbrush_sample,
+)
+from ieiw.schemas.rows import text_field
 from ieiw.schemas.units import BuildContext, CandidateBuilder
 
 FAMILY = "importers"
 WIDTH, HEIGHT = 48, 32
 PARQUET_READERS = ("ip2p", "magicbrush")
+ORIGINAL_READERS = ("ip2p-original", "ip2p-zip")  # InstructPix2Pix's original release: folders, shard zips
+UNFILTERED = "-unfiltered"  # a reader name's suffix: the same source built without its filter list
 SIBLING = "sibling.png"  # a real image beside the Parquet files, where a path-only cell may point
 LINKED = "linked.png"  # a symlink beside the Parquet files (GIER: in images/) to the planted image outside
 
@@ -62,12 +77,20 @@ LINKED = "linked.png"  # a symlink beside the Parquet files (GIER: in images/) t
 def pristine(reader: str) -> Path:
     """The reader's source, written once per process: six InstructPix2Pix rows in two files (row groups of 2),
     six MagicBrush turns of three sessions in two train files (one session's masks at twice the size), five
-    GIER pairs (one output only in warped/), all at 48x32."""
+    GIER pairs (one output only in warped/), five GQA-Inpaint records (one target at half the size), and eight
+    InstructPix2Pix pairs of four names in the original layout (``ip2p-original``: prompt folders,
+    ``ip2p-zip``: two shard zips; its filter list beside them), all at 48x32."""
+    if reader.endswith(UNFILTERED):
+        return pristine(reader.removesuffix(UNFILTERED))
     folder = Path(tempfile.mkdtemp(prefix=f"ieiw-fuzz-{reader}-")) / reader
     if reader == "ip2p":
         make_ip2p_sample(folder, rows=6, files=2, row_group=2, width=WIDTH, height=HEIGHT)
     elif reader == "magicbrush":
         make_magicbrush_sample(folder, sessions=3, row_group=2, width=WIDTH, height=HEIGHT)
+    elif reader == "gqa":
+        make_gqa_inpaint_sample(folder, pairs=5, width=WIDTH, height=HEIGHT)
+    elif reader in ORIGINAL_READERS:
+        make_ip2p_original_sample(folder, rows=8, shards=2 if reader == "ip2p-zip" else 0, width=WIDTH, height=HEIGHT)
     else:
         make_gier_sample(folder, pairs=5, width=WIDTH, height=HEIGHT)
     if reader in PARQUET_READERS:
@@ -77,10 +100,23 @@ def pristine(reader: str) -> Path:
     return folder
 
 
+def original(reader: str) -> bool:
+    return reader.removesuffix(UNFILTERED) in ORIGINAL_READERS
+
+
 def setup(space: Workspace, reader: str) -> None:
     shutil.copytree(pristine(reader), space.root, dirs_exist_ok=True)
-    link = space.root / ("images/linked.jpg" if reader == "gier" else f"data/{LINKED}")
+    if original(reader):  # a prompt folder that is a symlink out, and an image that is one
+        (space.root / "linked").symlink_to(space.planted.parent)
+        first = json.loads((space.root / "seeds.json").read_text())[0]
+        if reader.startswith("ip2p-original"):
+            (space.root / first[0] / f"{LINKED_SEED}_0.jpg").symlink_to(space.planted)
+        return
+    link = space.root / ("images/linked.jpg" if reader in ("gier", "gqa") else f"data/{LINKED}")
     link.symlink_to(space.planted)
+
+
+LINKED_SEED = "777"  # ip2p-original: {LINKED_SEED}_0.jpg in the first prompt folder is a symlink out
 
 
 def builder(space: Workspace, reader: str) -> CandidateBuilder:
@@ -89,6 +125,12 @@ def builder(space: Workspace, reader: str) -> CandidateBuilder:
         return InstructPix2PixBuilder(InstructPix2PixConfig(root=space.root), context)
     if reader == "magicbrush":
         return MagicBrushBuilder(MagicBrushConfig(root=space.root, split="train"), context)
+    if reader == "gqa":
+        return GqaInpaintBuilder(GqaInpaintConfig(root=space.root), context)
+    if original(reader):
+        listed = None if reader.endswith(UNFILTERED) else space.root / IP2P_FILTER_FILE
+        return InstructPix2PixBuilder(InstructPix2PixConfig(root=space.root, layout="original", split="train",
+                                                            filter_list=listed), context)
     return GierBuilder(GierConfig(root=space.root), context)
 
 
@@ -104,6 +146,15 @@ def names(space: Workspace, reader: str) -> list[str]:
     if reader == "gier":
         real = sorted(p.name for p in (pristine(reader) / "images").iterdir())
         return [*space.names, "linked.jpg", *real[:3], "warped", "images"]
+    if reader == "gqa":
+        real = sorted(p.name for p in (pristine(reader) / "images").iterdir())
+        return [*space.names, "../datasets/images/linked.jpg", "images/linked.jpg", *[f"../datasets/images/{name}"
+                for name in real[:2]], "../datasets/gqa-inpaint/images", "../datasets", "../datasets/",
+                "../datasets/gqa-inpaint/../../outside/x.jpg", "meta_info.json"]
+    if original(reader):
+        seeds = json.loads((pristine(reader) / "seeds.json").read_text())
+        return [*space.names, "linked", LINKED_SEED, seeds[0][0], seeds[-1][0], *seeds[1][1], "shard-00.zip",
+                "seeds.json", IP2P_FILTER_FILE, f"{seeds[0][0]}/{seeds[0][1][0]}", "0", "00", "prompt"]
     return [*space.names, LINKED, SIBLING, "missing.png", ".", f"../data/{SIBLING}", f"./{SIBLING}"]
 
 
@@ -124,6 +175,13 @@ def baseline_and_docs(reader: str) -> tuple[Outcome, dict[str, Any]]:
         if reader == "gier":
             docs: dict[str, Any] = {name: json.loads((space.root / name).read_text())
                                     for name in ("GIER.json", "url_dict.json")}
+        elif reader == "gqa":
+            docs = {"meta_info.json": json.loads((space.root / "meta_info.json").read_text())}
+        elif original(reader):
+            docs = {name: json.loads((space.root / name).read_text()) for name in ("seeds.json", IP2P_FILTER_FILE)}
+            if reader.startswith("ip2p-original"):
+                docs.update({f"{name}/prompt.json": json.loads((space.root / name / "prompt.json").read_text())
+                             for name, _ in docs["seeds.json"]})
         else:
             docs = {}
             for name in parquet_files(reader):
@@ -541,3 +599,125 @@ def test_gier_a_damaged_pair_fails_alone(data):
 def test_gier_a_damaged_file_is_named(data):
     image = min(p.relative_to(pristine("gier")).as_posix() for p in (pristine("gier") / "images").iterdir())
     damage_a_file(data, "gier", ["GIER.json", "GIER.json", "url_dict.json", image])
+
+
+# -- GQA-Inpaint: a damaged meta_info.json record, damaged bytes -------------------------------------------------
+@share(0.10)
+@given(st.data())
+def test_gqa_a_damaged_record_fails_alone(data):
+    baseline, docs = baseline_and_docs("gqa")
+    records = docs["meta_info.json"]
+    index = data.draw(st.integers(0, len(records) - 1))
+    with workspace() as space:
+        setup(space, "gqa")
+        crafted = names(space, "gqa")
+        named = st.tuples(st.sampled_from(["source_image_path", "target_image_path"]), st.sampled_from(crafted))
+        mutation = data.draw(st.one_of(mutations(records[index], crafted),
+                                       named.map(lambda c: Mutation((c[0],), c[1]))))
+        doc = list(records)
+        doc[index] = apply(records[index], mutation)
+        (space.root / "meta_info.json").write_text(json.dumps(doc))
+        outcome = run(lambda: builder(space, "gqa"), space)
+        count(FAMILY)
+        observe(outcome)
+        check_outcome(outcome, baseline, space, {f"meta_info:{index}"}, ["meta_info.json"],
+                      f"meta_info.json[{index}] {mutation}")
+
+
+@share(0.04)
+@given(st.data())
+def test_gqa_a_damaged_file_is_named(data):
+    images = sorted(p.relative_to(pristine("gqa")).as_posix() for p in (pristine("gqa") / "images").iterdir())
+    inpainted = sorted(p.relative_to(pristine("gqa")).as_posix()
+                       for p in (pristine("gqa") / "images_inpainted").rglob("*.jpg"))
+    damage_a_file(data, "gqa", ["meta_info.json", "meta_info.json", images[0], inpainted[0]])
+
+
+# -- InstructPix2Pix's original release: a damaged seeds.json entry, prompt.json or filter item; damaged bytes ------
+def pair_keys(entry: Any) -> set[str]:
+    """The record keys (``<name>/<seed>`` as a row holds it) a seeds.json entry names."""
+    if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str) and entry[0]
+            and isinstance(entry[1], list)):
+        return set()
+    keys = set()
+    for seed in entry[1]:
+        if isinstance(seed, str) and seed:
+            keys.add(text_field(f"{entry[0]}/{seed}"))
+        elif isinstance(seed, int) and not isinstance(seed, bool):
+            try:
+                keys.add(text_field(f"{entry[0]}/{seed}"))
+            except ValueError:
+                continue
+    return keys
+
+
+@st.composite
+def original_damage(draw, reader: str, crafted: list[str]) -> tuple[str, Any, Mutation, set[str] | None]:
+    """(file, its new content, the change, the record keys it may change): an entry of seeds.json, an item of the
+    filter list, or (prompt folders) a name's prompt.json."""
+    _, docs = baseline_and_docs(reader)
+    seeds = docs["seeds.json"]
+    files = (["seeds.json"] * 3 + ([] if reader.endswith(UNFILTERED) else [IP2P_FILTER_FILE] * 2)
+             + (["prompt.json"] * 2 if reader.startswith("ip2p-original") else []))
+    file = draw(st.sampled_from(files))
+    if file == "seeds.json":
+        index = draw(st.integers(0, len(seeds) - 1))
+        seed_paths = [(1, k) for k in range(len(seeds[index][1]))]
+        named = st.tuples(st.sampled_from([(0,), *seed_paths]), st.sampled_from(crafted))  # a crafted name or seed
+        mutation = draw(st.one_of(mutations(seeds[index], crafted), named.map(lambda c: Mutation(*c))))
+        doc = list(seeds)
+        doc[index] = apply(seeds[index], mutation)
+        return file, doc, mutation, pair_keys(seeds[index]) | pair_keys(doc[index])
+    if file == IP2P_FILTER_FILE:
+        items = docs[IP2P_FILTER_FILE]
+        texts = st.one_of(st.sampled_from(crafted), st.sampled_from(sorted(k for e in seeds for k in pair_keys(e))))
+        replaced = st.tuples(st.integers(0, len(items) - 1), texts).map(lambda c: Mutation(c[:1], c[1]))
+        mutation = draw(st.one_of(mutations(items, crafted, whole=False), replaced))
+        doc = apply(items, mutation)
+        old = items[mutation.path[0]]
+        new = doc[mutation.path[0]] if mutation.value is not DELETE and len(doc) == len(items) else None
+        if mutation.value is DELETE:  # the item is gone, the next ones move up: only the one deleted changes
+            return file, doc, mutation, {text_field(old)}
+        return file, doc, mutation, {text_field(v) for v in (old, new) if isinstance(v, str)}
+    name = draw(st.sampled_from([entry[0] for entry in seeds]))
+    prompt = docs[f"{name}/prompt.json"]
+    mutation = draw(mutations(prompt, crafted))
+    keys = next(pair_keys(entry) for entry in seeds if entry[0] == name)
+    return f"{name}/prompt.json", apply(prompt, mutation), mutation, keys
+
+
+def damage_the_original_layout(data: st.DataObject, reader: str) -> None:
+    baseline, _ = baseline_and_docs(reader)
+    with workspace() as space:
+        setup(space, reader)
+        file, doc, mutation, touched = data.draw(original_damage(reader, names(space, reader)))
+        (space.root / file).write_text(json.dumps(doc))
+        outcome = run(lambda: builder(space, reader), space)
+        count(FAMILY)
+        observe(outcome)
+        check_outcome(outcome, baseline, space, touched, [Path(file).name], f"{reader} {file} {mutation}")
+
+
+@share(0.08)
+@given(st.data())
+def test_ip2p_original_a_damaged_entry_fails_alone(data):
+    damage_the_original_layout(data, data.draw(st.sampled_from(["ip2p-original", "ip2p-original" + UNFILTERED])))
+
+
+@share(0.06)
+@given(st.data())
+def test_ip2p_zip_a_damaged_entry_fails_alone(data):
+    damage_the_original_layout(data, data.draw(st.sampled_from(["ip2p-zip", "ip2p-zip" + UNFILTERED])))
+
+
+@share(0.06)
+@given(st.data())
+def test_ip2p_original_a_damaged_file_is_named(data):
+    reader = data.draw(st.sampled_from(ORIGINAL_READERS))
+    seeds = json.loads((pristine(reader) / "seeds.json").read_text())
+    name, values = seeds[1]
+    if reader == "ip2p-zip":
+        files = ["shard-00.zip", "shard-01.zip", "shard-00.zip"]
+    else:
+        files = [f"{name}/prompt.json", f"{name}/{values[0]}_0.jpg", f"{name}/{values[0]}_1.jpg"]
+    damage_a_file(data, reader, ["seeds.json", "seeds.json", IP2P_FILTER_FILE, *files])
