@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from trainkit import built, context, make_row, stage
 
 from ieiw.builders.keypoints import KeypointsBuilder, KeypointsConfig
 from ieiw.builders.refcoco import RefCocoBuilder, RefCocoConfig
@@ -14,7 +15,6 @@ from ieiw.samples.segmentation import make_refcoco_sample
 from ieiw.training.config import DataConfig
 from ieiw.training.data import ShardPairs, index_shards
 from ieiw.training.flips import OFFICIAL_FLIP, flip_rule, swap_sides
-from trainkit import built, context, make_row, stage
 
 RESOLUTION = 32
 

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from torch.utils.data import DataLoader
+from trainkit import built, context, stage
 
 from ieiw.builders.cocostuff import CocoStuffBuilder, CocoStuffConfig
 from ieiw.builders.enhance import EnhanceBuilder, EnhanceConfig
@@ -29,7 +30,6 @@ from ieiw.samples.segmentation import make_refcoco_sample
 from ieiw.training.data import ShardPairs, index_shards
 from ieiw.training.flips import swap_sides
 from ieiw.training.redraw import decode_rle, resize_window
-from trainkit import built, context, stage
 
 RES = 256
 
@@ -140,7 +140,7 @@ def test_keypoint_samples_put_each_named_disc_on_its_joint(keypoint_stage):
 
 
 def test_one_keypoint_row_gives_new_draws_each_epoch_and_one_draw_per_epoch_and_row(keypoint_stage):
-    rid = sorted(rows_by_id(keypoint_stage))[0]
+    rid = min(rows_by_id(keypoint_stage))
     alone = ShardPairs(index_shards(keypoint_stage, include_ids={rid}), resolution=64, shuffle_buffer=0, epochs=40,
                        explain=True)
     draws = list(alone)
