@@ -218,6 +218,47 @@ def cmd_card(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_instructions(args: argparse.Namespace) -> int:
+    """``ieiw instructions expand``: paraphrase seed templates with a chat model (docs/language-models.md)."""
+    from pydantic import ValidationError
+
+    from ieiw.backends.lm.base import LanguageModelSettings
+    from ieiw.backends.lm.connect import connect
+    from ieiw.backends.lm.http import EndpointError
+    from ieiw.builders.expand import ExpandSettings, expand, load_seeds
+
+    try:
+        seeds, rules, source = load_seeds(args.family, args.seeds)
+        settings = ExpandSettings(n=args.n, seed=args.seed, temperature=args.temperature, top_p=args.top_p,
+                                  max_new_tokens=args.max_new_tokens, min_words=args.min_words,
+                                  max_words=args.max_words, language=args.language, self_check=not args.no_self_check,
+                                  kinds=tuple(args.kinds) if args.kinds else None)
+        model_settings = LanguageModelSettings(model=args.model, revision=args.revision, endpoint=args.endpoint,
+                                               api_key_env=args.api_key_env, device=args.device, dtype=args.dtype)
+    except (ValueError, ValidationError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    problems = model_settings.problems()
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 2
+    model = connect(model_settings)
+
+    def progress(result) -> None:
+        print(f"{result.kind}[{result.index}]: {len(result.accepted)} accepted, {len(result.rejected)} rejected",
+              flush=True)
+
+    try:
+        outcome = expand(model, seeds, rules, args.out, settings, source, restart=args.restart, progress=progress)
+    except (ValueError, EndpointError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    accepted = sum(c["accepted"] for c in outcome.counts.values())
+    print(f"wrote {outcome.path}: {accepted} paraphrases accepted ({outcome.resumed} seeds resumed from the journal, "
+          f"{outcome.expanded} expanded now)")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="ieiw", description="Build IEIW instruction-editing pairs and train on them.")
     sub = top.add_subparsers(dest="command", required=True)
@@ -286,6 +327,33 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--takedown", action="append", default=[], metavar="FILE",
                    help="leave rows named in FILE out of the card's counts (one id or URL a line, # comments)")
     p.set_defaults(run=cmd_card)
+
+    p = sub.add_parser("instructions", help="expand seed instruction templates with a chat model (docs/language-models.md)")
+    p.add_argument("action", choices=["expand"], help="expand: write N validated paraphrases per seed template")
+    p.add_argument("--out", required=True, type=Path, help="the paraphrase file to write (resumes from OUT.journal.jsonl)")
+    p.add_argument("--family", default="instructions",
+                   help="which template file: instructions (remove/add/replace), segmentation, keypoints, deblur, "
+                        "denoise, dewatermark")
+    p.add_argument("--seeds", type=Path, help="your own seed file of that family (default: the shipped one)")
+    p.add_argument("--kinds", nargs="+", help="expand only these kinds (e.g. remove add); the others are copied")
+    p.add_argument("--model", required=True,
+                   help="a local chat model folder or cached hub id; with --endpoint, the served model's name")
+    p.add_argument("--revision", help="hub revision of a cached hub id")
+    p.add_argument("--endpoint", help="an OpenAI-compatible server's base URL (vLLM, TGI, llama.cpp), e.g. http://host:8000/v1")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the endpoint's key")
+    p.add_argument("--device", default="auto", help="local model: auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--dtype", default="auto", help="local model: auto (bfloat16 on CUDA), float16, float32")
+    p.add_argument("--n", type=int, default=8, help="paraphrases asked for per seed")
+    p.add_argument("--seed", type=int, default=0, help="the same seed, model and settings write the same file")
+    p.add_argument("--temperature", type=float, default=0.9, help="sampling temperature")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling share")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="length cap of one paraphrase, in tokens")
+    p.add_argument("--min-words", type=int, default=2, help="shorter paraphrases are rejected (too_short)")
+    p.add_argument("--max-words", type=int, default=40, help="longer paraphrases are rejected (too_long)")
+    p.add_argument("--language", default="en", help="en (a script heuristic) or any")
+    p.add_argument("--no-self-check", action="store_true", help="skip the model's yes/no same-edit check")
+    p.add_argument("--restart", action="store_true", help="discard the journal of an earlier run")
+    p.set_defaults(run=cmd_instructions)
 
     # Listed for --help only: main() hands these to ieiw.training.cli before parsing.
     sub.add_parser("train", help="train InstructDiffusion on the shards (docs/training.md)")

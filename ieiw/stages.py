@@ -35,7 +35,7 @@ import pyarrow as pa
 from ieiw.backends.features.base import ImageFeatures, describe_backend
 from ieiw.card import write_card
 from ieiw.filters.dedup import SIGNATURE_VERSION, pair_hashes
-from ieiw.filters.scoring import ScoreContext, Scorer, distinct_images, pair_views, score_pairs
+from ieiw.filters.scoring import ScoreContext, Scorer, decision_scores, distinct_images, pair_views, score_pairs
 from ieiw.filters.selection import (
     BY_BUILDER,
     BY_SELECTION,
@@ -326,11 +326,13 @@ def score_unit(build: Build, unit: str) -> UnitOutcome:
                            main=build.config.scoring.features.label())
     scores = score_pairs(pairs, build.scorers, context)
     rows = []
+    schema = build.config.scoring.score_schema()  # SCORE_SCHEMA + the scorers' own columns (the VLM judge's)
     for pair, pair_scores in zip(pairs, scores, strict=True):
         source_hash, edit_hash = pair_hashes(context.pixels(pair.source), context.pixels(pair.target))
         rows.append({"id": pair.id, "scores": pair_scores, "duplicate_of": None,
-                     "source_hash": source_hash, "edit_hash": edit_hash})
-    shard = write_shard(rows_to_table(rows, SCORE_SCHEMA), build.out / SCORES / f"{unit}.parquet")
+                     "source_hash": source_hash, "edit_hash": edit_hash,
+                     **{name: pair_scores.get(name) for name in schema.names if name not in SCORE_SCHEMA.names}})
+    shard = write_shard(rows_to_table(rows, schema), build.out / SCORES / f"{unit}.parquet")
     stats = {"scored": len(rows), "scorers": [s.name for s in build.scorers]}
     manifest.record(unit, shard, fingerprint, stats)
     return UnitOutcome(SCORES, unit, False, shard.rows, stats)
@@ -357,7 +359,7 @@ def calibrate_build(build: Build, units: list[str]) -> dict[str, Any]:
             drop = dict(zip(candidates["id"].to_pylist(), candidates["drop_reason"].to_pylist(), strict=True))
             task = dict(zip(candidates["id"].to_pylist(), candidates["task"].to_pylist(), strict=True))
             for row in read_shard(build.out / SCORES / f"{unit}.parquet").to_pylist():
-                yield ScoredPair(row["id"], task[row["id"]], row["scores"], row.get("source_hash"),
+                yield ScoredPair(row["id"], task[row["id"]], decision_scores(row), row.get("source_hash"),
                                  row.get("edit_hash"), drop.get(row["id"]))
 
     result = calibrate(pairs(), selection)
@@ -411,7 +413,9 @@ def decide(row: dict[str, Any], calibration: Calibration, selection: Any) -> tup
 
 
 def _scores_of(build: Build, unit: str) -> dict[str, dict[str, Any]]:
-    return {r["id"]: r for r in read_shard(build.out / SCORES / f"{unit}.parquet", columns=["id", "scores"]).to_pylist()}
+    path = build.out / SCORES / f"{unit}.parquet"
+    columns = [n for n in storage.read_schema(path).names if n not in ("duplicate_of", "source_hash", "edit_hash")]
+    return {r["id"]: {"id": r["id"], "scores": decision_scores(r)} for r in read_shard(path, columns=columns).to_pylist()}
 
 
 def _passing_ieiw_rows(build: Build, unit: str, calibration: Calibration) -> int:

@@ -149,6 +149,11 @@ class Templates(BaseModel):
         canonical = json.dumps(chosen, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
+    def record(self, tasks: Sequence[str]) -> dict[str, str]:
+        """What a row records of the templates its instruction came from (in ``builder.params``): the file
+        (``"code"`` or the shipped file's name for the defaults) and the digest of ``tasks``' lists."""
+        return {"file": self.source, "digest": self.digest_for(tasks)}
+
     def for_task(self, task: str) -> tuple[str, ...]:
         if task not in TASKS:
             raise ValueError(f"no templates for task {task!r}; tasks are {', '.join(TASKS)}")

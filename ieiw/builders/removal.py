@@ -271,7 +271,8 @@ class RemovalBuilder(CandidateBuilder):
         # then re-encoded so source and target agree in every viewer)
         builder = builder_cell(name=self.name, backend=inpaint.label(), embedded=inpaint.embedded,
                                model=inpaint.model_record(), seed=c.seed,
-                               params={**params, "source_image": image.provenance()})
+                               params={**params, "source_image": image.provenance(),
+                                       "templates": self.templates.record(("remove", "add"))})
         verify = self.config.verify
         scores = {"verification": score, "verification_backend": verify.label()} if verify is not None else None
         pairs = [("remove", original, inpainted)]

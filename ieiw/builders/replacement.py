@@ -397,6 +397,7 @@ class ReplacementBuilder(CandidateBuilder):
             "scores": None,
             "builder": builder_cell(name=self.name, backend=repaint.label(), embedded=bool(repaint.embedded),
                                     model=repaint.model_record(), seed=seed,
-                                    params={**params, "exemplar": match.record_id, "source_image": image.provenance()}),
+                                    params={**params, "exemplar": match.record_id, "source_image": image.provenance(),
+                                            "templates": self.templates.record(("replace",))}),
             "drop_reason": None,
         }

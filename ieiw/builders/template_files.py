@@ -8,6 +8,9 @@ function that raises ``ValueError`` saying what is wrong with a template (the ph
 :func:`ieiw.phrases.check_template`). The shipped files (``ieiw/builders/templates/``) go through the
 same checks.
 
+A file may also hold a ``provenance:`` mapping (who wrote the templates: ``ieiw instructions expand`` records
+its model, revision, prompt, seed and date there); it is metadata, never a kind, and no digest covers it.
+
 A mistake is a :class:`~ieiw.phrases.TemplateError` with one line naming the file and, where one is at
 fault, the template: ``bad.yaml: segment[0] 'Mark {thing} in {color}.': unknown placeholder {thing};
 allowed: {color}, {object}``.
@@ -26,6 +29,7 @@ from ieiw.phrases import TemplateError, template_placeholders
 
 # a kind's rule: its placeholders, or a check that raises ValueError saying what is wrong with a template
 Rule: TypeAlias = Collection[str] | Callable[[str], None]
+PROVENANCE = "provenance"  # the one key of a template file that is not a kind (module docstring)
 
 
 def _braces(names: Collection[str]) -> str:
@@ -90,7 +94,9 @@ def parse_template_file(data: Any, source: str, kinds: Mapping[str, Rule],
     also = f" (and optionally {', '.join(f'{k}:' for k in maybe)})" if maybe else ""
     if not isinstance(data, dict):
         raise TemplateError(f"{source}: expected a mapping with {_lists(required)}{also}, found {type(data).__name__}")
-    unknown = sorted(str(key) for key in data if key not in kinds)
+    if data.get(PROVENANCE) is not None and not isinstance(data[PROVENANCE], dict):
+        raise TemplateError(f"{source}: {PROVENANCE}: expected a mapping, found {type(data[PROVENANCE]).__name__}")
+    unknown = sorted(str(key) for key in data if key not in kinds and key != PROVENANCE)
     if unknown:
         more = f" (and {len(unknown) - 1} more unknown key(s))" if len(unknown) > 1 else ""
         known = _lists(required + [f"(optionally) {k}:" for k in maybe])
@@ -132,6 +138,16 @@ def load_template_file(path: str | Path, kinds: Mapping[str, Rule],
     except (OSError, UnicodeDecodeError) as exc:
         raise TemplateError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     return parse_template_file(_yaml(text, str(path)), str(path), kinds, optional)
+
+
+def template_file_provenance(path: str | Path) -> dict[str, Any]:
+    """The ``provenance:`` mapping of a template file ({} when it has none or cannot be read)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    found = data.get(PROVENANCE) if isinstance(data, dict) else None
+    return dict(found) if isinstance(found, dict) else {}
 
 
 def load_packaged_template_file(name: str, kinds: Mapping[str, Rule],

@@ -9,6 +9,11 @@ stored shard (one feature pass, however many heads read it).
 Each scorer declares the score columns it fills (``fills``); two scorers may not fill the same
 column. A column a builder filled (the crawl's ``edit_consistency``) is kept unless a scorer fills it.
 
+A scorer whose scores the row schema has no column for (the VLM judge) keeps them in a struct column of
+its own beside ``scores`` in the scores shard (its config's ``side_column``: name and struct type, e.g.
+``judge``). Selection reads those numbers as ``<column>_<field>`` (``judge_instruction``) next to the
+``scores`` columns (:func:`decision_scores`), so rules on them re-decide without re-running the model.
+
 The ``scoring:`` config section::
 
     scoring:
@@ -34,7 +39,7 @@ from ieiw.backends.features.embedded import EmbeddedFeaturesConfig
 from ieiw.imageio import Orientation, decode
 from ieiw.schemas.config import BackendConfig, StrictModel, backend_field
 from ieiw.schemas.registry import REGISTRY, register_section
-from ieiw.schemas.rows import SCORES, image_key
+from ieiw.schemas.rows import SCORE_SCHEMA, SCORES, image_key
 
 SCORE_COLUMNS = tuple(f.name for f in SCORES if f.type == pa.float32())
 # Which backend-name column describes each score column.
@@ -68,8 +73,21 @@ class ScoringConfig(StrictModel):
                 out.setdefault(extra.label(), extra)
         return out
 
+    def side_columns(self) -> list[pa.Field]:
+        """The scorers' own struct columns of the scores shard (module docstring)."""
+        return [pa.field(*side) for s in self.scorers if (side := getattr(type(s), "side_column", None))]
+
+    def score_schema(self) -> pa.Schema:
+        schema = SCORE_SCHEMA
+        for column in self.side_columns():
+            schema = schema.append(column)
+        return schema
+
     @model_validator(mode="after")
     def _one_scorer_per_column(self) -> ScoringConfig:
+        names = [f.name for f in self.side_columns()]
+        if len(names) != len(set(names)) or set(names) & set(SCORE_SCHEMA.names):
+            raise ValueError(f"scorers' own columns {names} repeat one another or a scores column")
         seen: dict[str, str] = {}
         for scorer in self.scorers:
             for column in getattr(type(scorer), "fills", ()):
@@ -135,10 +153,13 @@ class Scorer(abc.ABC):
         self.name = config.label()
         self.embedded = config.embedded
         self.fills: tuple[str, ...] = tuple(getattr(type(config), "fills", ()))
+        side = getattr(type(config), "side_column", None)
+        self.side: str | None = side[0] if side else None
 
     @abc.abstractmethod
     def score(self, pairs: Sequence[PairView], context: ScoreContext) -> list[dict[str, float | None]]:
-        """One dict per pair with a value (or None) for each column in ``fills``."""
+        """One dict per pair with a value (or None) for each column in ``fills`` (and, for a scorer with a
+        ``side`` column, that column's struct under its name)."""
 
 
 class ImageScorer(Scorer):
@@ -216,5 +237,18 @@ def score_pairs(pairs: Sequence[PairView], scorers: Sequence[Scorer], context: S
             names.append(f"edit_consistency: {backends['consistency_backend']}")
         if scores.get("verification") is not None and backends["verification_backend"] not in scorer_names:
             names.append(f"verification: {backends['verification_backend']}")
-        out.append({**scores, **backends, "backend": "; ".join(names), "embedded": embedded})
+        sides = {s.side: result[index].get(s.side) for s, result in zip(scorers, results, strict=True) if s.side}
+        # the side columns ride along under their names; the scores stage writes them as columns of their own
+        out.append({**scores, **backends, "backend": "; ".join(names), "embedded": embedded, **sides})
     return out
+
+
+def decision_scores(row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A scores-shard row's ``scores`` with the numbers of its side columns merged in as
+    ``<column>_<field>`` (``judge_instruction``): what selection rules read."""
+    scores = dict(row.get("scores") or {})
+    for name, value in row.items():
+        if name in SCORE_SCHEMA.names or not isinstance(value, Mapping):
+            continue
+        scores.update({f"{name}_{k}": v for k, v in value.items() if isinstance(v, int | float) and not isinstance(v, bool)})
+    return scores if (row.get("scores") is not None or len(scores)) else None

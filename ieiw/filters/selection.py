@@ -17,6 +17,9 @@ overrides any of them for one task. Quantiles and duplicates are computed over t
 step before selection (:func:`calibrate`), so each unit's selection depends neither on the runner nor on
 the order units finished in.
 
+   With a VLM judge (:mod:`ieiw.filters.vlm_judge`), its three 0-1 scores: ``judge_instruction_low``,
+   ``judge_preservation_low``, ``judge_realism_low`` (rules ``min_judge_instruction`` ... , off by default).
+
 4. ``quota_reached``: ``quotas`` caps the kept IEIW rows of a builder (the paper's 159k: ~85k removal + add,
    ~51k replacement, ~23k web). Calibration walks the units in plan order (each builder's ``plan()``, then
    the rows' order inside a unit), counts the rows that pass rules 1-3 and gives each unit an allowance
@@ -48,6 +51,9 @@ QUALITY_GAP_HIGH = "quality_gap_high"
 TARGET_GIQA_LOW = "target_giqa_low"
 GIQA_GAP_HIGH = "giqa_gap_high"
 QUOTA_REACHED = "quota_reached"
+JUDGE_INSTRUCTION_LOW = "judge_instruction_low"
+JUDGE_PRESERVATION_LOW = "judge_preservation_low"
+JUDGE_REALISM_LOW = "judge_realism_low"
 BY_BUILDER, BY_SELECTION = "builder", "selection"
 
 
@@ -72,6 +78,10 @@ RULES: dict[str, tuple[str, bool, Any]] = {
     "max_aesthetic_gap": (QUALITY_GAP_HIGH, False, lambda s: _gap(s.get("source_aesthetic"), s.get("target_aesthetic"))),
     "min_target_giqa": (TARGET_GIQA_LOW, True, lambda s: s.get("target_giqa")),
     "max_giqa_gap": (GIQA_GAP_HIGH, False, lambda s: _gap(s.get("source_giqa"), s.get("target_giqa"), log=True)),
+    # the VLM judge's scores (0-1), kept in the scores shard's `judge` column (ieiw.filters.vlm_judge)
+    "min_judge_instruction": (JUDGE_INSTRUCTION_LOW, True, lambda s: s.get("judge_instruction")),
+    "min_judge_preservation": (JUDGE_PRESERVATION_LOW, True, lambda s: s.get("judge_preservation")),
+    "min_judge_realism": (JUDGE_REALISM_LOW, True, lambda s: s.get("judge_realism")),
 }
 
 
@@ -89,6 +99,9 @@ class SelectionConfig(StrictModel):
     max_aesthetic_gap: Threshold = 1.5
     min_target_giqa: Threshold = None
     max_giqa_gap: Threshold = None
+    min_judge_instruction: Threshold = None
+    min_judge_preservation: Threshold = None
+    min_judge_realism: Threshold = None
     per_task: dict[str, dict[str, Threshold]] = Field(default_factory=dict, description="{task: {rule: threshold}}")
     dedup: DedupConfig = DedupConfig()
     # Keyed by builder (section) name, not by task or origin.dataset: the paper's three sources are its
