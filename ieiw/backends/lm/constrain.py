@@ -16,6 +16,7 @@ So even a randomly initialised model answers in a parseable form; what it answer
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -125,6 +126,12 @@ class CompiledPattern:
     eos: list[int]
     vocab_size: int
 
+    @functools.cached_property
+    def everything(self) -> list[int]:
+        """Every id: what the free tail allows, built once (a 150k-id list per token and row was the judge's
+        bottleneck on the CPU side of generation)."""
+        return list(range(self.vocab_size))
+
     def _closure(self, states: list[tuple[int, _Node]]) -> list[tuple[int, _Node]]:
         out, stack = [], list(states)
         while stack:
@@ -139,7 +146,7 @@ class CompiledPattern:
         states = self._closure([(0, start)])
         for position, token in enumerate(generated):
             if any(part >= len(self.tries) for part, _ in states) and self.free_tail:
-                return list(range(self.vocab_size))  # the free tail: anything, until EOS or the length cap
+                return self.everything  # the free tail: anything, until EOS or the length cap
             following = [(part, node.children[token]) for part, node in states if token in node.children]
             if not following:
                 return self.eos  # off the pattern (cannot happen under this constraint): stop
@@ -148,7 +155,7 @@ class CompiledPattern:
         for part, node in states:
             if part >= len(self.tries):
                 if self.free_tail:
-                    return list(range(self.vocab_size))
+                    return self.everything
                 allowed.update(self.eos)
             else:
                 allowed.update(node.children)
