@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ieiw_testing import assert_not_carried, plant_outside
+from test_importers import build as build_with
+from test_importers import params, pixels
 
 from ieiw.builders.gqa_inpaint import DATASET, GqaInpaintBuilder, GqaInpaintConfig, mapped
 from ieiw.imageio import decode
@@ -20,29 +22,13 @@ from ieiw.samples.base import COLOURS
 from ieiw.samples.editing import GQA_BAD, ensure_gqa_inpaint_sample, make_gqa_inpaint_sample
 from ieiw.schemas.config import validate_build_config
 from ieiw.schemas.rows import rows_to_table
-from ieiw.schemas.units import BuildContext
 from ieiw.training.flips import OFFICIAL_FLIP
 
 PAIRS = 8
 
 
 def build(config, unit_size: int = 4):
-    builder = GqaInpaintBuilder(config, BuildContext(root=Path("."), out_dir=Path("unused"), unit_size=unit_size))
-    builder.prepare()
-    results = [builder.build_unit(unit) for unit in builder.plan()]
-    counters = Counter()
-    for result in results:
-        counters.update(result.counters)
-    return ([row for r in results for row in r.rows], [f for r in results for f in r.failures], counters,
-            sum(r.records for r in results))
-
-
-def pixels(cell) -> np.ndarray:
-    return decode(cell["bytes"]).pixels
-
-
-def params(row) -> dict:
-    return json.loads(row["builder"]["params"])
+    return build_with(GqaInpaintBuilder, config, unit_size)
 
 
 def official_path(written: str, prefix: str, root: Path) -> Path:
