@@ -748,21 +748,15 @@ class Step:
         return self._ieiw(batch) if self.kind == "ieiw" else self._diffusers(batch)
 
     def _ieiw(self, batch: dict[str, torch.Tensor]) -> float:
-        """The body of train()'s loop (ieiw/training/train.py), minus logging and checkpoints."""
+        """train()'s step (``ieiw.training.train.train_step``) and its EMA update, minus logging and checkpoints."""
         from ieiw.training.model import edit_loss
+        from ieiw.training.train import train_step
 
         s, t = self.setup, self.setup.config.train
         accelerator, unet, comps = s.accelerator, s.unet, s.comps
-        with accelerator.accumulate(unet):
-            loss = edit_loss(batch, unet, comps.vae, comps.text_encoder, comps.noise_scheduler, self.null_text,
-                             self.probs, s.weight_dtype)
-            step_loss = accelerator.gather(loss.detach()[None]).mean().item() / t.gradient_accumulation_steps
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and t.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(unet.parameters(), t.max_grad_norm)
-            self.optimizer.step()
-            self.lr_scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+        step_loss = train_step(accelerator, unet, self.optimizer, self.lr_scheduler, t, edit_loss,
+                               (batch, unet, comps.vae, comps.text_encoder, comps.noise_scheduler, self.null_text,
+                                self.probs, s.weight_dtype))
         if accelerator.sync_gradients and self.ema is not None:
             self.ema.step(unet.parameters())
         return step_loss
