@@ -3,9 +3,10 @@
 The YAML header points ``datasets`` at the corpus alone (``configs: [{config_name: default, data_files:
 [{split: train, path: ieiw/*.parquet}]}]``), so ``load_dataset(OUT)`` reads the kept pairs with decoded
 images and never the other stage folders (``candidates/``, ``features/``, ``scores/``, ``rejected/``,
-whose schemas differ). The body counts the rows per task, source and split (rows named by a takedown list
-left out, and said so), names the backends that made and scored them, notes each source's licence, and,
-when any row comes from a CPU stand-in, says what the embedded mode does not reproduce.
+whose schemas differ). The body counts the rows per task, source, split and (crawled rows) edit kind
+(rows named by a takedown list left out, and said so), names the backends that made and scored them, notes
+each source's licence, and, when any row comes from a CPU stand-in, says what the embedded mode does not
+reproduce.
 
 The card deliberately has no ``dataset_info`` block: ``datasets`` would check split sizes against it, and
 the counts here leave withheld rows out while the shards still hold them.
@@ -26,7 +27,7 @@ from ieiw.schemas.layout import CARD, PAIRS, REJECTED, WORK_FOLDERS, pairs_folde
 from ieiw.schemas.manifest import load_manifest
 from ieiw.schemas.takedown import Takedown
 
-COLUMNS = ["id", "task", "origin", "exemplar", "scores", "builder", "split"]
+COLUMNS = ["id", "task", "origin", "exemplar", "scores", "builder", "split", "edit_kind"]
 SIZE_CATEGORIES = [
     (1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
     (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"),
@@ -73,7 +74,7 @@ def _data_files(pairs: Path, manifest: dict[str, Any]) -> list[str] | str:
 def collect(pairs: Path, takedown: set[str] | frozenset[str]) -> dict[str, Any]:
     """Counts over the corpus' light columns, rows on the takedown list left out."""
     selection = Selection(Takedown.load([], takedown), None)
-    by_task, by_source, by_split, licenses = Counter(), Counter(), Counter(), {}
+    by_task, by_source, by_split, by_kind, licenses = Counter(), Counter(), Counter(), Counter(), {}
     builders, families, score_backends = Counter(), {f: Counter() for f in SCORE_FAMILIES}, Counter()
     embedded_builder = embedded_scores = synthetic_phrasecut = 0
     label_sources: Counter = Counter()  # replace rows: where each side's label came from
@@ -84,6 +85,8 @@ def collect(pairs: Path, takedown: set[str] | frozenset[str]) -> dict[str, Any]:
             by_task[row["task"]] += 1
             by_source[dataset] += 1
             by_split[row.get("split") or "(none)"] += 1
+            if row.get("edit_kind"):
+                by_kind[row["edit_kind"]] += 1
             licenses.setdefault(dataset, Counter())[origin.get("license") or "(not recorded)"] += 1
             builders[(builder.get("name"), builder.get("backend"), bool(builder.get("embedded")))] += 1
             embedded_builder += bool(builder.get("embedded"))
@@ -100,7 +103,7 @@ def collect(pairs: Path, takedown: set[str] | frozenset[str]) -> dict[str, Any]:
             synthetic_phrasecut += dataset == "phrasecut" and host.endswith("example.invalid")
     return {
         "rows": sum(by_task.values()), "withheld": selection.withheld,
-        "by_task": by_task, "by_source": by_source, "by_split": by_split, "licenses": licenses,
+        "by_task": by_task, "by_source": by_source, "by_split": by_split, "by_kind": by_kind, "licenses": licenses,
         "builders": builders, "families": families, "score_backends": score_backends,
         "embedded_builder": embedded_builder, "embedded_scores": embedded_scores,
         "synthetic_phrasecut": synthetic_phrasecut, "label_sources": label_sources,
@@ -262,6 +265,11 @@ def render_card(root: Path, pairs: Path, takedown: set[str] | frozenset[str] = f
         *_counts("source (`origin.dataset`)", info["by_source"]),
         *_counts("split", info["by_split"]),
     ]
+    if info["by_kind"]:
+        body += ["The crawled (`web`) pairs by `edit_kind` (what the edit is: `local`, `colour`, `geometric`, "
+                 "`resolution`, `overlay`, `composite`; two kinds are joined by `+`). `crawl.validation.kinds` "
+                 "decides which kinds are kept; filter on the column to train on some of them only:", ""]
+        body += _counts("`edit_kind`", info["by_kind"])
     if stage_totals:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(stage_totals.items()))
         body += [f"Selection and the builders rejected {sum(stage_totals.values())} candidate pairs ({reasons}); "

@@ -32,14 +32,14 @@ from ieiw.schemas.layout import CALIBRATION, CANDIDATES, PAIRS, REJECTED, REPORT
 from ieiw.schemas.manifest import load_manifest, manifest_path
 from ieiw.schemas.shards import concat_compact
 from ieiw.schemas.takedown import Takedown
-from ieiw.stats import compute_stats
+from ieiw.stats import compute_stats, kind_table
 
 log = logging.getLogger("ieiw")
 THUMB_SIDE = 256  # px on the long side: enough to judge an edit, small enough for hundreds of images
 THUMB_QUALITY = 85
 NEAR_THRESHOLD = 3  # rejected pairs shown per task and rule
 HIST_BINS = 20
-LIGHT = ("id", "task", "instruction", "origin", "scores", "builder", "split", "reason", "rejected_by")
+LIGHT = ("id", "task", "instruction", "origin", "scores", "builder", "split", "reason", "rejected_by", "edit_kind")
 IMAGES = ("source_image", "target_image", "mask")
 
 # One histogram per series: (label, value of a scores dict, the rule whose threshold is drawn on it).
@@ -297,6 +297,18 @@ def _count_table(title: str, counts: Mapping[str, int], bars: bool = False) -> s
     return f"<div class='card'><h3>{_e(title)}</h3><table>{''.join(lines)}</table></div>"
 
 
+def _kind_card(stats: Mapping[str, Any]) -> str:
+    """Crawled (web) rows per edit kind, kept and rejected: how many pairs are colour grades, how many object
+    edits (``crawl.validation.kinds`` decides which kinds are kept)."""
+    rows = kind_table(dict(stats))
+    if not rows:
+        return ""
+    body = "".join(f"<tr><td>{_e(kind)}</td><td class='n'>{kept}</td><td class='n'>{rejected}</td></tr>"
+                   for kind, kept, rejected in rows)
+    return (f"<div class='card' id='edit-kinds'><h3>web rows per edit kind</h3><table><tr><th>edit kind</th>"
+            f"<th>kept</th><th>rejected</th></tr>{body}</table></div>")
+
+
 def _stats_section(stats: Mapping[str, Any], thresholds: Mapping[str, Mapping[str, float | None]]) -> str:
     headline = "".join(
         f"<div class='kpi'><span>{stats[key]}</span>{label}</div>"
@@ -314,6 +326,7 @@ def _stats_section(stats: Mapping[str, Any], thresholds: Mapping[str, Mapping[st
         f"<h2>Stats</h2><div class='kpis'>{headline}</div><div class='cards'>"
         + _count_table("kept per task", stats["by_task"]) + _count_table("kept per source", stats["by_source"])
         + _count_table("kept per split", stats.get("by_split") or {})
+        + _kind_card(stats)
         + _count_table("rejected per reason", stats["rejected"], bars=True)
         + _count_table("skipped by policy per reason", stats.get("skipped") or {}, bars=True)
         + _count_table("failed records per reason", stats["failures"], bars=True)
@@ -424,6 +437,7 @@ def _pair(row: Row, cells: Mapping[str, Any], note: str = "") -> str:
             f"{f'<p class=note>{note}</p>' if note else ''}<p>{_scores_text(scores)}</p>"
             f"<p class='muted'>made by {_e(made)}<br>scored by {_e(scored)}<br>"
             f"{_e((data.get('origin') or {}).get('dataset'))} &middot; split {_e(data.get('split'))} &middot;"
+            f"{f' edit kind {_e(kind)} &middot;' if (kind := data.get('edit_kind')) else ''}"
             f" <code>{_e(data['id'][:12])}</code></p></div></div>")
 
 

@@ -345,7 +345,9 @@ def calibrate_build(build: Build, units: list[str]) -> dict[str, Any]:
     selection = build.config.selection
     inputs = {u: [_upstream(build, stage, u)["sha256"] for stage in (CANDIDATES, SCORES)] for u in sorted(units)}
     order = _quota_order(build, units) if selection.quota_limits() else []
-    fingerprint = stable_hash(CALIBRATION, selection.fingerprint(), inputs, *([order] if order else []))
+    policies = {name: policy for name, b in build.builders.items() if (policy := b.kind_policy())}
+    fingerprint = stable_hash(CALIBRATION, selection.fingerprint(), inputs, *([order] if order else []),
+                              *([policies] if policies else []))
     path = build.out / CALIBRATION
     if storage.exists(path):
         data = storage.read_json(path)
@@ -353,16 +355,23 @@ def calibrate_build(build: Build, units: list[str]) -> dict[str, Any]:
             return {"skipped": True, "units": len(units), "duplicates": len(data.get("duplicates", {})),
                     **({"quotas": data["quotas"]["passed"]} if data.get("quotas") else {})}
 
+    judge = Calibration(kind_policies=policies)
+
     def pairs():
         for unit in sorted(units):
-            candidates = read_shard(build.out / CANDIDATES / f"{unit}.parquet", columns=["id", "task", "drop_reason"])
-            drop = dict(zip(candidates["id"].to_pylist(), candidates["drop_reason"].to_pylist(), strict=True))
-            task = dict(zip(candidates["id"].to_pylist(), candidates["task"].to_pylist(), strict=True))
+            path = build.out / CANDIDATES / f"{unit}.parquet"
+            present = set(storage.read_schema(path).names)
+            columns = [n for n in ("id", "task", "drop_reason", "edit_kind", "builder") if n in present]
+            candidates = read_shard(path, columns=columns).to_pylist()
+            # a row its builder dropped, or its kind policy rejects, takes part in no quantile and no dedup
+            drop = {row["id"]: row.get("drop_reason") or judge.kind_reason(row) for row in candidates}
+            task = {row["id"]: row["task"] for row in candidates}
             for row in read_shard(build.out / SCORES / f"{unit}.parquet").to_pylist():
                 yield ScoredPair(row["id"], task[row["id"]], decision_scores(row), row.get("source_hash"),
                                  row.get("edit_hash"), drop.get(row["id"]))
 
     result = calibrate(pairs(), selection)
+    result.kind_policies = policies
     if order:  # a second pass: which rows pass every other rule needs the thresholds and duplicates above
         result.quotas = quota_allowances(
             ((unit, builder, _passing_ieiw_rows(build, unit, result)) for unit, builder in order),
@@ -404,12 +413,16 @@ def decide(row: dict[str, Any], calibration: Calibration, selection: Any) -> tup
     """Selection's verdict on one joined row (:func:`joined`), before quotas: ``(None, None)`` keeps it,
     otherwise ``(reason, rejected_by)``.
 
-    IEIW rows meet the paper's rules (the builder's drop, duplicates, the aesthetic and GIQA thresholds of
-    their task); rows of other families (overlays, keypoints, enhancement, imported edits) keep every row
-    their builder did not drop. The quota pass counts the rows this keeps, so both agree by construction."""
+    IEIW rows meet the paper's rules (the builder's drop, its kind policy, duplicates, the aesthetic and GIQA
+    thresholds of their task); rows of other families (overlays, keypoints, enhancement, imported edits) keep
+    every row their builder did not drop and its kind policy does not reject. The quota pass counts the rows
+    this keeps, so both agree by construction."""
     if task_family(row["task"]) == IEIW_FAMILY:
-        return verdict(row, calibration.for_task(row["task"], selection))
-    return (str(row["drop_reason"]), BY_BUILDER) if row.get("drop_reason") else (None, None)
+        return verdict(row, calibration.for_task(row["task"], selection), calibration.kind_reason(row))
+    if row.get("drop_reason"):
+        return str(row["drop_reason"]), BY_BUILDER
+    reason = calibration.kind_reason(row)
+    return (reason, BY_SELECTION) if reason else (None, None)
 
 
 def _scores_of(build: Build, unit: str) -> dict[str, dict[str, Any]]:
@@ -422,7 +435,8 @@ def _passing_ieiw_rows(build: Build, unit: str, calibration: Calibration) -> int
     """How many of the unit's IEIW-family rows :func:`decide` keeps, from the light columns only."""
     path = build.out / CANDIDATES / f"{unit}.parquet"
     present = set(storage.read_schema(path).names)
-    candidates = read_shard(path, columns=[n for n in ("id", "task", "drop_reason", "duplicate_of") if n in present])
+    candidates = read_shard(path, columns=[n for n in ("id", "task", "drop_reason", "duplicate_of", "edit_kind",
+                                                       "builder") if n in present])
     scored = _scores_of(build, unit)
     return sum(decide(joined(row, (scored.get(row["id"]) or {}).get("scores"), calibration), calibration,
                       build.config.selection)[0] is None
@@ -438,6 +452,7 @@ class UnitSelection:
     columns: dict[str, list] = field(default_factory=lambda: {"scores": [], "split": [], "duplicate_of": []})
     rejected: list[dict[str, Any]] = field(default_factory=list)  # rows of rejected/, with reason and rejected_by
     reasons: Counter = field(default_factory=Counter)
+    rejected_kinds: Counter = field(default_factory=Counter)  # rejected rows by edit_kind (rows that have one)
     passing: int = 0  # IEIW rows that passed every rule but the quota
 
 
@@ -462,6 +477,8 @@ def select_rows(rows: list[dict[str, Any]], scored: dict[str, dict[str, Any]], c
         out.keep.append(reason is None)
         if reason is not None:
             out.reasons[reason] += 1
+            if row.get("edit_kind"):
+                out.rejected_kinds[row["edit_kind"]] += 1
             out.rejected.append({k: row.get(k) for k in REJECTED_SCHEMA.names} | {"reason": reason, "rejected_by": by})
     return out
 
@@ -529,6 +546,7 @@ def write_selection(build: Build, unit: str, candidates: pa.Table, decided: Unit
             **(source_stats if family == home else {"builder": made.get("builder"), "records": 0, "candidates": 0}),
             "kept": kept.num_rows,
             "rejected": dict(decided.reasons) if family == home else {},
+            "rejected_kinds": dict(decided.rejected_kinds) if family == home else {},
             "splits": dict(Counter(s for s, k, f in zip(decided.columns["split"], decided.keep, decided.families,
                                                         strict=True) if k and f == family)),
             "thresholds": ({task: calibration.for_task(task, config.selection) for task in tasks

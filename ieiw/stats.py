@@ -28,6 +28,7 @@ SCORE_FIELDS = ("source_aesthetic", "target_aesthetic", "source_giqa", "target_g
 # (output name, column path in the shard): nested fields are read alone, so image bytes are never read.
 LIGHT_FIELDS = (
     ("task", "task"), ("split", "split"), ("width", "width"), ("height", "height"), ("instruction", "instruction"),
+    ("edit_kind", "edit_kind"),
     ("dataset", "origin.dataset"), ("builder_name", "builder.name"), ("builder_backend", "builder.backend"),
     ("builder_embedded", "builder.embedded"), ("scores_backend", "scores.backend"),
     ("scores_embedded", "scores.embedded"), *((name, f"scores.{name}") for name in SCORE_FIELDS),
@@ -115,6 +116,7 @@ def compute_stats(folder: Path) -> dict[str, Any]:
     manifest = load_manifest(folder)
     failures: Counter = Counter()
     rejected: Counter = Counter()
+    rejected_kinds: Counter = Counter()
     skipped: Counter = Counter()
     records = candidates = 0
     examples: list[str] = []
@@ -134,6 +136,7 @@ def compute_stats(folder: Path) -> dict[str, Any]:
         candidates += stats.get("candidates", 0)
         failures.update(stats.get("failures", {}))
         rejected.update(stats.get("rejected", {}))
+        rejected_kinds.update(stats.get("rejected_kinds", {}))
         skipped.update(stats.get("skipped", {}))
         examples.extend(stats.get("failure_messages", [])[: max(0, 20 - len(examples))])
 
@@ -141,6 +144,7 @@ def compute_stats(folder: Path) -> dict[str, Any]:
     by_task = _value_counts(light, "task")
     by_source = _value_counts(light, "dataset")
     by_split = _value_counts(light, "split")
+    by_kind = _value_counts(light, "edit_kind")
     backends = Counter(_value_counts(light, "builder_key"))
     backends.update({f"scores: {k}": v for k, v in _value_counts(light, "scores_backend").items()})
     scores = {name: _column(light, name) for name in SCORE_FIELDS}
@@ -159,6 +163,8 @@ def compute_stats(folder: Path) -> dict[str, Any]:
         "by_task": dict(sorted(by_task.items())),
         "by_source": dict(sorted(by_source.items())),
         "by_split": dict(sorted(by_split.items())),
+        "by_edit_kind": dict(sorted(by_kind.items())),  # kept rows that carry a kind (crawled edits)
+        "rejected_by_edit_kind": dict(sorted(rejected_kinds.items())),
         "records": records,
         "candidates": candidates,
         "kept": rows,
@@ -203,6 +209,22 @@ def quota_lines(stats: dict[str, Any]) -> list[str]:
     return lines
 
 
+def kind_table(stats: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(edit kind, kept, rejected) of the crawled rows, by the ``edit_kind`` value (``geometric+local`` is a
+    row of its own), kept rows first."""
+    kept, rejected = stats.get("by_edit_kind") or {}, stats.get("rejected_by_edit_kind") or {}
+    return sorted(((k, int(kept.get(k, 0)), int(rejected.get(k, 0))) for k in set(kept) | set(rejected)),
+                  key=lambda row: (-row[1], -row[2], row[0]))
+
+
+def kind_lines(stats: dict[str, Any]) -> list[str]:
+    """``ieiw stats``' table of crawled rows per edit kind, kept and rejected."""
+    rows = kind_table(stats)
+    width = max([28, *(len(k) for k, _, _ in rows)])
+    return ([f"web rows by edit kind:{'':<{width - 19}}{'kept':>8} {'rejected':>8}"]
+            + [f"  {k:<{width}} {a:>8} {r:>8}" for k, a, r in rows])
+
+
 def write_stats(stats: dict[str, Any], path: Path) -> None:
     storage.write_bytes_atomic(path, (json.dumps(stats, indent=1) + "\n").encode())
 
@@ -226,6 +248,8 @@ def render_text(stats: dict[str, Any]) -> str:
     if stats.get("by_split"):
         lines += _counts("by split", stats["by_split"])
     lines += _counts("rejected (reason)", stats["rejected"])
+    if stats.get("by_edit_kind") or stats.get("rejected_by_edit_kind"):
+        lines += kind_lines(stats)
     lines += quota_lines(stats)
     if stats.get("selection_thresholds"):
         lines.append("selection thresholds (resolved per task; - = rule off):")
@@ -274,6 +298,7 @@ def count_table(stats: dict[str, Any]) -> list[dict[str, Any]]:
     """The Prefect table artifact: one row per (what, name) count, e.g. ("task", "remove", 259)."""
     rows = []
     for what, key in (("task", "by_task"), ("source", "by_source"), ("split", "by_split"),
+                      ("edit kind", "by_edit_kind"), ("rejected edit kind", "rejected_by_edit_kind"),
                       ("rejected", "rejected"), ("skipped", "skipped"), ("failed", "failures")):
         rows += [{"what": what, "name": str(name), "count": int(count)} for name, count in stats.get(key, {}).items()]
     for name, q in (stats.get("quotas") or {}).items():

@@ -436,6 +436,10 @@ MEANINGS = {
     "drop_reason": "set by a builder on a candidate it judged unusable; such rows are in `rejected/`, never in"
                    " the kept folders",
     "duplicate_of": "the id of the row this one duplicates (dedup); such rows are rejected as `duplicate`",
+    "edit_kind": "crawled (`web`) rows: what the edit is, `local`, `colour`, `geometric`, `resolution`, `overlay`,"
+                 " `composite`, several joined by `+` in that order (`geometric+local`); a candidate validation"
+                 " rejected says what it was (`no_op`, `non_derivative`, `composite`, `colour`); null for other"
+                 " builders (docs/crawl.md, \"Edit kinds\")",
     "reason": "why the row was rejected (`target_quality_low`, `duplicate`, `object_not_removed`, ...)",
     "rejected_by": "`builder` (its `drop_reason`) or `selection` (a rule)",
 }

@@ -235,7 +235,8 @@ def test_v1_shards_read_in_stats_and_verify():
 def test_v1_table_upgrades_to_v2_columns():
     path = sorted(V1.glob("*.parquet"))[0]
     table = upgrade_table(read_shard(path))
-    assert set(PAIR_SCHEMA.names) - {"split", "drop_reason", "duplicate_of"} <= set(table.column_names)
+    # columns added later (v2: split, drop_reason, duplicate_of; v3: edit_kind) stay absent: readers take null
+    assert set(PAIR_SCHEMA.names) - {"split", "drop_reason", "duplicate_of", "edit_kind"} <= set(table.column_names)
     origin = table["origin"].to_pylist()[0]
     assert "authors" in origin and "author" not in origin and origin["dataset"] == "phrasecut"
     assert table["scores"].to_pylist()[0]["verification"] is None

@@ -291,3 +291,16 @@ def test_a_takedown_check_of_a_malformed_url_does_not_raise():
     assert listed.blocks("https://[preview.redd.it/x.jpg") is None
     assert listed.blocks("https://[BROKEN") == "https://[BROKEN"
     assert listed.blocks("https://example.com/a") == "https://example.com/a"
+
+
+def test_v2_shards_stay_readable_and_newer_ones_are_refused(tmp_path):
+    """Schema v3 added ``edit_kind``; a v2 shard (without it) still reads, a shard of a future version does not."""
+    table = rows_to_table([pair_row(i) for i in range(3)])
+    assert "edit_kind" in table.column_names and SCHEMA_VERSION == 3
+    v2 = table.drop_columns(["edit_kind"])
+    for version, name in ((2, "v2.parquet"), (SCHEMA_VERSION + 1, "future.parquet")):
+        meta = {**v2.schema.metadata, SCHEMA_VERSION_KEY: str(version).encode()}
+        pq.write_table(v2.replace_schema_metadata(meta), tmp_path / name)
+    assert shards.read_shard(tmp_path / "v2.parquet").column("id").to_pylist() == table.column("id").to_pylist()
+    with pytest.raises(ValueError, match="newer than this ieiw"):
+        shards.read_shard(tmp_path / "future.parquet")

@@ -1,10 +1,12 @@
-"""Validate that an edit is a real derivative of the original, and align the two into one frame.
+"""Validate that an edit is a real derivative of the original, align the two into one frame, and name the
+edit's kind.
 
 Editors often crop, rescale or re-export, so pixel positions of the original and the edit rarely
 match. The pair is expressed in the edit's frame (the edit's pixels are the target, untouched):
 
-1. align: ORB features + RANSAC homography from original to edit (OpenCV). A homography that is
-   just a scale (same aspect ratio) snaps to a plain resize. With too few inliers and the same aspect
+1. align (:mod:`ieiw.crawlers.register`): a homography from original to edit by ORB features + RANSAC, by
+   a mirrored match (a flip) or, for a featureless original, by intensity (ECC). One within 1 % of a plain
+   scale (same aspect ratio), or no better than it, snaps to a resize. Without one, with the same aspect
    ratio the images are compared resized; otherwise the edit is not a derivative.
 2. coverage: the warped original must cover most of the edit (else the editor added canvas).
 3. change map: CIE Lab colour distance after a light blur, cleaned with a morphological open/close.
@@ -18,10 +20,15 @@ match. The pair is expressed in the edit's frame (the edit's pixels are the targ
      small part of the original does not;
    - featureless original (flat and no structure at all): the downscaled colour field must agree over
      ``min_flat_agreement`` of the frame instead.
-5. changes everything: a derivative whose pixels nearly all changed is rejected unless one tone curve per
-   channel explains the change (a colour grade is an edit; a recolour is not).
-6. similarity: correlation of grey levels outside the (dilated) changed area; no-op is judged by the
-   changed fraction.
+5. changes everything: a derivative whose pixels nearly all changed is rejected unless one colour mapping
+   (a tone curve per channel, or a lightness curve with a saturation scale and a cast) explains it.
+6. similarity: correlation of grey levels outside the (dilated) changed area.
+7. kind (:mod:`ieiw.crawlers.kinds`): ``geometric`` from the transform, ``colour`` from the colour mapping,
+   ``resolution`` from the detail at the edit's own resolution, ``local`` / ``overlay`` from the regions
+   the colour mapping does not explain. An edit with none of them is a ``no_op``: a re-encode, a resize.
+8. collage: a candidate rejected as ``partial_overlap`` or ``non_derivative`` whose shape fits two or three
+   copies of the original is split into panels (:mod:`ieiw.crawlers.collage`); when one panel is the
+   original unchanged and another an accepted edit, that panel is the target (``composite``).
 
 Each rejection has a stable reason: ``non_derivative``, ``partial_overlap``, ``no_op``,
 ``changes_everything``.
@@ -35,7 +42,17 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ieiw.crawlers.collage import find_layouts
 from ieiw.crawlers.config import ValidationConfig
+from ieiw.crawlers.kinds import NO_OP, NON_DERIVATIVE, join_kinds
+from ieiw.crawlers.measures import ColourFit, detail_change, edge_magnitude, fit_colour_map, region_kinds
+from ieiw.crawlers.register import diag, footprint, geometry_shift, register, render, scale_to
+
+SNAP = 0.01  # a homography whose corners are within this share of the long side of a plain resize is one
+
+# The kind a rejected candidate records (``edit_kind``): what validation found it to be.
+REJECTION_KINDS = {NO_OP: NO_OP, NON_DERIVATIVE: NON_DERIVATIVE, "partial_overlap": "composite",
+                   "changes_everything": "colour"}
 
 
 @dataclass
@@ -46,75 +63,19 @@ class Verdict:
     message: str
     method: str  # "identity", "resize", "homography", or "none"
     scores: dict[str, Any] = field(default_factory=dict)
-    source: np.ndarray | None = None  # original rendered in the target frame (RGB)
-    target: np.ndarray | None = None  # the edit, at most max_side (RGB)
-    target_resized: bool = False
+    source: np.ndarray | None = None  # original rendered in the target frame (RGB); the original for geometric only
+    target: np.ndarray | None = None  # the edit (or its after panel), at most max_side (RGB)
+    target_rendered: bool = False  # the target is not the edit as fetched: capped at max_side, or a panel
+    kinds: tuple[str, ...] = ()  # accepted: the edit kinds (ieiw.crawlers.kinds.EDIT_KINDS)
 
     @property
     def ok(self) -> bool:
         return self.reason is None
 
-
-def _scale_to(img: np.ndarray, side: int) -> tuple[np.ndarray, float]:
-    h, w = img.shape[:2]
-    s = side / max(h, w)
-    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-    return cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=interp), s
-
-
-def _diag(s: float) -> np.ndarray:
-    return np.array([[s, 0, 0], [0, s, 0], [0, 0, 1]], np.float64)
-
-
-def _homography(a: np.ndarray, b: np.ndarray, cfg: ValidationConfig) -> tuple[np.ndarray | None, int, float, int]:
-    """ORB + ratio test + RANSAC: (H mapping a to b, inliers, inlier ratio, keypoints found in a)."""
-    orb = cv2.ORB_create(nfeatures=cfg.orb_features)
-    ka, da = orb.detectAndCompute(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY), None)
-    kb, db = orb.detectAndCompute(cv2.cvtColor(b, cv2.COLOR_RGB2GRAY), None)
-    keypoints = len(ka)
-    if da is None or db is None or len(ka) < 4 or len(kb) < 4:
-        return None, 0, 0.0, keypoints
-    matches = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(da, db, k=2)
-    good = [m[0] for m in matches if len(m) == 2 and m[0].distance < 0.75 * m[1].distance]
-    if len(good) < 4:
-        return None, 0, 0.0, keypoints
-    src = np.float32([ka[m.queryIdx].pt for m in good]).reshape(-1, 1, 2)
-    dst = np.float32([kb[m.trainIdx].pt for m in good]).reshape(-1, 1, 2)
-    H, mask = cv2.findHomography(src, dst, cv2.RANSAC, cfg.ransac_reproj_px)
-    if H is None or mask is None:
-        return None, 0, 0.0, keypoints
-    inliers = int(mask.sum())
-    return H, inliers, inliers / len(good), keypoints
-
-
-def _sane(H: np.ndarray) -> bool:
-    """Reject degenerate fits: mirrored, collapsed or strongly perspective maps are not edits."""
-    det = float(np.linalg.det(H[:2, :2]))
-    return det > 0.05 and det < 20 and abs(H[2, 0]) < 2e-3 and abs(H[2, 1]) < 2e-3
-
-
-def _is_plain_scale(H: np.ndarray, src_wh: tuple[int, int], dst_wh: tuple[int, int], tol: float = 0.01) -> bool:
-    """True when H maps the source corners onto the destination corners (a resize)."""
-    (sw, sh), (dw, dh) = src_wh, dst_wh
-    corners = np.float32([[0, 0], [sw, 0], [sw, sh], [0, sh]]).reshape(-1, 1, 2)
-    target = np.float32([[0, 0], [dw, 0], [dw, dh], [0, dh]]).reshape(-1, 1, 2)
-    moved = cv2.perspectiveTransform(corners, H)
-    return float(np.abs(moved - target).max()) <= tol * max(dw, dh)
-
-
-def _render(original: np.ndarray, H: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float]:
-    """Warp the native original with H into a frame of ``size``; returns the image and H's scale.
-
-    A strong downscale is done with INTER_AREA first: warpPerspective does not low-pass and would alias.
-    """
-    oh, ow = original.shape[:2]
-    f = float(np.sqrt(abs(np.linalg.det(H[:2, :2]))))
-    src, H_src = original, H
-    if f < 0.9:
-        src = cv2.resize(original, (max(1, round(ow * f)), max(1, round(oh * f))), interpolation=cv2.INTER_AREA)
-        H_src = H @ _diag(1.0 / f)
-    out = cv2.warpPerspective(src, H_src, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return out, f
+    @property
+    def edit_kind(self) -> str:
+        """The row's ``edit_kind``: the kinds joined (``geometric+local``), or what a rejected candidate was."""
+        return join_kinds(self.kinds) if self.ok else REJECTION_KINDS.get(self.reason or "", NON_DERIVATIVE)
 
 
 def _similarity(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
@@ -127,14 +88,6 @@ def _similarity(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
     if sa < 3 or sb < 3:
         return float(max(0.0, 1.0 - np.abs(ga - gb).mean() / 50.0))
     return float(((ga - ga.mean()) * (gb - gb.mean())).mean() / (sa * sb))
-
-
-def _edges(img: np.ndarray) -> np.ndarray:
-    """Colour gradient magnitude (grey levels per pixel): where the structure is, whatever its colours."""
-    f = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 1.0)
-    gx = cv2.Sobel(f, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
-    gy = cv2.Sobel(f, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
-    return np.sqrt((gx * gx + gy * gy).sum(axis=2))
 
 
 def _structure(a: np.ndarray, b: np.ndarray, valid: np.ndarray, cfg: ValidationConfig) -> tuple[float, float, float]:
@@ -155,7 +108,7 @@ def _structure(a: np.ndarray, b: np.ndarray, valid: np.ndarray, cfg: ValidationC
         a = cv2.resize(a, size, interpolation=cv2.INTER_AREA)
         b = cv2.resize(b, size, interpolation=cv2.INTER_AREA)
         valid = cv2.resize(valid.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
-    ea, eb = _edges(a), _edges(b)
+    ea, eb = edge_magnitude(a), edge_magnitude(b)
     sigma = cfg.structure_window
 
     def blur(x: np.ndarray) -> np.ndarray:
@@ -189,24 +142,6 @@ def _flat_agreement(a: np.ndarray, b: np.ndarray, delta_e: float, side: int = 32
     return float((np.linalg.norm(lab(a) - lab(b), axis=2) < delta_e).mean())
 
 
-def _grade_residual(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> float:
-    """Mean error (grey levels) of the best per-channel tone curve mapping ``a`` onto ``b``.
-
-    A colour grade (warmth, contrast, gamma, fade) is such a curve and leaves little; a recolour (hues
-    rotated, a colour map) or a local edit does not.
-    """
-    out = []
-    for c in range(3):
-        x = a[..., c][valid].ravel()
-        y = b[..., c][valid].ravel().astype(np.float64)
-        if x.size == 0:
-            return 255.0
-        counts = np.bincount(x, minlength=256)
-        curve = np.bincount(x, weights=y, minlength=256) / np.maximum(counts, 1)
-        out.append(float(np.abs(y - curve[x]).mean()))
-    return float(np.mean(out))
-
-
 def _change_map(
     a: np.ndarray, b: np.ndarray, valid: np.ndarray, delta_e: float, sigma: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -221,36 +156,85 @@ def _change_map(
     return changed.astype(bool) & valid, black
 
 
-def validate_edit(original: np.ndarray, edit: np.ndarray, cfg: ValidationConfig) -> Verdict:
-    """Align ``edit`` (RGB) to ``original`` (RGB) and decide whether the pair is a usable edit."""
+def _explains(a: np.ndarray, b: np.ndarray, H: np.ndarray, cfg: ValidationConfig) -> float:
+    """The share of ``b``'s structure that ``a`` warped by ``H`` explains (work size): which of two
+    alignments is right."""
+    size = (b.shape[1], b.shape[0])
+    warped = cv2.warpPerspective(a, H, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return round(_structure(warped, b, footprint(H, a.shape[:2], size), cfg)[0], 3)
+
+
+def validate_edit(original: np.ndarray, edit: np.ndarray, cfg: ValidationConfig, collages: bool = True) -> Verdict:
+    """Align ``edit`` (RGB) to ``original`` (RGB), decide whether the pair is a usable edit and name its kind.
+
+    A candidate rejected as a whole may still be a before|after collage whose after panel is the pair
+    (``collages``; the panels themselves are judged without it)."""
+    verdict = _validate(original, edit, cfg)
+    if collages and cfg.salvage_collages and verdict.reason in ("partial_overlap", NON_DERIVATIVE):
+        salvaged = _collage(original, edit, cfg)
+        if salvaged is not None:
+            return salvaged
+    return verdict
+
+
+def _collage(original: np.ndarray, edit: np.ndarray, cfg: ValidationConfig) -> Verdict | None:
+    """The after panel of a before|after collage, as an accepted verdict in that panel's frame; None when the
+    candidate has no layout with a panel that is the original unchanged and one that is an accepted edit."""
+    oh, ow = original.shape[:2]
+    for layout in find_layouts(edit, ow / oh):
+        judged = [(box, _validate(original, np.ascontiguousarray(edit[box[1]:box[3], box[0]:box[2]]), cfg))
+                  for box in layout.panels]
+        if not any(v.reason == NO_OP for _, v in judged):
+            continue
+        for box, v in judged:
+            if v.ok:
+                scores = {**v.scores, "panel": list(box), "panels": len(layout.panels), "layout": layout.axis}
+                return Verdict(None, f"accepted: panel {list(box)} of a before|after collage", v.method, scores,
+                               source=v.source, target=v.target, target_rendered=True,
+                               kinds=("composite", *v.kinds))
+    return None
+
+
+def _validate(original: np.ndarray, edit: np.ndarray, cfg: ValidationConfig) -> Verdict:
+    """Steps 1-7 of the module docstring on the candidate as a whole."""
     oh, ow = original.shape[:2]
     eh, ew = edit.shape[:2]
-    a, sa = _scale_to(original, cfg.work_side)
-    b, sb = _scale_to(edit, cfg.work_side)
-    H, inliers, ratio, keypoints = _homography(a, b, cfg)
+    a, sa = scale_to(original, cfg.work_side)
+    b, sb = scale_to(edit, cfg.work_side)
+    H, found = register(a, b, cfg)
+    inliers, ratio, keypoints = found["inliers"], found["inlier_ratio"], found["keypoints"]
     textured = keypoints >= cfg.texture_keypoints
-    scores: dict[str, Any] = {"inliers": inliers, "inlier_ratio": round(ratio, 4), "keypoints": keypoints,
+    scores: dict[str, Any] = {"inliers": inliers, "inlier_ratio": ratio, "keypoints": keypoints,
                               "texture": "textured" if textured else "flat"}
     same_aspect = abs((ow / oh) / (ew / eh) - 1.0) < 0.02
     a_wh, b_wh = (a.shape[1], a.shape[0]), (b.shape[1], b.shape[0])
     resize = np.array([[b_wh[0] / a_wh[0], 0, 0], [0, b_wh[1] / a_wh[1], 0], [0, 0, 1]], np.float64)
-    feature_aligned = bool(H is not None and inliers >= cfg.min_inliers and ratio >= cfg.min_inlier_ratio and _sane(H))
-    if feature_aligned:
-        assert H is not None
-        if same_aspect and _is_plain_scale(H, a_wh, b_wh):
-            method, H = ("identity" if (oh, ow) == (eh, ew) else "resize"), resize
+    feature_aligned = H is not None and not found.get("intensity_aligned")
+    geometry = 0.0
+    if H is not None:
+        geometry = geometry_shift(H, a_wh, b_wh)
+        if same_aspect and not found["flipped"] and (geometry <= SNAP or _explains(a, b, resize, cfg) >=
+                                                     _explains(a, b, H, cfg)):
+            # Within a pixel or so of a resize, or a homography fitted on few features that explains the
+            # candidate no better than the plain resize does (a soft or flat photo): the resize.
+            method, H, geometry = ("identity" if (oh, ow) == (eh, ew) else "resize"), resize, 0.0
         else:
             method = "homography"
     elif same_aspect:
         method, H = ("identity" if (oh, ow) == (eh, ew) else "resize"), resize  # flat originals only: see the evidence below
     else:
         return Verdict(
-            "non_derivative",
+            NON_DERIVATIVE,
             f"no alignment: {inliers} RANSAC inliers (ratio {ratio:.2f}) and aspect {ow}x{oh} vs {ew}x{eh}",
             "none",
             scores,
         )
     scores["method"] = method
+    if found["flipped"]:
+        scores["flipped"] = True
+    if found.get("intensity_aligned"):
+        scores["intensity_aligned"] = True
+    scores["geometry"] = round(geometry, 4)
     # Compare at the edit's own resolution (capped at work_side): upscaling a small edit would make
     # its soft edges count as change. H (work original -> work edit) is rebased on the native original.
     cb = min(1.0, cfg.work_side / max(eh, ew))
@@ -260,10 +244,9 @@ def validate_edit(original: np.ndarray, edit: np.ndarray, cfg: ValidationConfig)
         else edit
     )
     b_wh = (b.shape[1], b.shape[0])
-    H_cmp = _diag(cb / sb) @ H @ _diag(sa)
-    warped, f = _render(original, H_cmp, b_wh)
-    valid = cv2.warpPerspective(np.ones((oh, ow), np.uint8), H_cmp, b_wh, flags=cv2.INTER_NEAREST) > 0
-    valid = cv2.erode(valid.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)  # drop resampled borders
+    H_cmp = diag(cb / sb) @ H @ diag(sa)
+    warped, f = render(original, H_cmp, b_wh)
+    valid = footprint(H_cmp, (oh, ow), b_wh)
     coverage = float(valid.mean())
     scores["coverage"] = round(coverage, 4)
     if coverage < cfg.min_coverage:
@@ -285,7 +268,7 @@ def validate_edit(original: np.ndarray, edit: np.ndarray, cfg: ValidationConfig)
     scores.update(structure=round(structure, 4), informative=round(informative, 4))
     if textured and not feature_aligned:
         return Verdict(
-            "non_derivative",
+            NON_DERIVATIVE,
             f"textured original ({keypoints} keypoints) but {inliers} RANSAC inliers (need {cfg.min_inliers})",
             method,
             scores,
@@ -296,7 +279,7 @@ def validate_edit(original: np.ndarray, edit: np.ndarray, cfg: ValidationConfig)
         scores["flat_agreement"] = round(flat, 4)
         if flat < cfg.min_flat_agreement:
             return Verdict(
-                "non_derivative",
+                NON_DERIVATIVE,
                 f"featureless original: its colours cover {flat:.0%} of the candidate "
                 f"(need {cfg.min_flat_agreement:.0%})",
                 method,
@@ -304,41 +287,119 @@ def validate_edit(original: np.ndarray, edit: np.ndarray, cfg: ValidationConfig)
             )
     elif structure < cfg.min_structure:
         return Verdict(
-            "non_derivative",
+            NON_DERIVATIVE,
             f"the original explains {structure:.0%} of the candidate's structure (need {cfg.min_structure:.0%})",
             method,
             scores,
         )
     scores["recoloured"] = round(recoloured, 4)
+    colour = fit_colour_map(warped, b, valid, sigma)
+    scores.update(colour_model=colour.mapping.model, colour_shift=round(colour.shift, 3))
     if max(changed_fraction, recoloured) > cfg.max_changed:
-        # Derived from the original (the structure is there). A colour grade (one tone curve per channel)
-        # is still an edit; any other change of nearly every pixel is not.
-        residual = _grade_residual(warped, b, valid)
-        scores["grade_residual"] = round(residual, 3)
-        if residual > cfg.max_grade_residual:
+        # Derived from the original (the structure is there). A colour grade (one colour mapping of the
+        # whole image) is still an edit; any other change of nearly every pixel is not.
+        scores["grade_residual"] = round(colour.residual, 3)
+        if colour.residual > cfg.max_grade_residual:
             return Verdict(
                 "changes_everything",
                 f"{max(changed_fraction, recoloured):.0%} of the pixels changed, not a colour grade "
-                f"(tone-curve residual {residual:.1f} > {cfg.max_grade_residual})",
+                f"(colour-mapping residual {colour.residual:.1f} > {cfg.max_grade_residual})",
                 method,
                 scores,
             )
     if similarity < cfg.min_similarity:
+        # A global colour change leaves only the darkest or flattest pixels "unchanged", where the grey levels
+        # hardly correlate: judged again over every pixel the colour mapping explains.
+        mapped_changed, _ = _change_map(colour.mapped, b, valid, cfg.pixel_delta_e, sigma)
+        calm = valid & ~cv2.dilate(mapped_changed.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+        similarity = max(similarity, _similarity(warped, b, calm if calm.sum() >= 0.05 * valid.sum() else valid))
+        scores["similarity"] = round(similarity, 4)
+    if similarity < cfg.min_similarity:
         return Verdict(
-            "non_derivative",
+            NON_DERIVATIVE,
             f"similarity outside the changed area {similarity:.2f} < {cfg.min_similarity}",
             method,
             scores,
         )
-    if changed_fraction < cfg.min_changed:
-        return Verdict("no_op", f"only {changed_fraction:.2%} of the pixels changed", method, scores)
-    # Render the pair at output size: the edit capped at max_side, the original warped into its frame.
-    target, st = _scale_to(edit, cfg.max_side) if max(eh, ew) > cfg.max_side else (edit, 1.0)
+    kinds = _kinds(original, edit, H, (sa, sb), method, warped, colour, b, valid, sigma, cfg, scores)
+    if not kinds:
+        return Verdict(
+            NO_OP,
+            f"nothing changed: the frame is the original's (shift {geometry:.1%}), the detail too (edge gain "
+            f"{scores['edge_gain']:+.2f}), colours moved {colour.shift:.1f} and {scores['changed_regions']:.2%} of "
+            f"the pixels changed in regions",
+            method,
+            scores,
+        )
+    # Render the pair at output size: the edit capped at max_side, the original warped into its frame
+    # (a frame change alone is the edit: the original is the source as it was posted).
+    target, st = scale_to(edit, cfg.max_side) if max(eh, ew) > cfg.max_side else (edit, 1.0)
     th, tw = target.shape[:2]
-    H_out = _diag(st / sb) @ H @ _diag(sa)  # native original -> native edit -> output
-    if method == "identity" and st == 1.0:
+    H_out = diag(st / sb) @ H @ diag(sa)  # native original -> native edit -> output
+    if kinds == ("geometric",):
+        source = scale_to(original, cfg.max_side)[0] if max(oh, ow) > cfg.max_side else original
+        scores["source_frame"] = "original"
+    elif method == "identity" and st == 1.0:
         source = original
     else:
-        source, _ = _render(original, H_out, (tw, th))
+        source, _ = render(original, H_out, (tw, th))
     scores["homography"] = [round(float(v), 6) for v in (H_out / H_out[2, 2]).ravel()]
-    return Verdict(None, "accepted", method, scores, source=source, target=target, target_resized=st != 1.0)
+    return Verdict(None, "accepted", method, scores, source=source, target=target, target_rendered=st != 1.0,
+                   kinds=kinds)
+
+
+def _kinds(original: np.ndarray, edit: np.ndarray, H: np.ndarray, scales: tuple[float, float], method: str,
+           warped: np.ndarray, colour: ColourFit, b: np.ndarray, valid: np.ndarray, sigma: float,
+           cfg: ValidationConfig, scores: dict[str, Any]) -> tuple[str, ...]:
+    """The kinds of a derivative, in ``EDIT_KINDS`` order (empty: a no-op); their measures go to ``scores``.
+
+    ``warped``, ``b``, ``valid``: the original in the edit's frame, the edit and the original's footprint, at
+    the comparison size; ``colour``: the whole-image colour mapping of ``warped`` onto ``b``."""
+    kinds: list[str] = []
+    if method == "homography" and (scores["geometry"] >= cfg.min_geometry or scores.get("flipped")):
+        kinds.append("geometric")
+    recoloured = colour.shift >= cfg.min_colour_shift
+    base = colour.mapped if recoloured else warped
+    # Detail, at the edit's own resolution (capped at detail_side), away from what changed in regions.
+    coarse, _ = _change_map(base, b, valid, cfg.pixel_delta_e, max(sigma, cfg.detail_blur))
+    eh, ew = edit.shape[:2]
+    cd = min(1.0, cfg.detail_side / max(eh, ew))
+    fine = cv2.resize(edit, (max(1, round(ew * cd)), max(1, round(eh * cd))), interpolation=cv2.INTER_AREA) \
+        if cd < 1 else edit
+    H_det = diag(cd / scales[1]) @ H @ diag(scales[0])
+    size = (fine.shape[1], fine.shape[0])
+    rendered, _ = render(original, H_det, size, cv2.INTER_CUBIC)
+    keep = footprint(H_det, original.shape[:2], size, erode=5)
+    exclude = cv2.resize(cv2.dilate(coarse.astype(np.uint8), np.ones((9, 9), np.uint8)), size,
+                         interpolation=cv2.INTER_NEAREST).astype(bool)
+    detail = detail_change(colour.mapping.apply(rendered), fine, keep & ~exclude)
+    scores.update(edge_gain=round(detail.edge_gain, 3), noise_gain=round(detail.noise_gain, 3))
+    resolution = abs(detail.edge_gain) >= cfg.min_edge_gain or detail.noise_gain <= -cfg.min_noise_drop
+    if resolution:
+        kinds.append("resolution")
+    if recoloured:
+        kinds.append("colour")
+    # Regions: what the colour mapping leaves (with sharpened or softened edges blurred away when the detail
+    # changed everywhere), and otherwise also where only the fine detail changed (skin smoothed, a texture
+    # painted out: local too).
+    changed = coarse if resolution else _change_map(base, b, valid, cfg.pixel_delta_e, sigma)[0]
+    regions = region_kinds(base, b, changed, cfg.min_region, cfg.new_edge, cfg.min_new_edges,
+                           cfg.flat_std, cfg.min_flat)
+    share = float(valid.mean()) or 1.0
+    local = regions.local / share
+    if not resolution:  # structure changed away from any colour change: a retouch
+        retouched = cv2.resize(detail.changed.astype(np.uint8), (b.shape[1], b.shape[0]),
+                               interpolation=cv2.INTER_NEAREST).astype(bool)
+        near = cv2.dilate(changed.astype(np.uint8), np.ones((17, 17), np.uint8)).astype(bool)
+        retouched &= valid & ~near
+        scores["detail_changed"] = round(float(retouched.sum()) / max(1, int(valid.sum())), 4)
+        if retouched.sum() >= cfg.min_region * retouched.size:
+            local += float(retouched.mean()) / share
+    scores.update(changed_regions=round(float(changed.sum()) / max(1, int(valid.sum())), 4),
+                  local_share=round(local, 4), overlay_share=round(regions.overlay / share, 4),
+                  region_new_edges=round(regions.new_edges, 3), region_flat=round(regions.flat, 3))
+    if local >= cfg.min_changed:
+        kinds.append("local")
+    if regions.overlay / share >= cfg.min_changed:
+        kinds.append("overlay")
+    return tuple(kinds)

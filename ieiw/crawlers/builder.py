@@ -191,14 +191,18 @@ class WebCrawlBuilder(CandidateBuilder):
             sources.append({"html": s.model_dump(mode="json")})
         return {
             "builder": self.name,
-            "version": 2,  # 2: origin v2 (authors, edit_url, record_id/image_id), imageio encoding
+            "version": 3,  # 3: edit_kind, collages salvaged, geometric and resolution edits kept; 2: origin v2
             "sources": sources,
             "pairs": c.pairs.model_dump(mode="json"),
-            "validation": c.validation.model_dump(mode="json"),
+            "validation": c.validation.row_params(),  # the kinds policy is selection's
             "image_format": c.image_format,
             "posts_per_unit": c.posts_per_unit,
             "takedown": self.takedown.digest(),
         }
+
+    def kind_policy(self) -> dict[str, str]:
+        """``crawl.validation.kinds``: keep or reject each edit kind, applied by selection."""
+        return self.config.validation.kinds.model_dump(mode="json")
 
     def backends(self) -> dict[str, str]:
         kinds = (["reddit-dump"] if self.config.dumps else []) + (["reddit-api"] if self.config.reddit_api else [])

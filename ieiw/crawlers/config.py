@@ -9,10 +9,11 @@ at real sources, sets ``http.cache_dir`` to a writable folder, ``http.replay_onl
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
+from ieiw.crawlers.kinds import KindPolicy
 from ieiw.schemas.config import BuilderConfig, StrictModel
 from ieiw.schemas.registry import register_builder
 
@@ -126,7 +127,38 @@ class ValidationConfig(StrictModel):
     min_informative: float = 0.02  # share of the frame with structure below which a flat original is featureless
     flat_delta_e: float = 6.0  # featureless originals: colours (downscaled, Lab) agree below this distance
     min_flat_agreement: float = 0.5  # featureless originals: share of the frame that agrees; below: non_derivative
-    max_grade_residual: float = 6.0  # per-channel tone-curve error (grey levels) up to which a change is a grade
+    max_grade_residual: float = 6.0  # colour-mapping error (grey levels) up to which a change is a grade
+    # The edit's kind (ieiw/crawlers/kinds.py; thresholds chosen on the tuning half of bench/crawl_validation.py):
+    min_geometry: float = 0.03  # corner shift (share of the long side) from a plain resize: a geometric edit
+    min_colour_shift: float = 5.0  # mean Lab distance the whole-image colour mapping moves colours: colour
+    detail_side: int = 1024  # detail is compared at the edit's own resolution, capped at this long side
+    min_edge_gain: float = 0.15  # |log2| change of the gradient at the strongest edges: resolution
+    min_noise_drop: float = 0.8  # log2 drop of the fine detail in flat parts (a denoise): resolution
+    detail_blur: float = 4.0  # change-map blur when the detail changed, so sharpened edges are not a region
+    min_region: float = 0.0002  # changed regions smaller than this share of the frame are not judged
+    new_edge: float = 20.0  # gradient (grey levels per pixel) of an edge the original lacks
+    min_new_edges: float = 0.35  # share of a region's outline along edges the original lacks: an overlay...
+    flat_std: float = 4.0  # ...when its core (the region less its rim) is flat (3x3 grey std below this)...
+    min_flat: float = 0.53  # ...over this share of it: text, stickers, frames
+    salvage_collages: bool = True  # a before|after collage yields (original, after panel)
+    # What selection does with each kind (re-decided by `ieiw select`; not part of row ids or the crawl's
+    # fingerprint, so changing it fetches and validates nothing again):
+    kinds: KindPolicy = Field(default_factory=KindPolicy)
+
+    def row_params(self) -> dict[str, Any]:
+        """The thresholds that shape a row (part of its id): everything but the selection-time ``kinds``
+        policy. The thresholds added with the edit kinds (:data:`KIND_FIELDS`) count only when set away from
+        their defaults, so a row keeps the id it had before they existed (takedown lists by row id hold)."""
+        data = self.model_dump(mode="json", exclude={"kinds"})
+        for name in KIND_FIELDS:
+            if data[name] == type(self).model_fields[name].default:
+                del data[name]
+        return data
+
+
+# The thresholds of the edit kinds (schema v3); see ValidationConfig.row_params.
+KIND_FIELDS = ("min_geometry", "min_colour_shift", "detail_side", "min_edge_gain", "min_noise_drop", "detail_blur",
+               "min_region", "new_edge", "min_new_edges", "flat_std", "min_flat", "salvage_collages")
 
 
 class TakedownConfig(StrictModel):

@@ -37,7 +37,7 @@ class PairMaker:
         """The parameters that shape every row; part of the row id."""
         return {
             "pairs": self.config.pairs.model_dump(mode="json"),
-            "validation": self.config.validation.model_dump(mode="json"),
+            "validation": self.config.validation.row_params(),
             "image_format": self.config.image_format,
         }
 
@@ -118,12 +118,14 @@ class PairMaker:
                 continue
             assert verdict.source is not None and verdict.target is not None
             # Fetched bytes are stored as fetched unless they carry an EXIF rotation: decoders disagree on
-            # applying it, so such an image is stored re-encoded upright (as decode_rgb showed it).
-            if verdict.method == "identity" and verdict.source is original and not original_rotated:
+            # applying it, so such an image is stored re-encoded upright (as decode_rgb showed it). The source
+            # is the original itself when the pair needed no alignment, and when the edit is a frame change
+            # alone (geometric: aligning would undo it).
+            if verdict.source is original and not original_rotated:
                 src_bytes, src_ext = original_bytes, extension_for_format(original_fmt)
             else:
                 src_bytes, src_ext = encode(verdict.source, out_fmt), out_ext
-            if verdict.target_resized or edit_rotated:
+            if verdict.target_rendered or edit_rotated:
                 tgt_bytes, tgt_ext = encode(verdict.target, out_fmt), out_ext
             else:
                 tgt_bytes, tgt_ext = edit_bytes, extension_for_format(edit_fmt)
@@ -187,4 +189,6 @@ class PairMaker:
             "builder": builder_cell(name="crawl", backend=f"{self.source_backend}+{ALIGN_BACKEND}", embedded=False,
                                     params=details),
             "drop_reason": drop_reason,
+            "duplicate_of": None,
+            "edit_kind": verdict.edit_kind,
         }

@@ -5,6 +5,9 @@ names are stable: stats count by them and tests assert them. In order:
 
 1. the builder's own verdict (``drop_reason``: an object still visible after removal, an edit that is
    no derivative...), filed under that reason with ``rejected_by = "builder"``;
+1b. the builder's policy on the row's ``edit_kind`` (``crawl.validation.kinds``: keep or reject crawled edits
+   by kind, :func:`ieiw.crawlers.kinds.policy_reason`): ``edit_kind_<kind>``. The builder only measures the
+   kind, so changing the policy re-runs selection alone;
 2. ``duplicate`` when the pair duplicates a better one of the build (:mod:`ieiw.filters.dedup`);
 3. the paper's quality rules (Geng et al. 2023, "quality filtering"), on the LAION aesthetic score and
    on KNN-GIQA: the target scores low (``target_quality_low``, ``target_giqa_low``), or source and
@@ -40,6 +43,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field, field_validator
 
+from ieiw.crawlers.kinds import policy_reason
 from ieiw.filters.dedup import Signature, find_duplicates
 from ieiw.schemas.config import StrictModel
 from ieiw.schemas.registry import REGISTRY, register_section
@@ -175,6 +179,14 @@ class Calibration:
     candidates: dict[str, int] = field(default_factory=dict)
     # {"limits": {builder: n}, "passed": {builder: rows passing rules 1-3}, "allowed": {unit: n}}; {} = none
     quotas: dict[str, Any] = field(default_factory=dict)
+    # {builder: {edit kind: "keep" | "reject" | "with_other"}}: each builder's kind policy in force
+    kind_policies: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def kind_reason(self, row: Mapping[str, Any]) -> str | None:
+        """Why the row's builder's kind policy rejects it (``edit_kind_<kind>``), or None."""
+        builder = (row.get("builder") or {}).get("name")
+        policy = self.kind_policies.get(builder) if builder else None
+        return policy_reason(row.get("edit_kind"), policy) if policy else None
 
     def allowance(self, unit: str, builder: str | None) -> int | None:
         """How many of ``unit``'s IEIW rows that pass the other rules it may keep; None = no quota. A unit
@@ -194,13 +206,14 @@ class Calibration:
         out = {"thresholds": self.thresholds, "duplicates": dict(sorted(self.duplicates.items())),
                "candidates": self.candidates}
         # no "quotas" key without quotas: a build without them writes the same calibration.json whatever
-        # its selection.quotas section holds (none, {}, or only nulls)
-        return out | ({"quotas": self.quotas} if self.quotas else {})
+        # its selection.quotas section holds (none, {}, or only nulls); the same for kind policies
+        return (out | ({"quotas": self.quotas} if self.quotas else {})
+                | ({"kind_policies": self.kind_policies} if self.kind_policies else {}))
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Calibration:
         return cls(dict(data["thresholds"]), dict(data["duplicates"]), dict(data.get("candidates", {})),
-                   dict(data.get("quotas", {})))
+                   dict(data.get("quotas", {})), dict(data.get("kind_policies", {})))
 
 
 @dataclass(frozen=True)
@@ -249,11 +262,14 @@ def calibrate(pairs: Iterable[ScoredPair], config: SelectionConfig) -> Calibrati
     return Calibration(thresholds, duplicates, dict(sorted(counts.items())))
 
 
-def verdict(row: Mapping[str, Any], thresholds: Mapping[str, float | None]) -> tuple[str | None, str | None]:
-    """(reason, rejected_by) for a candidate row with its scores and ``duplicate_of`` merged in;
-    (None, None) keeps it."""
+def verdict(row: Mapping[str, Any], thresholds: Mapping[str, float | None],
+            kind_reason: str | None = None) -> tuple[str | None, str | None]:
+    """(reason, rejected_by) for a candidate row with its scores and ``duplicate_of`` merged in, and what its
+    builder's kind policy says of it (``kind_reason``); (None, None) keeps it."""
     if row.get("drop_reason"):
         return str(row["drop_reason"]), BY_BUILDER
+    if kind_reason:
+        return kind_reason, BY_SELECTION
     if row.get("duplicate_of"):
         return DUPLICATE, BY_SELECTION
     reason = rejection_reason(row.get("scores"), thresholds)

@@ -5,11 +5,15 @@ and the file metadata carries Hugging Face ``datasets`` features, so ``load_data
 decodes them to PIL images while pyarrow, DuckDB and Polars read the same file as plain structs.
 Bump :data:`SCHEMA_VERSION` whenever a column is added, removed or changes meaning.
 
-Schema v2 (this version) adds, over v1: ``origin.authors`` (list) and ``origin.edit_url`` (replacing
+Schema v3 (this version) adds ``edit_kind`` over v2: what a crawled edit is (``local``, ``colour``,
+``geometric``, ``resolution``, ``overlay``, ``composite``, joined by ``+`` when it is several, or what a
+rejected candidate was: ``no_op``, ``non_derivative``; :mod:`ieiw.crawlers.kinds`), null for rows of
+other builders. Schema v2 added, over v1: ``origin.authors`` (list) and ``origin.edit_url`` (replacing
 v1's ``origin.author``), ``drop_reason`` (a builder's own verdict: the row goes to ``rejected/``),
 ``duplicate_of``, ``split``, and in ``scores`` the ``verification`` score plus one backend name per
-score family. Task values come from the registry (:mod:`ieiw.schemas.registry`). Readers accept v1
-shards: :func:`upgrade_table` gives them the v2 columns, null where v1 had nothing.
+score family. Task values come from the registry (:mod:`ieiw.schemas.registry`). Readers accept v1 and
+v2 shards: :func:`upgrade_table` renames what changed; a column an older shard lacks stays absent (readers
+treat it as null).
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ import pyarrow as pa
 
 from ieiw.schemas.registry import REGISTRY
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 SCHEMA_VERSION_KEY = b"ieiw.schema_version"
 
 IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
@@ -103,6 +107,7 @@ PAIR_SCHEMA = pa.schema(
         pa.field("split", pa.string()),  # "train" | "val", assigned at selection by source image
         pa.field("drop_reason", pa.string()),  # set by a builder on a candidate it judged unusable
         pa.field("duplicate_of", pa.string()),  # id of the row this one duplicates
+        pa.field("edit_kind", pa.string()),  # crawled rows: "local", "geometric+local", ..., "no_op" (v3)
     ]
 )
 
@@ -119,6 +124,7 @@ REJECTED_SCHEMA = pa.schema(
         pa.field("builder", BUILDER),
         pa.field("split", pa.string()),
         pa.field("duplicate_of", pa.string()),
+        pa.field("edit_kind", pa.string()),
     ]
 )
 

@@ -195,3 +195,9 @@ class CandidateBuilder(abc.ABC):
     @abc.abstractmethod
     def backends(self) -> dict[str, str]:
         """Human-readable backend names for the manifest and stats (e.g. {"inpaint": "opencv-telea"})."""
+
+    def kind_policy(self) -> dict[str, str]:
+        """What selection does with this builder's rows by their ``edit_kind`` ({kind: "keep" | "reject" |
+        "with_other"}; empty: no policy). Applied by selection, not by the builder, so changing it re-runs
+        selection only (the crawl: ``crawl.validation.kinds``)."""
+        return {}

@@ -80,7 +80,7 @@ def test_scaled_local_edit_keeps_the_edit_frame(original):
 def test_large_edit_is_capped_at_max_side(original):
     big = cv2.resize(paint_patch(original, 5), (1600, 1200), interpolation=cv2.INTER_LINEAR)
     v = validate_edit(via_jpeg(original), via_jpeg(big), CFG.model_copy(update={"max_side": 800}))
-    assert v.ok and v.target_resized
+    assert v.ok and v.target_rendered
     assert v.target.shape == v.source.shape == (600, 800, 3)
 
 
