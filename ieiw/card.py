@@ -22,8 +22,9 @@ from urllib.parse import urlsplit
 import yaml
 
 from ieiw.exports import Selection, iter_batches
+from ieiw.filters.vlm_judge import judge_verdicts
 from ieiw.schemas import storage
-from ieiw.schemas.layout import CARD, PAIRS, REJECTED, WORK_FOLDERS, pairs_folder
+from ieiw.schemas.layout import CARD, PAIRS, REJECTED, SCORES, WORK_FOLDERS, pairs_folder
 from ieiw.schemas.manifest import load_manifest
 from ieiw.schemas.takedown import Takedown
 
@@ -71,8 +72,12 @@ def _data_files(pairs: Path, manifest: dict[str, Any]) -> list[str] | str:
     return f"{pairs.name}/*.parquet"
 
 
-def collect(pairs: Path, takedown: set[str] | frozenset[str]) -> dict[str, Any]:
-    """Counts over the corpus' light columns, rows on the takedown list left out."""
+def collect(pairs: Path, takedown: set[str] | frozenset[str],
+            verdicts: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Counts over the corpus' light columns, rows on the takedown list left out; ``verdicts`` (row id -> VLM
+    judge cell, :func:`ieiw.filters.vlm_judge.judge_verdicts`) counts the kept rows each judge scored."""
+    verdicts = verdicts or {}
+    judges: Counter = Counter()
     selection = Selection(Takedown.load([], takedown), None)
     by_task, by_source, by_split, by_kind, licenses = Counter(), Counter(), Counter(), Counter(), {}
     builders, families, score_backends = Counter(), {f: Counter() for f in SCORE_FAMILIES}, Counter()
@@ -87,6 +92,8 @@ def collect(pairs: Path, takedown: set[str] | frozenset[str]) -> dict[str, Any]:
             by_split[row.get("split") or "(none)"] += 1
             if row.get("edit_kind"):
                 by_kind[row["edit_kind"]] += 1
+            if (verdict := verdicts.get(row["id"])) is not None:
+                judges[(verdict.get("backend"), verdict.get("rubric"))] += 1
             licenses.setdefault(dataset, Counter())[origin.get("license") or "(not recorded)"] += 1
             builders[(builder.get("name"), builder.get("backend"), bool(builder.get("embedded")))] += 1
             embedded_builder += bool(builder.get("embedded"))
@@ -106,7 +113,7 @@ def collect(pairs: Path, takedown: set[str] | frozenset[str]) -> dict[str, Any]:
         "by_task": by_task, "by_source": by_source, "by_split": by_split, "by_kind": by_kind, "licenses": licenses,
         "builders": builders, "families": families, "score_backends": score_backends,
         "embedded_builder": embedded_builder, "embedded_scores": embedded_scores,
-        "synthetic_phrasecut": synthetic_phrasecut, "label_sources": label_sources,
+        "synthetic_phrasecut": synthetic_phrasecut, "label_sources": label_sources, "judges": judges,
     }
 
 
@@ -210,7 +217,7 @@ def other_data(root: Path) -> dict[str, dict[str, int]]:
 
 def render_card(root: Path, pairs: Path, takedown: set[str] | frozenset[str] = frozenset()) -> str:
     manifest = load_manifest(pairs)
-    info = collect(pairs, takedown)
+    info = collect(pairs, takedown, judge_verdicts(root / SCORES))
     build = _build_backends(manifest)
     rows = info["rows"]
     header = {
@@ -291,6 +298,10 @@ def render_card(root: Path, pairs: Path, takedown: set[str] | frozenset[str] = f
     families = [(f, f"`{b}`", c) for f in SCORE_FAMILIES for b, c in sorted(info["families"][f].items())]
     if families:
         body += [""] + _table(("family", "backend", "rows"), families)
+    body += ["", "Pair judge (a vision-language model scoring instruction following, preservation of the rest and "
+             "realism, 0-1; kept beside the scores, not in the rows: docs/language-models.md):", ""]
+    judges = [(f"`{b}`", f"`{r}`", c) for (b, r), c in _sorted(info["judges"])]
+    body += _table(("judge", "rubric", "rows"), judges) if judges else ["(none: no judge scored these rows)"]
     if info["label_sources"]:
         body += ["", "Labels of `replace` rows (\"change the A to B\"), by where they came from: `open-images` = the "
                  "dataset's class, `clip-zero-shot` = CLIP against a vocabulary, `embedded-nearest` = the nearest "

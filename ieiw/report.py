@@ -26,9 +26,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ieiw.filters.selection import BY_SELECTION, RULES, measure
+from ieiw.filters.vlm_judge import judge_numbers, judge_verdicts
 from ieiw.imageio import ImageDecodeError, Orientation, decode, downscale, encode
 from ieiw.schemas import storage
-from ieiw.schemas.layout import CALIBRATION, CANDIDATES, PAIRS, REJECTED, REPORT
+from ieiw.schemas.layout import CALIBRATION, CANDIDATES, PAIRS, REJECTED, REPORT, SCORES
 from ieiw.schemas.manifest import load_manifest, manifest_path
 from ieiw.schemas.shards import concat_compact
 from ieiw.schemas.takedown import Takedown
@@ -52,7 +53,13 @@ SERIES: tuple[tuple[str, Callable[[Mapping[str, Any]], Any], str | None], ...] =
     ("target GIQA", lambda s: s.get("target_giqa"), "min_target_giqa"),
     ("GIQA gap |ln g_s - ln g_t|", lambda s: measure("max_giqa_gap", s), "max_giqa_gap"),
     ("edit consistency", lambda s: s.get("edit_consistency"), None),
+    # the VLM judge's scores (0-1) where a judge ran (ieiw.filters.vlm_judge): merged in from the scores stage
+    ("judge: instruction followed", lambda s: s.get("judge_instruction"), "min_judge_instruction"),
+    ("judge: rest preserved", lambda s: s.get("judge_preservation"), "min_judge_preservation"),
+    ("judge: realism", lambda s: s.get("judge_realism"), "min_judge_realism"),
 )
+JUDGE_RULES = {"min_judge_instruction", "min_judge_preservation", "min_judge_realism"}
+REASONING_CHARS = 400  # of the judge's answer shown beside a rejected pair
 GAP_RULES = {"max_aesthetic_gap", "max_giqa_gap"}
 
 
@@ -84,12 +91,13 @@ def write_report(out_dir: Path, path: Path | None = None, gallery_per_task: int 
     rejected = _light_rows(out_dir / REJECTED) if storage.exists(manifest_path(out_dir / REJECTED)) else []
     thresholds = _thresholds(out_dir, stats)
     tasks = sorted(kept.tasks() | {r.data["task"] for r in rejected} | set(thresholds))
+    verdicts = judge_verdicts(out_dir / SCORES)  # empty unless a VLM judge scored the pairs
 
     body = [f"<h1>IEIW build report</h1><p class='muted'>{_e(storage.key(out_dir))}</p>",
-            _banner(kept), _stats_section(stats, thresholds), "<h2>Score histograms</h2>",
+            _banner(kept), _stats_section(stats, thresholds), _judge_note(verdicts), "<h2>Score histograms</h2>",
             "<p class='muted'>Per task: kept pairs (blue) with rejected ones stacked on top (red); the dashed"
             " line is the resolved selection threshold.</p>"]
-    body += [_histograms(task, kept, rejected, thresholds.get(task, {})) for task in tasks]
+    body += [_histograms(task, kept, rejected, thresholds.get(task, {}), verdicts) for task in tasks]
     body.append("<h2>Kept pairs (random sample)</h2>")
     from ieiw.progress import track
 
@@ -101,7 +109,8 @@ def write_report(out_dir: Path, path: Path | None = None, gallery_per_task: int 
     for task in tasks:
         for rule, limit in thresholds.get(task, {}).items():
             if limit is not None and rule in RULES:
-                body.append(_near_gallery(task, rule, float(limit), rejected, candidates, per_rule, blocked))
+                body.append(_near_gallery(task, rule, float(limit), rejected, candidates, per_rule, blocked,
+                                          verdicts))
     page = _PAGE.format(css=_CSS, body="\n".join(body))
     storage.write_bytes_atomic(path, page.encode())
     return path
@@ -385,17 +394,39 @@ def histogram_svg(title: str, kept: list[float], rejected: list[float], threshol
     return "".join(parts) + "</svg>"
 
 
-def _histograms(task: str, kept: LightRows, rejected: list[Row], thresholds: Mapping[str, float | None]) -> str:
+def _with_verdict(row_id: str, scores: Mapping[str, Any] | None, verdicts: Mapping[str, Any]) -> dict[str, Any]:
+    """A row's scores with its judge's numbers merged in as selection names them (``judge_instruction``)."""
+    merged = dict(scores or {})
+    if verdicts:
+        merged.update(judge_numbers(verdicts.get(row_id)))
+    return merged
+
+
+def _judge_note(verdicts: Mapping[str, Any]) -> str:
+    """Which VLM judge scored the pairs (or that none did)."""
+    if not verdicts:
+        return ("<p class='muted' id='judge'>No vision-language judge scored these pairs "
+                "(docs/language-models.md).</p>")
+    names = Counter(f"{cell.get('backend')} (rubric {cell.get('rubric')})" for cell in verdicts.values())
+    listed = ", ".join(f"<code>{_e(name)}</code>: {count} pairs" for name, count in sorted(names.items()))
+    return (f"<p id='judge'><strong>VLM judge:</strong> {listed}. Its scores (0-1: instruction followed, rest "
+            "preserved, realism) are in the histograms; its reasoning is shown beside the pairs its rules rejected."
+            "</p>")
+
+
+def _histograms(task: str, kept: LightRows, rejected: list[Row], thresholds: Mapping[str, float | None],
+                verdicts: Mapping[str, Any] | None = None) -> str:
+    verdicts = verdicts or {}
     series = [(label, value, rule, thresholds.get(rule) if rule else None) for label, value, rule in SERIES]
     series = [item for item in series if not (item[2] in GAP_RULES and item[3] is None)]
     mine: list[list[float]] = [[] for _ in series]  # floats only: the kept rows' score dicts stream past
-    for data in kept.dicts(task, columns=("scores",)):
-        scores = data.get("scores") or {}
+    for data in kept.dicts(task, columns=("id", "scores")):
+        scores = _with_verdict(data.get("id"), data.get("scores"), verdicts)
         for values, (_, value, _, _) in zip(mine, series, strict=True):
             v = value(scores)
             if v is not None:
                 values.append(float(v))
-    theirs = [r.scores for r in rejected if r.data["task"] == task]
+    theirs = [_with_verdict(r.data["id"], r.scores, verdicts) for r in rejected if r.data["task"] == task]
     charts = []
     for a, (label, value, _, limit) in zip(mine, series, strict=True):
         b = [float(v) for v in map(value, theirs) if v is not None]
@@ -472,23 +503,35 @@ def _kept_gallery(task: str, kept: LightRows, count: int, seed: int, blocked: Ta
 
 
 def _near_gallery(task: str, rule: str, limit: float, rejected: list[Row], candidates: Mapping[str, tuple[Path, int]],
-                  count: int, blocked: Takedown) -> str:
-    """The rejected pairs of ``task`` just beyond ``rule``'s threshold, images from the candidate shards."""
+                  count: int, blocked: Takedown, verdicts: Mapping[str, Any] | None = None) -> str:
+    """The rejected pairs of ``task`` just beyond ``rule``'s threshold, images from the candidate shards; for a
+    judge rule, with the judge's reasoning."""
+    verdicts = verdicts or {}
     is_min = RULES[rule][1]
     beyond = []
     for row in rejected:
         if row.data["task"] != task or row.data.get("rejected_by") != BY_SELECTION or blocked.blocks_row(row.data):
             continue
-        value = measure(rule, row.scores)
+        value = measure(rule, _with_verdict(row.data["id"], row.scores, verdicts))
         if value is not None and ((value < limit) if is_min else (value > limit)) and row.data["id"] in candidates:
             beyond.append((abs(value - limit), row.data["id"], value, row))
     beyond.sort(key=lambda item: item[:2])
     shown = [(Row(row.data, *candidates[row_id]), value) for _, row_id, value, row in beyond[:count]]
     notes = [f"<strong>{_e(r.data.get('reason'))}</strong>: {_e(rule)} value {value:.4g}"
-             f" {'&lt;' if is_min else '&gt;'} {limit:.4g}" for r, value in shown]
+             f" {'&lt;' if is_min else '&gt;'} {limit:.4g}" + _reasoning(rule, verdicts.get(r.data["id"]))
+             for r, value in shown]
     heading = f"{_e(task)} &middot; {_e(rule)}: kept when {'&ge;' if is_min else '&le;'} {limit:.4g}"
     return _gallery("near-threshold", task, heading, [r for r, _ in shown], f"{len(beyond)} rejected beyond it",
                     notes, rule)
+
+
+def _reasoning(rule: str, cell: Mapping[str, Any] | None) -> str:
+    """The judge's own answer (scores and reason), for a pair a judge rule rejected."""
+    if rule not in JUDGE_RULES or not cell or not cell.get("answer"):
+        return ""
+    answer = " ".join(str(cell["answer"]).split())
+    cut = answer if len(answer) <= REASONING_CHARS else answer[:REASONING_CHARS] + "..."
+    return f"<br><span class='reasoning'>judge: {_e(cut)}</span>"
 
 
 _CSS = """

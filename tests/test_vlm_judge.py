@@ -72,6 +72,19 @@ def test_judge_fills_its_column_and_a_threshold_rejects_with_a_named_reason(vlm_
     reasons = {r["reason"] for r in rejected}
     if len(set(values)) > 1 or len(keys) > 1:
         assert JUDGE_INSTRUCTION_LOW in reasons
+    # the report shows the judge, its histograms and, beside the pairs its rule rejected, its reasoning;
+    # the card names it with the number of kept rows it scored
+    from ieiw.card import write_card
+    from ieiw.report import write_report
+
+    page = write_report(tmp_path / "out").read_text()
+    backend = judged[0]["backend"]
+    assert "VLM judge:" in page and backend in page and "judge: instruction followed" in page
+    if JUDGE_INSTRUCTION_LOW in reasons:
+        assert "class='reasoning'>judge: instruction: " in page
+    card = write_card(tmp_path / "out").read_text()
+    kept_ids = {i for k in keys for i in pq.read_table(tmp_path / "out" / "ieiw" / f"{k}.parquet", columns=["id"])["id"].to_pylist()}
+    assert f"| `{backend}` | `{RUBRIC}` | {len(kept_ids)} |" in card
     # re-decide with a new threshold: scoring is not redone (same fingerprint), selection is
     stricter = config(make_config, {"model": str(vlm_folder)}, {"min_judge_instruction": 1.01}, tmp_path / "out")
     _, _, outcomes = run(stricter)

@@ -25,7 +25,8 @@ select``, never re-running the model. Local weights through ``transformers``' ow
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
@@ -36,9 +37,12 @@ from ieiw.backends.lm.connect import connect
 from ieiw.backends.lm.constrain import Pattern
 from ieiw.filters.scoring import PairView, ScoreContext, Scorer
 from ieiw.imageio import downscale
+from ieiw.schemas import storage
 from ieiw.schemas.config import BackendConfig
 from ieiw.schemas.lazy import locked_cached_property
+from ieiw.schemas.manifest import load_manifest, manifest_path
 from ieiw.schemas.registry import register_backend
+from ieiw.schemas.shards import read_shard
 
 RUBRIC = "v1"
 QUESTIONS = ("instruction", "preservation", "realism")
@@ -54,6 +58,7 @@ RUBRIC_PROMPT = (
 )
 ANSWER = Pattern((("instruction: ",), Pattern.integer(0, 10), ("\npreservation: ",), Pattern.integer(0, 10),
                   ("\nrealism: ",), Pattern.integer(0, 10), ("\nreason: ",)), free_tail=True)
+JUDGE_COLUMN = "judge"
 JUDGE = pa.struct([("instruction", pa.float32()), ("preservation", pa.float32()), ("realism", pa.float32()),
                    ("answer", pa.string()), ("rubric", pa.string()), ("backend", pa.string())])
 _NUMBER = {q: re.compile(rf"{q}[a-z_ ]*\**\s*[:=]\s*\**\s*(\d+(?:\.\d+)?)\s*(/\s*10)?", re.IGNORECASE) for q in QUESTIONS}
@@ -80,7 +85,7 @@ class VlmJudgeConfig(LanguageModelSettings, BackendConfig):
     kind: ClassVar[str] = "scorer"
     embedded: ClassVar[bool] = False
     fills: ClassVar[tuple[str, ...]] = ()
-    side_column: ClassVar[tuple[str, pa.DataType]] = ("judge", JUDGE)
+    side_column: ClassVar[tuple[str, pa.DataType]] = (JUDGE_COLUMN, JUDGE)
     runtime_fields: ClassVar[frozenset[str]] = frozenset({"device", "batch_size", "timeout_s", "api_key_env", "dtype"})
 
     backend: Literal["vlm-judge"] = "vlm-judge"
@@ -129,3 +134,27 @@ class VlmJudge(Scorer):
                 out.append({"judge": {**{q: parsed[q] for q in QUESTIONS}, "answer": answer[0],
                                       "rubric": config.rubric, "backend": self.name}})
         return out
+
+
+def judge_verdicts(scores_folder: Path) -> dict[str, dict[str, Any]]:
+    """Row id -> the judge's cell (instruction, preservation, realism, answer, rubric, backend) for every row
+    the scores stage at ``scores_folder`` judged; empty when no judge ran. Reads only the id and ``judge``
+    columns of the shards its manifest lists (the report and the card show them; rows do not carry them)."""
+    folder = storage.location(scores_folder)
+    if not storage.exists(manifest_path(folder)):
+        return {}
+    verdicts: dict[str, dict[str, Any]] = {}
+    for entry in load_manifest(folder)["units"].values():
+        path = folder / entry["shard"]
+        if JUDGE_COLUMN not in storage.read_schema(path).names:
+            continue
+        table = read_shard(path, columns=["id", JUDGE_COLUMN])
+        for row_id, cell in zip(table["id"].to_pylist(), table[JUDGE_COLUMN].to_pylist(), strict=True):
+            if cell is not None:
+                verdicts[row_id] = cell
+    return verdicts
+
+
+def judge_numbers(cell: Mapping[str, Any] | None) -> dict[str, float]:
+    """A judge cell's scores as selection names them (``judge_instruction``, ...), the missing ones left out."""
+    return {f"{JUDGE_COLUMN}_{q}": float(cell[q]) for q in QUESTIONS if cell and cell.get(q) is not None}
