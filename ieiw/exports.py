@@ -14,7 +14,7 @@ Formats (``FORMATS``):
   default, as ``data/train-NNNNN.parquet`` and ``data/validation-NNNNN.parquet`` (the rows' ``split``), so
   ``load_dataset(DIR)`` (and ``--dataset_name DIR``) gives a ``train`` and a ``validation`` split.
 - ``webdataset``: ``shard-NNNNNN.tar`` with ``<key>.input.<ext>``, ``<key>.edited.<ext>``, ``<key>.txt``
-  (instruction) and ``<key>.json`` (id, task, split, origin, scores) per pair; the key is the row id.
+  (instruction) and ``<key>.json`` (id, task, split, edit_kind, origin, scores) per pair; the key is the row id.
 
 Every format streams row group by row group (a shard's light columns first, then the images of the rows
 that are exported), so memory stays flat whatever the corpus size. The export is written into a temporary
@@ -61,7 +61,7 @@ SPLIT_NAMES = {"train": "train", "val": "validation"}  # row split -> Hugging Fa
 OFFICIAL_PREFIX = "/mnt/external/tmp/2023/06/11/"
 DEFAULT_SPLIT = {"instructdiffusion": "train"}  # a format's split when none is asked for (else: every split)
 
-LIGHT = ["id", "task", "instruction", "origin", "scores", "split"]
+LIGHT = ["id", "task", "instruction", "origin", "scores", "split", "edit_kind"]
 IMAGES = ["source_image", "target_image"]
 SHARD_ROWS = 5000  # pairs per output file (hf-instructpix2pix, webdataset)
 SHARD_BYTES = 1 << 30  # ... or this many image bytes, whichever comes first
@@ -356,7 +356,7 @@ def write_webdataset(batches: Iterable[tuple[list[dict], pa.Table]], out: Path, 
                 tars.add(f"{key}.input.{image_extension(source)}", source["bytes"])
                 tars.add(f"{key}.edited.{image_extension(target)}", target["bytes"])
                 tars.add(f"{key}.txt", row["instruction"].encode())
-                meta = {k: row.get(k) for k in ("id", "task", "split", "origin", "scores")}
+                meta = {k: row.get(k) for k in ("id", "task", "split", "edit_kind", "origin", "scores")}
                 tars.add(f"{key}.json", json.dumps(_json_clean(meta), ensure_ascii=False, sort_keys=True).encode())
                 tars.added(len(source["bytes"]) + len(target["bytes"]))
                 _count(result, row)

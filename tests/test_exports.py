@@ -146,7 +146,9 @@ def test_webdataset_export_yields_every_pair(built, rows, tmp_path):
             next(v for k, v in sample.items() if k.startswith("edited."))
         seen[meta["id"]] = (sha(source), sha(target), sample["txt"].decode())
         assert meta["task"] == rows[meta["id"]]["task"] and meta["origin"] == rows[meta["id"]]["origin"]
+        assert meta["edit_kind"] == rows[meta["id"]]["edit_kind"]  # web rows: local, colour, ...; others null
     assert seen == {i: triple(r) for i, r in rows.items()}
+    assert any(r["edit_kind"] for r in rows.values() if r["task"] == "web")
     decoded = next(iter(wds.WebDataset(tars[:1], shardshuffle=False, empty_check=False).decode("pil")))
     assert isinstance(decoded["input.jpg"], Image.Image) and isinstance(decoded["txt"], str)
 
