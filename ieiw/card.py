@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from ieiw.audit.summary import summary as audit_summary
 from ieiw.exports import Selection, iter_batches
 from ieiw.filters.vlm_judge import judge_verdicts
 from ieiw.schemas import storage
@@ -215,6 +216,34 @@ def other_data(root: Path) -> dict[str, dict[str, int]]:
     return found
 
 
+def _figure(fig: dict[str, Any] | None) -> str:
+    return "-" if not fig else f"{fig['value']:.2f} [{fig['low']:.2f}, {fig['high']:.2f}]"
+
+
+def audit_lines(audit: dict[str, Any] | None) -> list[str]:
+    """The card's "Audit" section: the filters' precision and recall as people labelled them (docs/audit.md),
+    each figure with the number of labels behind it."""
+    lines = ["## Audit", ""]
+    if not audit:
+        return lines + ["(none: no human audit of this build was reported; `ieiw audit`, docs/audit.md)", ""]
+    lines += [f"{audit['labelled']} sampled pairs were labelled good or bad by {len(audit['labellers'])} labeller(s) "
+              f"({audit['labels']} labels, {audit['disputed']} pairs disputed and left out); the sample is stratified "
+              "by task, kept / rejection reason and nearness to each threshold, and the figures undo its weights. "
+              "Intervals: 95 % Wilson, on the effective sample size." + (
+                  " **Stale:** the selection changed after the sample was drawn." if audit.get("stale") else ""), ""]
+    rows = [(task, _figure(t["kept_precision"]), (t["kept_precision"] or {}).get("labels", 0), _figure(t["recall"]),
+             (t["recall"] or {}).get("labels", 0)) for task, t in audit["tasks"].items()]
+    lines += _table(("task", "precision of kept", "labels", "recall of bad pairs", "labels"), rows)
+    rules = [(task, f"`{rule}`", _figure(r["precision"]), (r["precision"] or {}).get("labels", 0),
+              _figure(r["recall"]), (r["recall"] or {}).get("labels", 0))
+             for task, t in audit["tasks"].items() for rule, r in t["rules"].items()]
+    if rules:
+        lines += ["", "Each rule as if alone (precision: of the pairs it rejects, the share that are bad; recall: of "
+                  "the bad pairs, the share it rejects):", ""]
+        lines += _table(("task", "rule", "precision", "labels", "recall", "labels"), rules)
+    return lines + [""]
+
+
 def render_card(root: Path, pairs: Path, takedown: set[str] | frozenset[str] = frozenset()) -> str:
     manifest = load_manifest(pairs)
     info = collect(pairs, takedown, judge_verdicts(root / SCORES))
@@ -329,6 +358,15 @@ def render_card(root: Path, pairs: Path, takedown: set[str] | frozenset[str] = f
             "`scores.embedded` to keep paper-fidelity rows only.",
             "",
         ]
+    scoring = build.get("scoring") or ""
+    if "benchmark-overlap" in scoring:  # decontamination (ieiw/filters/decontam.py, docs/decontamination.md)
+        scorer = next(part.strip() for part in scoring.split(",") if "benchmark-overlap" in part)
+        body += ["## Decontamination", "",
+                 f"Every candidate's source and target were compared with edit benchmark images (`{scorer}`: pHash "
+                 f"and embedding similarity); {stage_totals.get('benchmark_overlap', 0)} pairs were rejected as "
+                 "`benchmark_overlap` (the scores shards' `benchmark_overlap` column names the benchmark and image).",
+                 ""]
+    body += audit_lines(audit_summary(root))
     body += ["## Licences", "",
              "The dataset as a whole has no single licence (`license: other`): each row keeps its source's terms, "
              "recorded in `origin.license`, with attribution in `origin.authors` and `origin.url`.", ""]

@@ -1,4 +1,4 @@
-"""The `ieiw` command: build, select, giqa-index, samples, stats, report, verify, export, card (train, edit,
+"""The `ieiw` command: build, select, giqa-index, benchmark-index, audit, samples, stats, report, verify, export, card (train, edit,
 align-pick and eval come from ieiw.training). docs/commands.md lists every option (scripts/gen_reference.py).
 
 Heavy imports (Prefect, torch) happen inside the subcommand that needs them, so `ieiw stats` and
@@ -93,21 +93,31 @@ def cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_giqa_index(args: argparse.Namespace) -> int:
-    """Build a KNN-GIQA reference folder from an image folder or from Parquet image shards."""
+def features_option(text: str) -> object | None:
+    """A ``--features '{backend: ...}'`` option as its validated section (``.features.create()``); None, with
+    the problem printed, when it is not one."""
     from pydantic import BaseModel
 
-    from ieiw.filters.giqa import build_reference_from_images
-    from ieiw.filters.reference_images import iter_folder_images, iter_shard_images
     from ieiw.schemas.config import ConfigError, backend_field, validate_model
 
     class Features(BaseModel):
         features: backend_field("features")  # type: ignore[valid-type]
 
     try:
-        spec = validate_model(Features, {"features": parse_mapping(args.features)}, "--features")
+        return validate_model(Features, {"features": parse_mapping(text)}, "--features")
     except (ConfigError, ValueError) as exc:
         print(exc, file=sys.stderr)
+        return None
+
+
+def cmd_giqa_index(args: argparse.Namespace) -> int:
+    """Build a KNN-GIQA reference folder from an image folder or from Parquet image shards."""
+
+    from ieiw.filters.giqa import build_reference_from_images
+    from ieiw.filters.reference_images import iter_folder_images, iter_shard_images
+
+    spec = features_option(args.features)
+    if spec is None:
         return 2
     source = Path(args.source)
     if not source.exists():
@@ -116,6 +126,31 @@ def cmd_giqa_index(args: argparse.Namespace) -> int:
     images = iter_shard_images(source, args.column) if any(source.glob("*.parquet")) else iter_folder_images(source)
     meta = build_reference_from_images(Path(args.out), images, spec.features.create(), args.chunk, args.pca)
     print(f"{args.out}: GIQA reference of {meta.count} images ({meta.extractor}, {meta.kind}, dim {meta.dim})")
+    return 0
+
+
+def cmd_benchmark_index(args: argparse.Namespace) -> int:
+    """Index an edit benchmark's images (pHash + embeddings) for the benchmark-overlap scorer; a rerun over
+    unchanged inputs does nothing (docs/decontamination.md)."""
+
+    from ieiw.filters.decontam import BenchmarkIndexError, build_benchmark_index
+
+    spec = features_option(args.features)
+    if spec is None:
+        return 2
+    source = Path(args.source)
+    if not source.exists():
+        print(f"{source}: not found (give an image folder, Parquet shards or a Hugging Face dataset folder)",
+              file=sys.stderr)
+        return 2
+    try:
+        meta, built = build_benchmark_index(Path(args.out), args.name or source.name, source, spec.features,
+                                            tuple(args.column), args.chunk)
+    except BenchmarkIndexError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    state = "indexed" if built else "unchanged, kept"
+    print(f"{args.out}: benchmark {meta.name}: {meta.count} images {state} ({meta.extractor}, fingerprint {meta.fingerprint})")
     return 0
 
 
@@ -218,6 +253,57 @@ def cmd_card(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """``ieiw audit sample|serve|report``: label a stratified sample of a build, then measure the filters
+    (docs/audit.md)."""
+    from ieiw.audit.sample import AuditError, Settings, write_sample
+    from ieiw.schemas.layout import NotABuildError, build_root
+    from ieiw.schemas.manifest import ManifestError
+
+    try:
+        out = build_root(args.path)
+        if args.action == "sample":
+            settings = Settings(args.per_stratum, args.near_per_stratum, args.near_share, args.seed)
+            path, sample = write_sample(out, settings, args.force)
+            strata = sum(len(s) for s in sample["strata"].values())
+            print(f"wrote {path}: {len(sample['items'])} pairs from {strata} strata; label them with "
+                  f"`ieiw audit serve {args.path} --labeller NAME`")
+            return 0
+        if args.action == "report":
+            from ieiw.audit.metrics import render_text, write_report
+            from ieiw.card import write_card
+            from ieiw.report import write_report as write_html
+            from ieiw.schemas.layout import PAIRS, STATS
+            from ieiw.stats import compute_stats, write_stats
+
+            path, report = write_report(out, args.target_precision, args.min_labels)
+            stats = compute_stats(out / PAIRS)  # the build's stats.json, card and HTML report show the audit
+            write_stats(stats, out / STATS)
+            write_card(out)
+            page = write_html(out, stats=stats)
+            print(json.dumps(report, indent=1) if args.json else
+                  render_text(report) + f"\nwrote {path}; updated {out / STATS}, the card and {page}")
+            return 0
+        from ieiw.audit.server import LABELLER, make_server
+
+        if not args.labeller or not LABELLER.match(args.labeller):
+            print("--labeller NAME is needed to serve (1-64 letters, digits or _.@-)", file=sys.stderr)
+            return 2
+        server = make_server(out, args.host, args.port)
+    except (AuditError, NotABuildError, ManifestError, OSError) as exc:
+        print(f"ieiw audit: {exc}", file=sys.stderr)
+        return 2
+    host, port = server.server_address[:2]
+    from urllib.parse import quote
+
+    print(f"audit: open http://{host}:{port}/?token={server.token}&labeller={quote(args.labeller)}  (Ctrl-C to stop; "
+          "every mark is saved at once)", file=sys.stderr, flush=True)
+    from ieiw.localserver import serve_until_stopped
+
+    serve_until_stopped(server)
+    return 0
+
+
 def cmd_instructions(args: argparse.Namespace) -> int:
     """``ieiw instructions expand``: paraphrase seed templates with a chat model (docs/language-models.md)."""
     from pydantic import ValidationError
@@ -287,6 +373,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pca", type=float, default=None, help="keep this share of variance with PCA (GIQA: 0.95)")
     p.set_defaults(run=cmd_giqa_index)
 
+    p = sub.add_parser("benchmark-index",
+                       help="index an edit benchmark's images for decontamination (the benchmark-overlap scorer)")
+    p.add_argument("source", help="an image folder, a folder of Parquet shards, or a Hugging Face dataset folder on disk")
+    p.add_argument("--out", required=True, help="the index folder to write (left as is when its inputs are unchanged)")
+    p.add_argument("--name", help="the benchmark's name in rejections (default: the source folder's name)")
+    p.add_argument("--features", default="{backend: embedded}",
+                   help="the build's feature extractor, as in scoring.features, e.g. '{backend: clip, model: DIR}'")
+    p.add_argument("--column", action="append", default=[],
+                   help="image column of the shards (repeatable; default: every image column)")
+    p.add_argument("--chunk", type=int, default=256, help="images embedded per batch")
+    p.set_defaults(run=cmd_benchmark_index)
+
     p = sub.add_parser("samples", help="write the synthetic VGPhraseCut-layout sample")
     p.add_argument("dir", type=Path,
                    help="the folder to write, in VGPhraseCut_v0 layout (images/, refer_*.json, backgrounds/)")
@@ -327,6 +425,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--takedown", action="append", default=[], metavar="FILE",
                    help="leave rows named in FILE out of the card's counts (one id or URL a line, # comments)")
     p.set_defaults(run=cmd_card)
+
+    p = sub.add_parser("audit", help="label a stratified sample of a build; measure each rule's precision and recall")
+    p.add_argument("action", choices=["sample", "serve", "report"],
+                   help="sample: draw OUT/audit/sample.json; serve: the labelling page; report: the figures (docs/audit.md)")
+    p.add_argument("path", help="the build's out folder (or its ieiw/ folder)")
+    p.add_argument("--per-stratum", type=int, default=20, help="sample: pairs drawn per stratum (task x kept/reason)")
+    p.add_argument("--near-per-stratum", type=int, default=40, help="sample: pairs drawn per near-threshold stratum")
+    p.add_argument("--near-share", type=float, default=0.05,
+                   help="sample: 'near a threshold' = within this share of the task's values of it, by rank")
+    p.add_argument("--seed", type=int, default=0, help="sample: the same seed draws the same sample")
+    p.add_argument("--force", action="store_true", help="sample: replace an existing sample (labels are kept by pair id)")
+    p.add_argument("--labeller", help="serve: your name; labels are kept per labeller")
+    p.add_argument("--host", default="127.0.0.1", help="serve: address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8766, help="serve: 0 picks a free port")
+    p.add_argument("--target-precision", type=float, default=0.9,
+                   help="report: suggest per rule the threshold whose kept pairs reach this precision")
+    p.add_argument("--min-labels", type=int, default=5, help="report: labels a suggested threshold needs behind it")
+    p.add_argument("--json", action="store_true", help="report: machine-readable output")
+    p.set_defaults(run=cmd_audit)
 
     p = sub.add_parser("instructions", help="expand seed instruction templates with a chat model (docs/language-models.md)")
     p.add_argument("action", choices=["expand"], help="expand: write N validated paraphrases per seed template")

@@ -25,7 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ieiw.filters.selection import BY_SELECTION, RULES, measure
+from ieiw.filters.decontam import overlap_cells
+from ieiw.filters.selection import BENCHMARK_OVERLAP, BY_SELECTION, RULES, measure
 from ieiw.filters.vlm_judge import judge_numbers, judge_verdicts
 from ieiw.imageio import ImageDecodeError, Orientation, decode, downscale, encode
 from ieiw.schemas import storage
@@ -94,7 +95,8 @@ def write_report(out_dir: Path, path: Path | None = None, gallery_per_task: int 
     verdicts = judge_verdicts(out_dir / SCORES)  # empty unless a VLM judge scored the pairs
 
     body = [f"<h1>IEIW build report</h1><p class='muted'>{_e(storage.key(out_dir))}</p>",
-            _banner(kept), _stats_section(stats, thresholds), _judge_note(verdicts), "<h2>Score histograms</h2>",
+            _banner(kept), _stats_section(stats, thresholds), _judge_note(verdicts),
+            _decontam_section(out_dir, rejected), _audit_section(stats.get("audit")), "<h2>Score histograms</h2>",
             "<p class='muted'>Per task: kept pairs (blue) with rejected ones stacked on top (red); the dashed"
             " line is the resolved selection threshold.</p>"]
     body += [_histograms(task, kept, rejected, thresholds.get(task, {}), verdicts) for task in tasks]
@@ -400,6 +402,66 @@ def _with_verdict(row_id: str, scores: Mapping[str, Any] | None, verdicts: Mappi
     if verdicts:
         merged.update(judge_numbers(verdicts.get(row_id)))
     return merged
+
+
+def _decontam_section(out_dir: Path, rejected: list[Row], limit: int = 100) -> str:
+    """The pairs rejected as ``benchmark_overlap``, each with the benchmark image it is near (docs/decontamination.md);
+    nothing when no benchmark-overlap scorer ran."""
+    cells = overlap_cells(out_dir / SCORES)
+    if not cells:
+        return ""
+    flagged = [r for r in rejected if r.data.get("reason") == BENCHMARK_OVERLAP]
+    per_benchmark = Counter()
+    rows = []
+    for row in flagged:
+        cell = cells.get(row.data["id"]) or {}
+        per_benchmark[cell.get("similarity_benchmark")] += 1
+        if len(rows) < limit:
+            rows.append(f"<tr><td><code>{_e(row.data['id'][:12])}</code></td><td>{_e(row.data['task'])}</td>"
+                        f"<td>{_e(cell.get('phash_benchmark'))}: {_e(cell.get('phash_image'))} "
+                        f"({_e(cell.get('phash_side'))}, {_num(cell.get('phash_distance'))} bits)</td>"
+                        f"<td>{_e(cell.get('similarity_benchmark'))}: "
+                        f"{_e(cell.get('similarity_image'))} ({_e(cell.get('similarity_side'))}, "
+                        f"cosine {_num(cell.get('similarity'))})</td></tr>")
+    counts = ", ".join(f"{_e(name)}: {count}" for name, count in sorted(per_benchmark.items(), key=str))
+    table = ("<table><tr><th>pair</th><th>task</th><th>nearest by pHash</th><th>nearest by embedding</th></tr>"
+             + "".join(rows) + "</table>") if rows else ""
+    return (f"<h2 id='decontamination'>Decontamination</h2><p>{len(cells)} pairs compared with the benchmark indexes; "
+            f"{len(flagged)} rejected as <code>{BENCHMARK_OVERLAP}</code>" + (f" ({counts})" if counts else "")
+            + ".</p>" + table)
+
+
+def _audit_figure(fig: Mapping[str, Any] | None) -> str:
+    if not fig:
+        return "<td>-</td><td>0</td>"
+    return f"<td>{fig['value']:.3f} [{fig['low']:.3f}, {fig['high']:.3f}]</td><td>{fig['labels']}</td>"
+
+
+def _audit_section(audit: Mapping[str, Any] | None) -> str:
+    """The "Audit" section: what people's labels say of the filters (docs/audit.md), label counts beside each."""
+    if not audit:
+        return ("<h2 id='audit'>Audit</h2><p class='muted'>No human audit of this build was reported "
+                "(<code>ieiw audit sample | serve | report</code>, docs/audit.md).</p>")
+    stale = " <strong>Stale: the selection changed after the sample was drawn.</strong>" if audit.get("stale") else ""
+    out = [f"<h2 id='audit'>Audit</h2><p>{audit['labelled']} sampled pairs labelled by {len(audit['labellers'])} "
+           f"labeller(s) ({audit['labels']} labels, {audit['disputed']} disputed); weighted by stratum, 95% Wilson "
+           f"intervals.{stale}</p>",
+           "<table><tr><th>task</th><th>precision of kept</th><th>labels</th><th>recall of bad pairs</th>"
+           "<th>labels</th><th>rejected that are bad</th><th>labels</th></tr>"]
+    for task, t in audit["tasks"].items():
+        out.append(f"<tr><td>{_e(task)}</td>{_audit_figure(t['kept_precision'])}{_audit_figure(t['recall'])}"
+                   f"{_audit_figure(t['rejected_bad_share'])}</tr>")
+    out.append("</table><table><tr><th>task</th><th>rule</th><th>threshold</th><th>precision alone</th><th>labels</th>"
+               f"<th>recall alone</th><th>labels</th><th>threshold for precision {audit['target_precision']}</th></tr>")
+    for task, t in audit["tasks"].items():
+        for rule, r in t["rules"].items():
+            limit = r.get("threshold")
+            suggested = r.get("suggested")
+            hint = (f"{suggested['threshold']:.4g} ({suggested['value']:.3f}, {suggested['labels']} labels)"
+                    if suggested else ("none reaches it" if "suggested" in r else ""))
+            out.append(f"<tr><td>{_e(task)}</td><td>{_e(rule)}</td><td>{'' if limit is None else f'{limit:.4g}'}</td>"
+                       f"{_audit_figure(r['precision'])}{_audit_figure(r['recall'])}<td>{_e(hint)}</td></tr>")
+    return "".join(out) + "</table>"
 
 
 def _judge_note(verdicts: Mapping[str, Any]) -> str:

@@ -39,11 +39,13 @@ from ieiw.filters.scoring import ScoreContext, Scorer, decision_scores, distinct
 from ieiw.filters.selection import (
     BY_BUILDER,
     BY_SELECTION,
+    DECONTAMINATION_RULES,
     QUOTA_REACHED,
     Calibration,
     ScoredPair,
     calibrate,
     quota_allowances,
+    rejection_reason,
     verdict,
 )
 from ieiw.imageio import Orientation, decode
@@ -422,6 +424,12 @@ def decide(row: dict[str, Any], calibration: Calibration, selection: Any) -> tup
     if row.get("drop_reason"):
         return str(row["drop_reason"]), BY_BUILDER
     reason = calibration.kind_reason(row)
+    if reason:
+        return reason, BY_SELECTION
+    # decontamination holds for every family: an imported MagicBrush pair may be a benchmark's own image
+    limits = {rule: limit for rule, limit in calibration.for_task(row["task"], selection).items()
+              if rule in DECONTAMINATION_RULES}
+    reason = rejection_reason(row.get("scores"), limits) if any(v is not None for v in limits.values()) else None
     return (reason, BY_SELECTION) if reason else (None, None)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ieiw.audit.summary import summary as audit_summary
 from ieiw.schemas import storage
 from ieiw.schemas.manifest import load_manifest
 from ieiw.schemas.shards import COMPACT_EVERY, concat_compact
@@ -187,6 +188,8 @@ def compute_stats(folder: Path) -> dict[str, Any]:
         "backends": dict(sorted(backends.items())),
         "embedded_rows": embedded,
         "build_backends": {h: b.get("backends") for h, b in manifest.get("builds", {}).items()},
+        # the human audit (`ieiw audit report`, docs/audit.md) of the build this folder belongs to, where one ran
+        **({"audit": audit} if (audit := audit_summary(folder.parent)) else {}),
     }
 
 
@@ -260,6 +263,10 @@ def render_text(stats: dict[str, Any]) -> str:
     lines += _counts("failed records (reason)", stats["failures"])
     for example in stats["failure_examples"][:5]:
         lines.append(f"    e.g. {example}")
+    if audit := stats.get("audit"):
+        from ieiw.audit.metrics import render_text as audit_text
+
+        lines += audit_text(audit).splitlines() + (["  (stale: selection changed since the sample)"] if audit["stale"] else [])
     lines.append("scores (quantiles q00 q05 q25 q50 q75 q95 q100):")
     for name, q in stats["scores"].items():
         if q:

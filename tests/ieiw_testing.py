@@ -173,3 +173,23 @@ def assert_not_carried(rows: list[dict[str, Any]], planted: Path, data: bytes) -
         assert data not in blob, f"row {row.get('id')} carries the planted image's bytes"
         assert PLANTED.encode() not in blob and str(planted).encode() not in blob, \
             f"row {row.get('id')} names the planted image"
+
+
+def run_stages(config_path: Path) -> tuple[Any, list[str], dict[str, Any]]:
+    """A build through the real stages in order, without Prefect: every unit's candidates, features and
+    scores, then calibration and selection. Returns the build, the unit keys and each unit's scores outcome."""
+    from ieiw import stages
+    from ieiw.schemas.config import load_config
+
+    build = stages.build_for(load_config(config_path))
+    build.prepare()
+    keys, outcomes = [], {}
+    for name, unit in build.plan():
+        stages.make_candidates(build, name, unit)
+        stages.extract_features(build, unit.key)
+        outcomes[unit.key] = stages.score_unit(build, unit.key)
+        keys.append(unit.key)
+    stages.calibrate_build(build, keys)
+    for key in keys:
+        stages.select_unit(build, key)
+    return build, keys, outcomes

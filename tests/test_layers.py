@@ -23,13 +23,13 @@ from ieiw_testing import REPO
 # own __init__ only. builders, filters and training share a layer: they may import each other, but the
 # package-cycle check keeps those imports one-way.
 LAYERS: list[tuple[str, ...]] = [
-    ("ieiw", "ieiw.schemas", "ieiw.imageio", "ieiw.phrases", "ieiw.progress"),
+    ("ieiw", "ieiw.schemas", "ieiw.imageio", "ieiw.phrases", "ieiw.progress", "ieiw.localserver"),
     ("ieiw.sources",),
     ("ieiw.backends",),
     ("ieiw.crawlers",),
     ("ieiw.samples",),
     ("ieiw.builders", "ieiw.filters", "ieiw.training"),
-    ("ieiw.stats", "ieiw.exports", "ieiw.card", "ieiw.report"),
+    ("ieiw.audit", "ieiw.stats", "ieiw.exports", "ieiw.card", "ieiw.report"),
     ("ieiw.stages", "ieiw.runner"),
     ("ieiw.flows",),
     ("ieiw.cli", "ieiw.__main__"),

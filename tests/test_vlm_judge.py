@@ -11,13 +11,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from ieiw_testing import run_stages
 from tiny_lms import build_tiny_vlm, serve_openai
 
-from ieiw import stages
 from ieiw.backends.lm.connect import connect
 from ieiw.filters.selection import JUDGE_INSTRUCTION_LOW
 from ieiw.filters.vlm_judge import RUBRIC, VlmJudgeConfig, parse_answer
-from ieiw.schemas.config import load_config
 
 
 @pytest.fixture(scope="module")
@@ -36,22 +35,6 @@ def config(make_config, judge: dict, selection: dict, out: Path) -> Path:
     return path
 
 
-def run(path: Path):
-    build = stages.build_for(load_config(path))
-    build.prepare()
-    plan = build.plan()
-    keys = [unit.key for _, unit in plan]
-    outcomes = {}
-    for name, unit in plan:
-        stages.make_candidates(build, name, unit)
-        stages.extract_features(build, unit.key)
-        outcomes[unit.key] = stages.score_unit(build, unit.key)
-    stages.calibrate_build(build, keys)
-    for key in keys:
-        stages.select_unit(build, key)
-    return build, keys, outcomes
-
-
 def test_parse_answer_is_lenient():
     assert parse_answer("Instruction following: 8/10\n**Preservation**: 4\nrealism = 10\nReason: ok") == {
         "instruction": 0.8, "preservation": 0.4, "realism": 1.0, "reason": "ok"}
@@ -60,7 +43,7 @@ def test_parse_answer_is_lenient():
 
 def test_judge_fills_its_column_and_a_threshold_rejects_with_a_named_reason(vlm_folder, make_config, tmp_path):
     path = config(make_config, {"model": str(vlm_folder)}, {"min_judge_instruction": {"quantile": 0.5}}, tmp_path / "out")
-    _, keys, _ = run(path)
+    _, keys, _ = run_stages(path)
     scores = pq.read_table(tmp_path / "out" / "scores" / f"{keys[0]}.parquet").to_pylist()
     judged = [row["judge"] for row in scores]
     assert all(j["rubric"] == RUBRIC and j["backend"].startswith("vlm-judge-v1:") for j in judged)
@@ -87,7 +70,7 @@ def test_judge_fills_its_column_and_a_threshold_rejects_with_a_named_reason(vlm_
     assert f"| `{backend}` | `{RUBRIC}` | {len(kept_ids)} |" in card
     # re-decide with a new threshold: scoring is not redone (same fingerprint), selection is
     stricter = config(make_config, {"model": str(vlm_folder)}, {"min_judge_instruction": 1.01}, tmp_path / "out")
-    _, _, outcomes = run(stricter)
+    _, _, outcomes = run_stages(stricter)
     assert all(o.skipped for o in outcomes.values()), "a threshold change re-runs selection only"
     kept = sum(pq.read_metadata(tmp_path / "out" / "ieiw" / f"{k}.parquet").num_rows for k in keys)
     again = [r for k in keys for r in pq.read_table(tmp_path / "out" / "rejected" / f"{k}.parquet").to_pylist()]
@@ -99,9 +82,9 @@ def test_judge_over_http_matches_the_local_model(vlm_folder, make_config, tmp_pa
     server, url = serve_openai(local)
     try:
         monkeypatch.setenv("JUDGE_KEY", "test-key")
-        _, keys, _ = run(config(make_config, {"model": "llava-tiny", "endpoint": url, "api_key_env": "JUDGE_KEY"}, {},
+        _, keys, _ = run_stages(config(make_config, {"model": "llava-tiny", "endpoint": url, "api_key_env": "JUDGE_KEY"}, {},
                                 tmp_path / "http"))
-        run(config(make_config, {"model": str(vlm_folder)}, {}, tmp_path / "local"))
+        run_stages(config(make_config, {"model": str(vlm_folder)}, {}, tmp_path / "local"))
         for key in keys:
             remote = [r["judge"] for r in pq.read_table(tmp_path / "http" / "scores" / f"{key}.parquet").to_pylist()]
             direct = [r["judge"] for r in pq.read_table(tmp_path / "local" / "scores" / f"{key}.parquet").to_pylist()]

@@ -23,6 +23,11 @@ the order units finished in.
    With a VLM judge (:mod:`ieiw.filters.vlm_judge`), its three 0-1 scores: ``judge_instruction_low``,
    ``judge_preservation_low``, ``judge_realism_low`` (rules ``min_judge_instruction`` ... , off by default).
 
+   With the ``benchmark-overlap`` scorer (:mod:`ieiw.filters.decontam`): ``benchmark_overlap`` when the source
+   or the target lies within ``min_benchmark_phash_distance`` - 1 bits of pHash of a benchmark image, or
+   above ``max_benchmark_similarity`` cosine of one (rules off by default; the scores shard's
+   ``benchmark_overlap`` column names the benchmark and the image).
+
 4. ``quota_reached``: ``quotas`` caps the kept IEIW rows of a builder (the paper's 159k: ~85k removal + add,
    ~51k replacement, ~23k web). Calibration walks the units in plan order (each builder's ``plan()``, then
    the rows' order inside a unit), counts the rows that pass rules 1-3 and gives each unit an allowance
@@ -58,6 +63,9 @@ QUOTA_REACHED = "quota_reached"
 JUDGE_INSTRUCTION_LOW = "judge_instruction_low"
 JUDGE_PRESERVATION_LOW = "judge_preservation_low"
 JUDGE_REALISM_LOW = "judge_realism_low"
+BENCHMARK_OVERLAP = "benchmark_overlap"
+# the rules every family meets, not only IEIW's (ieiw.stages.decide): a benchmark's image in any training pair
+DECONTAMINATION_RULES = frozenset({"min_benchmark_phash_distance", "max_benchmark_similarity"})
 BY_BUILDER, BY_SELECTION = "builder", "selection"
 
 
@@ -86,6 +94,10 @@ RULES: dict[str, tuple[str, bool, Any]] = {
     "min_judge_instruction": (JUDGE_INSTRUCTION_LOW, True, lambda s: s.get("judge_instruction")),
     "min_judge_preservation": (JUDGE_PRESERVATION_LOW, True, lambda s: s.get("judge_preservation")),
     "min_judge_realism": (JUDGE_REALISM_LOW, True, lambda s: s.get("judge_realism")),
+    # decontamination (ieiw.filters.decontam): nearest benchmark image of the source or target, from the
+    # scores shard's `benchmark_overlap` column; either rule rejects with the one reason `benchmark_overlap`
+    "min_benchmark_phash_distance": (BENCHMARK_OVERLAP, True, lambda s: s.get("benchmark_overlap_phash_distance")),
+    "max_benchmark_similarity": (BENCHMARK_OVERLAP, False, lambda s: s.get("benchmark_overlap_similarity")),
 }
 
 
@@ -106,6 +118,10 @@ class SelectionConfig(StrictModel):
     min_judge_instruction: Threshold = None
     min_judge_preservation: Threshold = None
     min_judge_realism: Threshold = None
+    min_benchmark_phash_distance: Threshold = Field(
+        None, description="reject a pair whose source or target is fewer bits of pHash from a benchmark image (e.g. 9)")
+    max_benchmark_similarity: Threshold = Field(
+        None, description="reject a pair whose source or target has a higher cosine to a benchmark image (e.g. 0.95)")
     per_task: dict[str, dict[str, Threshold]] = Field(default_factory=dict, description="{task: {rule: threshold}}")
     dedup: DedupConfig = DedupConfig()
     # Keyed by builder (section) name, not by task or origin.dataset: the paper's three sources are its

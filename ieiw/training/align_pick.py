@@ -41,17 +41,17 @@ import argparse
 import hashlib
 import io
 import json
-import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from ieiw.localserver import BadBody, LocalHandler, make_local_server, serve_until_stopped
 from ieiw.schemas.manifest import Manifest, forget, load_manifest, manifest_path
 from ieiw.schemas.rows import builder_cell, canonical_json, image_cell, image_key, origin_cell, row_id, rows_to_table
 from ieiw.schemas.shards import write_shard
@@ -62,7 +62,6 @@ DATASET = "align-picks"
 BUILDER = "align-pick"
 MAX_PICKS = 2
 ROWS_PER_SHARD = 256
-MAX_BODY = 64 * 1024
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
                  ".bmp": "image/bmp", ".json": "application/json"}
@@ -387,37 +386,11 @@ class PickStore:
 
 
 # -- the server ---------------------------------------------------------------------------------------
-class Handler(BaseHTTPRequestHandler):
+class Handler(LocalHandler):
+    """Host check, JSON-only POSTs and the answers' headers come from :mod:`ieiw.localserver`."""
+
     server_version = "ieiw-align-pick"
     store: PickStore  # set on the subclass made by make_server
-    hosts: frozenset[str]  # the Host values this server answers to (make_server)
-
-    def _host_allowed(self) -> bool:
-        """Only requests addressed to this server by name: a DNS-rebinding page (evil.example resolving to
-        127.0.0.1) sends its own name as Host, and would otherwise read the benchmark and change picks."""
-        if (self.headers.get("Host") or "").strip().lower() in self.hosts:
-            return True
-        self._error(HTTPStatus.MISDIRECTED_REQUEST, "unknown Host; open the page by the address it printed")
-        return False
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: the terminal belongs to the person picking
-        pass
-
-    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _json(self, status: int, value: Any) -> None:
-        self._send(status, json.dumps(value).encode())
-
-    def _error(self, status: int, message: str) -> None:
-        self._json(status, {"error": message})
 
     def _file(self, rel: str) -> None:
         """A file under the work folder, or 403/404."""
@@ -460,20 +433,10 @@ class Handler(BaseHTTPRequestHandler):
         route = urlsplit(self.path).path
         if route not in ("/api/pick", "/api/write-shards"):
             return self._error(HTTPStatus.NOT_FOUND, "no such endpoint")
-        if self.headers.get_content_type() != "application/json":  # a cross-site form cannot send this without CORS
-            return self._error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send application/json")
         try:
-            length = int(self.headers.get("Content-Length", "0"))
-        except ValueError:
-            return self._error(HTTPStatus.BAD_REQUEST, "bad Content-Length")
-        if length < 0:  # read(-1) would read to the end of the stream: past the cap below
-            return self._error(HTTPStatus.BAD_REQUEST, "bad Content-Length")
-        if length > MAX_BODY:
-            return self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body too large")
-        try:
-            body = json.loads(self.rfile.read(length) or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return self._error(HTTPStatus.BAD_REQUEST, "body is not JSON")
+            body = self.json_body()
+        except BadBody as exc:
+            return self._error(exc.status, str(exc))
         if route == "/api/write-shards":
             return self._json(HTTPStatus.OK, self.store.write_shards())
         if not (isinstance(body, dict) and isinstance(body.get("prompt"), str) and isinstance(body.get("keep"), bool)
@@ -489,22 +452,11 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(HTTPStatus.CONFLICT, {"error": str(exc), "prompt": body.get("prompt"), "picks": kept})
         self._json(HTTPStatus.OK, {"prompt": body.get("prompt"), "picks": kept})
 
-    def do_PUT(self) -> None:
-        self._error(HTTPStatus.METHOD_NOT_ALLOWED, "GET or POST only")
-
-    do_DELETE = do_PATCH = do_PUT
-
 
 def make_server(work: str | Path, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
     """The picking server over ``work`` (port 0: a free one; see ``server.server_address``)."""
     store = PickStore(work)
-    handler = type("AlignHandler", (Handler,), {"store": store, "hosts": frozenset()})
-    server = ThreadingHTTPServer((host, port), handler)
-    bound = server.server_address[1]
-    names = {host, "localhost", "127.0.0.1", "[::1]"} if host in ("127.0.0.1", "localhost", "::1") else {host}
-    handler.hosts = frozenset(f"{(f'[{n}]' if ':' in n and not n.startswith('[') else n).lower()}:{bound}"
-                              for n in names)
-    server.daemon_threads = True
+    server = make_local_server(Handler, host, port, store=store)
     server.store = store  # type: ignore[attr-defined]
     return server
 
@@ -559,16 +511,7 @@ def main(argv: list[str]) -> int:
         return 2
     host, port = server.server_address[:2]
     print(f"align-pick: open http://{host}:{port}/  (Ctrl-C or kill to stop; shards are written on stop)", file=sys.stderr, flush=True)
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt  # `kill` stops it like Ctrl-C: the shards are written
-
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_stopped(server)  # `kill` stops it like Ctrl-C: the shards are written below
     store = server.store
     if store.changed or not manifest_path(store.work / "shards").exists():  # picks since the last write
         result = store.write_shards()
