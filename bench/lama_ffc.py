@@ -23,7 +23,8 @@ builds the same network itself. Everything here follows advimman/lama:
   ``image = torch.rand(1, 3, 120, 120)``, ``mask = torch.rand(1, 1, 120, 120)``: traced at batch 1.
 
 The code is written here (not copied); module names match LaMa's, so the parameter count matches
-big-lama's generator. ``batch_consistency`` is the check the GPU bench runs on the traced file: a model
+big-lama's generator. ``batch_consistency`` (in ieiw/backends/inpaint/lama.py, which also runs it when a
+model loads with ``batch_size > 1``) is the check the GPU bench runs on the traced file: a model
 traced at batch 1 must give each image of a batch of 8 what it gives that image alone (our LaMa backend
 sends ``batch_size`` images per call).
 """
@@ -35,6 +36,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from ieiw.backends.inpaint.lama import batch_consistency  # noqa: F401 - the check, shared with the backend's load
 
 # big-lama.yaml's generator section
 BIG_LAMA = {"input_nc": 4, "output_nc": 3, "ngf": 64, "n_downsampling": 3, "n_blocks": 18, "ratio": 0.75}
@@ -218,25 +221,3 @@ def load_traced(path: Path, device: str | torch.device = "cpu") -> torch.jit.Scr
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         return torch.jit.load(str(path), map_location="cpu").to(device).eval()
-
-
-def batch_consistency(model, batch: int = 8, size: int = 64, device: str | torch.device = "cpu",
-                      seed: int = 0) -> float:
-    """Largest absolute difference between the outputs of one call on ``batch`` images and of ``batch`` calls
-    on one image each (same images, binary masks of random boxes). 0 up to float rounding when batching
-    is safe: a model whose trace froze the batch size, or mixed items, shows up here."""
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.rand(batch, 3, size, size, generator=generator)
-    masks = torch.zeros(batch, 1, size, size)
-    for i in range(batch):
-        top, left = (torch.randint(0, size // 2, (2,), generator=generator)).tolist()
-        masks[i, :, top:top + size // 3, left:left + size // 3] = 1
-    images, masks = images.to(device), masks.to(device)
-    with torch.inference_mode():
-        together = model(images, masks).float()
-        alone = torch.cat([model(images[i:i + 1], masks[i:i + 1]).float() for i in range(batch)])
-    if together.shape != alone.shape:
-        raise ValueError(f"batch of {batch} gave {tuple(together.shape)}, one by one {tuple(alone.shape)}")
-    if not torch.isfinite(together).all():
-        raise ValueError("non-finite output")
-    return float((together - alone).abs().max())

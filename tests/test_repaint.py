@@ -15,10 +15,12 @@ from ieiw_testing import tiny_paint_by_example_folder, tiny_paint_by_example_pip
 from ieiw.backends.repaint import (
     EmbeddedRepaintConfig,
     PaintByExampleConfig,
+    Window,
     composite,
     feather_alpha,
     fit_to_box,
     poisson_paste,
+    square_window,
 )
 from ieiw.schemas.config import BackendConfig
 from ieiw.schemas.registry import REGISTRY
@@ -109,12 +111,14 @@ def items(count: int = 3):
 def test_paint_by_example_config_names_the_model_and_keeps_runtime_fields_out_of_ids(pbe_folder):
     config = PaintByExampleConfig(model=str(pbe_folder), device="cpu", batch_size=7, dtype="float32")
     assert config.label() == "paint-by-example:tiny-paint-by-example" and config.model_id() == str(pbe_folder)
-    assert set(config.row_params()) == {"model", "revision", "steps", "guidance_scale", "resolution", "feather"}
+    assert set(config.row_params()) == {"model", "revision", "steps", "guidance_scale", "resolution", "feather",
+                                        "context", "exemplar_size", "exemplar_pad"}
     assert config.preflight() == []
     assert config.model_digests()["model"] is not None
     defaults = PaintByExampleConfig()
     assert (defaults.model, defaults.steps, defaults.guidance_scale, defaults.resolution) == \
         ("Fantasy-Studio/Paint-by-Example", 50, 5.0, 512)
+    assert (defaults.context, defaults.exemplar_size, defaults.exemplar_pad) == (2.0, None, 10)
     with pytest.raises(ValueError, match="multiple of 8"):
         PaintByExampleConfig(resolution=500)
     assert REGISTRY.backend("repaint", "paint-by-example").config is PaintByExampleConfig
@@ -151,25 +155,31 @@ def test_an_item_does_not_depend_on_its_batch(pbe_folder, pbe):
 
 def test_the_backend_calls_the_pipeline_as_documented(pbe_folder, pbe):
     """Raw backend output (before the composite) against diffusers' pipeline built in memory from the
-    same seeded weights and called the documented way: PIL image, white = repaint mask, CPU generator."""
+    same seeded weights and called the documented way on the square window: PIL image, white = repaint
+    mask, the exemplar squashed to the processor's size, CPU generator. Outside the window: the source."""
     import torch
     from PIL import Image
 
-    image = scene(5, 96, 128)  # larger than 64 px both ways: area filter down, bicubic back up
-    mask = ellipse_mask(96, 128, (70, 40), (20, 14))
+    image = scene(5, 96, 128)
+    mask = ellipse_mask(96, 128, (70, 40), (20, 14))  # box 47 x 35 px: a 94 px square window, enlarged to 64
     exemplar = scene(6, 30, 24)
     raw = pbe._repaint([image], [mask], [exemplar], [3])[0]
     pipe = tiny_paint_by_example_pipeline()
     pipe.set_progress_bar_config(disable=True)
-    small = cv2.resize(image, (64, 64), interpolation=cv2.INTER_AREA)
-    small_mask = cv2.resize(mask * 255, (64, 64), interpolation=cv2.INTER_AREA) > 0
-    expected = pipe(example_image=Image.fromarray(exemplar), image=Image.fromarray(small),
+    x0, y0, side = 23, 0, 94  # centred on the box (x 47..93, y 23..57), shifted down into the image
+    assert square_window(mask, 2.0) == Window(x0, y0, side)
+    window, window_mask = image[y0:y0 + side, x0:x0 + side], mask[y0:y0 + side, x0:x0 + side]
+    small = cv2.resize(window, (64, 64), interpolation=cv2.INTER_AREA)
+    small_mask = cv2.resize(window_mask * 255, (64, 64), interpolation=cv2.INTER_AREA) > 0
+    squashed = cv2.resize(exemplar, (32, 32), interpolation=cv2.INTER_CUBIC)  # the processor's crop size
+    expected = pipe(example_image=Image.fromarray(squashed), image=Image.fromarray(small),
                     mask_image=Image.fromarray(small_mask.astype(np.uint8) * 255), num_inference_steps=2,
                     guidance_scale=5.0, generator=[torch.Generator("cpu").manual_seed(3)], output_type="np").images[0]
-    expected = cv2.resize(np.rint(expected * 255).clip(0, 255).astype(np.uint8), (128, 96),
+    expected = cv2.resize(np.rint(expected * 255).clip(0, 255).astype(np.uint8), (side, side),
                           interpolation=cv2.INTER_CUBIC)
     assert raw.shape == image.shape
-    assert np.abs(raw.astype(int) - expected).max() <= 1
+    assert np.array_equal(raw[:, :x0], image[:, :x0]) and np.array_equal(raw[:, x0 + side:], image[:, x0 + side:])
+    assert np.abs(raw[y0:y0 + side, x0:x0 + side].astype(int) - expected).max() <= 1
 
 
 def test_an_empty_mask_returns_the_source_without_a_model_call(pbe):
@@ -240,7 +250,8 @@ def test_embedded_pastes_the_exemplar_with_poisson_blending():
     assert_outside_exact(out, photo, mask)
     # inside (away from the seam) the result has the exemplar's gradients, not the source's
     x, y, w, h = cv2.boundingRect(mask)
-    fitted = fit_to_box(cup, w + 8, h + 8)[4:-4, 4:-4]  # fitted to the box grown by CLONE_GROW px
+    assert repainter.config.fit == "stretch", "the default squashes the whole exemplar, as Paint-by-Example does"
+    fitted = fit_to_box(cup, w + 8, h + 8, "stretch")[4:-4, 4:-4]  # fitted to the box grown by CLONE_GROW px
     core = cv2.erode(mask, np.ones((15, 15), np.uint8))[y : y + h, x : x + w] > 0
     got = gradients(out[y : y + h, x : x + w])[core].ravel()
     want = gradients(fitted)[core].ravel()
@@ -279,7 +290,7 @@ def test_embedded_regions_at_the_image_border(box):
     assert_outside_exact(out, source, mask)
     changed = np.any(out != source, axis=2)
     assert changed[mask > 0].mean() > 0.95
-    fitted = fit_to_box(exemplar, right - left + 8, bottom - top + 8)[4:-4, 4:-4]
+    fitted = fit_to_box(exemplar, right - left + 8, bottom - top + 8, "stretch")[4:-4, 4:-4]
     sides = {"top": (top == 0, np.s_[top, left:right], np.s_[0, :]),
              "bottom": (bottom == 512, np.s_[bottom - 1, left:right], np.s_[-1, :]),
              "left": (left == 0, np.s_[top:bottom, left], np.s_[:, 0]),

@@ -6,21 +6,34 @@ paint in) and one integer seed per item, and returns RGB ``uint8`` images of eac
 
 Backends (``replacement.repaint: {backend: ...}``, registered under ``repaint.<name>``):
 
-- ``paint-by-example`` (the paper's): diffusers' ``PaintByExamplePipeline``. Each source and its mask
-  are resized to ``resolution`` x ``resolution`` (512, the size the model was trained at; the aspect
-  ratio is not kept, as in the model's own examples; images with the area filter when they shrink and
-  bicubic when they grow, masks with the area filter and ``> 0``, so a pixel the region touches at all
-  is repainted), repainted in batches of ``batch_size`` with one
-  ``torch.Generator(seed)`` per item (on the CPU, so a seed gives the same noise on any device), and
-  the output is resized back to the source's size.
+- ``paint-by-example`` (the paper's): diffusers' ``PaintByExamplePipeline``, fed as the original
+  Paint-by-Example was trained (Fantasy-Studio/Paint-by-Example, ``ldm/data/open-images.py``): a
+  **square window** around the region, resized to ``resolution`` x ``resolution`` (512), never the
+  whole squashed photo. The window (:func:`square_window`) is centred on the dilated region's box,
+  ``context`` times the box's long side (default 2: the region fills about half of it), shifted inward
+  to stay in the image, and at most the image's long side; where it is wider than the image in one
+  direction that side is filled by reflection (``BORDER_REFLECT_101``; the mask is 0 there, so nothing
+  is painted in it) instead of squashing. The window is resized with the area filter when it shrinks and
+  bicubic when it grows, its mask with the area filter and ``> 0`` (a pixel the region touches at all is
+  repainted), repainted in batches of ``batch_size`` with one ``torch.Generator(seed)`` per item (on
+  the CPU, so a seed gives the same noise on any device), resized back to the window's size and put
+  back at the window's place in the source: the rest of the image is never resampled.
+  The exemplar is squashed (aspect not kept, as the original's ``Resize(224, 224)``) to
+  ``exemplar_size`` (default: the pipeline's image processor's crop size, 224 for the published
+  model), so the processor's short-side resize and centre crop leave it whole.
   Batching changes nothing but speed: an item's output is that of its own seed (up to 1 grey level from
   float rounding in batched kernels).
 - ``embedded`` (CPU, no weights): the exemplar crop scaled to the region's bounding box (``fit``:
-  ``cover`` keeps its aspect ratio and centre-crops, ``stretch`` does not) and pasted with Poisson
+  ``stretch``, the default, squashes the whole exemplar into the box as Paint-by-Example squashes it to
+  224 x 224; ``cover`` keeps its aspect ratio and centre-crops) and pasted with Poisson
   blending (``cv2.seamlessClone``, ``NORMAL_CLONE``); deterministic, seeds are ignored. Plain
   seamlessClone leaves a region's rim with the old object's gradients and cannot repaint the rows and
   columns of a region that touches the image border; :func:`poisson_paste` works around both (a
   padded window, a grown clone mask, the exemplar as the boundary beyond the image border).
+
+The exemplar both backends receive is cut by the caller with :func:`exemplar_crop`: the exemplar
+region's box grown by ``exemplar_pad`` px (10, the original's) on each side, clipped at the image
+border, with its natural background (not the object on white).
 
 Both end with the same composite (:func:`composite`), so **pixels outside the dilated mask are the
 source's own, exactly** (bit for bit), whatever the model did elsewhere:
@@ -55,6 +68,7 @@ import json
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -67,6 +81,7 @@ from ieiw.schemas.config import BackendConfig
 from ieiw.schemas.registry import register_backend
 
 DEFAULT_MODEL = "Fantasy-Studio/Paint-by-Example"
+EXEMPLAR_PAD = 10  # px around the exemplar's box: Paint-by-Example's bbox_pad (ldm/data/open-images.py)
 
 
 # -- the composite ----------------------------------------------------------------------------------
@@ -172,6 +187,80 @@ class RepaintConfig(BackendConfig):
     kind: ClassVar[str] = "repaint"
     feather: float = Field(4.0, ge=0, description="width in px (at the source's size) of the blend ramp, which "
                                                    "lies inside the mask: alpha is 0 outside it")
+    exemplar_pad: int = Field(EXEMPLAR_PAD, ge=0, description="px of natural background kept around the exemplar's "
+                                                               "box (clipped at its image's border); the original's 10")
+
+
+# -- the exemplar and the window --------------------------------------------------------------------
+def exemplar_crop(pixels: np.ndarray, bbox: Sequence[int], pad: int = EXEMPLAR_PAD) -> np.ndarray:
+    """The exemplar as Paint-by-Example cuts its reference: the region's ``(x, y, w, h)`` box grown by
+    ``pad`` px on each side where the image allows (``bbox_pad`` in the original's dataset), with the
+    natural background around the object."""
+    x, y, w, h = (int(v) for v in bbox)
+    height, width = pixels.shape[:2]
+    x0, y0 = max(x - pad, 0), max(y - pad, 0)
+    x1, y1 = min(x + w + pad, width), min(y + h + pad, height)
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"exemplar box {tuple(bbox)} lies outside its {width}x{height} image")
+    return np.ascontiguousarray(pixels[y0:y1, x0:x1])
+
+
+@dataclass(frozen=True)
+class Window:
+    """A square ``side`` x ``side`` window whose top-left corner is ``(left, top)`` in source pixels; it
+    may reach beyond the image (by at most the difference between the image's sides)."""
+
+    left: int
+    top: int
+    side: int
+
+    def clip(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """``(x0, y0, x1, y1)``: the part of the window inside a ``width`` x ``height`` image."""
+        return (max(self.left, 0), max(self.top, 0), min(self.left + self.side, width),
+                min(self.top + self.side, height))
+
+
+def square_window(mask: np.ndarray, context: float) -> Window:
+    """The square the model repaints for ``mask``: ``context`` x the long side of the mask's box (at
+    least the long side, at most the image's long side), centred on the box, shifted inward to stay in
+    the image; where the image is narrower than the window it is centred on the image instead."""
+    height, width = mask.shape[:2]
+    x, y, w, h = cv2.boundingRect((np.asarray(mask) > 0).astype(np.uint8))
+    if not w or not h:
+        raise ValueError("square_window: the mask is empty")
+    side = min(max(math.ceil(context * max(w, h)), w, h, 8), max(width, height))
+
+    def place(start: int, extent: int, size: int) -> int:
+        if side >= size:
+            return (size - side) // 2
+        return min(max(start + extent // 2 - side // 2, 0), size - side)
+
+    return Window(place(x, w, width), place(y, h, height), side)
+
+
+def cut_window(array: np.ndarray, window: Window, fill_reflect: bool) -> np.ndarray:
+    """``array``'s pixels in ``window``; outside the image filled by reflection (images) or 0 (masks)."""
+    height, width = array.shape[:2]
+    x0, y0, x1, y1 = window.clip(width, height)
+    top, left = y0 - window.top, x0 - window.left
+    bottom, right = window.side - top - (y1 - y0), window.side - left - (x1 - x0)
+    inside = np.ascontiguousarray(array[y0:y1, x0:x1])
+    if not (top or bottom or left or right):
+        return inside
+    if fill_reflect:
+        return cv2.copyMakeBorder(inside, top, bottom, left, right, cv2.BORDER_REFLECT_101)
+    return cv2.copyMakeBorder(inside, top, bottom, left, right, cv2.BORDER_CONSTANT, value=0)
+
+
+def put_window(image: np.ndarray, painted: np.ndarray, window: Window) -> np.ndarray:
+    """A copy of ``image`` with ``painted`` (the whole window, ``side`` x ``side``) written where the
+    window lies inside the image."""
+    height, width = image.shape[:2]
+    x0, y0, x1, y1 = window.clip(width, height)
+    out = image.copy()
+    top, left = y0 - window.top, x0 - window.left
+    out[y0:y1, x0:x1] = painted[top : top + (y1 - y0), left : left + (x1 - x0)]
+    return out
 
 
 # -- embedded: Poisson blending ---------------------------------------------------------------------
@@ -181,8 +270,9 @@ class EmbeddedRepaintConfig(RepaintConfig):
     embedded: ClassVar[bool] = True
 
     backend: Literal["embedded"] = "embedded"
-    fit: Literal["cover", "stretch"] = Field("cover", description="cover: keep the exemplar's aspect ratio and "
-                                                                  "centre-crop it to the box; stretch: resize to the box")
+    fit: Literal["cover", "stretch"] = Field("stretch", description="stretch: squash the whole exemplar into the box "
+                                                                    "(as Paint-by-Example squashes it to 224 x 224); "
+                                                                    "cover: keep its aspect ratio and centre-crop it")
 
     def label(self) -> str:
         return "poisson-clone-v1"
@@ -273,7 +363,13 @@ class PaintByExampleConfig(HubModelFields, RepaintConfig):
     model: str = Field(DEFAULT_MODEL, description="a local pipeline folder, or a hub id already in the local HF cache")
     steps: int = Field(50, ge=1, description="denoising steps (num_inference_steps)")
     guidance_scale: float = Field(5.0, ge=0, description="classifier-free guidance on the exemplar; <= 1 turns it off")
-    resolution: int = Field(512, ge=8, description="the side the image and mask are resized to (multiple of 8)")
+    resolution: int = Field(512, ge=8, description="the side the square window and its mask are resized to "
+                                                   "(multiple of 8)")
+    context: float = Field(2.0, ge=1.0, description="side of the square window around the region, as a multiple of "
+                                                    "the long side of the dilated region's box")
+    exemplar_size: int | None = Field(None, ge=1, description="side the exemplar is squashed to; default: the "
+                                                              "pipeline's image processor's crop size (224, the "
+                                                              "original's)")
     device: str = Field("auto", description="'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1', ...")
     dtype: Literal["auto", "float32", "float16"] = Field("auto", description="auto: float16 on CUDA, else float32")
     batch_size: int = Field(4, ge=1, description="items per pipeline call")
@@ -371,21 +467,39 @@ class PaintByExampleRepainter(Repainter):
         self.pipe.to(self.device)
         self.pipe.set_progress_bar_config(disable=True)
 
+    def exemplar_side(self) -> int:
+        """The side exemplars are squashed to: the config's, else the image processor's crop size."""
+        if self.config.exemplar_size:
+            return self.config.exemplar_size
+        crop = getattr(self.pipe.feature_extractor, "crop_size", None)
+        if isinstance(crop, int):
+            return crop
+        if isinstance(crop, dict):  # older transformers
+            sides = [crop.get("height"), crop.get("width")]
+        else:  # transformers 5: a SizeDict
+            sides = [getattr(crop, "height", None), getattr(crop, "width", None)]
+        sides = [int(v) for v in sides if v]
+        return min(sides) if sides else 224
+
     def _repaint(self, images, masks, exemplars, seeds):
         torch, c = self.torch, self.config
-        side = c.resolution
+        side, example_side = c.resolution, self.exemplar_side()
         out: list[np.ndarray] = []
         for start in range(0, len(images), c.batch_size):
             stop = start + c.batch_size
-            batch = np.stack([_resize(image, side, side) for image in images[start:stop]])
-            small = np.stack([resize_mask(m, side, side) for m in masks[start:stop]])
+            windows = [square_window(mask, c.context) for mask in masks[start:stop]]
+            batch = np.stack([_resize(cut_window(image, window, True), side, side)
+                              for image, window in zip(images[start:stop], windows, strict=True)])
+            small = np.stack([resize_mask(cut_window(mask, window, False), side, side)
+                              for mask, window in zip(masks[start:stop], windows, strict=True)])
+            examples = [_resize(exemplar, example_side, example_side) for exemplar in exemplars[start:stop]]
             pixels = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 127.5 - 1.0
             mask = torch.from_numpy(small[:, None].astype(np.float32))  # 1 = repaint (the pipeline inverts it)
             generators = [torch.Generator(device="cpu").manual_seed(seed % (1 << 63)) for seed in seeds[start:stop]]
-            result = self.pipe(example_image=list(exemplars[start:stop]), image=pixels, mask_image=mask,
+            result = self.pipe(example_image=examples, image=pixels, mask_image=mask,
                                height=side, width=side, num_inference_steps=c.steps,
                                guidance_scale=c.guidance_scale, generator=generators, output_type="np").images
-            for image, generated in zip(images[start:stop], result, strict=True):
+            for image, window, generated in zip(images[start:stop], windows, result, strict=True):
                 painted = np.clip(np.rint(np.asarray(generated, np.float32) * 255), 0, 255).astype(np.uint8)
-                out.append(_resize(painted, image.shape[1], image.shape[0]))
+                out.append(put_window(image, _resize(painted, window.side, window.side), window))
         return out

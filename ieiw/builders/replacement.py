@@ -15,7 +15,8 @@ an image folder):
    here, where every labelled one is known.
 3. **candidates, per unit** (:meth:`build_unit`): each region queries the index for the nearest
    exemplar of another image (never its own, no near-duplicate, another label), and the repaint
-   backend paints that exemplar into the dilated region (Paint-by-Example, or Poisson blending in
+   backend paints that exemplar (cut from its own image as Paint-by-Example cuts its reference: the
+   box plus ``repaint.exemplar_pad`` px of natural background) into the dilated region (Paint-by-Example, or Poisson blending in
    embedded mode). Pixels outside the dilated mask stay the source's own, so targets are stored as PNG
    (lossless): the source's pixels survive exactly.
 """
@@ -34,13 +35,13 @@ from pydantic import Field
 
 from ieiw.backends.features.embedded import EmbeddedFeaturesConfig
 from ieiw.backends.labels import CLIP_ZERO_SHOT, EMBEDDED_NEAREST, ZeroShotLabelsConfig, nearest_labelled_many
-from ieiw.backends.repaint import EmbeddedRepaintConfig
+from ieiw.backends.repaint import EmbeddedRepaintConfig, exemplar_crop
 from ieiw.builders.exemplars import ExemplarIndex, ExemplarIndexConfig
 from ieiw.builders.instructions import Templates, default_templates, load_templates, replace_instruction
 from ieiw.builders.region_policy import RegionPolicy, choose, replacement_policy
 from ieiw.builders.region_sources import RegionSourceConfig
 from ieiw.builders.template_files import template_file_problems
-from ieiw.imageio import decode_rgb, encode, extension
+from ieiw.imageio import encode, extension
 from ieiw.phrases import label_phrase, phrase_forms
 from ieiw.schemas import storage
 from ieiw.schemas.config import BuilderConfig, backend_field
@@ -313,10 +314,18 @@ class ReplacementBuilder(CandidateBuilder):
         manifest = load_manifest(self.context.out_dir / "exemplars")
         return (manifest["units"].get(unit.key) or {}).get("stats", {})
 
-    def _crop(self, unit: str, position: int) -> np.ndarray:
-        shard = self.context.out_dir / "exemplars" / f"{unit}.parquet"
-        table = self._made.get(f"crops-{unit}", lambda: read_shard(shard, columns=["crop"]))
-        return np.array(decode_rgb(table["crop"][position].as_py()))  # writable: torch warns on read-only arrays
+    def _exemplar(self, regions: pa.Table, at: int, images: dict[str, Any]) -> np.ndarray:
+        """The exemplar the repaint backend gets: its region's box with ``exemplar_pad`` px of natural
+        background, cut from its own image (Paint-by-Example's reference crop, not the indexed crop on
+        white); images are loaded once per unit."""
+        exemplar = regions.slice(at, 1).to_pylist()[0]
+        if exemplar["image_path"] not in images:
+            entry = ImageRegions(dataset=exemplar["dataset"], image_id=exemplar["image_id"],
+                                 image_path=Path(exemplar["image_path"]), width=exemplar["width"],
+                                 height=exemplar["height"], source_file=exemplar["source_file"],
+                                 orientation=exemplar["orientation"])
+            images[exemplar["image_path"]] = load_source_image(entry)
+        return exemplar_crop(images[exemplar["image_path"]].pixels, exemplar["bbox"], self.config.repaint.exemplar_pad)
 
     def build_unit(self, unit: WorkUnit) -> UnitResult:
         import pycocotools.mask as mask_utils
@@ -358,11 +367,15 @@ class ReplacementBuilder(CandidateBuilder):
             except SourceRecordError as err:
                 result.failures.append(err.failure)
                 continue
+            match = found[0]
+            try:
+                exemplar = self._exemplar(regions, match.row, images)
+            except SourceRecordError as err:
+                result.failures.append(err.failure)
+                continue
             rle = {"size": [row["height"], row["width"]], "counts": row["rle"].encode()}
             mask = _dilate(mask_utils.decode(rle), self.config.mask_dilation)
-            match = found[0]
-            jobs.append((row, at, match, images[row["image_path"]], mask,
-                         self._crop(units[match.row], positions[match.row])))
+            jobs.append((row, at, match, images[row["image_path"]], mask, exemplar))
         if not jobs:
             return result
         seeds = [int(stable_hash(self.config.seed, job[0]["record_id"], length=8), 16) for job in jobs]

@@ -18,6 +18,21 @@ Where the checkpoint comes from: the config's ``checkpoint``; else ``LAMA_MODEL_
 existing file (as lama-cleaner does); else the torch-hub cache file those tools download to
 (``$TORCH_HOME/hub/checkpoints/big-lama.pt``, ``TORCH_HOME`` defaulting to ``$XDG_CACHE_HOME/torch``).
 A download happens only with ``allow_download: true``, and its md5 (``LAMA_MODEL_MD5``) is checked.
+
+Checked when the model loads (:func:`prepare_lama`), so a setting the model cannot honour fails there,
+loudly, instead of giving silently different pixels:
+
+- ``fp16`` (CUDA only): the model's weights and activations go to half precision, but its FFTs do
+  not. LaMa's ``FourierUnit`` (``saicinpainting/training/modules/ffc.py``) calls ``torch.fft.rfftn`` /
+  ``irfftn`` on its input's dtype, and half-precision cuFFT takes only power-of-two sizes, so a plain
+  ``.half()`` fails on most images. :func:`float32_fft` rewrites the TorchScript graphs: every
+  ``aten::fft_rfftn`` gets its input cast to float32 and its spectrum cast back to complex half,
+  every ``aten::fft_irfftn`` its spectrum cast to complex64 and its output back to half. A probe call
+  at a size whose FFT is not a power of two must then pass, or fp16 is refused with the reason.
+- ``batch_size > 1``: big-lama.pt was traced at batch 1 (``bin/to_jit.py``); a trace can freeze the
+  batch size or mix items. :func:`batch_consistency` compares one call on ``min(batch_size, 4)``
+  images with one call per image; an error or a difference above :data:`BATCH_TOLERANCE` refuses the
+  batch size, naming ``batch_size: 1`` as the way out.
 """
 
 from __future__ import annotations
@@ -42,6 +57,8 @@ from ieiw.schemas.registry import register_backend
 DEFAULT_LAMA_URL = "https://github.com/Sanster/models/releases/download/add_big_lama/big-lama.pt"
 DEFAULT_LAMA_MD5 = "e3aa4aaa15225a33ec84f9f4bc47e500"
 PAD_MOD = 8
+PROBE_SIDE = 72  # a multiple of 8 whose FFT sizes (72 / 8 = 9 at the bottleneck) are not powers of two
+BATCH_TOLERANCE = {False: 1 / 255, True: 4 / 255}  # by half: the largest |batched - alone| accepted, in [0, 1]
 MASK_THRESHOLD = 127  # lama-cleaner's server: cv2.threshold(mask, 127, 255, THRESH_BINARY)
 
 
@@ -105,7 +122,7 @@ class LamaConfig(HDStrategyFields, BackendConfig):
     backend: Literal["lama"] = "lama"
     checkpoint: ModelPath = Field(None, description="big-lama.pt; default: the file lama-cleaner/IOPaint use")
     device: str = Field("auto", description="auto (CUDA when available), cpu, cuda, cuda:1, ...")
-    fp16: bool = Field(False, description="half precision on CUDA (ignored on CPU)")
+    fp16: bool = Field(False, description="half precision on CUDA, FFTs in float32 (ignored on CPU)")
     batch_size: int = Field(4, ge=1, description="images per model call, grouped by padded size")
     allow_download: bool = Field(False, description="download big-lama.pt when missing (md5-checked)")
 
@@ -239,9 +256,8 @@ class LamaInpainter(Inpainter):
         with warnings.catch_warnings():
             # torch 2.13+ flags TorchScript as deprecated; big-lama.pt is TorchScript, so this is the way in
             warnings.simplefilter("ignore", FutureWarning)
-            self.net = torch.jit.load(str(path), map_location="cpu").to(self.device).eval()
-        if self.half:
-            self.net = self.net.half()
+            net = torch.jit.load(str(path), map_location="cpu")
+        self.net = prepare_lama(net, self.device, self.half, config.batch_size, name=str(path))
 
     def _checkpoint(self) -> Path:
         path = self.config.checkpoint_path()
@@ -359,3 +375,127 @@ def _blend(job: _Job) -> np.ndarray:
         alpha = job.mask255[y0:y1, x0:x1, None] / 255
         out[y0:y1, x0:x1] = job.result * alpha + job.image[y0:y1, x0:x1] * (1 - alpha)
     return out
+
+
+# -- what the loaded model can honour ---------------------------------------------------------------
+_FFT_CASTS = {  # op: (its input's dtype for the call, its output's dtype after it), in half mode
+    "aten::fft_rfftn": ("float32", "complex32"),
+    "aten::fft_irfftn": ("complex64", "float16"),
+}
+
+
+def _graphs(module: Any):
+    for _, child in module.named_modules():
+        try:
+            yield child._c._get_method("forward").graph
+        except RuntimeError:  # a submodule without its own forward (a shared activation, say)
+            continue
+
+
+def _insert_cast(graph: Any, value: Any, dtype: Any) -> Any:
+    """An ``aten::to(value, dtype)`` node (not yet placed; its constants are placed before it by the caller)."""
+    constants = [graph.insertConstant(dtype), graph.insertConstant(False), graph.insertConstant(False),
+                 graph.insertConstant(None)]
+    node = graph.create("aten::to", [value, constants[0], constants[1], constants[2], constants[3]])
+    return node, [c.node() for c in constants]
+
+
+def _rewritten(node: Any) -> bool:
+    """Already cast on both sides (a graph shared by several submodules is visited once per submodule)."""
+    users = [use.user.kind() for use in node.output().uses()]
+    return node.inputsAt(0).node().kind() == "aten::to" and users == ["aten::to"]
+
+
+def float32_fft(module: Any) -> int:
+    """Rewrite a TorchScript module (already ``.half()``) so its FFTs run in float32 (module docstring);
+    returns how many FFT calls were rewritten. Must run before the module's first call."""
+    import torch
+
+    # torch flags every complex-half tensor as experimental; the casts make them on purpose. A process-wide
+    # filter (not catch_warnings, which is not thread-safe and the build's unit tasks run in threads).
+    warnings.filterwarnings("ignore", message="ComplexHalf support is experimental")
+    count = 0
+    for graph in _graphs(module):
+        for node in list(graph.nodes()):
+            if node.kind() not in _FFT_CASTS or _rewritten(node):
+                continue
+            before, after = (getattr(torch, name) for name in _FFT_CASTS[node.kind()])
+            up, constants = _insert_cast(graph, node.inputsAt(0), before)
+            up.insertBefore(node)
+            for constant in constants:
+                constant.moveBefore(up)
+            node.replaceInput(0, up.output())
+            output = node.output()
+            down, constants = _insert_cast(graph, output, after)
+            down.insertAfter(node)
+            for constant in constants:
+                constant.moveBefore(down)
+            output.replaceAllUsesWith(down.output())
+            down.replaceInput(0, output)  # the line above pointed the cast at itself
+            count += 1
+    return count
+
+
+def batch_consistency(model: Any, batch: int = 8, size: int = 64, device: Any = "cpu", seed: int = 0,
+                      dtype: Any = None) -> float:
+    """Largest absolute difference between the outputs of one call on ``batch`` images and of ``batch`` calls
+    on one image each (same images, each at its own brightness, binary masks of random boxes, inputs in
+    ``dtype``, float32 by default).
+    0 up to float rounding when batching is safe: a model whose trace froze the batch size (a ValueError
+    naming the shapes, or the model's own error) or mixed items shows up here."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    # each item at its own brightness: a statistic over the batch differs from the item's own
+    images = torch.rand(batch, 3, size, size, generator=generator) * torch.linspace(1, 0.25, batch).view(-1, 1, 1, 1)
+    masks = torch.zeros(batch, 1, size, size)
+    for i in range(batch):
+        top, left = (torch.randint(0, size // 2, (2,), generator=generator)).tolist()
+        masks[i, :, top:top + size // 3, left:left + size // 3] = 1
+    dtype = dtype or torch.float32
+    images, masks = images.to(device, dtype), masks.to(device, dtype)
+    with torch.inference_mode():
+        together = model(images, masks).float()
+        alone = torch.cat([model(images[i:i + 1], masks[i:i + 1]).float() for i in range(batch)])
+    if together.shape != alone.shape:
+        raise ValueError(f"batch of {batch} gave {tuple(together.shape)}, one by one {tuple(alone.shape)}")
+    if not torch.isfinite(together).all():
+        raise ValueError("non-finite output")
+    return float((together - alone).abs().max())
+
+
+def prepare_lama(net: Any, device: Any, half: bool, batch_size: int, name: str = "the LaMa model") -> Any:
+    """``net`` (a loaded TorchScript LaMa) on ``device`` in eval mode, in half precision with float32
+    FFTs when ``half``; then, when ``half`` or ``batch_size > 1``, one probe: ``min(batch_size, 4)``
+    images of :data:`PROBE_SIDE` px in one call against one call each. Raises with the setting to change
+    when the model cannot take it (module docstring)."""
+    import torch
+
+    net = net.to(device).eval()
+    dtype = torch.float16 if half else torch.float32
+    if half:
+        net = net.half()
+        float32_fft(net)
+        try:
+            batch_consistency(net, batch=1, size=PROBE_SIDE, device=device, dtype=dtype)
+        except Exception as exc:  # any failure of the probe is the model refusing fp16
+            raise RuntimeError(f"inpaint backend lama: {name} cannot run in fp16 with its FFTs in float32 here "
+                               f"({_reason(exc)}); set removal.inpaint.fp16: false") from exc
+    if batch_size <= 1:
+        return net
+    batch = min(batch_size, 4)
+    try:
+        difference = batch_consistency(net, batch=batch, size=PROBE_SIDE, device=device, dtype=dtype)
+    except Exception as exc:  # any failure of the probe is the model refusing the batch
+        raise RuntimeError(f"inpaint backend lama: {name} fails on a batch of {batch} ({_reason(exc)}); it was "
+                           "traced at batch 1: set removal.inpaint.batch_size: 1") from exc
+    if difference > BATCH_TOLERANCE[half]:
+        raise RuntimeError(f"inpaint backend lama: {name} gives a batch of {batch} other pixels than one image at "
+                           f"a time (max |difference| {difference:.3g} > {BATCH_TOLERANCE[half]:.3g}); "
+                           "set removal.inpaint.batch_size: 1")
+    return net
+
+
+def _reason(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[-1] if lines else repr(exc)}"
