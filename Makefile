@@ -9,7 +9,7 @@ PORT   ?= 4200
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: install install-dev build build-multitask test fuzz browser train-staged test-integration lama-cleaner iopaint serve bench bench-loader bench-giqa bench-stats bench-removal bench-lama bench-exemplar bench-manifest bench-stages bench-parallel bench-profile bench-scale bench-gpu train verify stats clean
+.PHONY: install install-dev build build-multitask test fuzz browser train-staged test-integration lama-cleaner iopaint serve bench bench-loader bench-giqa bench-stats bench-removal bench-lama bench-exemplar bench-manifest bench-stages bench-parallel bench-profile bench-scale bench-gpu bench-filters train verify stats clean
 
 # One stamp per set of extras, so `make build` does not pull the training stack (torch) it does not need.
 $(BIN)/.stamp-%: pyproject.toml
@@ -101,6 +101,9 @@ bench-scale: install-dev  ## 2k/10k/20k-pair embedded builds: time, peak RSS, ex
 
 bench-exemplar: install-dev  ## exemplar index: IVF-PQ + exact re-rank vs flat on 1M x 768 clustered vectors (bench/exemplar_search.py)
 	$(BIN)/python bench/exemplar_search.py
+
+bench-filters: install-dev  ## each selection rule's precision / recall against planted failures of known truth (bench/filters.py)
+	$(BIN)/python bench/filters.py
 
 # On a GPU machine: every model stage and the trainer at full size, random weights of the real shapes
 # (docs/PERFORMANCE.md, "GPU truth"). `make test` runs its CPU mode, `bench/gpu.py --tiny`.
