@@ -43,7 +43,15 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ieiw.builders.importers import ImportFormatError, check_same_size, edit_row, load_json_list, read_image, shown
+from ieiw.builders.importers import (
+    ImportFormatError,
+    edit_row,
+    index_units,
+    load_json_list,
+    note_sizes,
+    read_image,
+    shown,
+)
 from ieiw.schemas.config import BuilderConfig, StrictModel
 from ieiw.schemas.lazy import locked_cached_property
 from ieiw.schemas.paths import PathOutsideRoot, path_under
@@ -202,10 +210,7 @@ class GierBuilder(CandidateBuilder):
         return {"pairs": "json-import"}
 
     def plan(self) -> list[WorkUnit]:
-        total = len(self.source.pairs)
-        return [WorkUnit(key=f"{NAME}-{index:05d}",
-                         payload={"start": start, "stop": min(start + self.unit_size, total)})
-                for index, start in enumerate(range(0, total, self.unit_size))]
+        return index_units(NAME, len(self.source.pairs), self.unit_size)
 
     def build_unit(self, unit: WorkUnit) -> UnitResult:
         source = self.source
@@ -275,12 +280,7 @@ class GierBuilder(CandidateBuilder):
                                  "instruction_field": field, "instructions": len(texts),
                                  "request": pair.get("request"), "gier_dataset": pair.get("dataset"),
                                  "operators": sorted(operators) if isinstance(operators, dict) else None}
-        if source.pixels.shape[:2] != target.pixels.shape[:2]:
-            if c.require_same_size:
-                check_same_size(source, target, record_id, file, where)
-            counters["size_differs"] += 1
-            extra["target_size"] = [target.width, target.height]
-        counters["reencoded_images"] += int(source.reencoded) + int(target.reencoded)
+        note_sizes(source, target, c.require_same_size, record_id, file, where, counters, extra)
         if c.instructions == "one":
             chosen = [int(stable_hash(NAME, c.seed, record_id, length=8), 16) % len(texts)]
         else:

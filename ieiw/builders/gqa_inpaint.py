@@ -55,9 +55,10 @@ from pydantic import Field
 
 from ieiw.builders.importers import (
     ImportFormatError,
-    check_same_size,
     edit_row,
+    index_units,
     load_json_list,
+    note_sizes,
     read_cell_instruction,
     read_image,
     shown,
@@ -177,10 +178,7 @@ class GqaInpaintBuilder(CandidateBuilder):
         return {"pairs": "json-import"}
 
     def plan(self) -> list[WorkUnit]:
-        total = len(self.source.records)
-        return [WorkUnit(key=f"{NAME}-{index:05d}",
-                         payload={"start": start, "stop": min(start + self.unit_size, total)})
-                for index, start in enumerate(range(0, total, self.unit_size))]
+        return index_units(NAME, len(self.source.records), self.unit_size)
 
     def build_unit(self, unit: WorkUnit) -> UnitResult:
         records = self.source.records
@@ -245,12 +243,7 @@ class GqaInpaintBuilder(CandidateBuilder):
                                  "target_image_path": text_field(written["target_image_path"]),
                                  "source_file": text_field(names["source_image_path"]),
                                  "target_file": text_field(names["target_image_path"])}
-        if source.pixels.shape[:2] != target.pixels.shape[:2]:
-            if c.require_same_size:
-                check_same_size(source, target, record_id, file, where)
-            counters["size_differs"] += 1
-            extra["target_size"] = [target.width, target.height]
-        counters["reencoded_images"] += int(source.reencoded) + int(target.reencoded)
+        note_sizes(source, target, c.require_same_size, record_id, file, where, counters, extra)
         image_id = text_field(source_path.stem) or record_id
         return edit_row(builder=NAME, dataset=DATASET, split=None, record_id=record_id, image_id=image_id,
                         instruction=instruction, source=source, target=target, mask=None, license=LICENSE,

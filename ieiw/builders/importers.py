@@ -321,6 +321,25 @@ def check_same_size(source: SourceImage, target: SourceImage, record_id: str, fi
                                 f"{target.width}x{target.height}; this dataset's pairs have one size")
 
 
+def note_sizes(source: SourceImage, target: SourceImage, require_same: bool, record_id: str, file: str, where: str,
+               counters: Any, extra: dict[str, Any]) -> None:
+    """The size policy of a dataset whose edits may change the size (GIER, GQA-Inpaint): partners of different
+    sizes fail (``size_mismatch``) when ``require_same``, else are counted (``size_differs``) with the target's
+    size in ``extra``; images re-encoded to show their pixels are counted too."""
+    if source.pixels.shape[:2] != target.pixels.shape[:2]:
+        if require_same:
+            check_same_size(source, target, record_id, file, where)
+        counters["size_differs"] += 1
+        extra["target_size"] = [target.width, target.height]
+    counters["reencoded_images"] += int(source.reencoded) + int(target.reencoded)
+
+
+def index_units(name: str, total: int, unit_size: int) -> list[WorkUnit]:
+    """Units of ``unit_size`` consecutive records of a list read whole (a JSON list of pairs)."""
+    return [WorkUnit(key=f"{name}-{index:05d}", payload={"start": start, "stop": min(start + unit_size, total)})
+            for index, start in enumerate(range(0, total, unit_size))]
+
+
 def safe_stem(text: str) -> str:
     return SAFE.sub("_", text).strip("_") or "row"
 
