@@ -336,7 +336,9 @@ class ShardPairs(IterableDataset):
                 material = None
                 if self.redraw:
                     material = redraw_material((cols["builder"][i] or {}).get("params"), task)
-                needs_mask = crop == "short-side" or (material is not None and material["kind"] == "refer")
+                # a redrawn referring sample keeps its mask's box in view and colours it; no other redraw reads
+                # the stored mask (a COCO-Stuff redraw picks its class from the crop, as the official loader does)
+                needs_mask = material["kind"] == "refer" if material is not None else crop == "short-side"
                 row = {
                     "id": cols["id"][i],
                     "task": task,
