@@ -30,6 +30,7 @@ is neither named nor drawn, so the instruction never asks for a disc the target 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -64,11 +65,13 @@ def disc_radius_at(resolution: int) -> int:
     return max(1, math.floor(RADIUS_AT_256 * resolution / REFERENCE_SIDE + 0.5))
 
 
-def flip_partners(names: Sequence[str]) -> list[int]:
+@functools.lru_cache(maxsize=64)
+def flip_partners(names: tuple[str, ...]) -> tuple[int, ...]:
     """For each joint, the index of its left/right partner (itself when it has none): "left knee" <->
-    "right knee" by name, which gives the official ``flip_pairs`` of every dataset."""
+    "right knee" by name, which gives the official ``flip_pairs`` of every dataset. Cached: a handful of name
+    lists serve every sample."""
     index = {name: i for i, name in enumerate(names)}
-    return [index.get(swap_sides(name), i) for i, name in enumerate(names)]
+    return tuple(index.get(swap_sides(name), i) for i, name in enumerate(names))
 
 
 @dataclass(frozen=True)
@@ -267,7 +270,7 @@ def pose_sample(pixels: np.ndarray, material: Mapping[str, Any], resolution: int
             or not np.isfinite(joints).all() or np.abs(joints[:, :2]).max() > limit):
         return None
     radius = disc_radius_at(resolution)
-    partners = flip_partners(JOINTS[dataset]) if len(JOINTS[dataset]) == len(names) else flip_partners(names)
+    partners = flip_partners(JOINTS[dataset] if len(JOINTS[dataset]) == len(names) else tuple(names))
     for _ in range(MAX_TRIES):
         crop = person_crop(material["person"], dataset, joints, width, height, resolution, rng, flip_probability)
         if crop is None:
