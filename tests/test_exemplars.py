@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from ieiw.builders.exemplars import (
-    INDEX,
     MANIFEST,
     META,
     ExemplarIndex,
@@ -21,7 +20,9 @@ from ieiw.builders.exemplars import (
     ExemplarMeta,
     cosine,
     read_manifest,
+    shard_name,
 )
+from ieiw.builders.vector_store import STORE, unit_rows
 
 DATABASES = 50
 LABELS = ["cat", "dog", "car", "cup", None]
@@ -54,10 +55,16 @@ def random_database(seed: int, count: int, dim: int) -> tuple[np.ndarray, dict[s
     return vectors, meta
 
 
+def stored(vectors: np.ndarray) -> np.ndarray:
+    """The vectors as the index keeps them: unit norm, rounded to float16 (its vector store)."""
+    return unit_rows(vectors).astype(np.float16).astype(np.float32)
+
+
 def brute_force(vectors: np.ndarray, meta: dict[str, list], query: np.ndarray, image: str, label: str | None,
                 config: ExemplarIndexConfig, k: int) -> tuple[list[int], int]:
-    """The exact answer: top-k valid rows by (-similarity, row), and how many rows are valid."""
-    sims = cosine(vectors, query)
+    """The exact answer over the stored vectors: top-k valid rows by (-similarity, row), and how many
+    rows are valid."""
+    sims = cosine(stored(vectors), query)
     valid = np.array([meta["image_id"][row] != image for row in range(len(vectors))])
     if config.similarity_ceiling is not None:
         valid &= sims <= config.similarity_ceiling
@@ -102,7 +109,7 @@ def check_matches(index: ExemplarIndex, vectors: np.ndarray, meta: dict[str, lis
             assert (m.record_id, m.image_id, m.label) == (meta["record_id"][m.row], meta["image_id"][m.row],
                                                           meta["label"][m.row])
         if exact:  # flat, or IVF-PQ re-ranked: the similarities are the true cosines
-            true = cosine(vectors[rows], query) if rows else np.zeros(0)
+            true = cosine(stored(vectors)[rows], query) if rows else np.zeros(0)
             assert np.array_equal(np.array([m.similarity for m in matches]), true)
         if index.kind == "flat":
             assert rows == expected
@@ -208,7 +215,7 @@ def test_ivfpq_rebuild_and_reload_give_identical_results(small_ivfpq, tmp_path):
 def test_ivfpq_rebuild_with_another_seed_still_excludes(small_ivfpq):
     vectors, meta, config, _, (queries, images, labels) = small_ivfpq
     other = ExemplarIndex.build(vectors, meta, config.model_copy(update={"seed": 5, "nbits": 4, "m": 16}))
-    assert type(faiss.downcast_index(other.index.base_index)).__name__ == "IndexIVFPQFastScan"
+    assert type(faiss.downcast_index(other.index)).__name__ == "IndexIVFPQFastScan"
     check_matches(other, vectors, meta, queries, images, labels, other.query(queries, images, labels, k=3),
                   config, 3, exact=True)
 
@@ -263,8 +270,9 @@ def test_auto_kind_and_derived_parameters():
 # -- broken folders ----------------------------------------------------------------------------------------
 def test_missing_or_corrupt_index_folder_names_the_folder(tmp_path):
     vectors, meta = random_database(4, 500, 16)
-    index = ExemplarIndex.build(vectors, meta)
+    index = ExemplarIndex.build(vectors, meta, ExemplarIndexConfig(kind="ivfpq", nlist=4, m=4))
     folder = tmp_path / "exemplars"
+    shard = shard_name(0)
 
     with pytest.raises(ExemplarIndexError, match=f"{folder}: no exemplar index here"):
         ExemplarIndex.load(folder)
@@ -282,26 +290,29 @@ def test_missing_or_corrupt_index_folder_names_the_folder(tmp_path):
     with pytest.raises(ExemplarIndexError, match=f"{folder}: {MANIFEST} is unreadable"):
         ExemplarIndex.load(folder)
 
-    fresh()
-    (folder / META).unlink()
-    with pytest.raises(ExemplarIndexError, match=f"{folder}: {META} is missing"):
-        ExemplarIndex.load(folder)
+    for name in (META, shard, STORE):
+        fresh()
+        (folder / name).unlink()
+        with pytest.raises(ExemplarIndexError, match=f"{folder}: {name} is missing"):
+            ExemplarIndex.load(folder)
+
+    for name in (shard, STORE):
+        fresh()
+        data = bytearray((folder / name).read_bytes())
+        (folder / name).write_bytes(bytes(data[: len(data) // 2]))
+        with pytest.raises(ExemplarIndexError, match=f"{folder}: {name} does not match its manifest"):
+            ExemplarIndex.load(folder)
+
+        fresh()
+        data = bytearray((folder / name).read_bytes())
+        data[len(data) // 2] ^= 0xFF  # same size, other bytes (the store's sampled blocks include its middle)
+        data[-1] ^= 0xFF
+        (folder / name).write_bytes(bytes(data))
+        with pytest.raises(ExemplarIndexError, match=f"{folder}: {name} does not match its manifest"):
+            ExemplarIndex.load(folder)
 
     fresh()
-    data = bytearray((folder / INDEX).read_bytes())
-    (folder / INDEX).write_bytes(bytes(data[: len(data) // 2]))
-    with pytest.raises(ExemplarIndexError, match=f"{folder}: {INDEX} does not match its manifest"):
-        ExemplarIndex.load(folder)
-
-    fresh()
-    data = bytearray((folder / INDEX).read_bytes())
-    data[len(data) // 2] ^= 0xFF  # same size, other bytes
-    (folder / INDEX).write_bytes(bytes(data))
-    with pytest.raises(ExemplarIndexError, match=f"{folder}: {INDEX} does not match its manifest"):
-        ExemplarIndex.load(folder)
-
-    fresh()
-    (folder / INDEX).write_bytes(b"\0" * (folder / INDEX).stat().st_size)  # garbage FAISS can't read
+    (folder / shard).write_bytes(b"\0" * (folder / shard).stat().st_size)  # garbage FAISS can't read
     with pytest.raises(ExemplarIndexError, match=f"{folder}: unreadable exemplar index"):
         ExemplarIndex.load(folder, verify=False)
 
@@ -312,12 +323,12 @@ def test_save_replaces_an_index_whole_and_leaves_no_partial_folder(tmp_path):
     ExemplarIndex.build(vectors, meta, inputs="one").save(folder)
     (folder / "stray.txt").write_text("from an older layout")
     ExemplarIndex.build(vectors[:200], {k: v[:200] for k, v in meta.items()}, inputs="two").save(folder)
-    assert sorted(os.listdir(folder)) == sorted([INDEX, META, MANIFEST])
+    assert sorted(os.listdir(folder)) == sorted([STORE, META, MANIFEST])
     assert os.listdir(tmp_path) == ["exemplars"]
     loaded = ExemplarIndex.load(folder)
     assert loaded.count == 200 and loaded.inputs == "two"
     manifest = json.loads((folder / MANIFEST).read_text())
-    assert set(manifest["files"]) == {INDEX, META} and manifest["config"]["kind"] == "auto"
+    assert set(manifest["files"]) == {META} and manifest["config"]["kind"] == "auto"
 
 
 def test_ivf_probes_more_cells_when_the_probed_ones_run_out():

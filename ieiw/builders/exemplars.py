@@ -1,81 +1,105 @@
 """The exemplar database of the replacement source: for a region, the nearest object of *another* image.
 
 The paper finds, for each segmented region, the nearest object in an object database with FAISS and
-repaints the region with it. This module is that database: L2-normalised float32 feature vectors (one
-per object crop), each with its ``image_id``, ``record_id`` and optional ``label``; similarity is the
-inner product, i.e. cosine.
+repaints the region with it. This module is that database: L2-normalised feature vectors (one per
+object crop), each with its ``image_id``, ``record_id`` and optional ``label``; similarity is the inner
+product, i.e. cosine. It is built to SA-1B scale (10M-100M objects) on one machine; its memory is a
+stated function of the vector count N, never the corpus in RAM (docs/PERFORMANCE.md, "Exemplar index").
 
-Index (``ExemplarIndexConfig.kind``):
+What a built index holds (a folder):
 
-- ``flat``: ``IndexFlatIP``, exact. ``auto`` picks it below ``flat_below`` vectors (50k by default).
-- ``ivfpq``: IVF-PQ with inner product: ``nlist`` k-means cells (default ~4 sqrt(n)), vectors stored as
-  ``m`` sub-quantizer codes of ``nbits``. With 4-bit codes (the default) it is ``IndexIVFPQFastScan``,
-  FAISS's SIMD layout, with ``m`` = dim / 4 (768-d: PQ192x4fs, 96 bytes a vector); other ``nbits`` use
-  ``IndexIVFPQ`` (m = dim / 8). It is wrapped in ``IndexRefineFlat`` when ``refine`` is set: ``refine`` x k
-  IVF-PQ candidates are re-ranked with exact inner products against a stored copy of the vectors (which
-  costs their full size in memory: 3 GB at 1M x 768). ``bench/exemplar_search.py`` measures recall@10
-  against the flat index and the speed-up at 1M x 768; the defaults here are the ones it tuned: on its
-  Gaussian mixture, recall@10 0.992 at 65-70x the flat index's queries/s (nprobe 32, k_factor 8; 2 threads,
-  ~90 s to build), where k_factor 4 gives 0.943 and 2 gives 0.815 (IndexIVFPQ with 8-bit codes scanned
-  5-7x slower at the same recall after re-ranking).
+- ``vectors.f16.npy``: every vector, unit norm, float16 (:mod:`ieiw.builders.vector_store`), written in
+  batches as they stream in (:class:`IndexWriter`); 2 x dim bytes a vector on disk, none of it in RAM.
+- ``kind: flat`` (``auto`` below ``flat_below`` vectors, 50k): ``IndexFlatIP`` made from the store at
+  load, exact (4 x dim bytes a vector in RAM: a small-index path).
+- ``kind: ivfpq``: IVF-PQ with inner product, in shards ``ivf-00000.faiss``... of at most ``shard_size``
+  vectors, all sharing one trained coarse quantizer and PQ, so a search over the shards, merged, is
+  the search of one index (same cells probed, same codes) whether or not they are resident together
+  (``max_resident_shards``). Codes: ``m`` sub-quantizers of ``nbits``; with 4-bit codes (the default)
+  ``IndexIVFPQFastScan``, FAISS's SIMD layout, ``m`` = dim / 4 (768-d: 96 bytes a vector + 8 for its
+  id); other ``nbits`` ``IndexIVFPQ`` (m = dim / 8).
 
-Training is seeded: the training sample is drawn with ``seed`` and both k-means (the coarse quantizer's
-``cp.seed`` and the PQ's ``pq.cp.seed``) use it, so a rebuild from the same inputs gives the same query
-results. Threaded training is not guaranteed byte-identical across thread counts: compare results, not
-files.
+  ``nlist`` (default ~4 sqrt(N)) is capped so that each centroid gets ``train_per_centroid`` (>= 39,
+  FAISS's minimum) training vectors within ``train_memory_mb`` (512 MiB: at 768-d 174,762 vectors, so
+  nlist <= 4,481): above ~1.25M vectors nlist stops growing with N rather than starving k-means (the
+  old fixed 160k sample gave ~13 points a centroid at 10M). The training sample is drawn with ``seed``
+  and both k-means (the coarse quantizer's and the PQ's) use it: a rebuild from the same inputs gives
+  the same results (threaded training is not guaranteed byte-identical across thread counts).
+
+  **Refinement** (``refine``, default 8): ``refine`` x k IVF-PQ candidates are re-ranked with exact
+  inner products against their float16 rows read from the store (a memory map: only the candidates'
+  pages), not against a second float copy in RAM (the old ``IndexRefineFlat`` held 3 GB per million).
+
+  **nprobe is calibrated** at build time: ``calibration_queries`` vectors of the store outside the
+  training sample are searched for their 10 nearest *other* rows, exactly (one pass over the store),
+  then with nprobe 1, 2, 3, 4, 6, 8, 12, ... until recall@10 reaches ``recall_target`` (0.95); the
+  chosen nprobe, the recall reached and the whole sweep are kept in the manifest's ``calibration``.
+  ``nprobe: null`` (the default) queries with it; a number overrides it.
 
 A query (:meth:`ExemplarIndex.query`) never returns an exemplar of the query's own image, drops
 near-duplicates above ``similarity_ceiling`` and, with ``exclude_same_label``, exemplars with the query's
 label. To find ``k`` valid exemplars despite the exclusions it searches ``k' > k`` candidates and doubles
 ``k'`` (and ``nprobe`` when the probed cells run out) per query until it has ``k`` or the index is
-exhausted. Similarities of the candidates are recomputed in float64 from the stored vectors (flat, or the
-refine stage's copy), so the ceiling, the order and the reported numbers do not depend on how FAISS
-batched the search; ties are broken by the smaller row id, and a query whose ``k``-th result ties with
-the last candidate searched is widened until the tie is resolved. The state of each query (k', nprobe)
-is its own, so a query's results do not depend on the other queries of its batch. Without ``refine``
-(IVF-PQ alone) the stored vectors are not kept and the similarities are FAISS's PQ estimates.
+exhausted. Similarities of the candidates are recomputed in float64 from the stored (float16) vectors,
+so the ceiling, the order and the reported numbers do not depend on how FAISS batched the search; ties
+are broken by the smaller row id, and a query whose ``k``-th result ties with the last candidate searched
+is widened until the tie is resolved. The state of each query (k', nprobe) is its own, so a query's
+results do not depend on the other queries of its batch. Without ``refine`` (IVF-PQ alone) the
+similarities are FAISS's PQ estimates.
 
-A saved index is a folder: ``index.faiss`` (``faiss.write_index``), ``meta.parquet`` (row, image_id,
-record_id, label) and ``manifest.json`` (format, kind, count, dim, config, the index parameters, the
-caller's ``inputs`` fingerprint and the size + sha256 of both files). It is written in a sibling
+The folder also holds ``meta.parquet`` (row, image_id, record_id, label) and ``manifest.json`` (format,
+kind, count, dim, config, the index parameters, the calibration, the caller's ``inputs`` fingerprint and
+each file's size + sha256; the store's sha256 is taken as it is written, and a load checks its size and
+a hash of 64 sampled blocks instead of reading 15-150 GB). Everything is written in a sibling
 ``.partial-<name>-*`` folder and renamed into place (an older index is first renamed aside, then
 removed), so a reader sees the old index or the new one, or, if a kill lands between the two renames,
-none (which reads as "not built");
-:meth:`ExemplarIndex.load` checks the manifest against the files and names the folder in every error.
+none (which reads as "not built"); :meth:`ExemplarIndex.load` names the folder in every error.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
 import tempfile
 import uuid
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
+from ieiw.builders.vector_store import STORE, VectorStore, VectorStoreWriter, exact_top_k, unit_rows
 from ieiw.schemas.config import StrictModel
 from ieiw.schemas.storage import folder_mode, fsync_dir, sha256_file
 
+log = logging.getLogger(__name__)
+
 FORMAT = "ieiw-exemplar-index"
-FORMAT_VERSION = 1
-INDEX = "index.faiss"
+FORMAT_VERSION = 2
 META = "meta.parquet"
 MANIFEST = "manifest.json"
 PARTIAL = ".partial-"
-TIE_MARGIN = 1e-5  # float32 (FAISS) vs float64 (recomputed) similarities differ by ~1e-7
-NORM_TOLERANCE = 1e-3
+ADD_BATCH = 65_536  # vectors read from the store and added per FAISS call
+RERANK_QUERIES = 256  # queries re-ranked together: 256 x (refine x k) x dim float32 at a time
+CALIBRATION_K = 10
+TIE_MARGIN = 1e-5  # float32 (FAISS, re-rank) vs float64 (recomputed) similarities differ by ~1e-7
 META_SCHEMA = pa.schema([("row", pa.int64()), ("image_id", pa.string()), ("record_id", pa.string()),
                          ("label", pa.string())])
+
+
+def shard_name(number: int) -> str:
+    return f"ivf-{number:05d}.faiss"
 
 
 class ExemplarIndexError(RuntimeError):
@@ -84,25 +108,36 @@ class ExemplarIndexError(RuntimeError):
 
 class ExemplarIndexConfig(StrictModel):
     """The exemplar index: what is built (kind .. seed) and how it is queried (nprobe, refine's factor,
-    threads, the exclusions). ``build_key()`` is the part a rebuild depends on."""
+    resident shards, threads, the exclusions). ``build_key()`` is the part a rebuild depends on."""
 
     kind: Literal["auto", "flat", "ivfpq"] = Field("auto", description="auto: flat below `flat_below` vectors")
     flat_below: int = Field(50_000, ge=1, description="auto: exact IndexFlatIP below this many vectors")
-    nlist: int | None = Field(None, ge=1, description="IVF cells; default ~4 sqrt(n) (at most n / 39)")
+    nlist: int | None = Field(None, ge=1, description="IVF cells; default ~4 sqrt(n), at most n / train_per_centroid"
+                                                      " and what train_memory_mb can train")
     m: int | None = Field(None, ge=1, description="PQ sub-quantizers (must divide the dimension); default: dim / 4"
                                                    " with 4-bit codes, dim / 8 otherwise (96 bytes a vector at 768-d)")
     nbits: int = Field(4, ge=1, le=16, description="bits per PQ code; 4: FAISS's fast-scan layout (IndexIVFPQFastScan)")
-    nprobe: int = Field(32, ge=1, description="IVF cells searched per query")
-    refine: float | None = Field(8.0, ge=1, description="IndexRefineFlat k_factor: re-rank refine x k candidates"
-                                                        " with exact inner products; null: PQ estimates only")
-    train_size: int = Field(160_000, ge=1, description="at most this many vectors train the IVF-PQ (seeded sample)")
-    seed: int = Field(0, description="training sample and k-means seed")
+    train_per_centroid: int = Field(39, ge=1, description="training vectors per IVF cell (39: FAISS's minimum)")
+    train_memory_mb: int = Field(512, ge=1, description="float32 training sample budget; caps the default nlist at"
+                                                        " budget / (4 dim train_per_centroid)")
+    shard_size: int = Field(20_000_000, ge=1, description="vectors per IVF shard file (~2 GB of codes at 768-d)")
+    recall_target: float = Field(0.95, gt=0, le=1, description="recall@10 that the build-time nprobe calibration"
+                                                                " reaches on held-out vectors of the store")
+    calibration_queries: int = Field(500, ge=1, description="held-out store vectors the nprobe calibration searches")
+    seed: int = Field(0, description="training sample, calibration queries and k-means seed")
+    nprobe: int | None = Field(None, ge=1, description="IVF cells searched per query; null: the calibrated value")
+    refine: float | None = Field(8.0, ge=1, description="re-rank refine x k IVF-PQ candidates with exact inner"
+                                                        " products from the vector store; null: PQ estimates only")
+    max_resident_shards: int | None = Field(None, ge=1, description="IVF shards held in RAM at once (least"
+                                                                    " recently used leave); null: all")
     threads: int | None = Field(None, ge=1, description="FAISS threads for build and queries; null: FAISS's default")
     similarity_ceiling: float | None = Field(0.95, gt=-1, le=1, description="drop exemplars with cosine above"
                                                                              " this (near-duplicates)")
     exclude_same_label: bool = Field(False, description="drop exemplars with the query's label")
 
-    BUILD_FIELDS: ClassVar[tuple[str, ...]] = ("kind", "flat_below", "nlist", "m", "nbits", "train_size", "seed")
+    BUILD_FIELDS: ClassVar[tuple[str, ...]] = ("kind", "flat_below", "nlist", "m", "nbits", "train_per_centroid",
+                                               "train_memory_mb", "shard_size", "recall_target",
+                                               "calibration_queries", "seed")
 
     @model_validator(mode="after")
     def _check(self) -> ExemplarIndexConfig:
@@ -111,10 +146,10 @@ class ExemplarIndexConfig(StrictModel):
         return self
 
     def build_key(self) -> dict[str, Any]:
-        """The fields a rebuild depends on (plus whether a refine stage exists): a flow fingerprints these,
-        not nprobe or the exclusions, which apply at query time."""
+        """The fields a rebuild depends on (and the refine factor, which the nprobe calibration used): a
+        flow fingerprints these, not nprobe or the exclusions, which apply at query time."""
         key = {name: getattr(self, name) for name in self.BUILD_FIELDS}
-        key["refine"] = self.refine is not None
+        key["refine"] = self.refine
         return key
 
     def resolved_kind(self, count: int) -> Literal["flat", "ivfpq"]:
@@ -122,10 +157,23 @@ class ExemplarIndexConfig(StrictModel):
             return self.kind
         return "flat" if count < self.flat_below else "ivfpq"
 
-    def resolved_nlist(self, count: int) -> int:
+    def train_budget_rows(self, dim: int) -> int:
+        return max(1, self.train_memory_mb * 2**20 // (4 * dim))
+
+    def resolved_nlist(self, count: int, dim: int = 768) -> int:
         if self.nlist is not None:
             return self.nlist
-        return max(1, min(int(4 * math.sqrt(count)), count // 39))
+        per = self.train_per_centroid
+        return max(1, min(int(4 * math.sqrt(count)), count // per, self.train_budget_rows(dim) // per))
+
+    def train_rows(self, count: int, nlist: int, dim: int) -> int:
+        """The training sample: ``train_per_centroid`` per cell, within the memory budget (an explicit
+        nlist past the budget is refused rather than trained on too few points)."""
+        wanted = min(count, nlist * self.train_per_centroid)
+        if wanted > self.train_budget_rows(dim):
+            raise ValueError(f"nlist {nlist} needs {wanted:,} training vectors ({wanted * 4 * dim / 2**20:,.0f} MiB),"
+                             f" over train_memory_mb {self.train_memory_mb}: lower nlist or raise the budget")
+        return wanted
 
     def resolved_m(self, dim: int) -> int:
         if self.m is not None:
@@ -173,26 +221,9 @@ def faiss_threads(threads: int | None) -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
-def unit_vectors(vectors: np.ndarray, chunk: int = 65_536) -> np.ndarray:
-    """``vectors`` as C-contiguous float32 rows of norm 1: returned as is (no copy) when they already
-    are; otherwise a normalised copy. A zero row is an error (it has no direction)."""
-    array = np.asarray(vectors)
-    if array.ndim != 2 or array.shape[1] == 0:
-        raise ValueError(f"vectors must be a 2-d array (n, dim), got shape {array.shape}")
-    if array.dtype != np.float32 or not array.flags.c_contiguous:
-        array = np.ascontiguousarray(array, dtype=np.float32)
-    normalised = True
-    for start in range(0, len(array), chunk):
-        norms = np.linalg.norm(array[start:start + chunk], axis=1)
-        if not np.all(np.isfinite(norms)) or np.any(norms == 0):
-            bad = start + int(np.flatnonzero(~np.isfinite(norms) | (norms == 0))[0])
-            raise ValueError(f"vector {bad} is zero or not finite")
-        if np.any(np.abs(norms - 1) > NORM_TOLERANCE):
-            normalised = False
-    if normalised:
-        return array
-    out = array / np.linalg.norm(array, axis=1, keepdims=True)
-    return np.ascontiguousarray(out, dtype=np.float32)
+def unit_vectors(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` as C-contiguous float32 rows of norm 1 (see :func:`~ieiw.builders.vector_store.unit_rows`)."""
+    return unit_rows(vectors)
 
 
 def cosine(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -237,13 +268,19 @@ def meta_table(meta: pa.Table | Mapping[str, Sequence[Any]] | Sequence[ExemplarM
     return pa.table({"row": pa.array(np.arange(count, dtype=np.int64)), **arrays}, schema=META_SCHEMA)
 
 
-def _encode(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list[str | None], dict[str, int]]:
-    """Dictionary codes (int32, -1 for null), the dictionary, and value -> code."""
+def _encode(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Dictionary codes (int32, -1 for null) and the dictionary: held as Arrow, never as Python strings
+    (12.5M distinct image ids at 100M objects would be ~1.5 GB of Python objects)."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     encoded = array.dictionary_encode()
     codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)
-    values = encoded.dictionary.to_pylist()
-    return codes, values, {value: code for code, value in enumerate(values)}
+    return codes, encoded.dictionary
+
+
+def _lookup(values: Sequence[str | None], dictionary: pa.Array) -> np.ndarray:
+    """Codes of ``values`` in ``dictionary``; -2 for a value it lacks or None."""
+    found = pc.index_in(pa.array(list(values), pa.string()), value_set=dictionary)
+    return found.fill_null(-2).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
@@ -256,124 +293,245 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
     return manifest if isinstance(manifest, dict) and manifest.get("format") == FORMAT else None
 
 
-class ExemplarIndex:
-    """A built or loaded exemplar index: :meth:`query` for exemplars with exclusions, :meth:`search` for
-    the raw nearest rows, :meth:`save` / :meth:`load` to persist."""
+def nprobe_ladder(nlist: int) -> list[int]:
+    """1, 2, 3, 4, 6, 8, 12, 16, ... (powers of two and 1.5x between), capped by and ending at nlist."""
+    steps, power = [], 1
+    while power < nlist:
+        steps += [power] + ([power * 3 // 2] if power >= 2 else [])
+        power *= 2
+    return sorted({min(step, nlist) for step in steps} | {nlist})
 
-    def __init__(self, index: Any, table: pa.Table, config: ExemplarIndexConfig, kind: str,
-                 inputs: Any = None, folder: Path | None = None):
+
+def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    hits = [len(set(f[f >= 0].tolist()) & set(t[t >= 0].tolist())) / max(1, int((t >= 0).sum()))
+            for f, t in zip(found, truth, strict=True)]
+    return float(np.mean(hits)) if hits else 1.0
+
+
+def _replace_folder(partial: Path, folder: Path) -> None:
+    """Rename ``partial`` into ``folder``; an older ``folder`` is renamed aside first, removed after."""
+    old: Path | None = None
+    try:
+        if folder.exists():
+            old = folder.parent / f"{PARTIAL}{folder.name}-old-{uuid.uuid4().hex[:8]}"
+            os.replace(folder, old)
+        os.replace(partial, folder)
+        fsync_dir(folder.parent)
+    except BaseException:
+        if old is not None and not folder.exists():
+            os.replace(old, folder)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _partial_folder(folder: Path) -> Path:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    for stale in folder.parent.glob(f"{PARTIAL}{folder.name}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    partial = Path(tempfile.mkdtemp(prefix=f"{PARTIAL}{folder.name}-", dir=folder.parent))
+    os.chmod(partial, folder_mode())  # mkdtemp makes it 0700; 0755 under the usual umask 022
+    return partial
+
+
+class IndexWriter:
+    """Builds a new index folder from vectors that stream in: :meth:`append` batches (Arrow / NumPy
+    buffers, any size) into the store, then :meth:`finish` with the metadata trains, adds the vectors
+    shard by shard from the store, calibrates nprobe, writes the manifest and renames the folder into
+    place. Memory: the training sample, one add batch and the IVF shard being filled; never the vectors."""
+
+    def __init__(self, folder: Path, count: int, dim: int, config: ExemplarIndexConfig | None = None,
+                 inputs: Any = None):
+        self.folder, self.count, self.dim = Path(folder), int(count), int(dim)
+        self.config = config or ExemplarIndexConfig()
+        self.inputs = inputs
+        if self.count < 1:
+            raise ValueError("an exemplar index needs at least one vector")
+        self.partial = _partial_folder(self.folder)
+        self.writer = VectorStoreWriter(self.partial / STORE, self.count, self.dim)
+        self._digest: str | None = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if kind is not None:
+            self.abort()
+
+    def append(self, batch: np.ndarray) -> None:
+        self.writer.append(batch)
+
+    def abort(self) -> None:
+        self.writer.abort()
+        shutil.rmtree(self.partial, ignore_errors=True)
+
+    def stored(self) -> VectorStore:
+        """The store written so far, closed (for a caller that reads it back before :meth:`finish`, e.g.
+        to label unlabelled rows by their nearest labelled one)."""
+        if self._digest is None:
+            self._digest = self.writer.close()
+        return VectorStore(self.partial / STORE)
+
+    def finish(self, meta: Any) -> ExemplarIndex:
         import faiss
 
-        self.index = index
+        config = self.config
+        store = self.stored()
+        table = meta_table(meta, self.count)
+        kind = config.resolved_kind(self.count)
+        manifest: dict[str, Any] = {"format": FORMAT, "version": FORMAT_VERSION, "kind": kind, "count": self.count,
+                                    "dim": self.dim, "nlist": None, "m": None, "train_rows": None, "shards": [],
+                                    "calibration": None, "config": config.model_dump(mode="json"),
+                                    "inputs": self.inputs, "faiss": faiss.__version__}
+        try:
+            pq.write_table(table, self.partial / META, compression="zstd")
+            train: np.ndarray | None = None
+            if kind == "ivfpq":
+                with faiss_threads(config.threads):
+                    train = self._build_ivfpq(store, manifest)
+            index = ExemplarIndex(self.partial, manifest, table, config)
+            if kind == "ivfpq":
+                manifest["calibration"] = index.calibrate(train)
+                index.nprobe = config.nprobe or manifest["calibration"]["nprobe"]
+            files = {}
+            for name in (META, *manifest["shards"]):
+                fsync_dir(self.partial / name)
+                files[name] = {"bytes": (self.partial / name).stat().st_size, "sha256": sha256_file(self.partial / name)}
+            manifest["files"] = files
+            manifest["store"] = {"file": STORE, "bytes": store.path.stat().st_size, "sha256": self._digest,
+                                 "sampled_sha256": store.sampled_digest()}
+            (self.partial / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+            fsync_dir(self.partial / MANIFEST)
+            fsync_dir(self.partial)
+            index.close()
+            _replace_folder(self.partial, self.folder)
+        except BaseException:
+            shutil.rmtree(self.partial, ignore_errors=True)
+            raise
+        return ExemplarIndex.load(self.folder, config, verify=False)
+
+    def _build_ivfpq(self, store: VectorStore, manifest: dict[str, Any]) -> np.ndarray:
+        """Train on a seeded sample gathered from the store, then fill the shards in batches; returns the
+        training rows (the calibration draws its queries outside them)."""
+        import faiss
+
+        config, count, dim = self.config, self.count, self.dim
+        nlist, m = config.resolved_nlist(count, dim), config.resolved_m(dim)
+        if count < 2 ** config.nbits:
+            raise ValueError(f"IVF-PQ with nbits={config.nbits} needs at least {2 ** config.nbits} vectors,"
+                             f" got {count}: use kind flat")
+        train = np.sort(np.random.default_rng(config.seed).choice(count, size=config.train_rows(count, nlist, dim),
+                                                                   replace=False))
+        quantizer = faiss.IndexFlatIP(dim)
+        if config.nbits == 4:  # SIMD fast-scan layout: same codes, several times faster to scan
+            trained = faiss.IndexIVFPQFastScan(quantizer, dim, nlist, m, 4, faiss.METRIC_INNER_PRODUCT)
+        else:
+            trained = faiss.IndexIVFPQ(quantizer, dim, nlist, m, config.nbits, faiss.METRIC_INNER_PRODUCT)
+        trained.cp.seed = config.seed
+        trained.pq.cp.seed = config.seed
+        trained.train(store.gather(train))
+        for number, start in enumerate(range(0, count, config.shard_size)):
+            shard = faiss.clone_index(trained)
+            for first, block in store.blocks(ADD_BATCH, start, min(count, start + config.shard_size)):
+                shard.add_with_ids(block, np.arange(first, first + len(block), dtype=np.int64))
+            faiss.write_index(shard, str(self.partial / shard_name(number)))
+            manifest["shards"].append(shard_name(number))
+            del shard
+        manifest.update(nlist=nlist, m=m, train_rows=len(train))
+        return train
+
+
+class ExemplarIndex:
+    """A built index folder, opened: :meth:`query` for exemplars with exclusions, :meth:`search` for the
+    raw nearest rows, :meth:`save` to copy it elsewhere, :meth:`load` to open one."""
+
+    def __init__(self, folder: Path, manifest: dict[str, Any], table: pa.Table, config: ExemplarIndexConfig):
+        import faiss
+
+        self.folder = Path(folder)
+        self.manifest_data = manifest
         self.table = table
         self.config = config
-        self.kind = kind
-        self.inputs = inputs
-        self.folder = folder
-        self.count = int(index.ntotal)
-        self.dim = int(index.d)
-        self._image_codes, self._images, self._image_lookup = _encode(table.column("image_id"))
-        self._label_codes, self._labels, self._label_lookup = _encode(table.column("label"))
-        self._ivf = None
-        self._exact = kind == "flat"
-        if kind == "ivfpq":
-            base = index
-            if isinstance(faiss.downcast_index(index), faiss.IndexRefine):
-                base = faiss.downcast_index(index).base_index
-                self._exact = True
-            self._ivf = faiss.extract_index_ivf(base)
-        self.nlist = int(self._ivf.nlist) if self._ivf is not None else 1
-        self.m = int(faiss.downcast_index(self._ivf).pq.M) if self._ivf is not None else None
+        self.kind: str = manifest["kind"]
+        self.inputs = manifest.get("inputs")
+        self.count = int(manifest["count"])
+        self.dim = int(manifest["dim"])
+        self.store = VectorStore(self.folder / STORE)
+        self._image_codes, self._images = _encode(table.column("image_id"))
+        self._label_codes, self._labels = _encode(table.column("label"))
+        self._shard_names: list[str] = list(manifest["shards"])
+        self._resident: OrderedDict[int, Any] = OrderedDict()
+        self._flat = None
+        self._exact = self.kind == "flat" or config.refine is not None
+        self.nlist = int(manifest["nlist"]) if self.kind == "ivfpq" else 1
+        self.m = manifest.get("m")
+        calibration = manifest.get("calibration") or {}
+        self.nprobe = config.nprobe or calibration.get("nprobe") or 1
+        if self.kind == "flat":
+            self._flat = faiss.IndexFlatIP(self.dim)
+            for _, block in self.store.blocks(ADD_BATCH):
+                self._flat.add(block)
+        if (self.kind == "ivfpq" and config.nprobe is None and calibration
+                and calibration.get("refine") != config.refine):
+            log.warning("%s: nprobe %s was calibrated with refine %s, queried with refine %s: set nprobe",
+                        self.folder, self.nprobe, calibration.get("refine"), config.refine)
+
+    @property
+    def index(self) -> Any:
+        """The FAISS index of a one-shard IVF-PQ index or of a flat one (diagnostics and tests)."""
+        return self._flat if self._flat is not None else self._shard(0)
 
     # -- building and persistence ---------------------------------------------------------------
     @classmethod
     def build(cls, vectors: np.ndarray, meta: Any, config: ExemplarIndexConfig | None = None,
-              inputs: Any = None) -> ExemplarIndex:
-        """Index ``vectors`` (n x dim; normalised here unless they already are) with ``meta`` (one entry
-        per vector; see :func:`meta_table`). ``inputs``: the caller's fingerprint of what it was built
-        from (e.g. feature-shard sha256s), kept in the manifest."""
-        import faiss
-
-        config = config or ExemplarIndexConfig()
-        x = unit_vectors(vectors)
-        count, dim = x.shape
-        table = meta_table(meta, count)
-        kind = config.resolved_kind(count)
-        with faiss_threads(config.threads):
-            if kind == "flat":
-                index = faiss.IndexFlatIP(dim)
-            else:
-                nlist, m = config.resolved_nlist(count), config.resolved_m(dim)
-                if count < 2 ** config.nbits:
-                    raise ValueError(f"IVF-PQ with nbits={config.nbits} needs at least {2 ** config.nbits} vectors,"
-                                     f" got {count}: use kind flat")
-                quantizer = faiss.IndexFlatIP(dim)
-                if config.nbits == 4:  # SIMD fast-scan layout: same codes, several times faster to scan
-                    ivf = faiss.IndexIVFPQFastScan(quantizer, dim, nlist, m, 4, faiss.METRIC_INNER_PRODUCT)
-                else:
-                    ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, m, config.nbits, faiss.METRIC_INNER_PRODUCT)
-                ivf.cp.seed = config.seed
-                ivf.pq.cp.seed = config.seed
-                sample = np.random.default_rng(config.seed).choice(count, size=min(count, config.train_size),
-                                                                   replace=False)
-                ivf.train(x[np.sort(sample)])
-                index = ivf
-                if config.refine is not None:
-                    index = faiss.IndexRefineFlat(ivf)
-                    index.k_factor = float(config.refine)
-            index.add(x)
-        return cls(index, table, config, kind, inputs)
+              inputs: Any = None, folder: Path | None = None) -> ExemplarIndex:
+        """Index in-memory ``vectors`` (n x dim; normalised here unless they already are) with ``meta``
+        (see :func:`meta_table`) into ``folder``, or into a private temporary folder removed with the
+        object (then :meth:`save` copies it). Large inputs stream through :class:`IndexWriter` instead."""
+        array = np.asarray(vectors)
+        if array.ndim != 2 or array.shape[1] == 0:
+            raise ValueError(f"vectors must be a 2-d array (n, dim), got shape {array.shape}")
+        private = folder is None
+        if private:
+            folder = Path(tempfile.mkdtemp(prefix="ieiw-exemplar-index-")) / "index"
+        with IndexWriter(Path(folder), len(array), array.shape[1], config, inputs) as writer:
+            for start in range(0, len(array), ADD_BATCH):
+                writer.append(array[start:start + ADD_BATCH])
+            index = writer.finish(meta)
+        if private:
+            weakref.finalize(index, shutil.rmtree, str(Path(folder).parent), True)
+        return index
 
     def manifest(self) -> dict[str, Any]:
-        return {"format": FORMAT, "version": FORMAT_VERSION, "kind": self.kind, "count": self.count,
-                "dim": self.dim, "nlist": self.nlist if self._ivf is not None else None, "m": self.m,
-                "config": self.config.model_dump(mode="json"), "inputs": self.inputs}
+        return dict(self.manifest_data)
 
     def save(self, folder: Path) -> Path:
-        """Write the index folder: all files in a sibling ``.partial-`` folder, fsynced, then renamed
-        into place (an older index there is replaced whole)."""
-        import faiss
-
+        """This index's files in ``folder``, copied into a sibling ``.partial-`` folder, fsynced, then
+        renamed into place (an older index there is replaced whole)."""
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        for stale in folder.parent.glob(f"{PARTIAL}{folder.name}-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        partial = Path(tempfile.mkdtemp(prefix=f"{PARTIAL}{folder.name}-", dir=folder.parent))
-        old: Path | None = None
+        if folder.resolve() == self.folder.resolve():
+            return folder
+        partial = _partial_folder(folder)
         try:
-            os.chmod(partial, folder_mode())  # mkdtemp makes it 0700; 0755 under the usual umask 022
-            faiss.write_index(self.index, str(partial / INDEX))
-            pq.write_table(self.table, partial / META, compression="zstd")
-            files = {}
-            for name in (INDEX, META):
+            for name in (MANIFEST, META, STORE, *self._shard_names):
+                shutil.copyfile(self.folder / name, partial / name)
                 fsync_dir(partial / name)
-                files[name] = {"bytes": (partial / name).stat().st_size, "sha256": sha256_file(partial / name)}
-            manifest = {**self.manifest(), "faiss": faiss.__version__, "files": files}
-            (partial / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
-            fsync_dir(partial / MANIFEST)
             fsync_dir(partial)
-            if folder.exists():
-                old = folder.parent / f"{PARTIAL}{folder.name}-old-{uuid.uuid4().hex[:8]}"
-                os.replace(folder, old)
-            os.replace(partial, folder)
-            fsync_dir(folder.parent)
+            _replace_folder(partial, folder)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
-            if old is not None and not folder.exists():
-                os.replace(old, folder)
             raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        self.folder = folder
         return folder
+
+    def close(self) -> None:
+        self._resident.clear()
 
     @classmethod
     def load(cls, folder: Path, config: ExemplarIndexConfig | None = None, verify: bool = True) -> ExemplarIndex:
-        """Read a saved index. ``config``, when given, supplies the query-time fields (nprobe, refine's
-        factor, threads, exclusions); its build fields must equal the saved ones. ``verify``: check
-        both files' sha256 against the manifest (reads them once more)."""
-        import faiss
-
+        """Open a saved index. ``config``, when given, supplies the query-time fields (nprobe, refine's
+        factor, resident shards, threads, exclusions); its build fields must equal the saved ones.
+        ``verify``: check the metadata's and the shards' sha256 against the manifest (reads them once
+        more); the store is always checked by size and sampled blocks."""
         folder = Path(folder)
         if not folder.is_dir():
             raise ExemplarIndexError(f"{folder}: no exemplar index here (the folder does not exist)")
@@ -392,42 +550,144 @@ class ExemplarIndex:
             if path.stat().st_size != expected["bytes"] or (verify and sha256_file(path) != expected["sha256"]):
                 raise ExemplarIndexError(f"{folder}: {name} does not match its manifest (corrupt or replaced);"
                                          " rebuild the index")
+        store = folder / STORE
+        if not store.exists():
+            raise ExemplarIndexError(f"{folder}: {STORE} is missing; rebuild the index")
         try:
-            index = faiss.read_index(str(folder / INDEX))
-            table = pq.read_table(folder / META)
-        except Exception as error:  # faiss raises RuntimeError, pyarrow ArrowInvalid
-            raise ExemplarIndexError(f"{folder}: unreadable exemplar index ({error})") from error
-        if table.schema != META_SCHEMA or not (index.ntotal == table.num_rows == manifest["count"]):
-            raise ExemplarIndexError(f"{folder}: the index holds {index.ntotal} vectors and {table.num_rows} metadata"
-                                     f" rows, the manifest says {manifest['count']}")
+            sound = (store.stat().st_size == manifest["store"]["bytes"]
+                     and VectorStore(store).sampled_digest() == manifest["store"]["sampled_sha256"])
+        except ValueError:
+            sound = False
+        if not sound:
+            raise ExemplarIndexError(f"{folder}: {STORE} does not match its manifest (corrupt or replaced);"
+                                     " rebuild the index")
         saved = ExemplarIndexConfig(**manifest["config"])
         if config is None:
             config = saved
-        elif config.build_key() != saved.build_key():
-            changed = sorted(k for k, v in config.build_key().items() if saved.build_key()[k] != v)
-            raise ExemplarIndexError(f"{folder}: built with other parameters ({', '.join(changed)}); rebuild it")
-        return cls(index, table, config, manifest["kind"], manifest.get("inputs"), folder)
+        else:
+            changed = sorted(k for k, v in config.build_key().items() if k != "refine" and saved.build_key()[k] != v)
+            if changed:
+                raise ExemplarIndexError(f"{folder}: built with other parameters ({', '.join(changed)}); rebuild it")
+        try:
+            table = pq.read_table(folder / META)
+        except Exception as error:  # pyarrow: ArrowInvalid and kin
+            raise ExemplarIndexError(f"{folder}: unreadable exemplar index ({error})") from error
+        if table.schema != META_SCHEMA or table.num_rows != manifest["count"]:
+            raise ExemplarIndexError(f"{folder}: {table.num_rows} metadata rows, the manifest says {manifest['count']}")
+        index = cls(folder, manifest, table, config)
+        try:
+            if index.kind == "ivfpq" and (config.max_resident_shards or len(index._shard_names)) >= len(
+                    index._shard_names):
+                held = sum(int(index._shard(number).ntotal) for number in range(len(index._shard_names)))
+                if held != index.count:
+                    raise ExemplarIndexError(f"{folder}: the shards hold {held} vectors, the manifest says"
+                                             f" {index.count}")
+        except RuntimeError as error:  # faiss
+            if isinstance(error, ExemplarIndexError):
+                raise
+            raise ExemplarIndexError(f"{folder}: unreadable exemplar index ({error})") from error
+        return index
 
-    # -- queries -----------------------------------------------------------------------------------
-    def _params(self, nprobe: int) -> Any:
+    # -- shards --------------------------------------------------------------------------------------
+    def _shard(self, number: int) -> Any:
+        """IVF shard ``number``, read on first use; past ``max_resident_shards`` the least recently used
+        one is released (a search then reads shards in turn: bounded memory, more I/O)."""
         import faiss
 
-        if self._ivf is None:
-            return None
-        ivf = faiss.SearchParametersIVF(nprobe=min(nprobe, self.nlist))
-        if self.config.refine is not None and self._exact:
-            return faiss.IndexRefineSearchParameters(k_factor=float(self.config.refine), base_index_params=ivf)
-        return ivf
+        if number in self._resident:
+            self._resident.move_to_end(number)
+            return self._resident[number]
+        limit = self.config.max_resident_shards
+        while limit is not None and len(self._resident) >= limit:
+            self._resident.popitem(last=False)
+        shard = faiss.read_index(str(self.folder / self._shard_names[number]))
+        self._resident[number] = shard
+        return shard
 
+    def _ivf_search(self, x: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k PQ estimates over every shard, merged: the same as one index holding all the vectors
+        (the shards share the quantizer, so the same cells are probed and scored alike)."""
+        import faiss
+
+        params = faiss.SearchParametersIVF(nprobe=min(nprobe, self.nlist))
+        parts = [self._shard(number).search(x, k, params=params) for number in range(len(self._shard_names))]
+        if len(parts) == 1:
+            return parts[0]
+        sims = np.concatenate([p[0] for p in parts], axis=1)
+        rows = np.concatenate([p[1] for p in parts], axis=1)
+        sims = np.where(rows < 0, -np.inf, sims).astype(np.float32)
+        order = np.lexsort((np.where(rows < 0, np.iinfo(np.int64).max, rows), -sims), axis=1)[:, :k]
+        return np.take_along_axis(sims, order, axis=1), np.take_along_axis(rows, order, axis=1)
+
+    def _rerank(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """float32 inner products of each query with its candidate rows, read from the store (-inf for
+        -1 rows), ``RERANK_QUERIES`` queries at a time."""
+        sims = np.full(rows.shape, -np.inf, np.float32)
+        for start in range(0, len(rows), RERANK_QUERIES):
+            block = rows[start:start + RERANK_QUERIES]
+            present = block >= 0
+            wanted = np.unique(block[present])
+            vectors = self.store.gather(wanted)
+            at = np.searchsorted(wanted, np.where(present, block, wanted[0] if len(wanted) else 0))
+            found = np.einsum("qkd,qd->qk", vectors[at], x[start:start + RERANK_QUERIES]) if len(wanted) else sims[:0]
+            sims[start:start + RERANK_QUERIES] = np.where(present, found, -np.inf)
+        return sims
+
+    def _candidates(self, x: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, rows), n x k, best first: flat exact; IVF-PQ re-ranked from the store when
+        ``refine`` is set (refine x k candidates), else its PQ estimates. -1 rows where fewer were found."""
+        if self._flat is not None:
+            return self._flat.search(x, k)
+        if self.config.refine is None:
+            return self._ivf_search(x, k, nprobe)
+        wide = min(self.count, max(k, int(k * self.config.refine)))
+        _, rows = self._ivf_search(x, wide, nprobe)
+        sims = self._rerank(x, rows)
+        order = np.lexsort((np.where(rows < 0, np.iinfo(np.int64).max, rows), -sims), axis=1)[:, :k]
+        return np.take_along_axis(sims, order, axis=1), np.take_along_axis(rows, order, axis=1)
+
+    # -- calibration -----------------------------------------------------------------------------------
+    def calibrate(self, train: np.ndarray | None) -> dict[str, Any]:
+        """The smallest nprobe whose recall@10 reaches ``recall_target`` on held-out store vectors (rows
+        outside the training sample, each searched for its 10 nearest other rows), with the sweep."""
+        config = self.config
+        rng = np.random.default_rng([config.seed, 7])
+        pool = np.setdiff1d(np.arange(self.count), train) if train is not None else np.arange(self.count)
+        if not len(pool):
+            pool = np.arange(self.count)
+        rows = np.sort(rng.choice(pool, size=min(config.calibration_queries, len(pool)), replace=False))
+        k = min(CALIBRATION_K, self.count - 1)
+        if k < 1:
+            return {"nprobe": 1, "recall": 1.0, "target": config.recall_target, "reached": True, "queries": 0,
+                    "k": 0, "refine": config.refine, "sweep": {}}
+        x = self.store.gather(rows)
+        with faiss_threads(config.threads):
+            _, truth = exact_top_k(self.store, x, k, exclude=rows)
+            sweep: dict[str, float] = {}
+            chosen, reached = self.nlist, False
+            for nprobe in nprobe_ladder(self.nlist):
+                _, found = self._candidates(x, k + 1, nprobe)
+                found = np.stack([np.concatenate([r[r != own], [-1]])[:k] for r, own in zip(found, rows, strict=True)])
+                sweep[str(nprobe)] = round(_recall(found, truth), 4)
+                if sweep[str(nprobe)] >= config.recall_target:
+                    chosen, reached = nprobe, True
+                    break
+        if not reached:
+            log.warning("%s: recall@%d reached %.3f at nprobe %d (= nlist), below the target %.3f",
+                        self.folder, k, max(sweep.values()), self.nlist, config.recall_target)
+        return {"nprobe": chosen, "recall": sweep[str(chosen)], "target": config.recall_target, "reached": reached,
+                "queries": len(rows), "k": k, "refine": config.refine, "sweep": sweep}
+
+    # -- queries -----------------------------------------------------------------------------------
     def search(self, vectors: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The raw nearest rows, without exclusions: (similarities float32, rows int64), n x k, padded
-        with -1 rows where fewer were found (FAISS's own numbers; for benches and diagnostics)."""
+        with -1 rows where fewer were found (for benches and diagnostics)."""
         x = self._queries(vectors)
         with faiss_threads(self.config.threads):
-            return self.index.search(x, k, params=self._params(nprobe or self.config.nprobe))
+            return self._candidates(x, k, nprobe or self.nprobe)
 
     def _queries(self, vectors: np.ndarray) -> np.ndarray:
-        x = unit_vectors(np.atleast_2d(np.asarray(vectors)))
+        x = unit_rows(np.atleast_2d(np.asarray(vectors)))
         if x.shape[1] != self.dim:
             raise ValueError(f"query vectors have dimension {x.shape[1]}, the index {self.dim}")
         return x
@@ -445,20 +705,19 @@ class ExemplarIndex:
         if len(image_ids) != count or (labels is not None and len(labels) != count):
             raise ValueError(f"{count} query vectors, {len(image_ids)} image ids"
                              + ("" if labels is None else f", {len(labels)} labels"))
-        query_images = np.array([self._image_lookup.get(i, -2) for i in image_ids], dtype=np.int64)
+        query_images = _lookup(image_ids, self._images) if count else np.zeros(0, np.int64)
         query_labels = np.full(count, -2, dtype=np.int64)  # -2: excludes nothing (-1 is a null label)
-        if labels is not None and self.config.exclude_same_label:
-            query_labels = np.array([-2 if label is None else self._label_lookup.get(label, -2) for label in labels],
-                                    dtype=np.int64)
+        if labels is not None and self.config.exclude_same_label and count:
+            query_labels = _lookup(labels, self._labels)
         found: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros(0, np.int64), np.zeros(0))] * count
         # Each query has its own widening state (k', nprobe); queries in the same state are searched together.
-        start = (min(self.count, max(2 * k, k + 32)), min(self.config.nprobe, self.nlist))
+        start = (min(self.count, max(2 * k, k + 32)), min(self.nprobe, self.nlist))
         states: dict[tuple[int, int], list[int]] = {start: list(range(count))} if count else {}
         with faiss_threads(self.config.threads):
             while states:
                 (kprime, nprobe), members = min(states.items())
                 del states[(kprime, nprobe)]
-                sims32, rows = self.index.search(x[members], kprime, params=self._params(nprobe))
+                sims32, rows = self._candidates(x[members], kprime, nprobe)
                 for position, qi in enumerate(members):
                     done, more = self._select(x[qi], rows[position], sims32[position], query_images[qi],
                                               query_labels[qi], k, kprime, nprobe)
@@ -474,7 +733,7 @@ class ExemplarIndex:
         present = rows >= 0
         rows, sims32 = rows[present], sims32[present]
         if self._exact and len(rows):
-            sims = cosine(self.index.reconstruct_batch(rows), vector)
+            sims = cosine(self.store.gather(rows), vector)
         else:
             sims = sims32.astype(np.float64)
         valid = self._image_codes[rows] != image
@@ -497,17 +756,19 @@ class ExemplarIndex:
 
     def _matches(self, found: list[tuple[np.ndarray, np.ndarray]]) -> list[list[Match]]:
         every = np.concatenate([rows for rows, _ in found]) if found else np.zeros(0, np.int64)
-        record_ids = self.table.column("record_id").take(pa.array(every, pa.int64())).to_pylist()
+        taken = pa.array(every, pa.int64())
+        record_ids = self.table.column("record_id").take(taken).to_pylist()
+        images = self._images.take(pa.array(self._image_codes[every], pa.int32())).to_pylist()
+        label_codes = self._label_codes[every]
+        labels = self._labels.take(pa.array(np.maximum(label_codes, 0), pa.int32())).to_pylist() \
+            if len(self._labels) else [None] * len(every)
         out: list[list[Match]] = []
         at = 0
         for rows, sims in found:
             matches = []
             for row, sim in zip(rows.tolist(), sims.tolist(), strict=True):
-                label_code = int(self._label_codes[row])
-                matches.append(Match(row, record_ids[at], self._images[int(self._image_codes[row])],
-                                     None if label_code < 0 else self._labels[label_code], float(sim)))
+                label = None if label_codes[at] < 0 else labels[at]
+                matches.append(Match(row, record_ids[at], images[at], label, float(sim)))
                 at += 1
             out.append(matches)
         return out
-
-

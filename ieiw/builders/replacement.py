@@ -34,13 +34,15 @@ import pyarrow as pa
 from pydantic import Field
 
 from ieiw.backends.features.embedded import EmbeddedFeaturesConfig
-from ieiw.backends.labels import CLIP_ZERO_SHOT, EMBEDDED_NEAREST, ZeroShotLabelsConfig, nearest_labelled_many
+from ieiw.backends.labels import CLIP_ZERO_SHOT, ZeroShotLabelsConfig
 from ieiw.backends.repaint import EmbeddedRepaintConfig, exemplar_crop
+from ieiw.builders.exemplar_shards import build_exemplar_index, labelled_by, open_regions
 from ieiw.builders.exemplars import ExemplarIndex, ExemplarIndexConfig
 from ieiw.builders.instructions import Templates, default_templates, load_templates, replace_instruction
 from ieiw.builders.region_policy import RegionPolicy, choose, replacement_policy
 from ieiw.builders.region_sources import RegionSourceConfig
 from ieiw.builders.template_files import template_file_problems
+from ieiw.builders.vector_store import arrow_vectors
 from ieiw.imageio import encode, extension
 from ieiw.phrases import label_phrase, phrase_forms
 from ieiw.schemas import storage
@@ -79,6 +81,9 @@ EXEMPLAR_SCHEMA = pa.schema([
     ("crop", pa.binary()),  # PNG of the object on white
     ("vector", pa.list_(pa.float32())),
 ])
+# what a candidates worker reads of an exemplar's region (its dataset, label source and where to cut it)
+EXEMPLAR_COLUMNS = ["dataset", "image_id", "image_path", "width", "height", "source_file", "orientation", "bbox",
+                    "label_source"]
 
 
 class ReplacementConfig(BuilderConfig):
@@ -163,15 +168,15 @@ class ReplacementBuilder(CandidateBuilder):
     def index_path(self) -> Path:
         return index_folder(self.context.out_dir, self.name)
 
-    def index(self) -> tuple[ExemplarIndex, pa.Table]:
+    def index(self) -> tuple[ExemplarIndex, pa.Table, dict[str, int]]:
         """The persisted index and its region table, loaded once per process (per index fingerprint).
         An index on object storage is first copied to the local cache (once per fingerprint): faiss reads
         local files."""
         stamp = storage.read_json(self.index_path / "fingerprint.json")["fingerprint"]
 
-        def load() -> tuple[ExemplarIndex, pa.Table]:
+        def load() -> tuple[ExemplarIndex, pa.Table, dict[str, int]]:
             folder = storage.local_copy(self.index_path, stamp)
-            return ExemplarIndex.load(folder, self.config.index), read_shard(folder / "regions.parquet")
+            return ExemplarIndex.load(folder, self.config.index), *open_regions(folder)
 
         return self._made.get(f"index-{stamp}", load)
 
@@ -259,13 +264,20 @@ class ReplacementBuilder(CandidateBuilder):
                     "label": region.label, "label_source": region.label_source, "label_score": None,
                     "rle": region.rle()["counts"], "crop": encode(crop, "png"),
                 })
-        vectors = self.features.image_features(crops) if crops else np.zeros((0, 1), np.float32)
+        vectors = np.asarray(self.features.image_features(crops) if crops else np.zeros((0, 1)), np.float32)
+        norms = np.linalg.norm(vectors, axis=1) if len(vectors) else np.zeros(0)
+        usable = np.isfinite(norms) & (norms > 0)  # a NaN / zero embedding (fp16 overflow) has no direction
+        for i in np.flatnonzero(~usable):
+            failures.append(Failure("bad_vector", rows[i]["record_id"], rows[i]["source_file"],
+                                    f"the {self.config.features.label()} embedding of region {rows[i]['record_id']}"
+                                    f" is {'zero' if norms[i] == 0 else 'not finite'}; region not indexed"))
+        rows = [dict(row, position=at) for at, row in enumerate(r for r, ok in zip(rows, usable, strict=True) if ok)]
+        crops = [crop for crop, ok in zip(crops, usable, strict=True) if ok]
+        vectors = vectors[usable]
         unlabelled = [i for i, row in enumerate(rows) if row["label"] is None]
         if unlabelled and getattr(self.features, "has_text", False):
             for i, found in zip(unlabelled, self.labeler.label([crops[i] for i in unlabelled]), strict=True):
                 rows[i].update(label=found.label, label_source=CLIP_ZERO_SHOT, label_score=found.score)
-        for row, vector in zip(rows, vectors, strict=True):
-            row["vector"] = vector.astype(np.float32).tolist()
         stats = {
             "records": len(entries),
             "regions": len(rows),
@@ -274,51 +286,38 @@ class ReplacementBuilder(CandidateBuilder):
             "failure_list": [[f.reason, f.record_id, f.file, f.message] for f in failures],
             "skipped": dict(skipped),
         }
-        return pa.Table.from_pylist(rows, schema=EXEMPLAR_SCHEMA), stats
+        light = pa.Table.from_pylist(rows, schema=EXEMPLAR_SCHEMA.remove(EXEMPLAR_SCHEMA.get_field_index("vector")))
+        dim = vectors.shape[1] if len(vectors) else 0
+        column = pa.ListArray.from_arrays(pa.array(np.arange(len(vectors) + 1, dtype=np.int32) * dim),
+                                          pa.array(vectors.reshape(-1)))  # the buffer, not a Python float each
+        return light.append_column(EXEMPLAR_SCHEMA.field("vector"), column), stats
 
     # -- stage 2: one index over every unit -----------------------------------------------------------
     def build_index(self, shards: list[Path], folder: Path, fingerprint: str) -> dict[str, Any]:
-        columns = [n for n in EXEMPLAR_SCHEMA.names if n not in ("crop", "rle")]
-        tables = []
-        for shard in shards:
-            table = read_shard(shard, columns=columns)
-            tables.append(table.append_column("unit", pa.array([shard.stem] * table.num_rows, pa.string())))
-        regions = pa.concat_tables(tables) if tables else None
-        if regions is None or regions.num_rows == 0:
-            raise RuntimeError(f"{self.name}: no region survived the policy in {len(shards)} unit(s); nothing to index")
-        vectors = np.asarray(regions["vector"].to_pylist(), dtype=np.float32)
-        labels = regions["label"].to_pylist()
-        sources = regions["label_source"].to_pylist()
-        scores = regions["label_score"].to_pylist()
-        known = [i for i, label in enumerate(labels) if label is not None]
-        missing = [i for i, label in enumerate(labels) if label is None]
-        if missing and known:  # embedded mode: the nearest labelled exemplar's label
-            found = nearest_labelled_many(vectors[missing], vectors[known], [labels[i] for i in known])
-            for i, label in zip(missing, found, strict=True):
-                labels[i], sources[i], scores[i] = label.label, EMBEDDED_NEAREST, label.score
-        regions = (regions.drop_columns(["vector", "label", "label_source", "label_score"])
-                   .append_column("label", pa.array(labels, pa.string()))
-                   .append_column("label_source", pa.array(sources, pa.string()))
-                   .append_column("label_score", pa.array(scores, pa.float32())))
-        meta = {"image_id": regions["image_id"], "record_id": regions["record_id"], "label": regions["label"]}
-        index = ExemplarIndex.build(vectors, meta, self.config.index, inputs=fingerprint)
-        index.save(folder)
-        from ieiw.schemas.shards import write_shard
-
-        write_shard(regions, folder / "regions.parquet")
+        """Stream every unit's vectors into the index's store and the light columns into regions.arrow
+        (:mod:`ieiw.builders.exemplar_shards`): memory is a function of the region count, not of the
+        vectors (docs/PERFORMANCE.md, "Exemplar index")."""
+        try:
+            index, light = build_exemplar_index(shards, folder, self.config.index, fingerprint,
+                                                drop=["vector", "crop", "rle"])
+        except RuntimeError as error:
+            if "nothing to index" in str(error):
+                raise RuntimeError(f"{self.name}: {error}") from error
+            raise
         atomic_write_bytes(folder / "fingerprint.json", json.dumps({"fingerprint": fingerprint}).encode())
-        return {"exemplars": regions.num_rows, "kind": index.kind, "labelled_by": dict(Counter(sources))}
+        return {"exemplars": index.count, "kind": index.kind, "labelled_by": labelled_by(light),
+                "nprobe": index.nprobe if index.kind == "ivfpq" else None,
+                "calibration": index.manifest().get("calibration")}
 
     # -- stage 3: candidates ------------------------------------------------------------------------------
     def _index_unit_stats(self, unit: WorkUnit) -> dict[str, Any]:
         manifest = load_manifest(self.context.out_dir / "exemplars")
         return (manifest["units"].get(unit.key) or {}).get("stats", {})
 
-    def _exemplar(self, regions: pa.Table, at: int, images: dict[str, Any]) -> np.ndarray:
+    def _exemplar(self, exemplar: dict[str, Any], images: dict[str, Any]) -> np.ndarray:
         """The exemplar the repaint backend gets: its region's box with ``exemplar_pad`` px of natural
         background, cut from its own image (Paint-by-Example's reference crop, not the indexed crop on
         white); images are loaded once per unit."""
-        exemplar = regions.slice(at, 1).to_pylist()[0]
         if exemplar["image_path"] not in images:
             entry = ImageRegions(dataset=exemplar["dataset"], image_id=exemplar["image_id"],
                                  image_path=Path(exemplar["image_path"]), width=exemplar["width"],
@@ -335,27 +334,33 @@ class ReplacementBuilder(CandidateBuilder):
         result.skipped.update(made.get("skipped", {}))
         result.failures.extend(Failure(*fields) for fields in made.get("failure_list", []))
         shard = self.context.out_dir / "exemplars" / f"{unit.key}.parquet"
-        mine = read_shard(shard).to_pylist()
-        if not mine:
+        table = read_shard(shard)
+        if not table.num_rows:
             return result
-        index, regions = self.index()
-        labels, label_sources = regions["label"].to_pylist(), regions["label_source"].to_pylist()
-        units, positions = regions["unit"].to_pylist(), regions["position"].to_pylist()
-        datasets = regions["dataset"].to_pylist()
-        # A region's index row by its shard and position, not its record id: two sources (two SA-1B folders,
-        # say) may hold the same record id, and a region must get its own label, not the other's.
-        at_of = {(u, position): i for i, (u, position) in enumerate(zip(units, positions, strict=True))}
-        own = [at_of[(unit.key, row["position"])] for row in mine]
-        vectors = np.asarray([row["vector"] for row in mine], np.float32)
-        matches = index.query(vectors, [row["image_id"] for row in mine], [labels[i] for i in own], k=1)
+        index, regions, starts = self.index()
+        if unit.key not in starts:
+            raise RuntimeError(f"{self.name}: unit {unit.key} is not in the exemplar index {self.index_path};"
+                               " rebuild the index stage")
+        vectors = arrow_vectors(table.column("vector"), index.dim, where=str(shard))
+        mine = table.drop_columns(["vector"]).to_pylist()
+        # A region's index row is its unit's first row plus its position in the unit's shard, not its record
+        # id: two sources (two SA-1B folders, say) may hold the same record id, and a region must get its
+        # own label, not the other's.
+        own = pa.array([starts[unit.key] + row["position"] for row in mine], pa.int64())
+        labels = regions.column("label").take(own).to_pylist()
+        label_sources = regions.column("label_source").take(own).to_pylist()
+        matches = index.query(vectors, [row["image_id"] for row in mine], labels, k=1)
+        chosen = [found[0].row for found in matches if found]
+        exemplars = dict(zip(chosen, regions.select(EXEMPLAR_COLUMNS).take(pa.array(chosen, pa.int64())).to_pylist(),
+                             strict=True))
 
         images: dict[str, Any] = {}  # by image file: two sources (or a crafted file) may share an image id
         jobs = []
-        for row, at, found in zip(mine, own, matches, strict=True):
+        for row, label, label_source, found in zip(mine, labels, label_sources, matches, strict=True):
             if not found:
                 result.skipped["no_exemplar"] += 1
                 continue
-            if labels[at] is None:
+            if label is None:
                 result.skipped["unlabelled"] += 1
                 continue
             entry = ImageRegions(dataset=row["dataset"], image_id=row["image_id"], image_path=Path(row["image_path"]),
@@ -369,20 +374,22 @@ class ReplacementBuilder(CandidateBuilder):
                 continue
             match = found[0]
             try:
-                exemplar = self._exemplar(regions, match.row, images)
+                exemplar = self._exemplar(exemplars[match.row], images)
             except SourceRecordError as err:
                 result.failures.append(err.failure)
                 continue
             rle = {"size": [row["height"], row["width"]], "counts": row["rle"].encode()}
             mask = _dilate(mask_utils.decode(rle), self.config.mask_dilation)
-            jobs.append((row, at, match, images[row["image_path"]], mask, exemplar))
+            jobs.append((row, label, label_source, match, exemplars[match.row], images[row["image_path"]], mask,
+                         exemplar))
         if not jobs:
             return result
         seeds = [int(stable_hash(self.config.seed, job[0]["record_id"], length=8), 16) for job in jobs]
-        targets = self.repainter.repaint([j[3].pixels for j in jobs], [j[4] for j in jobs], [j[5] for j in jobs], seeds)
-        for (row, at, match, image, mask, _), target, seed in zip(jobs, targets, seeds, strict=True):
-            result.rows.append(self._row(row, labels[at], label_sources[at], match, datasets[match.row],
-                                         label_sources[match.row], image, mask, target, seed))
+        targets = self.repainter.repaint([j[5].pixels for j in jobs], [j[6] for j in jobs], [j[7] for j in jobs], seeds)
+        for (row, label, label_source, match, found, image, mask, _), target, seed in zip(jobs, targets, seeds,
+                                                                                         strict=True):
+            result.rows.append(self._row(row, label, label_source, match, found["dataset"], found["label_source"],
+                                         image, mask, target, seed))
         result.counters["repainted"] = len(jobs)
         return result
 
