@@ -17,6 +17,7 @@ below the gaps between neighbours that the refine stage separates. The file is a
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,8 @@ DTYPE = np.dtype("<f2")
 NORM_TOLERANCE = 1e-3
 SAMPLED_BLOCKS = 64  # blocks of the store hashed at load (a full hash of 150 GB would take minutes)
 SAMPLED_BLOCK = 1 << 16
+LARGE_GATHER = 16_384  # rows; more go through a map of their own (see VectorStore.gather)
+RELEASE_ROWS = 262_144  # rows read through the map between two releases of its pages (<= 1 GiB of pages)
 
 
 def arrow_vectors(column: pa.Array | pa.ChunkedArray, dim: int | None = None, where: str = "vectors") -> np.ndarray:
@@ -95,9 +98,9 @@ class VectorStoreWriter:
             raise ValueError(f"{self.path}: a batch of shape {np.shape(batch)}, the store holds {self.dim}-d vectors")
         if self.written + len(batch) > self.count:
             raise ValueError(f"{self.path}: more than the {self.count} vectors announced")
-        data = unit_rows(batch, self.written).astype(DTYPE).tobytes()
-        self._handle.write(data)
-        self._digest.update(data)
+        data = unit_rows(batch, self.written).astype(DTYPE)
+        self._handle.write(data.data)  # the array's buffer: no bytes copy of it
+        self._digest.update(data.data)
         self.written += len(batch)
 
     def close(self) -> str:
@@ -131,22 +134,50 @@ class VectorStore:
         if self.path.stat().st_size != expected:
             raise ValueError(f"{self.path}: {self.path.stat().st_size} bytes, a {self.count} x {self.dim} store"
                              f" has {expected}")
+        self._mapping: mmap.mmap | None = None
         self._map: np.ndarray | None = None
+        self._mapped_reads = 0
 
     @property
     def rows_array(self) -> np.ndarray:
+        """The whole store as a read-only (count, dim) float16 array over a memory map."""
         if self._map is None:
-            self._map = np.memmap(self.path, DTYPE, "r", self.offset, (self.count, self.dim))
+            with open(self.path, "rb") as handle:
+                self._mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            self._map = np.frombuffer(self._mapping, DTYPE, self.count * self.dim, self.offset).reshape(
+                self.count, self.dim)
         return self._map
 
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """float32 vectors of ``rows`` (any shape of row numbers; the result adds a last axis of dim), read
+        through the map: the refine stage's few hundred scattered rows a query. The pages read stay in the
+        process's RSS until released: after ``RELEASE_ROWS`` rows the map's pages are dropped
+        (``MADV_DONTNEED``: clean file pages, re-read from the page cache when touched again), so the RSS
+        a long run of queries holds is bounded, not the size of the store."""
+        rows = np.asarray(rows, np.int64)
+        out = np.take(self.rows_array, rows.ravel(), axis=0).astype(np.float32).reshape(*rows.shape, self.dim)
+        self._mapped_reads += rows.size
+        if self._mapped_reads > RELEASE_ROWS and self._mapping is not None:
+            self._mapped_reads = 0
+            self._mapping.madvise(mmap.MADV_DONTNEED)
+        return out
+
     def gather(self, rows: np.ndarray) -> np.ndarray:
-        """float32 rows in the order given (read in ascending order: neighbouring rows share pages)."""
+        """float32 rows in the order given (read in ascending order: neighbouring rows share pages).
+        A large gather (a training sample: ~175k rows spread over the whole file) goes through a map of
+        its own, closed after, so the pages it touched leave the process's RSS with it."""
         rows = np.asarray(rows, np.int64)
         if not len(rows):
             return np.zeros((0, self.dim), np.float32)
         order = np.argsort(rows, kind="stable")
         out = np.empty((len(rows), self.dim), np.float32)
-        out[order] = self.rows_array[rows[order]]
+        if len(rows) <= LARGE_GATHER:
+            out[order] = self.take(rows[order])
+            return out
+        with open(self.path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            view = np.frombuffer(mapped, DTYPE, self.count * self.dim, self.offset).reshape(self.count, self.dim)
+            out[order] = view[rows[order]]
+            del view  # the map closes only once no array views it
         return out
 
     def blocks(self, rows_per_block: int = 65_536, start: int = 0, stop: int | None = None
@@ -182,7 +213,7 @@ class VectorStore:
 
 
 def exact_top_k(store: VectorStore, queries: np.ndarray, k: int, exclude: np.ndarray | None = None,
-                memory: int = 256 << 20) -> tuple[np.ndarray, np.ndarray]:
+                memory: int = 128 << 20) -> tuple[np.ndarray, np.ndarray]:
     """Exact inner-product top-``k`` of unit ``queries`` over the whole store, one pass in blocks whose
     similarity matrix stays within ``memory`` bytes: (similarities float32, rows int64), n x k, best
     first, ties by the smaller row, -1 rows where the store has fewer. ``exclude``: one row per query
