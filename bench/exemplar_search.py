@@ -277,14 +277,15 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
     total_s = time.perf_counter() - started
     calibration = manifest["calibration"]
-    refine = config.refine
     name = (f"IVF{index.nlist},PQ{index.m}x{config.nbits}{'fs' if config.nbits == 4 else ''}"
-            + (f" + re-rank x{refine:g} from the float16 store" if refine else ""))
+            + (f" + re-rank x{index.refine:g} from the float16 store" if index.refine else ""))
     print(f"index: {name}; {len(manifest['shards'])} shard(s); trained on {manifest['train_rows']:,} vectors"
           f" ({manifest['train_rows'] / index.nlist:.0f} a centroid)")
-    print(f"calibrated nprobe {calibration['nprobe']} (recall@{calibration['k']} {calibration['recall']:.3f} on"
-          f" {calibration['queries']} held-out store vectors, target {calibration['target']}); sweep"
-          f" {calibration['sweep']}")
+    print(f"calibrated: nprobe {calibration['nprobe']}, refine {calibration['refine']} (recall@{calibration['k']}"
+          f" {calibration['recall']:.3f} on {calibration['queries']} held-out store vectors, target"
+          f" {calibration['target']}, {'reached' if calibration['reached'] else 'NOT reached'}); sweep (nprobe,"
+          f" refine: recall): " + ", ".join(f"{s['nprobe']},{s['refine']:g}: {s['recall']:.3f}" if s["refine"]
+                                            else f"{s['nprobe']}: {s['recall']:.3f}" for s in calibration["sweep"]))
     rows_out = [
         ("generate vectors (not the index's cost)", f"{generate_s:.0f} s"),
         ("exact baseline (IndexFlatIP per chunk, all queries)", f"{exact.seconds:.0f} s"),

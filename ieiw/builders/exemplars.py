@@ -98,6 +98,12 @@ PARTIAL = ".partial-"
 ADD_BATCH = 65_536  # vectors read from the store and added per FAISS call
 RERANK_QUERIES = 64  # queries re-ranked together: 64 x (refine x k) x dim float32 at a time (~16 MB at 768-d)
 CALIBRATION_K = 10
+REFINE_STEPS = (1, 2, 4, 8)  # the calibration tries refine x these
+PLATEAU = 0.002  # a recall gain below this is no gain (the calibration's nprobe sweep stops after two)
+# the calibration's cost model, microseconds: one fast-scan code scanned, one candidate re-ranked (a random
+# read of 2 x dim bytes from the store); measured on 768-d, 2 threads (docs/PERFORMANCE.md)
+SCAN_COST = 0.001
+RERANK_COST = 0.6
 TIE_MARGIN = 1e-5  # float32 (FAISS, re-rank) vs float64 (recomputed) similarities differ by ~1e-7
 META_SCHEMA = pa.schema([("row", pa.int64()), ("image_id", pa.string()), ("record_id", pa.string()),
                          ("label", pa.string())])
@@ -406,7 +412,8 @@ class IndexWriter:
                 started = time.perf_counter()
                 manifest["calibration"] = index.calibrate(train)
                 manifest["seconds"]["calibrate"] = round(time.perf_counter() - started, 2)
-                index.nprobe = config.nprobe or manifest["calibration"]["nprobe"]
+                if config.nprobe is None:
+                    index.nprobe, index.refine = manifest["calibration"]["nprobe"], manifest["calibration"]["refine"]
             files = {}
             for name in (META, *manifest["shards"]):
                 fsync_dir(self.partial / name)
@@ -480,19 +487,20 @@ class ExemplarIndex:
         self._shard_names: list[str] = list(manifest["shards"])
         self._resident: OrderedDict[int, Any] = OrderedDict()
         self._flat = None
-        self._exact = self.kind == "flat" or config.refine is not None
         self.nlist = int(manifest["nlist"]) if self.kind == "ivfpq" else 1
         self.m = manifest.get("m")
         calibration = manifest.get("calibration") or {}
-        self.nprobe = config.nprobe or calibration.get("nprobe") or 1
+        # nprobe null: the calibrated pair (nprobe, refine); a set nprobe: it, with the configured refine
+        use_calibration = config.nprobe is None and bool(calibration)
+        self.nprobe: int = config.nprobe or calibration.get("nprobe") or 1
+        self.refine: float | None = calibration.get("refine", config.refine) if use_calibration else config.refine
+        if use_calibration and config.refine is not None and calibration.get("refine") is None:
+            self.refine = config.refine  # calibrated without re-ranking, queried with it: more exact, not less
+        self._exact = self.kind == "flat" or self.refine is not None
         if self.kind == "flat":
             self._flat = faiss.IndexFlatIP(self.dim)
             for _, block in self.store.blocks(ADD_BATCH):
                 self._flat.add(block)
-        if (self.kind == "ivfpq" and config.nprobe is None and calibration
-                and calibration.get("refine") != config.refine):
-            log.warning("%s: nprobe %s was calibrated with refine %s, queried with refine %s: set nprobe",
-                        self.folder, self.nprobe, calibration.get("refine"), config.refine)
 
     @property
     def index(self) -> Any:
@@ -662,14 +670,17 @@ class ExemplarIndex:
             list(_pool(workers).map(lambda span: part(*span), itertools.pairwise(bounds)))
         return sims
 
-    def _candidates(self, x: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+    def _candidates(self, x: np.ndarray, k: int, nprobe: int, refine: float | None | str = "index"
+                    ) -> tuple[np.ndarray, np.ndarray]:
         """(similarities, rows), n x k, best first: flat exact; IVF-PQ re-ranked from the store when
-        ``refine`` is set (refine x k candidates), else its PQ estimates. -1 rows where fewer were found."""
+        ``refine`` (default: the index's) is set (refine x k candidates), else its PQ estimates. -1 rows
+        where fewer were found."""
         if self._flat is not None:
             return self._flat.search(x, k)
-        if self.config.refine is None:
+        refine = self.refine if refine == "index" else refine
+        if refine is None:
             return self._ivf_search(x, k, nprobe)
-        wide = min(self.count, max(k, int(k * self.config.refine)))
+        wide = min(self.count, max(k, int(k * float(refine))))
         _, rows = self._ivf_search(x, wide, nprobe)
         sims = self._rerank(x, rows)
         order = np.lexsort((np.where(rows < 0, np.iinfo(np.int64).max, rows), -sims), axis=1)[:, :k]
@@ -677,8 +688,13 @@ class ExemplarIndex:
 
     # -- calibration -----------------------------------------------------------------------------------
     def calibrate(self, train: np.ndarray | None) -> dict[str, Any]:
-        """The smallest nprobe whose recall@10 reaches ``recall_target`` on held-out store vectors (rows
-        outside the training sample, each searched for its 10 nearest other rows), with the sweep."""
+        """The cheapest (nprobe, refine) whose recall@10 reaches ``recall_target`` on held-out store
+        vectors (rows outside the training sample, each searched for its 10 nearest other rows), with
+        the sweep. refine runs over ``refine`` x 1, 2, 4, 8 (the PQ ranks fewer true neighbours into its
+        top refine x k as the database grows denser), nprobe over 1, 2, 3, 4, 6, 8, 12, ... until the
+        target is reached or recall stops improving. Cheapest by a cost model, not by the times measured
+        (which are recorded, but would make the choice depend on the machine's load): scanning a code
+        costs ``SCAN_COST``, re-ranking a candidate (a random read of the store) ``RERANK_COST``."""
         config = self.config
         rng = np.random.default_rng([config.seed, 7])
         pool = np.setdiff1d(np.arange(self.count), train) if train is not None else np.arange(self.count)
@@ -687,28 +703,45 @@ class ExemplarIndex:
         rows = np.sort(rng.choice(pool, size=min(config.calibration_queries, len(pool)), replace=False))
         k = min(CALIBRATION_K, self.count - 1)
         if k < 1:
-            return {"nprobe": 1, "recall": 1.0, "target": config.recall_target, "reached": True, "queries": 0,
-                    "k": 0, "refine": config.refine, "sweep": {}}
+            return {"nprobe": 1, "refine": config.refine, "recall": 1.0, "target": config.recall_target,
+                    "reached": True, "queries": 0, "k": 0, "sweep": []}
         x = self.store.gather(rows)
+        per_cell = self.count / self.nlist
+        refines = [None] if config.refine is None else [config.refine * step for step in REFINE_STEPS]
+        sweep: list[dict[str, Any]] = []
         with faiss_threads(config.threads):
             _, truth = exact_top_k(self.store, x, k, exclude=rows)
-            sweep: dict[str, float] = {}
-            chosen, reached = self.nlist, False
-            for nprobe in nprobe_ladder(self.nlist):
-                _, found = self._candidates(x, k + 1, nprobe)
-                found = np.stack([np.concatenate([r[r != own], [-1]])[:k] for r, own in zip(found, rows, strict=True)])
-                recalls = _recalls(found, truth)
-                sweep[str(nprobe)] = round(float(recalls.mean()), 4)
-                # reached when the lower end of its ~95% interval is: the queries are a sample, and the
-                # queries a build serves are other vectors
-                if recalls.mean() - 1.96 * recalls.std() / math.sqrt(len(recalls)) >= config.recall_target:
-                    chosen, reached = nprobe, True
-                    break
+            for refine in refines:
+                best = -1.0
+                stale = 0
+                for nprobe in nprobe_ladder(self.nlist):
+                    started = time.perf_counter()
+                    _, found = self._candidates(x, k + 1, nprobe, refine)
+                    seconds = time.perf_counter() - started
+                    found = np.stack([np.concatenate([r[r != own], [-1]])[:k] for r, own in zip(found, rows, strict=True)])
+                    recalls = _recalls(found, truth)
+                    mean = float(recalls.mean())
+                    # reached when the lower end of its ~95% interval is: the queries are a sample, and the
+                    # queries a build serves are other vectors
+                    low = mean - 1.96 * float(recalls.std()) / math.sqrt(len(recalls))
+                    cost = nprobe * per_cell * SCAN_COST + (refine or 0) * k * RERANK_COST
+                    sweep.append({"nprobe": nprobe, "refine": refine, "recall": round(mean, 4), "cost": round(cost, 2),
+                                  "seconds": round(seconds, 3), "reached": low >= config.recall_target})
+                    if low >= config.recall_target:
+                        break
+                    stale = stale + 1 if mean < best + PLATEAU else 0
+                    best = max(best, mean)
+                    if stale >= 2:  # two steps without a gain: more cells will not help at this refine
+                        break
+        reached = [step for step in sweep if step["reached"]]
+        chosen = min(reached, key=lambda s: (s["cost"], s["nprobe"])) if reached else \
+            max(sweep, key=lambda s: (s["recall"], -s["cost"]))
         if not reached:
-            log.warning("%s: recall@%d reached %.3f at nprobe %d (= nlist), below the target %.3f",
-                        self.folder, k, max(sweep.values()), self.nlist, config.recall_target)
-        return {"nprobe": chosen, "recall": sweep[str(chosen)], "target": config.recall_target, "reached": reached,
-                "queries": len(rows), "k": k, "refine": config.refine, "sweep": sweep}
+            log.warning("%s: recall@%d reached at most %.3f (nprobe %d, refine %s), below the target %.3f",
+                        self.folder, k, chosen["recall"], chosen["nprobe"], chosen["refine"], config.recall_target)
+        return {"nprobe": chosen["nprobe"], "refine": chosen["refine"], "recall": chosen["recall"],
+                "target": config.recall_target, "reached": bool(reached), "queries": len(rows), "k": k,
+                "sweep": sweep}
 
     # -- queries -----------------------------------------------------------------------------------
     def search(self, vectors: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
