@@ -255,3 +255,35 @@ def test_the_store_streams_blocks_and_holds_float16_of_unit_vectors(tmp_path):
     rows = np.array([999, 3, 500, 3])
     assert np.array_equal(store.gather(rows), whole[rows].astype(np.float32))
     assert np.array_equal(store.take(rows.reshape(2, 2)), whole[rows].astype(np.float32).reshape(2, 2, 24))
+
+
+def test_a_region_whose_embedding_is_nan_or_zero_fails_bad_vector_and_the_unit_goes_on(tmp_path, monkeypatch):
+    from ieiw.builders.region_sources import SA1BSourceConfig
+    from ieiw.builders.replacement import ReplacementBuilder, ReplacementConfig
+    from ieiw.schemas.units import BuildContext
+
+    source = SA1BSourceConfig(root=tmp_path / "sa1b", samples={"images": 4, "seed": 3})
+    builder = ReplacementBuilder(ReplacementConfig(sources=[source]),
+                                 BuildContext(root=tmp_path, out_dir=tmp_path / "out", unit_size=4))
+    builder.prepare()
+    unit = builder.plan()[0]
+    whole, _ = builder.index_unit(unit)
+    assert whole.num_rows >= 4
+    real = builder.features.image_features
+
+    def broken(crops: list) -> np.ndarray:  # what an fp16 overflow or a blank crop can give
+        vectors = np.array(real(crops), np.float32)
+        vectors[1] = np.nan
+        vectors[3] = 0.0
+        return vectors
+
+    monkeypatch.setattr(builder.features, "image_features", broken)
+    table, stats = builder.index_unit(unit)
+    assert stats["failures"]["bad_vector"] == 2 and table.num_rows == whole.num_rows - 2
+    bad = {whole["record_id"][1].as_py(), whole["record_id"][3].as_py()}
+    assert {f[1] for f in stats["failure_list"] if f[0] == "bad_vector"} == bad
+    assert any("is not finite" in f[3] for f in stats["failure_list"]) and any(
+        "is zero" in f[3] for f in stats["failure_list"])
+    assert table["position"].to_pylist() == list(range(table.num_rows)), "positions stay the rows' own"
+    assert not set(table["record_id"].to_pylist()) & bad
+    assert np.isfinite(arrow_vectors(table["vector"])).all()

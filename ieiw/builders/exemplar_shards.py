@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 from ieiw.backends.labels import EMBEDDED_NEAREST, nearest_labelled_many
 from ieiw.builders.exemplars import ExemplarIndex, ExemplarIndexConfig, IndexWriter
 from ieiw.builders.vector_store import VectorStore, arrow_vectors
+from ieiw.schemas import storage
 from ieiw.schemas.shards import concat_compact, read_shard
 
 REGIONS = "regions.arrow"
@@ -97,8 +98,9 @@ def _write_regions(path: Path, shards: list[Path], light: pa.Table, drop: list[s
 
     try:
         for shard in shards:
-            table = read_shard(shard).replace_schema_metadata(None)
-            table = table.drop_columns([c for c in (*drop, *LABEL_COLUMNS) if c in table.column_names])
+            names = storage.parquet_file(shard).schema_arrow.names
+            keep = [name for name in names if name not in (*drop, *LABEL_COLUMNS)]  # never the crops' bytes
+            table = read_shard(shard, columns=keep).replace_schema_metadata(None)
             count = table.num_rows
             starts[shard.stem] = at
             if not count:

@@ -139,6 +139,8 @@ class ExemplarIndexConfig(StrictModel):
     nprobe: int | None = Field(None, ge=1, description="IVF cells searched per query; null: the calibrated value")
     refine: float | None = Field(8.0, ge=1, description="re-rank refine x k IVF-PQ candidates with exact inner"
                                                         " products from the vector store; null: PQ estimates only")
+    mapped_store_mb: int = Field(2048, ge=64, description="vector store pages the re-ranking may keep mapped in"
+                                                         " the process (dropped past it; re-read from the page cache)")
     max_resident_shards: int | None = Field(None, ge=1, description="IVF shards held in RAM at once (least"
                                                                     " recently used leave); null: all")
     threads: int | None = Field(None, ge=1, description="FAISS threads for build and queries; null: FAISS's default")
@@ -481,7 +483,7 @@ class ExemplarIndex:
         self.inputs = manifest.get("inputs")
         self.count = int(manifest["count"])
         self.dim = int(manifest["dim"])
-        self.store = VectorStore(self.folder / STORE)
+        self.store = VectorStore(self.folder / STORE, config.mapped_store_mb << 20)
         self._image_codes, self._images = _encode(table.column("image_id"))
         self._label_codes, self._labels = _encode(table.column("label"))
         self._shard_names: list[str] = list(manifest["shards"])
