@@ -245,7 +245,7 @@ def main() -> None:
         manifest = index.manifest()
         seconds = manifest["seconds"]
         disk = sum(p.stat().st_size for p in folder.iterdir())
-        store_bytes = (folder / "vectors.f16.npy").stat().st_size
+        store_bytes = (folder / "vectors.npy").stat().st_size
         shard_bytes = sum((folder / name).stat().st_size for name in manifest["shards"])
         index.search(queries[:16], K)  # warm-up
         times = []

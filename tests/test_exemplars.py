@@ -56,8 +56,10 @@ def random_database(seed: int, count: int, dim: int) -> tuple[np.ndarray, dict[s
 
 
 def stored(vectors: np.ndarray) -> np.ndarray:
-    """The vectors as the index keeps them: unit norm, rounded to float16 (its vector store)."""
-    return unit_rows(vectors).astype(np.float16).astype(np.float32)
+    """The vectors as the index keeps them: unit norm, float32 below flat_below (50k) vectors, as every
+    database here is (float16 above: tests/test_exemplar_scale.py)."""
+    assert len(vectors) < ExemplarIndexConfig().flat_below
+    return unit_rows(vectors)
 
 
 def brute_force(vectors: np.ndarray, meta: dict[str, list], query: np.ndarray, image: str, label: str | None,

@@ -206,7 +206,8 @@ def test_build_into_a_bucket_verifies_and_has_the_local_builds_rows(s3, builds):
     fs = s3["fs"]
     objects = {p[len(BUCKET) + 1:] for p in fs.find(BUCKET) if p.startswith(f"{BUCKET}/out/")}
     for name in ("out/ieiw/manifest.json", "out/calibration.json", "out/stats.json", "out/README.md",
-                 "out/report.html", "out/index-replacement/fingerprint.json", "out/index-replacement/index.faiss"):
+                 "out/report.html", "out/index-replacement/fingerprint.json", "out/index-replacement/vectors.npy",
+                 "out/index-replacement/regions.arrow", "out/index-replacement/manifest.json"):
         assert name in objects, name
     assert not [o for o in objects if "/.tmp-" in o or "crawl-index" in o], "no temp objects, no local caches"
 

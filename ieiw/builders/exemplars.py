@@ -8,8 +8,9 @@ stated function of the vector count N, never the corpus in RAM (docs/PERFORMANCE
 
 What a built index holds (a folder):
 
-- ``vectors.f16.npy``: every vector, unit norm, float16 (:mod:`ieiw.builders.vector_store`), written in
-  batches as they stream in (:class:`IndexWriter`); 2 x dim bytes a vector on disk, none of it in RAM.
+- ``vectors.npy``: every vector, unit norm, float16 (:mod:`ieiw.builders.vector_store`), written in
+  batches as they stream in (:class:`IndexWriter`); 2 x dim bytes a vector on disk, none of it in RAM
+  (float32 below ``flat_below`` vectors, where the 4 bytes cost nothing and cosines stay exact).
 - ``kind: flat`` (``auto`` below ``flat_below`` vectors, 50k): ``IndexFlatIP`` made from the store at
   load, exact (4 x dim bytes a vector in RAM: a small-index path).
 - ``kind: ivfpq``: IVF-PQ with inner product, in shards ``ivf-00000.faiss``... of at most ``shard_size``
@@ -367,7 +368,9 @@ class IndexWriter:
         if self.count < 1:
             raise ValueError("an exemplar index needs at least one vector")
         self.partial = _partial_folder(self.folder)
-        self.writer = VectorStoreWriter(self.partial / STORE, self.count, self.dim)
+        small = self.count < self.config.flat_below  # float32 where it costs nothing: exact cosines
+        self.writer = VectorStoreWriter(self.partial / STORE, self.count, self.dim,
+                                        np.float32 if small else np.float16)
         self._digest: str | None = None
 
     def __enter__(self) -> Self:

@@ -1,4 +1,6 @@
-"""The exemplar index's vector store: every indexed vector, unit norm, as float16 in one ``.npy`` file.
+"""The exemplar index's vector store: every indexed vector, unit norm, as float16 in one ``.npy`` file
+(float32 for a small index, below ``flat_below`` vectors: exact cosines, so the demo's exemplars do not
+move on float16 near-ties).
 
 Why a file and not an array: at SA-1B scale (10M-100M objects x 768 dims) the vectors are 15-150 GB as
 float16 and twice that as float32; no machine holds them, and the old path (``to_pylist`` on the
@@ -27,14 +29,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-STORE = "vectors.f16.npy"
-DTYPE = np.dtype("<f2")
+STORE = "vectors.npy"
+DTYPE = np.dtype("<f2")  # the store at scale
+DTYPES = (np.dtype("<f2"), np.dtype("<f4"))  # float32: small stores, where exact cosines cost nothing
 NORM_TOLERANCE = 1e-3
 SAMPLED_BLOCKS = 64  # blocks of the store hashed at load (a full hash of 150 GB would take minutes)
 SAMPLED_BLOCK = 1 << 16
-LARGE_GATHER = 16_384  # rows; more go through a map of their own (see VectorStore.gather)
 MAPPED_BUDGET = 2 << 30  # default bytes of store pages the map may hold in the process's RSS (VectorStore.take)
-CHECK_ROWS = 1024  # rows read through the map between two looks at the process's file-backed pages
+CHECK_ROWS = 128  # rows read through the map between two looks at its pages (a slice may map ~2 MB a row)
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -93,11 +95,14 @@ class VectorStoreWriter:
     """Appends unit vectors to a new store file of ``count`` x ``dim``; :meth:`close` checks the count,
     fsyncs and returns the data's sha256 (hashed as written, so a 15 GB store is never read back for it)."""
 
-    def __init__(self, path: Path, count: int, dim: int):
+    def __init__(self, path: Path, count: int, dim: int, dtype: np.dtype = DTYPE):
         self.path, self.count, self.dim = Path(path), int(count), int(dim)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in DTYPES:
+            raise ValueError(f"a vector store holds float16 or float32, not {self.dtype}")
         self.written = 0
         self._handle = open(self.path, "wb")  # noqa: SIM115 (closed by close() / abort())
-        np.lib.format.write_array_header_2_0(self._handle, {"descr": DTYPE.str, "fortran_order": False,
+        np.lib.format.write_array_header_2_0(self._handle, {"descr": self.dtype.str, "fortran_order": False,
                                                             "shape": (self.count, self.dim)})
         self.offset = self._handle.tell()
         self._digest = hashlib.sha256()
@@ -110,7 +115,7 @@ class VectorStoreWriter:
             raise ValueError(f"{self.path}: a batch of shape {np.shape(batch)}, the store holds {self.dim}-d vectors")
         if self.written + len(batch) > self.count:
             raise ValueError(f"{self.path}: more than the {self.count} vectors announced")
-        data = unit_rows(batch, self.written).astype(DTYPE)
+        data = unit_rows(batch, self.written).astype(self.dtype)
         self._handle.write(data.data)  # the array's buffer: no bytes copy of it
         self._digest.update(data.data)
         self.written += len(batch)
@@ -140,10 +145,11 @@ class VectorStore:
             reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, fortran, dtype = reader(handle)
             self.offset = handle.tell()
-        if fortran or len(shape) != 2 or dtype != DTYPE:
+        if fortran or len(shape) != 2 or dtype not in DTYPES:
             raise ValueError(f"{self.path}: not a vector store (shape {shape}, dtype {dtype})")
         self.count, self.dim = int(shape[0]), int(shape[1])
-        expected = self.offset + self.count * self.dim * DTYPE.itemsize
+        self.dtype = np.dtype(dtype)
+        expected = self.offset + self.count * self.dim * self.dtype.itemsize
         if self.path.stat().st_size != expected:
             raise ValueError(f"{self.path}: {self.path.stat().st_size} bytes, a {self.count} x {self.dim} store"
                              f" has {expected}")
@@ -165,7 +171,7 @@ class VectorStore:
             self._file_baseline = _file_pages() or 0
             with open(self.path, "rb") as handle:
                 self._mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-            self._map = np.frombuffer(self._mapping, DTYPE, self.count * self.dim, self.offset).reshape(
+            self._map = np.frombuffer(self._mapping, self.dtype, self.count * self.dim, self.offset).reshape(
                 self.count, self.dim)
         return self._map
 
@@ -203,21 +209,13 @@ class VectorStore:
                 self._mapping.madvise(mmap.MADV_DONTNEED)
 
     def gather(self, rows: np.ndarray) -> np.ndarray:
-        """float32 rows in the order given (read in ascending order: neighbouring rows share pages).
-        A large gather (a training sample: ~175k rows spread over the whole file) goes through a map of
-        its own, closed after, so the pages it touched leave the process's RSS with it."""
+        """float32 rows in the order given, read in ascending order (neighbouring rows share pages)
+        through :meth:`take`, so a large gather (a training sample: ~175k rows spread over the whole
+        file) keeps the map's pages within the budget too."""
         rows = np.asarray(rows, np.int64)
-        if not len(rows):
-            return np.zeros((0, self.dim), np.float32)
         order = np.argsort(rows, kind="stable")
         out = np.empty((len(rows), self.dim), np.float32)
-        if len(rows) <= LARGE_GATHER:
-            out[order] = self.take(rows[order])
-            return out
-        with open(self.path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            view = np.frombuffer(mapped, DTYPE, self.count * self.dim, self.offset).reshape(self.count, self.dim)
-            out[order] = view[rows[order]]
-            del view  # the map closes only once no array views it
+        out[order] = self.take(rows[order])
         return out
 
     def blocks(self, rows_per_block: int = 65_536, start: int = 0, stop: int | None = None
@@ -225,8 +223,8 @@ class VectorStore:
         """(first row, float32 block) over rows [start, stop), read with ``readinto`` into one reused
         buffer, so a pass over 15 GB holds one block, not a growing map of the file."""
         stop = self.count if stop is None else stop
-        row_bytes = self.dim * DTYPE.itemsize
-        buffer = np.empty((min(rows_per_block, max(1, stop - start)), self.dim), DTYPE)
+        row_bytes = self.dim * self.dtype.itemsize
+        buffer = np.empty((min(rows_per_block, max(1, stop - start)), self.dim), self.dtype)
         with open(self.path, "rb", buffering=0) as handle:
             handle.seek(self.offset + start * row_bytes)
             for first in range(start, stop, rows_per_block):
