@@ -132,7 +132,7 @@ def test_the_exemplar_is_the_padded_box_with_its_background_squashed_whole(pbe_f
 
 
 def test_the_replacement_builder_paints_the_padded_exemplar_cut_from_its_own_image(tmp_path):
-    """The builder's call site: the exemplar region's row in the index -> its image -> exemplar_crop."""
+    """The builder's call site: the exemplar region's row of the region table -> its image -> exemplar_crop."""
     import pyarrow as pa
 
     from ieiw.builders.region_sources import SA1BSourceConfig
@@ -149,6 +149,6 @@ def test_the_replacement_builder_paints_the_padded_exemplar_cut_from_its_own_ima
                                      "width": 90, "height": 120, "source_file": "a.json", "orientation": "match",
                                      "bbox": [80, 30, 10, 50]}])
     images: dict = {}
-    got = builder._exemplar(regions, 0, images)
+    got = builder._exemplar(regions.to_pylist()[0], images)
     assert np.array_equal(got, photo[24:86, 74:90]), "box + 6 px of natural background, clipped at the right border"
     assert list(images) == [str(tmp_path / "a.png")], "the image is loaded once per unit"
