@@ -27,7 +27,6 @@ import pyarrow.compute as pc
 from ieiw.backends.labels import EMBEDDED_NEAREST, nearest_labelled_many
 from ieiw.builders.exemplars import ExemplarIndex, ExemplarIndexConfig, IndexWriter
 from ieiw.builders.vector_store import VectorStore, arrow_vectors
-from ieiw.schemas import storage
 from ieiw.schemas.shards import concat_compact, read_shard
 
 REGIONS = "regions.arrow"
@@ -56,8 +55,8 @@ def _fill_labels(light: pa.Table, store: VectorStore) -> pa.Table:
     """Embedded mode: an unlabelled region takes the label of the nearest labelled one (cosine over the
     stored vectors); the labelled vectors are gathered once, the unlabelled ones in chunks."""
     labels = light.column("label")
-    missing = np.flatnonzero(labels.is_null().to_numpy(zero_copy_only=False))
-    known = np.flatnonzero(labels.is_valid().to_numpy(zero_copy_only=False))
+    unlabelled = labels.is_null().to_numpy(zero_copy_only=False)
+    missing, known = np.flatnonzero(unlabelled), np.flatnonzero(~unlabelled)
     if not len(missing) or not len(known):
         return light
     known_labels = labels.take(pa.array(known)).to_pylist()
@@ -65,7 +64,7 @@ def _fill_labels(light: pa.Table, store: VectorStore) -> pa.Table:
     found = []
     for start in range(0, len(missing), LABEL_CHUNK):
         found += nearest_labelled_many(store.gather(missing[start:start + LABEL_CHUNK]), known_vectors, known_labels)
-    mask = pa.array(labels.is_null().to_numpy(zero_copy_only=False))
+    mask = pa.array(unlabelled)
     filled = {
         "label": pc.replace_with_mask(labels.combine_chunks(), mask, pa.array([f.label for f in found], pa.string())),
         "label_source": pc.replace_with_mask(light.column("label_source").combine_chunks(), mask,
@@ -98,9 +97,8 @@ def _write_regions(path: Path, shards: list[Path], light: pa.Table, drop: list[s
 
     try:
         for shard in shards:
-            names = storage.parquet_file(shard).schema_arrow.names
-            keep = [name for name in names if name not in (*drop, *LABEL_COLUMNS)]  # never the crops' bytes
-            table = read_shard(shard, columns=keep).replace_schema_metadata(None)
+            # never the crops' bytes; the labels come filled from ``light``
+            table = read_shard(shard, without=[*drop, *LABEL_COLUMNS]).replace_schema_metadata(None)
             count = table.num_rows
             starts[shard.stem] = at
             if not count:

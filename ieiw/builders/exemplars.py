@@ -235,11 +235,6 @@ def faiss_threads(threads: int | None) -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
-def unit_vectors(vectors: np.ndarray) -> np.ndarray:
-    """``vectors`` as C-contiguous float32 rows of norm 1 (see :func:`~ieiw.builders.vector_store.unit_rows`)."""
-    return unit_rows(vectors)
-
-
 def cosine(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Inner products of unit ``vectors`` (n x dim) with ``query`` in float64: products, then numpy's
     per-row (pairwise) sum, so equal rows get bit-equal numbers wherever they sit (a BLAS gemv may sum

@@ -334,7 +334,7 @@ class ReplacementBuilder(CandidateBuilder):
         result.skipped.update(made.get("skipped", {}))
         result.failures.extend(Failure(*fields) for fields in made.get("failure_list", []))
         shard = self.context.out_dir / "exemplars" / f"{unit.key}.parquet"
-        table = read_shard(shard, columns=[n for n in storage.parquet_file(shard).schema_arrow.names if n != "crop"])
+        table = read_shard(shard, without=["crop"])
         if not table.num_rows:
             return result
         index, regions, starts = self.index()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,9 +89,12 @@ def write_shard(table: pa.Table, path: Path, row_group_size: int = 64) -> ShardF
     return ShardFile(name=path.name, rows=table.num_rows, bytes=data.size, sha256=digest.hexdigest())
 
 
-def read_shard(path: Path, columns: list[str] | None = None) -> pa.Table:
-    """Read a shard (a local path or an object), refusing one written by a newer, unknown schema version."""
+def read_shard(path: Path, columns: list[str] | None = None, without: Collection[str] = ()) -> pa.Table:
+    """Read a shard (a local path or an object), refusing one written by a newer, unknown schema version.
+    ``without``: every top-level column but these (e.g. the crops' bytes), named from the same footer."""
     handle = storage.parquet_file(path)  # one footer read for the version check and the columns
+    if without:
+        columns = [name for name in (columns or handle.schema_arrow.names) if name not in without]
     meta = handle.schema_arrow.metadata or {}
     version = int(meta.get(SCHEMA_VERSION_KEY, b"0"))
     if version > SCHEMA_VERSION:
